@@ -1,0 +1,452 @@
+//! Evaluation of bound expressions against one row (or one group).
+
+use std::borrow::Cow;
+use std::cell::OnceCell;
+use std::cmp::Ordering;
+
+use serde_json::{Map, Value as Json};
+use time::UtcOffset;
+use uuid::Uuid;
+
+use super::HogQlError;
+use super::ast::{ArithOp, CmpOp};
+use super::bind::{BExpr, Col, Func};
+use super::value::{Val, compare};
+use crate::store::{EventStore, StoredEvent, StoredPerson};
+use crate::timefmt::parse_datetime;
+
+/// The row an expression reads.
+#[derive(Clone, Copy)]
+pub(crate) enum Row<'r> {
+    Event(&'r EventStore, &'r StoredEvent),
+    Person(&'r StoredPerson),
+}
+
+/// Everything an expression may read: the row, its properties (materialised at most once),
+/// and the current group's aggregate values.
+pub(crate) struct RowCtx<'r> {
+    row: Option<Row<'r>>,
+    props: OnceCell<Cow<'r, Map<String, Json>>>,
+    aggs: &'r [Val<'static>],
+    display_tz: UtcOffset,
+}
+
+impl<'r> RowCtx<'r> {
+    /// A context with no row, for constant folding.
+    pub(crate) fn constant(display_tz: UtcOffset) -> RowCtx<'static> {
+        RowCtx {
+            row: None,
+            props: OnceCell::new(),
+            aggs: &[],
+            display_tz,
+        }
+    }
+
+    /// A context over one row.
+    pub(crate) fn new(
+        row: Option<Row<'r>>,
+        aggs: &'r [Val<'static>],
+        display_tz: UtcOffset,
+    ) -> Self {
+        RowCtx {
+            row,
+            props: OnceCell::new(),
+            aggs,
+            display_tz,
+        }
+    }
+
+    fn properties(&self) -> Option<&Map<String, Json>> {
+        let row = self.row?;
+        Some(self.props.get_or_init(|| match row {
+            Row::Event(store, e) => store.properties(e),
+            Row::Person(p) => Cow::Borrowed(&p.person.properties),
+        }))
+    }
+
+    fn column(&self, col: Col) -> Val<'r> {
+        let Some(row) = self.row else {
+            // Only reachable for constants; columns never fold.
+            return Val::Null;
+        };
+        match (row, col) {
+            (Row::Event(_, e), Col::Uuid) => Val::Uuid(e.uuid),
+            (Row::Event(_, e), Col::Event) => Val::Str(Cow::Borrowed(&e.event)),
+            (Row::Event(_, e), Col::DistinctId) => Val::Str(Cow::Borrowed(&e.distinct_id)),
+            (Row::Event(_, e), Col::Timestamp) => Val::DateTime(e.ts),
+            (Row::Event(_, e), Col::CreatedAt) => Val::DateTime(e.created),
+            (Row::Event(_, e), Col::PersonId) => e.person_id.map_or(Val::Null, Val::Uuid),
+            (Row::Event(store, e), Col::ElementsChain) => Val::Str(store.elements_chain(e)),
+            (Row::Person(p), Col::Id) => Val::Uuid(p.person.id),
+            (Row::Person(p), Col::CreatedAt) => Val::DateTime(p.created),
+            (Row::Person(p), Col::IsIdentified) => Val::Bool(p.person.is_identified),
+            // `properties` is handled by the caller (it borrows from the context).
+            _ => Val::Null,
+        }
+    }
+}
+
+/// Evaluates `e` in `ctx`.
+pub(crate) fn eval<'c>(e: &'c BExpr, ctx: &'c RowCtx<'_>) -> Result<Val<'c>, HogQlError> {
+    Ok(match e {
+        BExpr::Const(v) => v.borrowed(),
+        BExpr::Col(Col::Properties) => match ctx.properties() {
+            // Serialising a map of JSON values cannot fail.
+            Some(m) => Val::Str(Cow::Owned(serde_json::to_string(m).unwrap_or_default())),
+            None => Val::Null,
+        },
+        BExpr::Col(c) => ctx.column(*c),
+        BExpr::Prop(path) => match ctx.properties() {
+            Some(m) => property(m, path),
+            None => Val::Null,
+        },
+        BExpr::Tuple(items) => Val::Tuple(
+            items
+                .iter()
+                .map(|i| eval(i, ctx))
+                .collect::<Result<_, _>>()?,
+        ),
+        BExpr::Agg(i) => ctx.aggs.get(*i).map_or(Val::Null, Val::borrowed),
+        BExpr::Func(f, args) => func(*f, args, ctx)?,
+        BExpr::Not(inner) => match eval(inner, ctx)? {
+            Val::Null => Val::Null,
+            v => Val::Bool(!v.is_true()),
+        },
+        BExpr::And(items) => {
+            let mut saw_null = false;
+            for item in items {
+                match eval(item, ctx)? {
+                    Val::Null => saw_null = true,
+                    v if !v.is_true() => return Ok(Val::Bool(false)),
+                    _ => {}
+                }
+            }
+            if saw_null { Val::Null } else { Val::Bool(true) }
+        }
+        BExpr::Or(items) => {
+            let mut saw_null = false;
+            for item in items {
+                match eval(item, ctx)? {
+                    Val::Null => saw_null = true,
+                    v if v.is_true() => return Ok(Val::Bool(true)),
+                    _ => {}
+                }
+            }
+            if saw_null {
+                Val::Null
+            } else {
+                Val::Bool(false)
+            }
+        }
+        BExpr::Cmp(op, l, r) => cmp(*op, l, r, ctx)?,
+        BExpr::In {
+            expr,
+            list,
+            negated,
+        } => {
+            let v = eval(expr, ctx)?;
+            if v.is_null() {
+                return Ok(Val::Null);
+            }
+            let mut found = false;
+            for item in list {
+                if compare(&v, &eval(item, ctx)?) == Some(Ordering::Equal) {
+                    found = true;
+                    break;
+                }
+            }
+            Val::Bool(found != *negated)
+        }
+        BExpr::Like {
+            expr,
+            pattern,
+            negated,
+            case_insensitive,
+        } => {
+            let (v, p) = (eval(expr, ctx)?, eval(pattern, ctx)?);
+            match (v, p) {
+                (Val::Str(s), Val::Str(p)) => {
+                    let m = if *case_insensitive {
+                        like(&s.to_lowercase(), &p.to_lowercase())
+                    } else {
+                        like(&s, &p)
+                    };
+                    Val::Bool(m != *negated)
+                }
+                _ => Val::Null,
+            }
+        }
+        BExpr::IsNull { expr, negated } => Val::Bool(eval(expr, ctx)?.is_null() != *negated),
+        BExpr::Arith(op, l, r) => arith(*op, eval(l, ctx)?, eval(r, ctx)?)?,
+        BExpr::Neg(inner) => match eval(inner, ctx)? {
+            Val::Int(i) => Val::Int(i.wrapping_neg()),
+            Val::Float(f) => Val::Float(-f),
+            Val::Bool(b) => Val::Int(-i64::from(b)),
+            _ => Val::Null,
+        },
+    })
+}
+
+/// Evaluates a comparison. Tuples are compared element by element, evaluating lazily, so
+/// the keyset predicate `(timestamp, uuid) > (…)` allocates nothing per row.
+fn cmp<'c>(
+    op: CmpOp,
+    l: &'c BExpr,
+    r: &'c BExpr,
+    ctx: &'c RowCtx<'_>,
+) -> Result<Val<'c>, HogQlError> {
+    let ord = match (l, r) {
+        (BExpr::Tuple(ls), BExpr::Const(Val::Tuple(rs))) if ls.len() == rs.len() => {
+            let mut ord = Some(Ordering::Equal);
+            for (le, rv) in ls.iter().zip(rs) {
+                match compare(&eval(le, ctx)?, rv) {
+                    Some(Ordering::Equal) => continue,
+                    other => {
+                        ord = other;
+                        break;
+                    }
+                }
+            }
+            ord
+        }
+        _ => compare(&eval(l, ctx)?, &eval(r, ctx)?),
+    };
+    Ok(match ord {
+        None => Val::Null,
+        Some(o) => Val::Bool(match op {
+            CmpOp::Eq => o == Ordering::Equal,
+            CmpOp::NotEq => o != Ordering::Equal,
+            CmpOp::Lt => o == Ordering::Less,
+            CmpOp::LtEq => o != Ordering::Greater,
+            CmpOp::Gt => o == Ordering::Greater,
+            CmpOp::GtEq => o != Ordering::Less,
+        }),
+    })
+}
+
+/// `properties.a.b` as PostHog returns it: strings as they are, other JSON as its text,
+/// JSON null or a missing key as NULL. Integer path segments index arrays (1-based, as
+/// ClickHouse's `JSONExtract*`).
+fn property<'c>(map: &'c Map<String, Json>, path: &[String]) -> Val<'c> {
+    let mut current = match map.get(&path[0]) {
+        Some(v) => v,
+        None => return Val::Null,
+    };
+    for seg in &path[1..] {
+        let next = match current {
+            Json::Object(m) => m.get(seg),
+            Json::Array(items) => seg
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| i.checked_sub(1))
+                .and_then(|i| items.get(i)),
+            _ => None,
+        };
+        match next {
+            Some(v) => current = v,
+            None => return Val::Null,
+        }
+    }
+    match current {
+        Json::Null => Val::Null,
+        Json::String(s) => Val::Str(Cow::Borrowed(s)),
+        Json::Bool(b) => Val::Str(Cow::Borrowed(if *b { "true" } else { "false" })),
+        other => Val::Str(Cow::Owned(other.to_string())),
+    }
+}
+
+fn func<'c>(f: Func, args: &'c [BExpr], ctx: &'c RowCtx<'_>) -> Result<Val<'c>, HogQlError> {
+    let arg = |i: usize| -> Result<Val<'c>, HogQlError> {
+        match args.get(i) {
+            Some(a) => eval(a, ctx),
+            None => Ok(Val::Null),
+        }
+    };
+    Ok(match f {
+        Func::ToDateTime(tz) => match arg(0)? {
+            Val::Str(s) => parse_datetime(&s, tz).map_or(Val::Null, Val::DateTime),
+            Val::DateTime(t) => Val::DateTime(t),
+            Val::Int(secs) => Val::DateTime(secs.saturating_mul(1_000_000)),
+            Val::Float(secs) if secs.is_finite() => Val::DateTime((secs * 1e6).round() as i64),
+            _ => Val::Null,
+        },
+        Func::ToUuid => match arg(0)? {
+            Val::Str(s) => match Uuid::parse_str(&s) {
+                Ok(u) => Val::Uuid(u),
+                Err(_) => {
+                    return Err(HogQlError::new(format!(
+                        "Cannot parse UUID from String '{s}'"
+                    )));
+                }
+            },
+            Val::Uuid(u) => Val::Uuid(u),
+            _ => Val::Null,
+        },
+        Func::ToString => match arg(0)? {
+            Val::Str(s) => Val::Str(s),
+            v => v
+                .to_clickhouse_string(ctx.display_tz)
+                .map_or(Val::Null, |s| Val::Str(Cow::Owned(s))),
+        },
+        Func::ToInt => match arg(0)? {
+            Val::Int(i) => Val::Int(i),
+            Val::Bool(b) => Val::Int(i64::from(b)),
+            Val::Float(f) if f.is_finite() => Val::Int(f.trunc() as i64),
+            Val::Str(s) => s.trim().parse::<i64>().map_or(Val::Null, Val::Int),
+            Val::DateTime(t) => Val::Int(t.div_euclid(1_000_000)),
+            _ => Val::Null,
+        },
+        Func::ToFloat => match arg(0)? {
+            Val::Int(i) => Val::Float(i as f64),
+            Val::Bool(b) => Val::Float(f64::from(u8::from(b))),
+            Val::Float(f) => Val::Float(f),
+            Val::Str(s) => s.trim().parse::<f64>().map_or(Val::Null, Val::Float),
+            _ => Val::Null,
+        },
+        Func::Lower => match arg(0)? {
+            Val::Str(s) => Val::Str(Cow::Owned(s.to_lowercase())),
+            _ => Val::Null,
+        },
+        Func::Upper => match arg(0)? {
+            Val::Str(s) => Val::Str(Cow::Owned(s.to_uppercase())),
+            _ => Val::Null,
+        },
+        Func::Length => match arg(0)? {
+            // ClickHouse `length` counts bytes.
+            Val::Str(s) => Val::Int(i64::try_from(s.len()).unwrap_or(i64::MAX)),
+            _ => Val::Null,
+        },
+        Func::Coalesce => {
+            for a in args {
+                let v = eval(a, ctx)?;
+                if !v.is_null() {
+                    return Ok(v);
+                }
+            }
+            Val::Null
+        }
+    })
+}
+
+fn arith<'c>(op: ArithOp, l: Val<'c>, r: Val<'c>) -> Result<Val<'c>, HogQlError> {
+    let as_int = |v: &Val<'_>| match v {
+        Val::Int(i) => Some(*i),
+        Val::Bool(b) => Some(i64::from(*b)),
+        _ => None,
+    };
+    let as_f = |v: &Val<'_>| match v {
+        Val::Int(i) => Some(*i as f64),
+        Val::Bool(b) => Some(f64::from(u8::from(*b))),
+        Val::Float(f) => Some(*f),
+        _ => None,
+    };
+    if let (Some(a), Some(b)) = (as_int(&l), as_int(&r))
+        && op != ArithOp::Div
+    {
+        return Ok(match op {
+            ArithOp::Add => Val::Int(a.wrapping_add(b)),
+            ArithOp::Sub => Val::Int(a.wrapping_sub(b)),
+            ArithOp::Mul => Val::Int(a.wrapping_mul(b)),
+            ArithOp::Mod => {
+                if b == 0 {
+                    return Err(HogQlError::new("Division by zero in modulo"));
+                }
+                Val::Int(a.wrapping_rem(b))
+            }
+            ArithOp::Div => Val::Null,
+        });
+    }
+    let (Some(a), Some(b)) = (as_f(&l), as_f(&r)) else {
+        return Ok(Val::Null);
+    };
+    Ok(Val::Float(match op {
+        ArithOp::Add => a + b,
+        ArithOp::Sub => a - b,
+        ArithOp::Mul => a * b,
+        ArithOp::Div => a / b,
+        ArithOp::Mod => a % b,
+    }))
+}
+
+/// SQL LIKE: `%` any run, `_` any one character, backslash escapes.
+pub(crate) fn like(s: &str, pattern: &str) -> bool {
+    let s: Vec<char> = s.chars().collect();
+    let p: Vec<char> = pattern.chars().collect();
+    like_from(&s, &p)
+}
+
+fn like_from(s: &[char], p: &[char]) -> bool {
+    // Iterative matcher with backtracking on the last `%`.
+    let (mut si, mut pi) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        if pi < p.len() {
+            match p[pi] {
+                '%' => {
+                    star = Some((pi, si));
+                    pi += 1;
+                    continue;
+                }
+                '_' => {
+                    si += 1;
+                    pi += 1;
+                    continue;
+                }
+                '\\' if pi + 1 < p.len() && p[pi + 1] == s[si] => {
+                    si += 1;
+                    pi += 2;
+                    continue;
+                }
+                '\\' if pi + 1 < p.len() => {}
+                c if c == s[si] => {
+                    si += 1;
+                    pi += 1;
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        match star {
+            Some((sp, ss)) => {
+                pi = sp + 1;
+                si = ss + 1;
+                star = Some((sp, ss + 1));
+            }
+            None => return false,
+        }
+    }
+    p[pi..].iter().all(|c| *c == '%')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_matches_sql_semantics() {
+        assert!(like("https://example.com/pricing", "%/pricing"));
+        assert!(like("abc", "a_c"));
+        assert!(!like("abc", "a_"));
+        assert!(like("100%", "100\\%"));
+        assert!(!like("1000", "100\\%"));
+        assert!(like("", "%"));
+        assert!(like("aXbXc", "a%b%c"));
+    }
+
+    #[test]
+    fn property_reads_as_strings() {
+        let m: Map<String, Json> = serde_json::from_str(
+            r#"{"s":"x","n":42.5,"b":true,"z":null,"o":{"a":[1,{"b":"deep"}]}}"#,
+        )
+        .unwrap();
+        let p = |path: &[&str]| {
+            property(&m, &path.iter().map(|s| s.to_string()).collect::<Vec<_>>()).into_owned()
+        };
+        assert_eq!(p(&["s"]), Val::Str("x".into()));
+        assert_eq!(p(&["n"]), Val::Str("42.5".into()));
+        assert_eq!(p(&["b"]), Val::Str("true".into()));
+        assert_eq!(p(&["z"]), Val::Null);
+        assert_eq!(p(&["missing"]), Val::Null);
+        assert_eq!(p(&["o", "a", "2", "b"]), Val::Str("deep".into()));
+    }
+}

@@ -1,0 +1,42 @@
+//! A mock PostHog server for tests, demos and benchmarks of the PostHog toolkit.
+//!
+//! It **evaluates** requests over its data: HogQL queries are parsed, type-checked and run
+//! over an `events` and a `persons` table (keyset tuple comparison in ClickHouse UUID order,
+//! ORDER BY, LIMIT clamped to 50 000, OFFSET rejected as PostHog rejects it for personal API
+//! keys); REST lists paginate their fixtures with DRF's limit/offset links; capture and flags
+//! validate and record. Nothing is replayed from canned pages keyed by query text.
+//!
+//! Around that it injects faults at connection level: scripted one-shot faults per route class
+//! ([`MockServer::push_fault`]), a seeded random fault mix, and a server-side rate limit.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use posthog_mock::{Fault, MockConfig, MockServer, RouteClass};
+//!
+//! let server = MockServer::start(MockConfig::default()).await?;
+//! server.push_fault(RouteClass::Query, Fault::too_many(Some("1")));
+//! let url = format!("{}/api/projects/1/query/", server.base_url());
+//! // … point the client at `url` with `Authorization: Bearer phx_mock_personal_key` …
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! Architecture invariant: the crate depends on no PostHog client code; everything it knows
+//! about PostHog comes from `posthog-api.md` and is encoded in `api/` (HTTP shapes) and
+//! `hogql/` (query semantics).
+
+#![warn(missing_docs)]
+
+mod api;
+mod config;
+mod data;
+mod fault;
+mod hogql;
+mod server;
+mod store;
+mod timefmt;
+
+pub use config::{MockConfig, ProjectTimezone, RandomFaults, RateLimit};
+pub use data::{DataError, Dataset, Event, GenSpec, Person};
+pub use fault::{Fault, InvalidFault, RouteClass, UnknownRouteClass};
+pub use server::{MockServer, RecordedRequest};

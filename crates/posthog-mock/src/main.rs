@@ -1,0 +1,219 @@
+//! `posthog-mock`: runs the mock PostHog server from the command line, or writes the sample
+//! events file. Prints one JSON line with the connection details, then serves until killed.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use posthog_mock::{
+    Dataset, GenSpec, MockConfig, MockServer, ProjectTimezone, RandomFaults, RateLimit,
+};
+
+/// A mock PostHog server that evaluates HogQL over generated events and injects faults.
+#[derive(Debug, Parser)]
+#[command(name = "posthog-mock", version)]
+struct Args {
+    /// Port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Number of generated events (generated lazily: a million is fine).
+    #[arg(long)]
+    events: Option<usize>,
+    /// Generator seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Number of generated persons.
+    #[arg(long)]
+    persons: Option<usize>,
+    /// Size of one cluster of events sharing a single timestamp.
+    #[arg(long)]
+    cluster: Option<usize>,
+    /// Project time zone offset, e.g. +05:30.
+    #[arg(long, default_value = "+05:30", allow_hyphen_values = true)]
+    tz_offset: String,
+    /// Project time zone name.
+    #[arg(long, default_value = "Asia/Kolkata")]
+    tz_name: String,
+    /// Server-side throttle on the private API, e.g. 30/60s, 240/1m, 2400/1h.
+    #[arg(long)]
+    rate_limit: Option<String>,
+    /// Probability of a random 5xx per request.
+    #[arg(long, default_value_t = 0.0)]
+    fault_rate: f64,
+    /// Probability of a random connection reset per request.
+    #[arg(long, default_value_t = 0.0)]
+    reset_rate: f64,
+    /// Probability of a random 429 without Retry-After per request.
+    #[arg(long, default_value_t = 0.0)]
+    throttle_rate: f64,
+    /// Seed of the random faults.
+    #[arg(long, default_value_t = 1)]
+    fault_seed: u64,
+    /// Polls answered 202 before an async query completes.
+    #[arg(long, default_value_t = 1)]
+    async_polls: u32,
+    /// Never gzip responses.
+    #[arg(long)]
+    no_gzip: bool,
+    /// Write the sample events (GenSpec::sample, overridden by --seed/--events/--persons/
+    /// --cluster) as JSONL to PATH and exit.
+    #[arg(long, value_name = "PATH")]
+    write_sample: Option<std::path::PathBuf>,
+}
+
+fn parse_rate_limit(s: &str) -> anyhow::Result<RateLimit> {
+    let (n, per) = s
+        .split_once('/')
+        .context("expected N/DURATION, e.g. 30/60s")?;
+    let max_requests: u32 = n
+        .trim()
+        .parse()
+        .context("the request count must be an integer")?;
+    let per = per.trim();
+    let split = per.find(|c: char| !c.is_ascii_digit()).unwrap_or(per.len());
+    let (digits, unit) = per.split_at(split);
+    let amount: u64 = if digits.is_empty() {
+        1
+    } else {
+        digits.parse()?
+    };
+    let secs = match unit {
+        "" | "s" => amount,
+        "m" => amount * 60,
+        "h" => amount * 3600,
+        other => bail!("unknown duration unit `{other}` (use s, m or h)"),
+    };
+    if max_requests == 0 || secs == 0 {
+        bail!("the rate limit must allow at least one request per non-empty window");
+    }
+    Ok(RateLimit {
+        max_requests,
+        per: Duration::from_secs(secs),
+    })
+}
+
+fn spec(args: &Args, base: GenSpec) -> GenSpec {
+    GenSpec {
+        seed: args.seed.unwrap_or(base.seed),
+        events: args.events.unwrap_or(base.events),
+        persons: args.persons.unwrap_or(base.persons),
+        same_timestamp_cluster: args.cluster.unwrap_or(base.same_timestamp_cluster),
+        ..base
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(path) = &args.write_sample {
+        let text = Dataset::sample_jsonl(&spec(&args, GenSpec::sample()));
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        return Ok(());
+    }
+    let offset = time::UtcOffset::parse(
+        &args.tz_offset,
+        time::macros::format_description!("[offset_hour sign:mandatory]:[offset_minute]"),
+    )
+    .with_context(|| format!("--tz-offset `{}` is not like +05:30", args.tz_offset))?;
+    for (name, rate) in [
+        ("--fault-rate", args.fault_rate),
+        ("--reset-rate", args.reset_rate),
+        ("--throttle-rate", args.throttle_rate),
+    ] {
+        if !(0.0..=1.0).contains(&rate) {
+            bail!("{name} must be within 0..=1, got {rate}");
+        }
+    }
+    let random_faults = (args.fault_rate > 0.0
+        || args.reset_rate > 0.0
+        || args.throttle_rate > 0.0)
+        .then_some(RandomFaults {
+            seed: args.fault_seed,
+            server_error_rate: args.fault_rate,
+            reset_rate: args.reset_rate,
+            throttle_rate: args.throttle_rate,
+        });
+    let config = MockConfig {
+        timezone: ProjectTimezone::new(args.tz_name.clone(), offset),
+        gzip: !args.no_gzip,
+        rate_limit: args
+            .rate_limit
+            .as_deref()
+            .map(parse_rate_limit)
+            .transpose()
+            .context("--rate-limit")?,
+        random_faults,
+        async_polls: args.async_polls,
+        ..MockConfig::with_dataset(Dataset::generate_lazy(&spec(&args, GenSpec::default())))
+    };
+    let announce = serde_json::json!({
+        "personal_api_key": config.personal_api_key,
+        "project_api_key": config.project_api_key,
+        "project_id": config.project_id,
+    });
+    let server = MockServer::start_on(config, SocketAddr::from(([127, 0, 0, 1], args.port)))
+        .await
+        .context("binding the listener")?;
+    let mut line = announce;
+    line["base_url"] = serde_json::Value::String(server.base_url());
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{line}")?;
+    stdout.flush()?;
+    drop(stdout);
+    tracing::info!(base_url = %server.base_url(), events = server.event_count(), "serving");
+    // Serve until the process is killed (SIGINT/SIGTERM terminate it).
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("POSTHOG_MOCK_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("posthog-mock: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("posthog-mock: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_forms() {
+        assert_eq!(
+            parse_rate_limit("30/60s").unwrap().per,
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            parse_rate_limit("240/1m").unwrap().per,
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            parse_rate_limit("2400/h").unwrap().per,
+            Duration::from_secs(3600)
+        );
+        assert!(parse_rate_limit("30").is_err());
+        assert!(parse_rate_limit("0/1s").is_err());
+    }
+}
