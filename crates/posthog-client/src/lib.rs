@@ -1,0 +1,78 @@
+//! An async client for PostHog's APIs, built to be depended on in production.
+//!
+//! - **HogQL queries** ([`Client::query`]) with values bound as placeholders, UTC timestamps and
+//!   a traceable `client_query_id`.
+//! - **REST lists** as [`Stream`](futures_core::Stream)s that follow DRF `next` links
+//!   ([`Client::list`], [`Client::cohorts`], …), plus [`Client::project`] and
+//!   [`Client::current_user`].
+//! - **Capture** ([`Client::capture`], [`Client::capture_batch`]) with idempotent event UUIDs, and
+//!   **flag evaluation** ([`Client::evaluate_flags`]).
+//!
+//! Every request goes through one path: a [circuit breaker](BreakerConfig), client-side
+//! [token buckets](RateLimits) per endpoint class, then retries of what is retryable
+//! (connect errors, timeouts, 429, 500, 502, 503, 504) honouring `Retry-After`, else with capped
+//! exponential backoff and full jitter ([`RetryPolicy`]). Failures are one [`Error`] enum whose
+//! [`category`](Error::category) maps to exit codes.
+//!
+//! Keys are held as secrets: they never appear in `Debug` output, errors or logs, at any level,
+//! `verbose_http` included. The crate reads no environment variables and touches no files.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), posthog_client::Error> {
+//! use futures_util::TryStreamExt;
+//! use posthog_client::{Client, HogQlQuery, Region};
+//!
+//! let client = Client::builder()
+//!     .region(Region::Us)
+//!     .personal_api_key("phx_...")
+//!     .project_id("12345")
+//!     .build()?;
+//! let top = client
+//!     .query(&HogQlQuery::new(
+//!         "select event, count() as n from events where timestamp > now() - interval 1 day \
+//!          and event != {skip} group by event order by n desc limit 10",
+//!     ).value("skip", "$feature_flag_called"))
+//!     .await?;
+//! for row in &top.results {
+//!     println!("{row:?}");
+//! }
+//! let cohorts: Vec<serde_json::Value> = client.cohorts().try_collect().await?;
+//! println!("{} cohorts", cohorts.len());
+//! # Ok(()) }
+//! ```
+
+mod breaker;
+mod capture;
+mod client;
+mod error;
+mod flags;
+mod query;
+mod ratelimit;
+mod redact;
+mod region;
+mod rest;
+mod retry;
+mod transport;
+
+pub use breaker::{BreakerConfig, BreakerState};
+pub use capture::{BatchReport, CaptureEvent, MAX_BODY_BYTES};
+pub use client::{Client, ClientBuilder, ClientStats, USER_AGENT};
+pub use error::{ApiError, Error, ErrorCategory};
+pub use flags::{FlagEvaluation, FlagReason, FlagsRequest, FlagsResponse};
+pub use query::{HogQlQuery, QueryResult, RawQueryResponse};
+pub use ratelimit::{Budget, EndpointClass, RateLimits};
+pub use redact::redact_secrets;
+pub use region::Region;
+pub use rest::{
+    CurrentUser, ListParams, Page, Project, PropertyDefinition, PropertyKind, Resource,
+};
+pub use retry::{RetryPolicy, RetryReason};
+
+/// The examples of the READMEs, compiled as doctests so they cannot drift from the API.
+#[cfg(doctest)]
+mod readme_examples {
+    #[doc = include_str!("../README.md")]
+    struct ClientReadme;
+    #[doc = include_str!("../../../README.md")]
+    struct WorkspaceReadme;
+}

@@ -1,0 +1,237 @@
+//! HogQL queries through `POST /api/projects/{id}/query/`.
+//!
+//! Every query is sent with `modifiers.convertToProjectTimezone = false`, so DateTime values come
+//! back in UTC (`…Z`) rather than in the project's time zone, and with a fresh
+//! `client_query_id` that is logged, so a slow query can be found in PostHog's query log or
+//! cancelled. Values are bound through HogQL `values` placeholders (`{name}` in the query), never
+//! spliced into the query text.
+
+use bytes::Bytes;
+use reqwest::Method;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::client::Client;
+use crate::error::Error;
+use crate::ratelimit::EndpointClass;
+use crate::transport::Request;
+
+/// A HogQL query with its bound values.
+///
+/// ```
+/// use posthog_client::HogQlQuery;
+/// let q = HogQlQuery::new("select uuid from events where event = {name} limit 10")
+///     .value("name", "$pageview")
+///     .name("pageviews sample");
+/// assert_eq!(q.values()["name"], "$pageview");
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct HogQlQuery {
+    query: String,
+    values: Map<String, Value>,
+    name: Option<String>,
+}
+
+impl HogQlQuery {
+    /// A query without bound values.
+    pub fn new(query: impl Into<String>) -> Self {
+        HogQlQuery {
+            query: query.into(),
+            values: Map::new(),
+            name: None,
+        }
+    }
+
+    /// Binds `{key}` in the query to a constant. Strings stay strings: a value can never change
+    /// the query's structure.
+    pub fn value(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.values.insert(key.into(), value.into());
+        self
+    }
+
+    /// A name for PostHog's query log (up to 128 characters are kept).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        let name: String = name.into();
+        self.name = Some(name.chars().take(128).collect());
+        self
+    }
+
+    /// The HogQL text.
+    pub fn text(&self) -> &str {
+        &self.query
+    }
+
+    /// The bound values.
+    pub fn values(&self) -> &Map<String, Value> {
+        &self.values
+    }
+}
+
+#[derive(Serialize)]
+struct QueryRequestBody<'a> {
+    query: HogQlBody<'a>,
+    client_query_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    refresh: &'static str,
+}
+
+#[derive(Serialize)]
+struct HogQlBody<'a> {
+    kind: &'static str,
+    query: &'a str,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    values: &'a Map<String, Value>,
+    modifiers: Modifiers,
+}
+
+#[derive(Serialize)]
+struct Modifiers {
+    #[serde(rename = "convertToProjectTimezone")]
+    convert_to_project_timezone: bool,
+}
+
+/// The result of a HogQL query.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct QueryResult {
+    /// Column names (or aliases), in row order.
+    #[serde(default)]
+    pub columns: Vec<String>,
+    /// `(name, ClickHouse type)` pairs, e.g. `("timestamp", "DateTime64(6, 'UTC')")`.
+    #[serde(default, deserialize_with = "deserialize_types")]
+    pub types: Vec<(String, String)>,
+    /// Rows as arrays, in `columns` order.
+    pub results: Vec<Vec<Value>>,
+    /// Set only when the query had no LIMIT: PostHog then returned its default page.
+    #[serde(default, rename = "hasMore")]
+    pub has_more: Option<bool>,
+    /// The LIMIT PostHog applied when the query had none.
+    #[serde(default)]
+    pub limit: Option<u64>,
+    /// The project's time zone as PostHog reports it, when it does.
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// The id this query was sent with (for PostHog's query log and cancellation).
+    #[serde(skip)]
+    pub client_query_id: String,
+}
+
+fn deserialize_types<'de, D>(de: D) -> Result<Vec<(String, String)>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    // PostHog sends `[name, type]` pairs; tolerate `null`.
+    Ok(Option::<Vec<(String, String)>>::deserialize(de)?.unwrap_or_default())
+}
+
+impl QueryResult {
+    /// Each row as `T`, deserialized from an object of column name → value.
+    ///
+    /// ```
+    /// # use posthog_client::QueryResult;
+    /// #[derive(serde::Deserialize)]
+    /// struct Row { event: String, n: u64 }
+    /// let result: QueryResult = serde_json::from_str(
+    ///     r#"{"columns":["event","n"],"results":[["$pageview",3]]}"#).unwrap();
+    /// let rows: Vec<Row> = result.rows().collect::<Result<_, _>>().unwrap();
+    /// assert_eq!((rows[0].event.as_str(), rows[0].n), ("$pageview", 3));
+    /// ```
+    pub fn rows<T: DeserializeOwned>(&self) -> impl Iterator<Item = Result<T, Error>> + '_ {
+        self.results.iter().enumerate().map(|(i, row)| {
+            if row.len() != self.columns.len() {
+                return Err(Error::Decode {
+                    endpoint: "query".into(),
+                    message: format!(
+                        "row {i} has {} values for {} columns",
+                        row.len(),
+                        self.columns.len()
+                    ),
+                });
+            }
+            let object: Map<String, Value> = self
+                .columns
+                .iter()
+                .cloned()
+                .zip(row.iter().cloned())
+                .collect();
+            serde_json::from_value(Value::Object(object)).map_err(|e| Error::Decode {
+                endpoint: "query".into(),
+                message: format!("row {i}: {e}"),
+            })
+        })
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.results.len()
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.results.is_empty()
+    }
+}
+
+/// The undecoded body of a query response, for callers that parse rows themselves (the
+/// extractor borrows strings straight out of it instead of building `Value`s).
+#[derive(Debug, Clone)]
+pub struct RawQueryResponse {
+    /// The JSON body as PostHog sent it.
+    pub body: Bytes,
+    /// The id this query was sent with.
+    pub client_query_id: String,
+}
+
+impl Client {
+    /// Runs a HogQL query and returns its rows.
+    pub async fn query(&self, query: &HogQlQuery) -> Result<QueryResult, Error> {
+        let raw = self.query_raw(query).await?;
+        let mut result: QueryResult =
+            serde_json::from_slice(&raw.body).map_err(|e| Error::Decode {
+                endpoint: "POST /query/".into(),
+                message: format!("query response is not a HogQL result: {e}"),
+            })?;
+        result.client_query_id = raw.client_query_id;
+        Ok(result)
+    }
+
+    /// Runs a HogQL query and returns the response body undecoded.
+    pub async fn query_raw(&self, query: &HogQlQuery) -> Result<RawQueryResponse, Error> {
+        let client_query_id = Uuid::new_v4().to_string();
+        let body = QueryRequestBody {
+            query: HogQlBody {
+                kind: "HogQLQuery",
+                query: &query.query,
+                values: &query.values,
+                modifiers: Modifiers {
+                    convert_to_project_timezone: false,
+                },
+            },
+            client_query_id: &client_query_id,
+            name: Some(query.name.as_deref().unwrap_or("posthog-rs")),
+            refresh: "blocking",
+        };
+        let body = serde_json::to_vec(&body).map_err(|e| Error::InvalidRequest {
+            message: format!("query values cannot be serialized: {e}"),
+        })?;
+        let span = tracing::debug_span!("posthog.query", client_query_id = %client_query_id);
+        tracing::debug!(parent: &span, query = %query.query, "running HogQL query");
+        let response = tracing::Instrument::instrument(
+            self.execute(Request {
+                method: Method::POST,
+                url: self.project_url("/query/")?,
+                class: EndpointClass::Query,
+                body: Some(body.into()),
+                personal_auth: true,
+            }),
+            span,
+        )
+        .await?;
+        Ok(RawQueryResponse {
+            body: response.body,
+            client_query_id,
+        })
+    }
+}

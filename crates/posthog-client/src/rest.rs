@@ -1,0 +1,333 @@
+//! REST endpoints: DRF-paginated lists as streams, project info and the current user.
+//!
+//! A list is a [`Stream`] that follows DRF's `next` links page by page, so callers never handle
+//! offsets, and memory holds one page at a time. A `next` link that points to another host is
+//! refused: the key must never travel anywhere but the configured base URL.
+
+use futures_core::Stream;
+use futures_util::stream::{self, TryStreamExt};
+use reqwest::{Method, Url};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::client::Client;
+use crate::error::Error;
+use crate::ratelimit::EndpointClass;
+use crate::transport::Request;
+
+/// A paginated collection of the private API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Resource {
+    /// `cohorts/`
+    Cohorts,
+    /// `feature_flags/`
+    FeatureFlags,
+    /// `insights/`
+    Insights,
+    /// `annotations/`
+    Annotations,
+    /// `experiments/`
+    Experiments,
+    /// `persons/` (rate limited as an analytics endpoint)
+    Persons,
+    /// `property_definitions/`
+    PropertyDefinitions,
+    /// `event_definitions/`
+    EventDefinitions,
+}
+
+impl Resource {
+    /// Every resource, in a stable order.
+    pub const ALL: [Resource; 8] = [
+        Resource::Cohorts,
+        Resource::FeatureFlags,
+        Resource::Insights,
+        Resource::Annotations,
+        Resource::Experiments,
+        Resource::Persons,
+        Resource::PropertyDefinitions,
+        Resource::EventDefinitions,
+    ];
+
+    /// The collection's path segment below `/api/projects/{id}/`.
+    pub fn path(self) -> &'static str {
+        match self {
+            Resource::Cohorts => "cohorts",
+            Resource::FeatureFlags => "feature_flags",
+            Resource::Insights => "insights",
+            Resource::Annotations => "annotations",
+            Resource::Experiments => "experiments",
+            Resource::Persons => "persons",
+            Resource::PropertyDefinitions => "property_definitions",
+            Resource::EventDefinitions => "event_definitions",
+        }
+    }
+
+    /// The rate-limit class PostHog applies to it.
+    pub fn class(self) -> EndpointClass {
+        match self {
+            Resource::Persons | Resource::Insights => EndpointClass::Analytics,
+            _ => EndpointClass::Crud,
+        }
+    }
+}
+
+/// Options of a list request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListParams {
+    /// Items per page (`limit`); PostHog's default is 100.
+    pub page_size: Option<u32>,
+    /// Extra query parameters, e.g. `("type", "event")` for property definitions.
+    pub filters: Vec<(String, String)>,
+}
+
+impl ListParams {
+    /// Sets the page size.
+    pub fn page_size(mut self, size: u32) -> Self {
+        self.page_size = Some(size);
+        self
+    }
+
+    /// Adds a query-string filter.
+    pub fn filter(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.filters.push((key.into(), value.into()));
+        self
+    }
+}
+
+/// One page of a DRF list.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Page<T> {
+    /// Total items, when the endpoint reports it.
+    #[serde(default)]
+    pub count: Option<u64>,
+    /// Absolute URL of the next page.
+    #[serde(default)]
+    pub next: Option<String>,
+    /// The page's items.
+    pub results: Vec<T>,
+}
+
+/// A property definition (`property_definitions/`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PropertyDefinition {
+    /// PostHog's id.
+    #[serde(default)]
+    pub id: Option<Value>,
+    /// The property's name, e.g. `$browser`.
+    pub name: String,
+    /// `DateTime`, `String`, `Numeric`, `Boolean` or `Duration`, when PostHog knows it.
+    #[serde(default)]
+    pub property_type: Option<String>,
+    /// Whether PostHog has seen numeric values.
+    #[serde(default)]
+    pub is_numerical: Option<bool>,
+    /// Everything else PostHog sent.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// Which properties to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PropertyKind {
+    /// Event properties.
+    Event,
+    /// Person properties.
+    Person,
+}
+
+/// The project (`GET /api/projects/{id}/`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Project {
+    /// Numeric id.
+    pub id: i64,
+    /// Display name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// IANA time zone of the project, e.g. `Europe/Prague`.
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// Everything else PostHog sent.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// The user the key belongs to (`GET /api/users/@me/`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CurrentUser {
+    /// The user's UUID.
+    #[serde(default)]
+    pub uuid: Option<String>,
+    /// The user's email.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Everything else PostHog sent.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Client {
+    /// Streams the pages of a list, following `next` links.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: posthog_client::Client) -> Result<(), posthog_client::Error> {
+    /// use futures_util::TryStreamExt;
+    /// use posthog_client::{ListParams, Resource};
+    /// let pages = client.list_pages::<serde_json::Value>(Resource::Cohorts, ListParams::default());
+    /// let pages: Vec<_> = pages.try_collect().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn list_pages<T: DeserializeOwned + Send + 'static>(
+        &self,
+        resource: Resource,
+        params: ListParams,
+    ) -> impl Stream<Item = Result<Page<T>, Error>> + Send + 'static {
+        let first = self.first_page_url(resource, &params);
+        let client = self.clone();
+        stream::try_unfold(Some(first), move |next| {
+            let client = client.clone();
+            async move {
+                let Some(url) = next else { return Ok(None) };
+                let url = url?;
+                let response = client
+                    .execute(Request {
+                        method: Method::GET,
+                        url: url.clone(),
+                        class: resource.class(),
+                        body: None,
+                        personal_auth: true,
+                    })
+                    .await?;
+                let page: Page<T> = response.json()?;
+                let next = match page.next.as_deref() {
+                    Some(link) => Some(client.follow(&url, link, &response.endpoint)),
+                    None => None,
+                };
+                Ok(Some((page, next)))
+            }
+        })
+    }
+
+    /// Streams every item of a list, one page in memory at a time.
+    pub fn list<T: DeserializeOwned + Send + 'static>(
+        &self,
+        resource: Resource,
+        params: ListParams,
+    ) -> impl Stream<Item = Result<T, Error>> + Send + 'static {
+        self.list_pages::<T>(resource, params)
+            .map_ok(|page| stream::iter(page.results.into_iter().map(Ok)))
+            .try_flatten()
+    }
+
+    /// Cohorts, as JSON objects.
+    pub fn cohorts(&self) -> impl Stream<Item = Result<Value, Error>> + Send + 'static {
+        self.list(Resource::Cohorts, ListParams::default())
+    }
+
+    /// Feature flags, as JSON objects.
+    pub fn feature_flags(&self) -> impl Stream<Item = Result<Value, Error>> + Send + 'static {
+        self.list(Resource::FeatureFlags, ListParams::default())
+    }
+
+    /// Persons, as JSON objects.
+    pub fn persons(&self) -> impl Stream<Item = Result<Value, Error>> + Send + 'static {
+        self.list(Resource::Persons, ListParams::default())
+    }
+
+    /// Property definitions of one kind.
+    pub fn property_definitions(
+        &self,
+        kind: PropertyKind,
+    ) -> impl Stream<Item = Result<PropertyDefinition, Error>> + Send + 'static {
+        let kind = match kind {
+            PropertyKind::Event => "event",
+            PropertyKind::Person => "person",
+        };
+        self.list(
+            Resource::PropertyDefinitions,
+            ListParams::default().filter("type", kind),
+        )
+    }
+
+    /// The configured project.
+    pub async fn project(&self) -> Result<Project, Error> {
+        self.get_json(self.project_url("/")?, EndpointClass::Crud)
+            .await
+    }
+
+    /// The user the personal API key belongs to; a cheap authentication check.
+    pub async fn current_user(&self) -> Result<CurrentUser, Error> {
+        self.get_json(self.api_url("/api/users/@me/"), EndpointClass::Crud)
+            .await
+    }
+
+    async fn get_json<T: DeserializeOwned>(
+        &self,
+        url: Url,
+        class: EndpointClass,
+    ) -> Result<T, Error> {
+        self.execute(Request {
+            method: Method::GET,
+            url,
+            class,
+            body: None,
+            personal_auth: true,
+        })
+        .await?
+        .json()
+    }
+
+    fn first_page_url(&self, resource: Resource, params: &ListParams) -> Result<Url, Error> {
+        let mut url = self.project_url(&format!("/{}/", resource.path()))?;
+        {
+            let mut query = url.query_pairs_mut();
+            if let Some(size) = params.page_size {
+                query.append_pair("limit", &size.to_string());
+            }
+            for (k, v) in &params.filters {
+                query.append_pair(k, v);
+            }
+        }
+        if url.query() == Some("") {
+            url.set_query(None);
+        }
+        Ok(url)
+    }
+
+    /// Resolves a `next` link, refusing one that leaves the API's origin or goes nowhere.
+    fn follow(&self, current: &Url, link: &str, endpoint: &str) -> Result<Url, Error> {
+        let bad = |message: String| Error::Decode {
+            endpoint: endpoint.to_owned(),
+            message,
+        };
+        let mut next = current
+            .join(link)
+            .map_err(|e| bad(format!("pagination link {link:?} is not a URL: {e}")))?;
+        let base = &self.inner.api_base;
+        if next.host_str() != base.host_str() {
+            return Err(bad(format!(
+                "pagination link points to another host ({}); refusing to send credentials there",
+                next.host_str().unwrap_or("none")
+            )));
+        }
+        // A proxy may render links as http:// behind TLS termination: keep our own scheme
+        // and port so the key never goes out in clear text.
+        if next.scheme() != base.scheme() {
+            next.set_scheme(base.scheme())
+                .and_then(|()| next.set_port(base.port()))
+                .map_err(|()| bad("cannot rewrite the link's scheme".into()))?;
+        }
+        if next.port_or_known_default() != base.port_or_known_default() {
+            return Err(bad(format!(
+                "pagination link points to another port ({:?}); refusing to send credentials there",
+                next.port_or_known_default()
+            )));
+        }
+        if &next == current {
+            return Err(bad("pagination link points to the same page again".into()));
+        }
+        Ok(next)
+    }
+}

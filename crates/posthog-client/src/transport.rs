@@ -1,0 +1,307 @@
+//! The one path every request takes: circuit breaker → token bucket → HTTP → classify → retry.
+//!
+//! Endpoint methods build a [`Request`] and call [`Client::execute`]; none of them retries,
+//! throttles or logs on its own, so every endpoint gets the same resilience and tracing.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
+use reqwest::{Method, Url};
+use secrecy::ExposeSecret;
+use tokio::time::Instant;
+use tracing::{Instrument, Level};
+
+use crate::breaker::{Admission, CircuitBreaker};
+use crate::client::{Client, Counters};
+use crate::error::Error;
+use crate::ratelimit::EndpointClass;
+use crate::redact::redact_secrets;
+use crate::retry::{RetryReason, full_jitter, parse_retry_after};
+
+/// Bytes of a body shown by `verbose_http` logging.
+const VERBOSE_BODY_BYTES: usize = 4096;
+
+/// One request, described before it is sent so it can be sent again unchanged.
+#[derive(Debug, Clone)]
+pub(crate) struct Request {
+    pub(crate) method: Method,
+    pub(crate) url: Url,
+    pub(crate) class: EndpointClass,
+    /// A JSON body, serialized once so retries resend the same bytes.
+    pub(crate) body: Option<Bytes>,
+    /// Whether to send the personal API key as a bearer token.
+    pub(crate) personal_auth: bool,
+}
+
+/// A successful (2xx) response with its whole body.
+#[derive(Debug)]
+pub(crate) struct Response {
+    pub(crate) status: u16,
+    pub(crate) body: Bytes,
+    /// `METHOD /path`, for error messages.
+    pub(crate) endpoint: String,
+}
+
+impl Response {
+    /// Parses the body as JSON, or reports a [`Error::Decode`] naming the endpoint.
+    pub(crate) fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, Error> {
+        serde_json::from_slice(&self.body).map_err(|e| Error::Decode {
+            endpoint: self.endpoint.clone(),
+            message: format!("invalid JSON body: {e}"),
+        })
+    }
+}
+
+/// Releases a half-open probe if the call is dropped before its outcome is recorded, so a
+/// cancelled probe cannot leave the breaker refusing every call.
+struct ProbeGuard<'a> {
+    breaker: &'a CircuitBreaker,
+    admission: Option<Admission>,
+}
+
+impl ProbeGuard<'_> {
+    fn record(mut self, healthy: bool) -> bool {
+        let admission = self.admission.take().unwrap_or(Admission::Normal);
+        self.breaker.record(admission, healthy)
+    }
+}
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        if self.admission == Some(Admission::Probe) {
+            self.breaker.release_probe();
+        }
+    }
+}
+
+impl Client {
+    /// Sends `request`, retrying what is retryable, and returns the 2xx response.
+    pub(crate) async fn execute(&self, request: Request) -> Result<Response, Error> {
+        let endpoint = format!("{} {}", request.method, request.url.path());
+        let span = tracing::debug_span!(
+            "posthog.request",
+            method = %request.method,
+            path = %request.url.path(),
+            class = request.class.as_str(),
+        );
+        self.execute_with_retries(&request, &endpoint)
+            .instrument(span)
+            .await
+    }
+
+    async fn execute_with_retries(
+        &self,
+        request: &Request,
+        endpoint: &str,
+    ) -> Result<Response, Error> {
+        let inner = &self.inner;
+        let started = Instant::now();
+        let mut backoff = inner.retry.schedule();
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            let admission = inner.breaker.admit().map_err(|retry_in| {
+                Counters::bump(&inner.stats.fast_failures);
+                tracing::debug!(?retry_in, "circuit open: failing fast");
+                Error::CircuitOpen { retry_in }
+            })?;
+            let guard = ProbeGuard {
+                breaker: &inner.breaker,
+                admission: Some(admission),
+            };
+            let (permit, waited) = inner.limiter.acquire(request.class).await;
+            if !waited.is_zero() {
+                tracing::debug!(
+                    waited_ms = waited.as_millis() as u64,
+                    "waited for rate-limit token"
+                );
+            }
+            let sent_at = Instant::now();
+            let outcome = self.attempt(request, endpoint, attempt).await;
+            drop(permit);
+            let latency_ms = sent_at.elapsed().as_millis() as u64;
+
+            let healthy = match &outcome {
+                Ok(_) => true,
+                Err(e) => {
+                    !matches!(e.category(), crate::ErrorCategory::Network)
+                        && !matches!(e, Error::Timeout { .. })
+                        && e.status().is_none_or(|s| s < 500)
+                }
+            };
+            if guard.record(healthy) {
+                Counters::bump(&inner.stats.breaker_trips);
+                tracing::warn!(endpoint, "circuit breaker opened after repeated failures");
+            }
+
+            let err = match outcome {
+                Ok(response) => {
+                    tracing::debug!(status = response.status, latency_ms, attempt, "response");
+                    return Ok(response);
+                }
+                Err(err) => err,
+            };
+            tracing::debug!(status = err.status(), latency_ms, attempt, error = %err, "request failed");
+            if !err.is_retryable() || attempt >= inner.retry.max_attempts {
+                return Err(err);
+            }
+            let reason = retry_reason(&err);
+            let scheduled = backoff.next();
+            let delay = match (&err, scheduled) {
+                (
+                    Error::Api {
+                        retry_after: Some(wait),
+                        ..
+                    },
+                    _,
+                ) => {
+                    if *wait > inner.retry.max_retry_after {
+                        return Err(err);
+                    }
+                    *wait
+                }
+                (_, Some(delay)) => full_jitter(delay),
+                (_, None) => return Err(err),
+            };
+            if started.elapsed() + delay > inner.retry.total_budget {
+                tracing::debug!(
+                    ?delay,
+                    "retry budget exhausted; giving up with the last error"
+                );
+                return Err(err);
+            }
+            Counters::bump(&inner.stats.retries);
+            tracing::warn!(
+                endpoint,
+                attempt,
+                reason = reason.as_str(),
+                status = err.status(),
+                delay_ms = delay.as_millis() as u64,
+                "retrying request"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// One HTTP exchange, body read in full.
+    async fn attempt(
+        &self,
+        request: &Request,
+        endpoint: &str,
+        attempt: u32,
+    ) -> Result<Response, Error> {
+        let inner = &self.inner;
+        let mut builder = inner
+            .http
+            .request(request.method.clone(), request.url.clone())
+            .header(ACCEPT, HeaderValue::from_static("application/json"));
+        if request.personal_auth {
+            let key = self.personal_key()?;
+            let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose_secret()))
+                .map_err(|_| Error::Config {
+                    field: "personal_api_key",
+                    message: "cannot be sent in an HTTP header".into(),
+                })?;
+            value.set_sensitive(true);
+            builder = builder.header(reqwest::header::AUTHORIZATION, value);
+        }
+        if let Some(body) = &request.body {
+            builder = builder
+                .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+                .body(body.clone());
+            if inner.verbose_http && tracing::enabled!(Level::TRACE) {
+                tracing::trace!(attempt, body = %preview(body), "request body");
+            }
+        }
+        Counters::bump(&inner.stats.requests);
+        let mut response = builder
+            .send()
+            .await
+            .map_err(|e| transport_error(e, endpoint, inner.request_timeout()))?;
+        let status = response.status().as_u16();
+        let retry_after = parse_retry_after(response.headers(), SystemTime::now());
+        if status == 429 {
+            Counters::bump(&inner.stats.throttled);
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| transport_error(e, endpoint, inner.request_timeout()))?
+        {
+            if body.len() + chunk.len() > inner.max_response_bytes {
+                return Err(Error::Decode {
+                    endpoint: endpoint.to_owned(),
+                    message: format!(
+                        "response body exceeds the {} byte limit",
+                        inner.max_response_bytes
+                    ),
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let body = Bytes::from(body);
+        if inner.verbose_http && tracing::enabled!(Level::TRACE) {
+            tracing::trace!(status, body = %preview(&body), "response body");
+        }
+        if (200..300).contains(&status) {
+            Ok(Response {
+                status,
+                body,
+                endpoint: endpoint.to_owned(),
+            })
+        } else {
+            Err(Error::from_response(status, &body, retry_after))
+        }
+    }
+}
+
+impl crate::client::Inner {
+    fn request_timeout(&self) -> Duration {
+        // reqwest reports that a timeout happened, not after how long; ours is the request
+        // timeout configured on the client.
+        self.http_timeout
+    }
+}
+
+fn retry_reason(err: &Error) -> RetryReason {
+    match err {
+        Error::Api { status: 429, .. } => RetryReason::Throttled,
+        Error::Api { status, .. } => RetryReason::ServerError(*status),
+        Error::Timeout { .. } => RetryReason::Timeout,
+        _ => RetryReason::Network,
+    }
+}
+
+fn transport_error(err: reqwest::Error, endpoint: &str, timeout: Duration) -> Error {
+    if err.is_timeout() {
+        return Error::Timeout {
+            endpoint: endpoint.to_owned(),
+            after: timeout,
+        };
+    }
+    // reqwest's message names the URL; ours carry no credentials (keys travel in headers),
+    // and we redact anyway in case a caller put one in a custom base URL path.
+    let mut message = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    Error::Network {
+        endpoint: endpoint.to_owned(),
+        message: redact_secrets(&message).into_owned(),
+    }
+}
+
+fn preview(body: &[u8]) -> String {
+    let cut = body.len().min(VERBOSE_BODY_BYTES);
+    let text = String::from_utf8_lossy(&body[..cut]);
+    let mut shown = redact_secrets(&text).into_owned();
+    if body.len() > cut {
+        shown.push_str(&format!("… ({} bytes in all)", body.len()));
+    }
+    shown
+}
