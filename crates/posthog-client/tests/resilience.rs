@@ -10,6 +10,22 @@ use posthog_client::{
 use posthog_mock::{Fault, RouteClass};
 use util::{builder, client, fast_retry, mock};
 
+/// A client that never retries, so every failure reaches the breaker exactly once.
+fn breaker_client(
+    mock: &posthog_mock::MockServer,
+    failure_threshold: u32,
+    open_for: Duration,
+) -> posthog_client::Client {
+    builder(mock)
+        .retry_policy(RetryPolicy::none())
+        .breaker(BreakerConfig {
+            failure_threshold,
+            open_for,
+        })
+        .build()
+        .unwrap()
+}
+
 fn sample_query() -> HogQlQuery {
     HogQlQuery::new("select uuid, event from events order by timestamp, uuid limit 5")
 }
@@ -209,14 +225,7 @@ async fn the_total_budget_bounds_time_spent_retrying() {
 #[tokio::test]
 async fn breaker_opens_fails_fast_without_requests_and_recovers_through_a_probe() {
     let mock = mock().await;
-    let client = builder(&mock)
-        .retry_policy(RetryPolicy::none())
-        .breaker(BreakerConfig {
-            failure_threshold: 3,
-            open_for: Duration::from_millis(400),
-        })
-        .build()
-        .unwrap();
+    let client = breaker_client(&mock, 3, Duration::from_millis(400));
     mock.push_faults(RouteClass::Query, Fault::status(502), 3);
     for _ in 0..3 {
         assert_eq!(
@@ -251,14 +260,7 @@ async fn breaker_opens_fails_fast_without_requests_and_recovers_through_a_probe(
 #[tokio::test]
 async fn a_failed_probe_reopens_the_circuit() {
     let mock = mock().await;
-    let client = builder(&mock)
-        .retry_policy(RetryPolicy::none())
-        .breaker(BreakerConfig {
-            failure_threshold: 1,
-            open_for: Duration::from_millis(200),
-        })
-        .build()
-        .unwrap();
+    let client = breaker_client(&mock, 1, Duration::from_millis(200));
     mock.push_faults(RouteClass::Query, Fault::ConnectionReset, 2);
     assert!(client.query(&sample_query()).await.is_err());
     tokio::time::sleep(Duration::from_millis(250)).await;
@@ -276,14 +278,7 @@ async fn a_failed_probe_reopens_the_circuit() {
 #[tokio::test]
 async fn client_errors_do_not_trip_the_breaker() {
     let mock = mock().await;
-    let client = builder(&mock)
-        .retry_policy(RetryPolicy::none())
-        .breaker(BreakerConfig {
-            failure_threshold: 2,
-            open_for: Duration::from_secs(60),
-        })
-        .build()
-        .unwrap();
+    let client = breaker_client(&mock, 2, Duration::from_secs(60));
     mock.push_faults(RouteClass::Query, Fault::status(400), 3);
     mock.push_fault(RouteClass::Query, Fault::too_many(None));
     for _ in 0..4 {
