@@ -328,6 +328,12 @@ impl ClientBuilder {
                 message: "must be at least 1".into(),
             });
         }
+        if !(self.retry.factor.is_finite() && self.retry.factor >= 1.0) {
+            return Err(Error::Config {
+                field: "retry.factor",
+                message: format!("{} must be a finite number >= 1", self.retry.factor),
+            });
+        }
         if self.breaker.failure_threshold == 0 {
             return Err(Error::Config {
                 field: "breaker.failure_threshold",
@@ -431,6 +437,13 @@ mod tests {
                     ..RetryPolicy::default()
                 }),
                 "retry.max_attempts",
+            ),
+            (
+                Client::builder().retry_policy(RetryPolicy {
+                    factor: f32::NAN,
+                    ..RetryPolicy::default()
+                }),
+                "retry.factor",
             ),
         ];
         for (builder, field) in cases {

@@ -142,10 +142,14 @@ impl RateLimiter {
                 .map(|b| Ok(DefaultDirectRateLimiter::direct(b.quota(field)?)))
                 .collect()
         };
-        if limits.max_concurrent_queries == 0 {
+        if !(1..=Semaphore::MAX_PERMITS).contains(&limits.max_concurrent_queries) {
             return Err(Error::Config {
                 field: "rate_limits.max_concurrent_queries",
-                message: "must be at least 1".into(),
+                message: format!(
+                    "{} is out of range 1..={}",
+                    limits.max_concurrent_queries,
+                    Semaphore::MAX_PERMITS
+                ),
             });
         }
         Ok(RateLimiter {
@@ -174,7 +178,7 @@ impl RateLimiter {
         for bucket in buckets {
             while let Err(not_until) = bucket.check() {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
-                waited += wait;
+                waited = waited.saturating_add(wait);
                 tokio::time::sleep(wait).await;
             }
         }
@@ -197,6 +201,18 @@ mod tests {
         };
         let err = RateLimiter::new(&limits).unwrap_err();
         assert!(err.to_string().contains("rate_limits.query"), "{err}");
+    }
+
+    #[test]
+    fn an_impossible_concurrency_cap_is_an_error_not_a_panic() {
+        for cap in [0, usize::MAX] {
+            let limits = RateLimits {
+                max_concurrent_queries: cap,
+                ..RateLimits::default()
+            };
+            let err = RateLimiter::new(&limits).unwrap_err();
+            assert!(err.to_string().contains("max_concurrent_queries"), "{err}");
+        }
     }
 
     #[tokio::test]

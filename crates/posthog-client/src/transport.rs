@@ -164,7 +164,7 @@ impl Client {
                 (_, Some(delay)) => full_jitter(delay),
                 (_, None) => return Err(err),
             };
-            if started.elapsed() + delay > inner.retry.total_budget {
+            if started.elapsed().saturating_add(delay) > inner.retry.total_budget {
                 tracing::debug!(
                     ?delay,
                     "retry budget exhausted; giving up with the last error"
