@@ -108,46 +108,52 @@ impl Client {
     }
 
     /// Captures many events through `POST /batch/`, in as few requests as the body limit
-    /// allows. Events are sent in order; on error, the events of earlier requests were
-    /// accepted and re-sending all of them is safe (their UUIDs deduplicate).
+    /// allows. Every event is checked and encoded before the first request, so bad input sends
+    /// nothing. Events are sent in order; on a network or server error, the events of earlier
+    /// requests were accepted and re-sending all of them is safe (their UUIDs deduplicate).
     pub async fn capture_batch(&self, events: &[CaptureEvent]) -> Result<BatchReport, Error> {
+        const TAIL: &[u8] = b"]}";
         let api_key = self.project_key()?;
         let limit = self.inner.max_batch_bytes;
         let head = format!(
             r#"{{"api_key":{},"historical_migration":false,"batch":["#,
             Value::from(api_key)
         );
-        let tail = "]}";
+        let encoded = events
+            .iter()
+            .map(|event| {
+                validate(event)?;
+                let bytes = serde_json::to_vec(event).map_err(serialize_error)?;
+                let alone = head.len() + bytes.len() + TAIL.len();
+                if alone > limit {
+                    return Err(too_large(event, alone, limit));
+                }
+                Ok(bytes)
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+
         let mut report = BatchReport::default();
-        let mut body = head.clone().into_bytes();
-        let mut in_body = 0usize;
-        for event in events {
-            validate(event)?;
-            let encoded = serde_json::to_vec(event).map_err(serialize_error)?;
-            let alone = head.len() + encoded.len() + tail.len();
-            if alone > limit {
-                return Err(too_large(event, alone, limit));
+        let mut rest = encoded.as_slice();
+        while !rest.is_empty() {
+            let mut body = head.clone().into_bytes();
+            // The first event always fits: each was checked against the limit on its own.
+            let mut taken = 0;
+            for event in rest {
+                let separator = usize::from(taken > 0);
+                if taken > 0 && body.len() + separator + event.len() + TAIL.len() > limit {
+                    break;
+                }
+                if taken > 0 {
+                    body.push(b',');
+                }
+                body.extend_from_slice(event);
+                taken += 1;
             }
-            if in_body > 0 && body.len() + 1 + encoded.len() + tail.len() > limit {
-                body.extend_from_slice(tail.as_bytes());
-                self.send_capture("/batch/", std::mem::take(&mut body))
-                    .await?;
-                report.requests += 1;
-                report.events += in_body;
-                body = head.clone().into_bytes();
-                in_body = 0;
-            }
-            if in_body > 0 {
-                body.push(b',');
-            }
-            body.extend_from_slice(&encoded);
-            in_body += 1;
-        }
-        if in_body > 0 {
-            body.extend_from_slice(tail.as_bytes());
+            body.extend_from_slice(TAIL);
             self.send_capture("/batch/", body).await?;
             report.requests += 1;
-            report.events += in_body;
+            report.events += taken;
+            rest = &rest[taken..];
         }
         Ok(report)
     }

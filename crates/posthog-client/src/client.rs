@@ -52,7 +52,7 @@ pub(crate) struct Inner {
     pub(crate) verbose_http: bool,
     pub(crate) max_response_bytes: usize,
     pub(crate) max_batch_bytes: usize,
-    pub(crate) http_timeout: Duration,
+    pub(crate) request_timeout: Duration,
 }
 
 /// Counters of what a client has done, for run summaries and metrics.
@@ -371,7 +371,7 @@ impl ClientBuilder {
                 verbose_http: self.verbose_http,
                 max_response_bytes: self.max_response_bytes,
                 max_batch_bytes: self.max_batch_bytes,
-                http_timeout: self.request_timeout,
+                request_timeout: self.request_timeout,
             }),
         })
     }

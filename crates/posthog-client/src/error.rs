@@ -176,6 +176,16 @@ impl Error {
         }
     }
 
+    /// Whether this failure says the server is unwell (connection failure, timeout, 5xx), which
+    /// is what the circuit breaker counts. 4xx, 429 included, is PostHog answering normally.
+    pub fn is_server_failure(&self) -> bool {
+        match self {
+            Error::Network { .. } | Error::Timeout { .. } => true,
+            Error::Api { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+
     /// The HTTP status, for [`Error::Api`].
     pub fn status(&self) -> Option<u16> {
         match self {
@@ -285,6 +295,24 @@ mod tests {
             let err = Error::from_response(status, b"", None);
             assert_eq!(err.category(), category, "status {status}");
         }
+    }
+
+    #[test]
+    fn only_connection_failures_timeouts_and_5xx_count_against_the_server() {
+        let unwell: Vec<u16> = (400..600)
+            .filter(|s| Error::from_response(*s, b"", None).is_server_failure())
+            .collect();
+        assert_eq!(unwell, (500..600).collect::<Vec<u16>>());
+        let timeout = Error::Timeout {
+            endpoint: "GET /".into(),
+            after: Duration::from_secs(1),
+        };
+        assert!(timeout.is_server_failure());
+        let decode = Error::Decode {
+            endpoint: "GET /".into(),
+            message: "bad json".into(),
+        };
+        assert!(!decode.is_server_failure());
     }
 
     #[test]

@@ -66,7 +66,7 @@ pub use region::Region;
 pub use rest::{
     CurrentUser, ListParams, Page, Project, PropertyDefinition, PropertyKind, Resource,
 };
-pub use retry::{RetryPolicy, RetryReason};
+pub use retry::RetryPolicy;
 
 /// The examples of the READMEs, compiled as doctests so they cannot drift from the API.
 #[cfg(doctest)]

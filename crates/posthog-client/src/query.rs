@@ -73,8 +73,7 @@ impl HogQlQuery {
 struct QueryRequestBody<'a> {
     query: HogQlBody<'a>,
     client_query_id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    name: Option<&'a str>,
+    name: &'a str,
     refresh: &'static str,
 }
 
@@ -210,7 +209,7 @@ impl Client {
                 },
             },
             client_query_id: &client_query_id,
-            name: Some(query.name.as_deref().unwrap_or("posthog-rs")),
+            name: query.name.as_deref().unwrap_or("posthog-rs"),
             refresh: "blocking",
         };
         let body = serde_json::to_vec(&body).map_err(|e| Error::InvalidRequest {

@@ -74,31 +74,6 @@ pub(crate) fn full_jitter(delay: Duration) -> Duration {
     delay.mul_f64(fastrand::f64())
 }
 
-/// Why a request is being retried, for tracing and stats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RetryReason {
-    /// HTTP 429.
-    Throttled,
-    /// HTTP 500, 502, 503 or 504.
-    ServerError(u16),
-    /// Connection failure or cut-short body.
-    Network,
-    /// The request timed out.
-    Timeout,
-}
-
-impl RetryReason {
-    /// Stable name for logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RetryReason::Throttled => "throttled",
-            RetryReason::ServerError(_) => "server_error",
-            RetryReason::Network => "network",
-            RetryReason::Timeout => "timeout",
-        }
-    }
-}
-
 /// Parses `Retry-After` as delta-seconds or an HTTP date (RFC 9110 §10.2.3). A date in the
 /// past means "now". Anything unparseable is ignored (we fall back to backoff).
 pub(crate) fn parse_retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {

@@ -17,7 +17,7 @@ use crate::client::{Client, Counters};
 use crate::error::Error;
 use crate::ratelimit::EndpointClass;
 use crate::redact::redact_secrets;
-use crate::retry::{RetryReason, full_jitter, parse_retry_after};
+use crate::retry::{full_jitter, parse_retry_after};
 
 /// Bytes of a body shown by `verbose_http` logging.
 const VERBOSE_BODY_BYTES: usize = 4096;
@@ -122,14 +122,10 @@ impl Client {
             drop(permit);
             let latency_ms = sent_at.elapsed().as_millis() as u64;
 
-            let healthy = match &outcome {
-                Ok(_) => true,
-                Err(e) => {
-                    !matches!(e.category(), crate::ErrorCategory::Network)
-                        && !matches!(e, Error::Timeout { .. })
-                        && e.status().is_none_or(|s| s < 500)
-                }
-            };
+            let healthy = outcome
+                .as_ref()
+                .err()
+                .is_none_or(|e| !e.is_server_failure());
             if guard.record(healthy) {
                 Counters::bump(&inner.stats.breaker_trips);
                 tracing::warn!(endpoint, "circuit breaker opened after repeated failures");
@@ -146,7 +142,6 @@ impl Client {
             if !err.is_retryable() || attempt >= inner.retry.max_attempts {
                 return Err(err);
             }
-            let reason = retry_reason(&err);
             let scheduled = backoff.next();
             let delay = match (&err, scheduled) {
                 (
@@ -175,7 +170,7 @@ impl Client {
             tracing::warn!(
                 endpoint,
                 attempt,
-                reason = reason.as_str(),
+                reason = err.category().as_str(),
                 status = err.status(),
                 delay_ms = delay.as_millis() as u64,
                 "retrying request"
@@ -218,7 +213,7 @@ impl Client {
         let mut response = builder
             .send()
             .await
-            .map_err(|e| transport_error(e, endpoint, inner.request_timeout()))?;
+            .map_err(|e| transport_error(e, endpoint, inner.request_timeout))?;
         let status = response.status().as_u16();
         let retry_after = parse_retry_after(response.headers(), SystemTime::now());
         if status == 429 {
@@ -228,7 +223,7 @@ impl Client {
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|e| transport_error(e, endpoint, inner.request_timeout()))?
+            .map_err(|e| transport_error(e, endpoint, inner.request_timeout))?
         {
             if body.len() + chunk.len() > inner.max_response_bytes {
                 return Err(Error::Decode {
@@ -257,23 +252,8 @@ impl Client {
     }
 }
 
-impl crate::client::Inner {
-    fn request_timeout(&self) -> Duration {
-        // reqwest reports that a timeout happened, not after how long; ours is the request
-        // timeout configured on the client.
-        self.http_timeout
-    }
-}
-
-fn retry_reason(err: &Error) -> RetryReason {
-    match err {
-        Error::Api { status: 429, .. } => RetryReason::Throttled,
-        Error::Api { status, .. } => RetryReason::ServerError(*status),
-        Error::Timeout { .. } => RetryReason::Timeout,
-        _ => RetryReason::Network,
-    }
-}
-
+/// `timeout` is the client's request timeout: reqwest reports that one happened, not after how
+/// long.
 fn transport_error(err: reqwest::Error, endpoint: &str, timeout: Duration) -> Error {
     if err.is_timeout() {
         return Error::Timeout {

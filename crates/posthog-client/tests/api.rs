@@ -7,8 +7,8 @@ use std::collections::HashSet;
 
 use futures_util::TryStreamExt;
 use posthog_client::{
-    CaptureEvent, Client, ErrorCategory, FlagsRequest, HogQlQuery, ListParams, PropertyKind,
-    Resource, USER_AGENT,
+    CaptureEvent, ErrorCategory, FlagsRequest, HogQlQuery, ListParams, PropertyKind, Resource,
+    USER_AGENT,
 };
 use posthog_mock::{Fault, RouteClass};
 use serde_json::Value;
@@ -182,13 +182,16 @@ async fn rest_lists_follow_next_links_across_pages() {
         .try_collect()
         .await
         .unwrap();
-    let total = mock_total(&client, Resource::Cohorts).await;
+    let total = posthog_mock::Dataset::fixtures().cohorts.len();
     assert!(total >= 5, "fixture has several cohorts, got {total}");
     assert_eq!(cohorts.len(), total);
     let ids: HashSet<_> = cohorts.iter().map(|c| c["id"].to_string()).collect();
     assert_eq!(ids.len(), total, "no cohort twice");
-    let pages = mock.request_count(RouteClass::Cohorts) - 1; // minus mock_total's request
-    assert_eq!(pages, total.div_ceil(2));
+    assert_eq!(
+        mock.request_count(RouteClass::Cohorts),
+        total.div_ceil(2),
+        "one request per page of 2"
+    );
 
     let flags: Vec<Value> = client.feature_flags().try_collect().await.unwrap();
     assert!(!flags.is_empty());
@@ -198,15 +201,6 @@ async fn rest_lists_follow_next_links_across_pages() {
         .await
         .unwrap();
     assert!(definitions.iter().any(|d| d.property_type.is_some()));
-}
-
-async fn mock_total(client: &Client, resource: Resource) -> usize {
-    let page = client
-        .list_pages::<Value>(resource, ListParams::default().page_size(1000))
-        .try_collect::<Vec<_>>()
-        .await
-        .unwrap();
-    page.iter().map(|p| p.results.len()).sum()
 }
 
 #[tokio::test]
@@ -309,6 +303,24 @@ async fn an_event_larger_than_the_limit_is_refused_before_sending() {
     let err = client.capture_batch(&[big]).await.unwrap_err();
     assert_eq!(err.category(), ErrorCategory::Config);
     assert_eq!(mock.request_count(RouteClass::Batch), 0);
+}
+
+#[tokio::test]
+async fn an_invalid_event_anywhere_in_a_batch_sends_nothing() {
+    let mock = mock().await;
+    let client = builder(&mock).max_batch_bytes(4_000).build().unwrap();
+    let mut events: Vec<_> = (0..60)
+        .map(|i| CaptureEvent::new("batch_test", format!("user-{i}")))
+        .collect();
+    events[50].distinct_id.clear();
+    let err = client.capture_batch(&events).await.unwrap_err();
+    assert_eq!(err.category(), ErrorCategory::Config, "{err}");
+    assert!(err.to_string().contains("empty distinct_id"), "{err}");
+    assert_eq!(
+        mock.request_count(RouteClass::Batch),
+        0,
+        "the first 50 events were not sent either"
+    );
 }
 
 #[tokio::test]
