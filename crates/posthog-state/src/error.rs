@@ -1,0 +1,138 @@
+//! The crate's one error type, and the category callers map to exit codes.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Everything that can go wrong loading or committing extraction state.
+///
+/// Every message names the file (or table) at fault and says what to do about it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    /// Another process (or another store in this process) holds the store's lock file.
+    #[error(
+        "another run holds the state lock {}; only one run may use a state store at a time",
+        lock_path.display()
+    )]
+    Locked {
+        /// The lock file, `<state file>.lock`.
+        lock_path: PathBuf,
+    },
+
+    /// The state file is not valid JSON or not in the state shape. It was left untouched.
+    #[error(
+        "state file {} is corrupt: {reason}; it was left untouched: inspect it, fix it or move \
+         it aside (the next run then starts from empty state)",
+        path.display()
+    )]
+    Corrupt {
+        /// The state file.
+        path: PathBuf,
+        /// What is wrong with it, with the table and the JSON position when known.
+        reason: String,
+    },
+
+    /// A table entry carries a `format_version` this build cannot read, usually because a newer
+    /// release wrote it. The file was left untouched.
+    #[error(
+        "state file {}: table {table:?} has format_version {found}, which this build cannot \
+         read (it reads versions 1 through {supported}); use the release that wrote it, or move \
+         the file aside",
+        path.display()
+    )]
+    UnsupportedVersion {
+        /// The state file.
+        path: PathBuf,
+        /// The table whose entry has the version.
+        table: String,
+        /// The version found in the file.
+        found: u64,
+        /// The highest version this build reads, [`FORMAT_VERSION`](crate::FORMAT_VERSION).
+        supported: u32,
+    },
+
+    /// A table's state is not valid: a `dedup_window` that is not base64, a part path that
+    /// leaves the table's directory, or a format version this build would not read back.
+    #[error("state of table {table:?} is invalid: {reason}")]
+    InvalidState {
+        /// The table.
+        table: String,
+        /// What is wrong with its state.
+        reason: String,
+    },
+
+    /// Reading, writing, locking or syncing a file failed.
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        /// The file or directory the operation was on.
+        path: PathBuf,
+        /// What was being done, e.g. `"read the state file"`.
+        action: &'static str,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl StateError {
+    /// The failure's category, as the toolkit names them for exit codes: `"config"` for a
+    /// store locked by another run (the user started two runs on one store), `"data"` for
+    /// everything else (a state file or state that cannot be used, or I/O failing).
+    pub fn category(&self) -> &'static str {
+        match self {
+            StateError::Locked { .. } => "config",
+            StateError::Corrupt { .. }
+            | StateError::UnsupportedVersion { .. }
+            | StateError::InvalidState { .. }
+            | StateError::Io { .. } => "data",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn categories_follow_the_toolkit_mapping() {
+        let locked = StateError::Locked {
+            lock_path: PathBuf::from("s.json.lock"),
+        };
+        let corrupt = StateError::Corrupt {
+            path: PathBuf::from("s.json"),
+            reason: "x".into(),
+        };
+        let io = StateError::Io {
+            path: PathBuf::from("s.json"),
+            action: "read the state file",
+            source: io::Error::other("boom"),
+        };
+        assert_eq!(locked.category(), "config");
+        assert_eq!(corrupt.category(), "data");
+        assert_eq!(io.category(), "data");
+    }
+
+    #[test]
+    fn locked_message_names_the_lock_file_and_the_rule() {
+        let err = StateError::Locked {
+            lock_path: PathBuf::from("/out/state.json.lock"),
+        };
+        assert_eq!(
+            err.to_string(),
+            "another run holds the state lock /out/state.json.lock; only one run may use a \
+             state store at a time"
+        );
+    }
+
+    #[test]
+    fn corrupt_message_names_the_file_and_says_it_was_left_alone() {
+        let err = StateError::Corrupt {
+            path: PathBuf::from("/out/state.json"),
+            reason: "the file is empty (0 bytes)".into(),
+        };
+        let msg = err.to_string();
+        assert!(msg.starts_with("state file /out/state.json is corrupt: the file is empty"));
+        assert!(msg.contains("left untouched"), "{msg}");
+        assert!(msg.contains("move it aside"), "{msg}");
+    }
+}

@@ -1,0 +1,373 @@
+//! The state of one extracted table, in the seed's field names, and its checks.
+
+use std::path::{Component, Path};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
+
+use crate::StateError;
+
+/// The newest state format this build writes and reads. Entries without a `format_version`
+/// (the seed's shape, or Osiris `inputs.state`) are read as version 1.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The field names [`TableState`] knows. Keys in [`TableState::extra`] with one of these names
+/// are never written, so a serialized entry has each key once. A test keeps the list in step
+/// with the struct.
+const KNOWN_FIELDS: [&str; 11] = [
+    "format_version",
+    "last_timestamp",
+    "last_uuid",
+    "recent_uuids",
+    "columns",
+    "dedup_window",
+    "parts",
+    "next_part_seq",
+    "rows_total",
+    "updated_at",
+    "run_id",
+];
+
+/// Where an incremental extraction of one table stands, and which part files hold its rows.
+///
+/// The seed's four fields (`last_timestamp`, `last_uuid`, `recent_uuids`, `columns`) are enough
+/// to load: every other field has a default. Values are kept as the engine gives them; this
+/// crate interprets none of them beyond the checks in [`TableState::validate`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TableState {
+    /// Format of this entry; [`FORMAT_VERSION`] for everything this build writes.
+    pub format_version: u32,
+    /// The high-water mark of the incremental field, RFC 3339 text (for example
+    /// `2026-11-20T10:00:00.123456Z`), or `None` before the first run.
+    pub last_timestamp: Option<String>,
+    /// The UUID of the last row at `last_timestamp`, the keyset cursor's tie-breaker.
+    pub last_uuid: Option<String>,
+    /// The seed's list of recently emitted UUIDs. Kept for seed compatibility; the engine keeps
+    /// its dedup set in [`TableState::dedup_window`].
+    #[serde(deserialize_with = "null_as_empty")]
+    pub recent_uuids: Vec<String>,
+    /// The table's columns as last written, or `None` before the first part.
+    pub columns: Option<Vec<ColumnRecord>>,
+    /// The engine's compact dedup window as standard base64 text (with padding). Opaque here;
+    /// see [`TableState::set_dedup_window_bytes`] and [`TableState::dedup_window_bytes`].
+    pub dedup_window: Option<String>,
+    /// The committed part files of the table, in commit order.
+    #[serde(deserialize_with = "null_as_empty")]
+    pub parts: Vec<PartRecord>,
+    /// The sequence number the engine gives the next part it names; only ever grows.
+    pub next_part_seq: u64,
+    /// Rows in the committed parts.
+    pub rows_total: u64,
+    /// When this state was committed, RFC 3339 text.
+    pub updated_at: Option<String>,
+    /// The run that committed this state.
+    pub run_id: Option<String>,
+    /// Fields this build does not know, kept as read so that rewriting an entry written by a
+    /// newer minor release does not drop them.
+    #[serde(flatten, serialize_with = "serialize_unknown_only")]
+    pub extra: Map<String, Value>,
+}
+
+/// One column of a table's schema.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ColumnRecord {
+    /// Column name, as it appears in the part files (PostHog's `$` kept).
+    pub name: String,
+    /// The column's type name as the engine spells it, e.g. `utf8`.
+    #[serde(rename = "type")]
+    pub data_type: String,
+}
+
+/// One committed part file of a table.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PartRecord {
+    /// The file's path relative to the table's output directory, e.g.
+    /// `part-00000003-00001.parquet`. Only plain relative paths are valid: no root, no `..`.
+    pub file: String,
+    /// Rows in the file.
+    pub rows: u64,
+    /// Size of the file in bytes.
+    pub bytes: u64,
+    /// SHA-256 of the file's bytes, lowercase hex.
+    pub sha256: String,
+}
+
+impl Default for TableState {
+    fn default() -> Self {
+        TableState {
+            format_version: FORMAT_VERSION,
+            last_timestamp: None,
+            last_uuid: None,
+            recent_uuids: Vec::new(),
+            columns: None,
+            dedup_window: None,
+            parts: Vec::new(),
+            next_part_seq: 0,
+            rows_total: 0,
+            updated_at: None,
+            run_id: None,
+            extra: Map::new(),
+        }
+    }
+}
+
+impl TableState {
+    /// Stores `bytes` as the dedup window, encoded as standard base64 with padding.
+    pub fn set_dedup_window_bytes(&mut self, bytes: &[u8]) {
+        self.dedup_window = Some(STANDARD.encode(bytes));
+    }
+
+    /// The dedup window decoded from base64, or `None` when there is none.
+    ///
+    /// `table` only names the table in the error: [`StateError::InvalidState`] when the text is
+    /// not standard padded base64.
+    pub fn dedup_window_bytes(&self, table: &str) -> Result<Option<Vec<u8>>, StateError> {
+        self.decode_dedup_window()
+            .map_err(|reason| invalid(table, reason))
+    }
+
+    /// Checks what the stores refuse to write (and the file store refuses to read): a
+    /// `format_version` outside `1..=FORMAT_VERSION`, a `dedup_window` that is not base64, a
+    /// part path that is empty, absolute or climbs out of the table's directory with `..`.
+    /// Gives [`StateError::InvalidState`] naming `table`.
+    pub fn validate(&self, table: &str) -> Result<(), StateError> {
+        self.problem().map_err(|reason| invalid(table, reason))
+    }
+
+    /// The first thing wrong with this state, as a sentence fragment.
+    pub(crate) fn problem(&self) -> Result<(), String> {
+        if !(1..=FORMAT_VERSION).contains(&self.format_version) {
+            return Err(format!(
+                "format_version {} is not one this build writes (1 through {FORMAT_VERSION})",
+                self.format_version
+            ));
+        }
+        self.decode_dedup_window()?;
+        for part in &self.parts {
+            if !is_plain_relative_path(&part.file) {
+                return Err(format!(
+                    "part file {:?} is not a plain path inside the table's directory",
+                    part.file
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn decode_dedup_window(&self) -> Result<Option<Vec<u8>>, String> {
+        match &self.dedup_window {
+            None => Ok(None),
+            Some(text) => STANDARD
+                .decode(text)
+                .map(Some)
+                .map_err(|e| format!("dedup_window is not valid base64: {e}")),
+        }
+    }
+}
+
+impl ColumnRecord {
+    /// A column named `name` of type `data_type`.
+    pub fn new(name: impl Into<String>, data_type: impl Into<String>) -> Self {
+        ColumnRecord {
+            name: name.into(),
+            data_type: data_type.into(),
+        }
+    }
+}
+
+fn invalid(table: &str, reason: String) -> StateError {
+    StateError::InvalidState {
+        table: table.to_owned(),
+        reason,
+    }
+}
+
+fn is_plain_relative_path(file: &str) -> bool {
+    let mut components = Path::new(file).components().peekable();
+    components.peek().is_some() && components.all(|c| matches!(c, Component::Normal(_)))
+}
+
+/// Hand-written YAML state says `recent_uuids:` (null) for "none"; read that as empty.
+fn null_as_empty<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+fn serialize_unknown_only<S: Serializer>(
+    extra: &Map<String, Value>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_map(
+        extra
+            .iter()
+            .filter(|(key, _)| !KNOWN_FIELDS.contains(&key.as_str())),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn known_fields_list_matches_the_serialized_keys() {
+        let value = serde_json::to_value(TableState::default()).unwrap();
+        let mut keys: Vec<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        let mut known = KNOWN_FIELDS.to_vec();
+        known.sort_unstable();
+        assert_eq!(keys, known);
+    }
+
+    #[test]
+    fn seed_shaped_entry_loads_with_defaults() {
+        let seed =
+            json!({"last_timestamp": null, "last_uuid": null, "recent_uuids": [], "columns": null});
+        let state: TableState = serde_json::from_value(seed).unwrap();
+        assert_eq!(state, TableState::default());
+        assert_eq!(state.format_version, FORMAT_VERSION);
+    }
+
+    #[test]
+    fn null_lists_read_as_empty() {
+        let state: TableState =
+            serde_json::from_value(json!({"recent_uuids": null, "parts": null})).unwrap();
+        assert!(state.recent_uuids.is_empty());
+        assert!(state.parts.is_empty());
+    }
+
+    #[test]
+    fn full_state_round_trips_through_json() {
+        let mut state = TableState {
+            last_timestamp: Some("2026-11-20T10:00:00.123456Z".into()),
+            last_uuid: Some("0190a3c4-0000-7000-8000-000000000001".into()),
+            recent_uuids: vec!["a".into(), "b".into()],
+            columns: Some(vec![
+                ColumnRecord::new("uuid", "utf8"),
+                ColumnRecord::new("timestamp", "timestamp_us"),
+            ]),
+            parts: vec![PartRecord {
+                file: "part-00000003-00001.parquet".into(),
+                rows: 1000,
+                bytes: 123_456,
+                sha256: "ab".repeat(32),
+            }],
+            next_part_seq: 4,
+            rows_total: 1000,
+            updated_at: Some("2026-11-20T10:05:00Z".into()),
+            run_id: Some("run-1".into()),
+            ..TableState::default()
+        };
+        state.set_dedup_window_bytes(&[1, 2, 3, 255]);
+        state
+            .extra
+            .insert("future_field".into(), json!({"x": [1, 2]}));
+
+        let text = serde_json::to_string(&state).unwrap();
+        let back: TableState = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, state);
+        let value: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value["columns"][0], json!({"name": "uuid", "type": "utf8"}));
+        assert_eq!(value["future_field"], json!({"x": [1, 2]}));
+    }
+
+    #[test]
+    fn extra_key_colliding_with_a_known_field_is_not_written_twice() {
+        let mut state = TableState {
+            rows_total: 7,
+            ..TableState::default()
+        };
+        state.extra.insert("rows_total".into(), json!("bogus"));
+        let text = serde_json::to_string(&state).unwrap();
+        assert_eq!(text.matches("\"rows_total\"").count(), 1, "{text}");
+        let back: TableState = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.rows_total, 7);
+    }
+
+    #[test]
+    fn dedup_window_bytes_round_trip() {
+        let mut state = TableState::default();
+        assert_eq!(state.dedup_window_bytes("t").unwrap(), None);
+        let bytes: Vec<u8> = (0..=255).collect();
+        state.set_dedup_window_bytes(&bytes);
+        assert_eq!(state.dedup_window_bytes("t").unwrap(), Some(bytes));
+        state.set_dedup_window_bytes(&[]);
+        assert_eq!(state.dedup_window_bytes("t").unwrap(), Some(Vec::new()));
+    }
+
+    #[test]
+    fn invalid_base64_dedup_window_is_an_error_naming_the_table() {
+        let state = TableState {
+            dedup_window: Some("not base64!".into()),
+            ..TableState::default()
+        };
+        let err = state.dedup_window_bytes("posthog_events").unwrap_err();
+        assert!(
+            matches!(&err, StateError::InvalidState { table, .. } if table == "posthog_events")
+        );
+        let msg = err.to_string();
+        assert!(msg.contains("\"posthog_events\""), "{msg}");
+        assert!(msg.contains("dedup_window is not valid base64"), "{msg}");
+        assert_eq!(err.category(), "data");
+    }
+
+    #[test]
+    fn validate_refuses_part_paths_outside_the_table_directory() {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../other/part.parquet",
+            "a/../../b",
+            "./",
+        ] {
+            let state = TableState {
+                parts: vec![PartRecord {
+                    file: bad.into(),
+                    rows: 1,
+                    bytes: 1,
+                    sha256: String::new(),
+                }],
+                ..TableState::default()
+            };
+            assert!(
+                matches!(state.validate("t"), Err(StateError::InvalidState { .. })),
+                "{bad:?} was accepted"
+            );
+        }
+        let ok = TableState {
+            parts: vec![PartRecord {
+                file: "sub/part-00000001-00001.jsonl".into(),
+                rows: 1,
+                bytes: 1,
+                sha256: String::new(),
+            }],
+            ..TableState::default()
+        };
+        assert!(ok.validate("t").is_ok());
+    }
+
+    #[test]
+    fn validate_refuses_versions_this_build_would_not_read() {
+        for version in [0, FORMAT_VERSION + 1] {
+            let state = TableState {
+                format_version: version,
+                ..TableState::default()
+            };
+            assert!(matches!(
+                state.validate("t"),
+                Err(StateError::InvalidState { .. })
+            ));
+        }
+    }
+}
