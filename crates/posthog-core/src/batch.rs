@@ -1,0 +1,674 @@
+//! Rows in, Arrow record batches out: flattening and typing (see [`crate::schema`] for the rule).
+//!
+//! Values are appended straight into Arrow builders as each row is read; no per-row map or
+//! record is built. A column first seen in the middle of a batch is back-filled with nulls, and
+//! every finished batch carries all columns the table knows so far, in output order.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    ArrayBuilder, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+use crate::schema::{
+    ColumnSpec, ColumnType, FieldKind, FieldSpec, FlattenMode, SchemaError, SourceKey, TableSchema,
+};
+use crate::value::Scalar;
+use crate::{CoreError, parse_timestamp};
+
+/// Largest integer magnitude a `Float64` column takes exactly.
+const F64_EXACT_INT: i64 = 1 << 53;
+
+/// The value and fallback column of one source (a top-level field or a property key).
+#[derive(Debug, Clone, Copy, Default)]
+struct Slot {
+    value: Option<usize>,
+    fallback: Option<usize>,
+}
+
+/// A value ready for a column of a known type.
+enum Cell<'a> {
+    Text(Cow<'a, str>),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Micros(i64),
+}
+
+enum ColumnBuilder {
+    Text(StringBuilder),
+    Int(Int64Builder),
+    Float(Float64Builder),
+    Bool(BooleanBuilder),
+    Micros(TimestampMicrosecondBuilder),
+}
+
+impl ColumnBuilder {
+    fn new(ty: ColumnType) -> Self {
+        match ty {
+            ColumnType::Utf8 | ColumnType::Json => ColumnBuilder::Text(StringBuilder::new()),
+            ColumnType::Int64 => ColumnBuilder::Int(Int64Builder::new()),
+            ColumnType::Float64 => ColumnBuilder::Float(Float64Builder::new()),
+            ColumnType::Boolean => ColumnBuilder::Bool(BooleanBuilder::new()),
+            ColumnType::Timestamp => ColumnBuilder::Micros(TimestampMicrosecondBuilder::new()),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            ColumnBuilder::Text(b) => b.len(),
+            ColumnBuilder::Int(b) => b.len(),
+            ColumnBuilder::Float(b) => b.len(),
+            ColumnBuilder::Bool(b) => b.len(),
+            ColumnBuilder::Micros(b) => b.len(),
+        }
+    }
+
+    fn pad_to(&mut self, rows: usize) {
+        let missing = rows.saturating_sub(self.len());
+        if missing == 0 {
+            return;
+        }
+        match self {
+            ColumnBuilder::Text(b) => b.append_nulls(missing),
+            ColumnBuilder::Int(b) => b.append_nulls(missing),
+            ColumnBuilder::Float(b) => b.append_nulls(missing),
+            ColumnBuilder::Bool(b) => b.append_nulls(missing),
+            ColumnBuilder::Micros(b) => b.append_nulls(missing),
+        }
+    }
+
+    /// Appends `cell`; the caller has checked that the cell matches the column type.
+    fn append(&mut self, cell: &Cell<'_>) {
+        match (self, cell) {
+            (ColumnBuilder::Text(b), Cell::Text(s)) => b.append_value(s),
+            (ColumnBuilder::Int(b), Cell::Int(v)) => b.append_value(*v),
+            (ColumnBuilder::Float(b), Cell::Float(v)) => b.append_value(*v),
+            (ColumnBuilder::Bool(b), Cell::Bool(v)) => b.append_value(*v),
+            (ColumnBuilder::Micros(b), Cell::Micros(v)) => b.append_value(*v),
+            // `fit` only pairs a cell with its column's builder; a mismatch would be a bug in
+            // this module, and a null keeps the batch consistent rather than panicking.
+            (builder, _) => {
+                let len = builder.len();
+                builder.pad_to(len + 1);
+            }
+        }
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            ColumnBuilder::Text(b) => Arc::new(b.finish()),
+            ColumnBuilder::Int(b) => Arc::new(b.finish()),
+            ColumnBuilder::Float(b) => Arc::new(b.finish()),
+            ColumnBuilder::Bool(b) => Arc::new(b.finish()),
+            ColumnBuilder::Micros(b) => Arc::new(b.finish().with_timezone("UTC")),
+        }
+    }
+}
+
+/// The Arrow type of a column type.
+pub fn arrow_type(ty: ColumnType) -> DataType {
+    match ty {
+        ColumnType::Utf8 | ColumnType::Json => DataType::Utf8,
+        ColumnType::Int64 => DataType::Int64,
+        ColumnType::Float64 => DataType::Float64,
+        ColumnType::Boolean => DataType::Boolean,
+        ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+    }
+}
+
+/// Whether `scalar` fits a column of type `ty` without change, and as what.
+fn fit<'a>(ty: ColumnType, scalar: &Scalar<'a>) -> Option<Cell<'a>> {
+    match (ty, scalar) {
+        (_, Scalar::Null) => None,
+        (ColumnType::Json, s) => Some(Cell::Text(s.to_json_text())),
+        (ColumnType::Utf8, Scalar::Str(s)) => Some(Cell::Text(s.clone())),
+        (ColumnType::Int64, Scalar::Int(i)) => Some(Cell::Int(*i)),
+        (ColumnType::Float64, Scalar::Float(f)) => Some(Cell::Float(*f)),
+        (ColumnType::Float64, Scalar::Int(i)) if i.unsigned_abs() <= F64_EXACT_INT as u64 => {
+            Some(Cell::Float(*i as f64))
+        }
+        (ColumnType::Boolean, Scalar::Bool(b)) => Some(Cell::Bool(*b)),
+        (ColumnType::Timestamp, Scalar::Str(s)) => parse_timestamp(s).map(Cell::Micros),
+        _ => None,
+    }
+}
+
+/// The type a dynamic column takes from its first non-null value.
+fn type_of_first(scalar: &Scalar<'_>) -> ColumnType {
+    match scalar {
+        Scalar::Bool(_) => ColumnType::Boolean,
+        Scalar::Int(_) => ColumnType::Int64,
+        Scalar::Float(_) => ColumnType::Float64,
+        Scalar::Str(_) => ColumnType::Utf8,
+        Scalar::Null | Scalar::Json(_) => ColumnType::Json,
+    }
+}
+
+/// Columns and their builders, grown together.
+struct Columns {
+    schema: TableSchema,
+    builders: Vec<ColumnBuilder>,
+    /// Row serial at which each column last got a value (duplicate-key detection).
+    stamps: Vec<u64>,
+    arrow_schema: Option<SchemaRef>,
+}
+
+impl Columns {
+    fn add(&mut self, source: SourceKey, base: String, ty: ColumnType) -> usize {
+        let id = self.schema.add(source, base, ty);
+        self.builders.push(ColumnBuilder::new(ty));
+        self.stamps.push(0);
+        self.arrow_schema = None;
+        id
+    }
+
+    fn ty(&self, id: usize) -> ColumnType {
+        self.schema.columns()[id].data_type
+    }
+
+    fn name(&self, id: usize) -> &str {
+        &self.schema.columns()[id].name
+    }
+
+    /// Picks the column for `scalar` in `slot`, creating the typed column (named `base`) or its
+    /// `__json` sibling when needed. `None` for null.
+    fn place<'a>(
+        &mut self,
+        slot: &mut Slot,
+        source: impl FnOnce(bool) -> SourceKey,
+        base: impl FnOnce() -> String,
+        scalar: Scalar<'a>,
+    ) -> Option<(usize, Cell<'a>)> {
+        if scalar == Scalar::Null {
+            return None;
+        }
+        let mut source = Some(source);
+        let value = match slot.value {
+            Some(id) => id,
+            None => {
+                let make = source.take()?;
+                let id = self.add(make(false), base(), type_of_first(&scalar));
+                slot.value = Some(id);
+                id
+            }
+        };
+        if let Some(cell) = fit(self.ty(value), &scalar) {
+            return Some((value, cell));
+        }
+        let fallback = match slot.fallback {
+            Some(id) => id,
+            None => {
+                let base = format!("{}__json", self.name(value));
+                let key = match source.take() {
+                    Some(make) => make(true),
+                    None => {
+                        let spec = &self.schema.columns()[value];
+                        SourceKey {
+                            field: spec.field.clone(),
+                            key: spec.key.clone(),
+                            fallback: true,
+                        }
+                    }
+                };
+                let id = self.add(key, base, ColumnType::Json);
+                slot.fallback = Some(id);
+                id
+            }
+        };
+        Some((fallback, Cell::Text(scalar.to_json_text())))
+    }
+
+    fn append(&mut self, id: usize, row: usize, cell: &Cell<'_>) {
+        let builder = &mut self.builders[id];
+        builder.pad_to(row);
+        builder.append(cell);
+    }
+}
+
+/// Builds Arrow record batches from PostHog rows.
+///
+/// ```
+/// use posthog_core::{BatchBuilder, ColumnType, FieldSpec, FlattenMode};
+/// use serde_json::value::RawValue;
+///
+/// let fields = [
+///     FieldSpec::fixed("uuid", ColumnType::Utf8),
+///     FieldSpec::fixed("timestamp", ColumnType::Timestamp),
+///     FieldSpec::flatten("properties"),
+/// ];
+/// let mut builder = BatchBuilder::new(&fields, FlattenMode::Flatten, &[]).unwrap();
+/// let row: Vec<Box<RawValue>> = serde_json::from_str(
+///     r#"["0194274e-99c2-7d74-b879-70edbe884e6a", "2025-01-02T13:57:30.178957Z",
+///         "{\"$browser\": \"Safari\", \"plan_price\": 42}"]"#,
+/// ).unwrap();
+/// let row: Vec<&RawValue> = row.iter().map(|r| r.as_ref()).collect();
+/// builder.append_array_row(&row).unwrap();
+/// let batch = builder.finish_batch().unwrap();
+/// let names: Vec<_> = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
+/// assert_eq!(names, ["uuid", "timestamp", "properties_$browser", "properties_plan_price"]);
+/// ```
+pub struct BatchBuilder {
+    fields: Vec<FieldSpec>,
+    mode: FlattenMode,
+    columns: Columns,
+    /// Per declared field: its slot (value/fallback columns of the field itself).
+    field_slots: Vec<Slot>,
+    /// Per declared field: the slots of its flattened keys.
+    key_slots: Vec<HashMap<String, Slot>>,
+    /// Top-level keys of object rows that no field declares.
+    extra_slots: HashMap<String, Slot>,
+    field_by_name: HashMap<String, usize>,
+    rows: usize,
+    row_serial: u64,
+}
+
+impl std::fmt::Debug for BatchBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchBuilder")
+            .field("fields", &self.fields)
+            .field("mode", &self.mode)
+            .field("columns", &self.columns.schema.len())
+            .field("rows", &self.rows)
+            .finish()
+    }
+}
+
+impl BatchBuilder {
+    /// A builder for rows with these `fields`, continuing the `known` columns of earlier runs.
+    pub fn new(
+        fields: &[FieldSpec],
+        mode: FlattenMode,
+        known: &[ColumnSpec],
+    ) -> Result<Self, SchemaError> {
+        let schema = TableSchema::new(fields, mode, known)?;
+        let builders = schema
+            .columns()
+            .iter()
+            .map(|c| ColumnBuilder::new(c.data_type))
+            .collect();
+        let mut field_slots = vec![Slot::default(); fields.len()];
+        let mut key_slots = vec![HashMap::new(); fields.len()];
+        let mut extra_slots: HashMap<String, Slot> = HashMap::new();
+        let field_by_name: HashMap<String, usize> = fields
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name.clone(), i))
+            .collect();
+        for (id, spec) in schema.columns().iter().enumerate() {
+            let slot = match (field_by_name.get(&spec.field), &spec.key) {
+                (Some(&f), None) => &mut field_slots[f],
+                (Some(&f), Some(key)) => key_slots[f].entry(key.clone()).or_default(),
+                (None, None) => extra_slots.entry(spec.field.clone()).or_default(),
+                // A flattened key of a field this layout does not read: keep the column (it
+                // stays null), nothing will write to it.
+                (None, Some(_)) => continue,
+            };
+            if spec.fallback {
+                slot.fallback = Some(id);
+            } else {
+                slot.value = Some(id);
+            }
+        }
+        let stamps = vec![0; schema.len()];
+        Ok(BatchBuilder {
+            fields: fields.to_vec(),
+            mode,
+            columns: Columns {
+                schema,
+                builders,
+                stamps,
+                arrow_schema: None,
+            },
+            field_slots,
+            key_slots,
+            extra_slots,
+            field_by_name,
+            rows: 0,
+            row_serial: 0,
+        })
+    }
+
+    /// Rows appended since the last [`finish_batch`](Self::finish_batch).
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    /// True when no row is pending.
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// The table's columns so far.
+    pub fn schema(&self) -> &TableSchema {
+        &self.columns.schema
+    }
+
+    /// Appends one row given as an array of values in field order (a HogQL result row).
+    ///
+    /// The only error is a row whose length differs from the field count; any value is
+    /// accepted (see the type rule in [`crate::schema`]).
+    pub fn append_array_row(&mut self, row: &[&RawValue]) -> Result<(), CoreError> {
+        if row.len() != self.fields.len() {
+            return Err(CoreError::Data(format!(
+                "a result row has {} values but {} columns were selected",
+                row.len(),
+                self.fields.len()
+            )));
+        }
+        self.begin_row();
+        for (i, raw) in row.iter().enumerate() {
+            self.append_field(i, raw.get());
+        }
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// Appends one row given as a JSON object (a REST list item). Declared fields are read by
+    /// name; other top-level keys become columns typed by first sight.
+    pub fn append_object_row(&mut self, row: &RawValue) -> Result<(), CoreError> {
+        let Some(entries) = object_entries(row.get()) else {
+            return Err(CoreError::Data(
+                "a list item is not a JSON object with Unicode keys".into(),
+            ));
+        };
+        let mut seen = std::collections::HashSet::with_capacity(entries.len());
+        if let Some((key, _)) = entries.iter().find(|(k, _)| !seen.insert(k.as_ref())) {
+            return Err(CoreError::Data(format!(
+                "a list item repeats the key {key:?}"
+            )));
+        }
+        self.begin_row();
+        for (key, raw) in entries {
+            if let Some(&i) = self.field_by_name.get(key.as_ref()) {
+                self.append_field(i, raw.get());
+            } else {
+                let mut slot = self
+                    .extra_slots
+                    .get(key.as_ref())
+                    .copied()
+                    .unwrap_or_default();
+                let scalar = Scalar::classify(raw.get());
+                let placed = self.columns.place(
+                    &mut slot,
+                    |fallback| SourceKey {
+                        field: key.to_string(),
+                        key: None,
+                        fallback,
+                    },
+                    || key.to_string(),
+                    scalar,
+                );
+                self.extra_slots.insert(key.to_string(), slot);
+                if let Some((id, cell)) = placed {
+                    self.columns.append(id, self.rows, &cell);
+                }
+            }
+        }
+        self.rows += 1;
+        Ok(())
+    }
+
+    fn begin_row(&mut self) {
+        self.row_serial += 1;
+    }
+
+    fn append_field(&mut self, i: usize, raw: &str) {
+        let kind = self.fields[i].kind;
+        match (kind, self.mode) {
+            (FieldKind::Flatten, FlattenMode::Flatten) => self.append_flattened(i, raw),
+            (FieldKind::Flatten, FlattenMode::Raw) => self.append_raw_object(i, raw),
+            (FieldKind::Fixed(_) | FieldKind::Dynamic, _) => {
+                let scalar = Scalar::classify(raw);
+                self.place_field(i, scalar);
+            }
+        }
+    }
+
+    fn place_field(&mut self, i: usize, scalar: Scalar<'_>) {
+        let name = &self.fields[i].name;
+        let mut slot = self.field_slots[i];
+        let placed = self.columns.place(
+            &mut slot,
+            |fallback| SourceKey {
+                field: name.clone(),
+                key: None,
+                fallback,
+            },
+            || name.clone(),
+            scalar,
+        );
+        self.field_slots[i] = slot;
+        if let Some((id, cell)) = placed {
+            self.columns.append(id, self.rows, &cell);
+        }
+    }
+
+    /// Raw mode: the properties object stays one JSON text column.
+    fn append_raw_object(&mut self, i: usize, raw: &str) {
+        let outer = Scalar::classify(raw);
+        let scalar = match &outer {
+            Scalar::Str(text) => match serde_json::from_str::<&RawValue>(text) {
+                Ok(inner) if inner.get().trim_start().starts_with('{') => Scalar::Json(Cow::Owned(
+                    crate::value::compact_json(inner.get()).into_owned(),
+                )),
+                _ => outer.clone(),
+            },
+            _ => outer.clone(),
+        };
+        // A JSON column takes any value as text, so only a non-object needs marking: it goes
+        // to the fallback so the JSON column always holds an object.
+        match scalar {
+            Scalar::Json(ref text) if text.starts_with('{') => self.place_field(i, scalar),
+            Scalar::Null => {}
+            _ => self.place_fallback(i, &outer),
+        }
+    }
+
+    /// Puts the whole source value of field `i` into its `__json` column.
+    fn place_fallback(&mut self, i: usize, outer: &Scalar<'_>) {
+        let name = self.fields[i].name.clone();
+        let mut slot = self.field_slots[i];
+        let id = match slot.fallback {
+            Some(id) => id,
+            None => {
+                let source = SourceKey {
+                    field: name.clone(),
+                    key: None,
+                    fallback: true,
+                };
+                let id = self
+                    .columns
+                    .add(source, format!("{name}__json"), ColumnType::Json);
+                slot.fallback = Some(id);
+                self.field_slots[i] = slot;
+                id
+            }
+        };
+        let cell = Cell::Text(outer.to_json_text());
+        self.columns.append(id, self.rows, &cell);
+    }
+
+    /// Flatten mode: each key of the object (or of the JSON object inside a string) becomes a
+    /// `<field>_<key>` column.
+    fn append_flattened(&mut self, i: usize, raw: &str) {
+        let outer = Scalar::classify(raw);
+        let object_text: &str = match &outer {
+            Scalar::Null => return,
+            // PostHog's JSON encoding of "no properties".
+            Scalar::Str(text) if text.trim() == "null" => return,
+            Scalar::Str(text) => text,
+            Scalar::Json(text) => text,
+            _ => return self.place_fallback(i, &outer),
+        };
+        let Some(entries) = object_entries(object_text) else {
+            return self.place_fallback(i, &outer);
+        };
+        // Phase 1: pick a column for every key (creating columns as needed) and detect a
+        // repeated key before anything is appended, so a row is never half written.
+        let serial = self.row_serial;
+        let field = &self.fields[i].name;
+        let slots = &mut self.key_slots[i];
+        let columns = &mut self.columns;
+        let mut cells: Vec<(usize, Cell<'_>)> = Vec::with_capacity(entries.len());
+        let mut saw_null = false;
+        for (key, raw_value) in &entries {
+            let scalar = Scalar::classify(raw_value.get());
+            if scalar == Scalar::Null {
+                saw_null = true;
+                continue;
+            }
+            if !slots.contains_key(key.as_ref()) {
+                slots.insert(key.to_string(), Slot::default());
+            }
+            let Some(slot) = slots.get_mut(key.as_ref()) else {
+                continue; // inserted just above
+            };
+            let placed = columns.place(
+                slot,
+                |fallback| SourceKey {
+                    field: field.clone(),
+                    key: Some(key.to_string()),
+                    fallback,
+                },
+                || format!("{field}_{key}"),
+                scalar,
+            );
+            if let Some((id, cell)) = placed {
+                // Stamp the key's typed column even when the value went to the sibling, so a
+                // repeated key is caught whichever column each occurrence lands in.
+                let mark = slot.value.unwrap_or(id);
+                if columns.stamps[mark] == serial {
+                    return self.place_fallback(i, &outer);
+                }
+                columns.stamps[mark] = serial;
+                cells.push((id, cell));
+            }
+        }
+        if saw_null && has_repeated_key(&entries) {
+            return self.place_fallback(i, &outer);
+        }
+        for (id, cell) in &cells {
+            self.columns.append(*id, self.rows, cell);
+        }
+    }
+
+    /// Finishes the pending rows as one record batch holding every column the table knows, in
+    /// output order. `None` when no row is pending.
+    pub fn finish_batch(&mut self) -> Option<RecordBatch> {
+        if self.rows == 0 {
+            return None;
+        }
+        let rows = self.rows;
+        let order = self.columns.schema.output_order().to_vec();
+        let arrays: Vec<ArrayRef> = order
+            .iter()
+            .map(|&id| {
+                let builder = &mut self.columns.builders[id];
+                builder.pad_to(rows);
+                builder.finish()
+            })
+            .collect();
+        let schema = self.arrow_schema();
+        self.rows = 0;
+        // The arrays were built for exactly these fields and all have `rows` rows.
+        RecordBatch::try_new(schema, arrays).ok()
+    }
+
+    /// The Arrow schema of the batches this builder produces now.
+    pub fn arrow_schema(&mut self) -> SchemaRef {
+        if let Some(schema) = &self.columns.arrow_schema {
+            return schema.clone();
+        }
+        let schema = &self.columns.schema;
+        let fields: Vec<Field> = schema
+            .output_order()
+            .iter()
+            .map(|&id| {
+                let c = &schema.columns()[id];
+                Field::new(c.name.clone(), arrow_type(c.data_type), true)
+            })
+            .collect();
+        let schema = Arc::new(Schema::new(fields));
+        self.columns.arrow_schema = Some(schema.clone());
+        schema
+    }
+}
+
+/// The entries of `text` if it is exactly one JSON object whose keys are valid Unicode.
+fn object_entries(text: &str) -> Option<Vec<(Cow<'_, str>, &RawValue)>> {
+    let mut entries = Vec::new();
+    let mut de = serde_json::Deserializer::from_str(text);
+    ObjectEntries { out: &mut entries }
+        .deserialize(&mut de)
+        .and_then(|()| de.end())
+        .ok()?;
+    Some(entries)
+}
+
+/// True when some key occurs twice.
+fn has_repeated_key(entries: &[(Cow<'_, str>, &RawValue)]) -> bool {
+    let mut seen = std::collections::HashSet::with_capacity(entries.len());
+    entries.iter().any(|(k, _)| !seen.insert(k.as_ref()))
+}
+
+/// Reads a JSON object's entries as (key, raw value) pairs, borrowing both where it can.
+struct ObjectEntries<'o, 'de> {
+    out: &'o mut Vec<(Cow<'de, str>, &'de RawValue)>,
+}
+
+impl<'de> DeserializeSeed<'de> for ObjectEntries<'_, 'de> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ObjectEntries<'_, 'de> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<KeyText<'de>>()? {
+            let value: &'de RawValue = map.next_value()?;
+            self.out.push((key.0, value));
+        }
+        Ok(())
+    }
+}
+
+/// An object key, borrowed when it has no escapes.
+struct KeyText<'de>(Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for KeyText<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = KeyText<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(KeyText(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(KeyText(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(KeyText(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(V)
+    }
+}

@@ -1,0 +1,244 @@
+//! One JSON value, read from its source text without building a DOM.
+//!
+//! PostHog rows arrive as JSON text. The parser hands us each value as a borrowed slice of that
+//! text (`&RawValue`); [`Scalar::classify`] looks at the first byte and decodes only what a
+//! column needs: a string without escapes stays a borrowed slice, a number is parsed once,
+//! objects and arrays stay JSON text (made compact if the source had whitespace).
+//!
+//! Nothing here loses information: a number that fits neither `i64` nor a finite `f64` (say
+//! `1e400` or `18446744073709551616`), or a string whose escapes do not decode to UTF-8 (a lone
+//! surrogate like `"\ud800"`), is kept as its exact JSON text ([`Scalar::Json`]).
+
+use std::borrow::Cow;
+
+/// A decoded JSON value, borrowing from the page text where it can.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scalar<'a> {
+    /// JSON `null`.
+    Null,
+    /// `true` / `false`.
+    Bool(bool),
+    /// A JSON integer (no fraction, no exponent) that fits `i64`.
+    Int(i64),
+    /// Any other JSON number with a finite `f64` value.
+    Float(f64),
+    /// A JSON string, unescaped.
+    Str(Cow<'a, str>),
+    /// JSON text kept as text: an object or array (compact), or a number or string that has no
+    /// exact typed form.
+    Json(Cow<'a, str>),
+}
+
+impl<'a> Scalar<'a> {
+    /// Classifies one JSON value given as valid JSON text (as a `RawValue` guarantees;
+    /// surrounding whitespace allowed). Never fails: what cannot be decoded stays JSON text.
+    pub fn classify(raw: &'a str) -> Scalar<'a> {
+        let raw = raw.trim_matches(is_json_ws);
+        match raw.as_bytes().first() {
+            None => Scalar::Json(Cow::Borrowed(raw)),
+            Some(b'n') => Scalar::Null,
+            Some(b't') => Scalar::Bool(true),
+            Some(b'f') => Scalar::Bool(false),
+            Some(b'"') => match unescape_string(raw) {
+                Some(s) => Scalar::Str(s),
+                None => Scalar::Json(Cow::Borrowed(raw)),
+            },
+            Some(b'{' | b'[') => Scalar::Json(compact_json(raw)),
+            Some(_) => classify_number(raw),
+        }
+    }
+
+    /// The JSON text of this value (compact), as written into a JSON-typed column.
+    pub fn to_json_text(&self) -> Cow<'a, str> {
+        match self {
+            Scalar::Null => Cow::Borrowed("null"),
+            Scalar::Bool(true) => Cow::Borrowed("true"),
+            Scalar::Bool(false) => Cow::Borrowed("false"),
+            Scalar::Int(i) => Cow::Owned(itoa::Buffer::new().format(*i).to_owned()),
+            Scalar::Float(f) => Cow::Owned(format_f64(*f)),
+            Scalar::Str(s) => Cow::Owned(json_quote(s)),
+            Scalar::Json(text) => text.clone(),
+        }
+    }
+}
+
+/// Shortest text that reads back as the same `f64`; always has a `.` or exponent, so it reads
+/// back as a float, never an integer.
+pub(crate) fn format_f64(f: f64) -> String {
+    ryu::Buffer::new().format_finite(f).to_owned()
+}
+
+/// JSON string literal for `s` (quotes and escapes added).
+pub(crate) fn json_quote(s: &str) -> String {
+    // Serialising a &str to JSON cannot fail: it only writes into a String.
+    serde_json::to_string(s).unwrap_or_default()
+}
+
+fn is_json_ws(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\r')
+}
+
+fn classify_number(raw: &str) -> Scalar<'_> {
+    let is_integer = !raw.bytes().any(|b| matches!(b, b'.' | b'e' | b'E'));
+    if is_integer {
+        if let Ok(i) = raw.parse::<i64>() {
+            return Scalar::Int(i);
+        }
+    } else if let Ok(f) = raw.parse::<f64>()
+        && f.is_finite()
+        && (f != 0.0 || !underflows(raw))
+    {
+        return Scalar::Float(f);
+    }
+    Scalar::Json(Cow::Borrowed(raw))
+}
+
+/// True when a number literal has a non-zero digit before its exponent (so a parse to zero
+/// means it underflowed, e.g. `1e-400`).
+fn underflows(raw: &str) -> bool {
+    raw.bytes()
+        .take_while(|&b| b != b'e' && b != b'E')
+        .any(|b| matches!(b, b'1'..=b'9'))
+}
+
+/// Decodes a JSON string literal. Borrowed when it has no escapes; `None` when the escapes do
+/// not decode to UTF-8 (lone surrogates).
+fn unescape_string(raw: &str) -> Option<Cow<'_, str>> {
+    let inner = raw.get(1..raw.len().saturating_sub(1))?;
+    if !inner.contains('\\') {
+        return Some(Cow::Borrowed(inner));
+    }
+    serde_json::from_str::<String>(raw).ok().map(Cow::Owned)
+}
+
+/// Removes insignificant whitespace from valid JSON text, leaving strings, numbers and escapes
+/// exactly as they were. Borrowed when there is nothing to remove.
+pub fn compact_json(raw: &str) -> Cow<'_, str> {
+    let bytes = raw.as_bytes();
+    let first_ws = {
+        let mut in_string = false;
+        let mut escaped = false;
+        bytes.iter().position(|&b| {
+            if in_string {
+                if escaped {
+                    escaped = false;
+                } else if b == b'\\' {
+                    escaped = true;
+                } else if b == b'"' {
+                    in_string = false;
+                }
+                false
+            } else if b == b'"' {
+                in_string = true;
+                false
+            } else {
+                matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+            }
+        })
+    };
+    let Some(start) = first_ws else {
+        return Cow::Borrowed(raw);
+    };
+    let mut out = String::with_capacity(raw.len());
+    out.push_str(&raw[..start]);
+    let mut in_string = false;
+    let mut escaped = false;
+    for c in raw[start..].chars() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+            out.push(c);
+        } else if c == '"' {
+            in_string = true;
+            out.push(c);
+        } else if !is_json_ws(c) {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scalars_are_decoded_by_their_json_type() {
+        assert_eq!(Scalar::classify("null"), Scalar::Null);
+        assert_eq!(Scalar::classify(" true "), Scalar::Bool(true));
+        assert_eq!(Scalar::classify("-42"), Scalar::Int(-42));
+        assert_eq!(Scalar::classify("2.5e1"), Scalar::Float(25.0));
+        assert_eq!(
+            Scalar::classify(r#""plain""#),
+            Scalar::Str(Cow::Borrowed("plain"))
+        );
+        assert_eq!(
+            Scalar::classify(r#""a\"b\u00e9""#),
+            Scalar::Str(Cow::Owned("a\"bé".into()))
+        );
+    }
+
+    #[test]
+    fn numbers_without_an_exact_typed_form_stay_text() {
+        assert_eq!(
+            Scalar::classify("18446744073709551616"),
+            Scalar::Json(Cow::Borrowed("18446744073709551616"))
+        );
+        assert_eq!(
+            Scalar::classify("1e400"),
+            Scalar::Json(Cow::Borrowed("1e400"))
+        );
+        assert_eq!(
+            Scalar::classify("-1e400"),
+            Scalar::Json(Cow::Borrowed("-1e400"))
+        );
+        assert_eq!(
+            Scalar::classify("1e-400"),
+            Scalar::Json(Cow::Borrowed("1e-400"))
+        );
+        assert_eq!(Scalar::classify("0.0e-400"), Scalar::Float(0.0));
+    }
+
+    #[test]
+    fn a_lone_surrogate_escape_is_kept_as_json_text() {
+        assert_eq!(
+            Scalar::classify(r#""\ud800x""#),
+            Scalar::Json(Cow::Borrowed(r#""\ud800x""#))
+        );
+    }
+
+    #[test]
+    fn nested_values_become_compact_json_text_with_strings_untouched() {
+        let raw = "{ \"a b\" : [1, 2 ,\n {\"c\": \"x \\\" y\"}] }";
+        let Scalar::Json(text) = Scalar::classify(raw) else {
+            panic!("object must classify as JSON text");
+        };
+        assert_eq!(text, r#"{"a b":[1,2,{"c":"x \" y"}]}"#);
+        let a: serde_json::Value = serde_json::from_str(raw).expect("valid");
+        let b: serde_json::Value = serde_json::from_str(&text).expect("valid");
+        assert_eq!(a, b);
+        assert!(matches!(compact_json("[1,2]"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn json_text_of_every_scalar_reads_back_as_the_same_value() {
+        for raw in [
+            "null",
+            "true",
+            "-7",
+            "0.1",
+            r#""q\"uote""#,
+            r#"{"k":[1]}"#,
+            "1e400",
+        ] {
+            let text = Scalar::classify(raw).to_json_text();
+            assert_eq!(Scalar::classify(&text), Scalar::classify(raw), "{raw}");
+        }
+        assert_eq!(Scalar::Float(3.0).to_json_text(), "3.0");
+    }
+}

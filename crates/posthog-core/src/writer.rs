@@ -1,0 +1,634 @@
+//! Streaming part writers (Parquet, JSONL, CSV) and the table writer that rolls parts.
+//!
+//! A part is written under a hidden temporary name in the table directory, hashed (SHA-256) and
+//! counted as it is written, then flushed, `fsync`ed, renamed to its final name and the directory
+//! `fsync`ed: a part that exists under its final name is complete and durable. A writer dropped
+//! before [`PartWriter::finish`] removes its temporary file.
+//!
+//! A part file's schema is fixed. [`TableWriter`] closes the current part and opens the next one
+//! when a batch arrives with more columns (a property seen for the first time) or the part has
+//! reached its row limit; every part is self-describing, and readers that unify by column name
+//! (DuckDB `union_by_name`, pyarrow datasets) read the table as one.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, Int64Type, TimestampMicrosecondType};
+use arrow_array::{Array, RecordBatch};
+use arrow_schema::{DataType, SchemaRef};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use sha2::{Digest, Sha256};
+
+use crate::schema::{ColumnSpec, ColumnType};
+use crate::{CoreError, format_timestamp};
+
+/// Output file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutputFormat {
+    /// Apache Parquet, zstd-compressed, one row group per batch.
+    #[default]
+    Parquet,
+    /// One JSON object per line; null cells are left out, JSON columns are embedded as JSON.
+    Jsonl,
+    /// RFC 4180 CSV with a header line; a null is an empty field, an empty string is `""`.
+    Csv,
+}
+
+impl OutputFormat {
+    /// File name extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            OutputFormat::Parquet => "parquet",
+            OutputFormat::Jsonl => "jsonl",
+            OutputFormat::Csv => "csv",
+        }
+    }
+}
+
+/// Settings shared by the parts of one table.
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    /// File format.
+    pub format: OutputFormat,
+    /// Parquet row group size (rows); batches are flushed as they come, so this bounds memory.
+    pub row_group_rows: usize,
+    /// A part is closed after this many rows and the next one opened.
+    pub max_part_rows: u64,
+    /// Parquet zstd level (1 = fastest).
+    pub zstd_level: i32,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            format: OutputFormat::Parquet,
+            row_group_rows: 5_000,
+            max_part_rows: 1_000_000,
+            zstd_level: 1,
+        }
+    }
+}
+
+/// A finished, durable part file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartFile {
+    /// Where it is.
+    pub path: PathBuf,
+    /// Data rows in it.
+    pub rows: u64,
+    /// File size.
+    pub bytes: u64,
+    /// Lower-case hex SHA-256 of the file's bytes.
+    pub sha256: String,
+}
+
+/// A part being written.
+pub trait PartWriter: Send {
+    /// Appends a batch; its schema must be the part's schema.
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), CoreError>;
+    /// Rows written so far.
+    fn rows(&self) -> u64;
+    /// Completes the file, makes it durable and gives it its final name.
+    fn finish(self: Box<Self>) -> Result<PartFile, CoreError>;
+}
+
+fn io_err<'p>(op: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> CoreError + 'p {
+    move |source| CoreError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Counts and hashes the bytes on their way to the file.
+struct HashingWriter {
+    inner: BufWriter<File>,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl Write for HashingWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The temporary file behind a part; removed on drop unless committed.
+struct PendingFile {
+    tmp_path: PathBuf,
+    final_path: PathBuf,
+    committed: bool,
+}
+
+impl PendingFile {
+    fn create(final_path: PathBuf) -> Result<(Self, HashingWriter), CoreError> {
+        let dir = final_path.parent().unwrap_or(Path::new("."));
+        let name = final_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp_path = dir.join(format!(".{name}.tmp"));
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp_path)
+            .map_err(io_err("create", &tmp_path))?;
+        let writer = HashingWriter {
+            inner: BufWriter::with_capacity(256 * 1024, file),
+            hasher: Sha256::new(),
+            bytes: 0,
+        };
+        Ok((
+            PendingFile {
+                tmp_path,
+                final_path,
+                committed: false,
+            },
+            writer,
+        ))
+    }
+
+    fn commit(mut self, writer: HashingWriter, rows: u64) -> Result<PartFile, CoreError> {
+        let HashingWriter {
+            inner,
+            hasher,
+            bytes,
+        } = writer;
+        let file = inner
+            .into_inner()
+            .map_err(|e| io_err("write", &self.tmp_path)(e.into_error()))?;
+        file.sync_all().map_err(io_err("fsync", &self.tmp_path))?;
+        drop(file);
+        fs::rename(&self.tmp_path, &self.final_path).map_err(io_err("rename", &self.final_path))?;
+        self.committed = true;
+        sync_dir(&self.final_path)?;
+        Ok(PartFile {
+            path: self.final_path.clone(),
+            rows,
+            bytes,
+            sha256: hex(&hasher.finalize()),
+        })
+    }
+}
+
+impl Drop for PendingFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            // Best effort: a leftover temporary file is also removed by the next run's cleanup.
+            let _ = fs::remove_file(&self.tmp_path);
+        }
+    }
+}
+
+/// Makes a rename in `path`'s directory durable.
+pub fn sync_dir(path: &Path) -> Result<(), CoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    #[cfg(unix)]
+    {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err("fsync directory", dir))?;
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    s
+}
+
+/// Opens a part writer of `options.format` that will be named `final_path`.
+///
+/// `columns` (the table's column specs in output order) are recorded in Parquet files as the
+/// key-value metadata `posthog.columns`, so a part says where each column came from.
+pub fn open_part(
+    final_path: PathBuf,
+    schema: SchemaRef,
+    columns: &[ColumnSpec],
+    options: &WriterOptions,
+) -> Result<Box<dyn PartWriter>, CoreError> {
+    let (pending, writer) = PendingFile::create(final_path)?;
+    Ok(match options.format {
+        OutputFormat::Parquet => {
+            Box::new(ParquetPart::new(pending, writer, schema, columns, options)?)
+        }
+        OutputFormat::Jsonl => Box::new(TextPart::new(pending, writer, schema, TextKind::Jsonl)?),
+        OutputFormat::Csv => Box::new(TextPart::new(pending, writer, schema, TextKind::Csv)?),
+    })
+}
+
+struct ParquetPart {
+    pending: PendingFile,
+    writer: ArrowWriter<HashingWriter>,
+    rows: u64,
+}
+
+impl ParquetPart {
+    fn new(
+        pending: PendingFile,
+        out: HashingWriter,
+        schema: SchemaRef,
+        columns: &[ColumnSpec],
+        options: &WriterOptions,
+    ) -> Result<Self, CoreError> {
+        let level = ZstdLevel::try_new(options.zstd_level)
+            .map_err(|e| CoreError::Parquet(e.to_string()))?;
+        let columns_json = serde_json::to_string(columns).unwrap_or_default();
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(level))
+            .set_max_row_group_row_count(Some(options.row_group_rows.max(1)))
+            .set_dictionary_enabled(true)
+            .set_statistics_enabled(EnabledStatistics::Chunk)
+            .set_created_by(concat!("posthog-core ", env!("CARGO_PKG_VERSION")).to_owned())
+            .set_key_value_metadata(Some(vec![KeyValue::new(
+                "posthog.columns".to_owned(),
+                columns_json,
+            )]))
+            .build();
+        let writer = ArrowWriter::try_new(out, schema, Some(props))
+            .map_err(|e| CoreError::Parquet(e.to_string()))?;
+        Ok(ParquetPart {
+            pending,
+            writer,
+            rows: 0,
+        })
+    }
+}
+
+impl PartWriter for ParquetPart {
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), CoreError> {
+        self.writer
+            .write(batch)
+            .map_err(|e| CoreError::Parquet(e.to_string()))?;
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    fn finish(self: Box<Self>) -> Result<PartFile, CoreError> {
+        let ParquetPart {
+            pending,
+            writer,
+            rows,
+        } = *self;
+        let out = writer
+            .into_inner()
+            .map_err(|e| CoreError::Parquet(e.to_string()))?;
+        pending.commit(out, rows)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TextKind {
+    Jsonl,
+    Csv,
+}
+
+/// JSONL and CSV: rows formatted by hand from the Arrow arrays.
+struct TextPart {
+    pending: PendingFile,
+    out: HashingWriter,
+    kind: TextKind,
+    /// Per column: `"name":` (JSONL) or nothing (CSV), and whether it holds JSON text.
+    keys: Vec<String>,
+    json_columns: Vec<bool>,
+    line: Vec<u8>,
+    rows: u64,
+    ts_buf: String,
+}
+
+impl TextPart {
+    fn new(
+        pending: PendingFile,
+        mut out: HashingWriter,
+        schema: SchemaRef,
+        kind: TextKind,
+    ) -> Result<Self, CoreError> {
+        let keys: Vec<String> = schema
+            .fields()
+            .iter()
+            .map(|f| format!("{}:", crate::value::json_quote(f.name())))
+            .collect();
+        let json_columns = schema
+            .fields()
+            .iter()
+            .map(|f| f.metadata().get(JSON_MARK).is_some())
+            .collect();
+        if kind == TextKind::Csv {
+            let mut header = Vec::new();
+            for (i, f) in schema.fields().iter().enumerate() {
+                if i > 0 {
+                    header.push(b',');
+                }
+                csv_field(&mut header, f.name());
+            }
+            header.extend_from_slice(b"\r\n");
+            out.write_all(&header)
+                .map_err(io_err("write", &pending.tmp_path))?;
+        }
+        Ok(TextPart {
+            pending,
+            out,
+            kind,
+            keys,
+            json_columns,
+            line: Vec::with_capacity(4096),
+            rows: 0,
+            ts_buf: String::new(),
+        })
+    }
+}
+
+/// Field metadata key marking a Utf8 column whose values are JSON text.
+pub const JSON_MARK: &str = "posthog.json";
+
+/// A column of a batch, downcast once per batch.
+enum Col<'a> {
+    Text(&'a arrow_array::StringArray),
+    Int(&'a arrow_array::PrimitiveArray<Int64Type>),
+    Float(&'a arrow_array::PrimitiveArray<Float64Type>),
+    Bool(&'a arrow_array::BooleanArray),
+    Micros(&'a arrow_array::PrimitiveArray<TimestampMicrosecondType>),
+}
+
+fn downcast(array: &dyn Array) -> Result<Col<'_>, CoreError> {
+    Ok(match array.data_type() {
+        DataType::Utf8 => Col::Text(array.as_string::<i32>()),
+        DataType::Int64 => Col::Int(array.as_primitive::<Int64Type>()),
+        DataType::Float64 => Col::Float(array.as_primitive::<Float64Type>()),
+        DataType::Boolean => Col::Bool(array.as_boolean()),
+        DataType::Timestamp(_, _) => Col::Micros(array.as_primitive::<TimestampMicrosecondType>()),
+        other => {
+            return Err(CoreError::Data(format!(
+                "cannot write a column of type {other} as text"
+            )));
+        }
+    })
+}
+
+impl PartWriter for TextPart {
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), CoreError> {
+        let cols = batch
+            .columns()
+            .iter()
+            .map(|a| downcast(a.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        if cols.len() != self.keys.len() {
+            return Err(CoreError::Data(
+                "a batch does not match the part's schema".into(),
+            ));
+        }
+        let mut ib = itoa::Buffer::new();
+        let mut rb = ryu::Buffer::new();
+        for row in 0..batch.num_rows() {
+            let line = &mut self.line;
+            line.clear();
+            let mut first = true;
+            if self.kind == TextKind::Jsonl {
+                line.push(b'{');
+            }
+            for (c, col) in cols.iter().enumerate() {
+                let is_null = match col {
+                    Col::Text(a) => a.is_null(row),
+                    Col::Int(a) => a.is_null(row),
+                    Col::Float(a) => a.is_null(row),
+                    Col::Bool(a) => a.is_null(row),
+                    Col::Micros(a) => a.is_null(row),
+                };
+                match self.kind {
+                    TextKind::Jsonl => {
+                        if is_null {
+                            continue;
+                        }
+                        if !first {
+                            line.push(b',');
+                        }
+                        line.extend_from_slice(self.keys[c].as_bytes());
+                    }
+                    TextKind::Csv => {
+                        if !first {
+                            line.push(b',');
+                        }
+                        if is_null {
+                            first = false;
+                            continue;
+                        }
+                    }
+                }
+                first = false;
+                match col {
+                    Col::Text(a) => {
+                        let s = a.value(row);
+                        match (self.kind, self.json_columns[c]) {
+                            (TextKind::Jsonl, true) => line.extend_from_slice(s.as_bytes()),
+                            (TextKind::Jsonl, false) => json_string(line, s),
+                            (TextKind::Csv, _) => csv_field(line, s),
+                        }
+                    }
+                    Col::Int(a) => line.extend_from_slice(ib.format(a.value(row)).as_bytes()),
+                    Col::Float(a) => {
+                        line.extend_from_slice(rb.format_finite(a.value(row)).as_bytes())
+                    }
+                    Col::Bool(a) => {
+                        line.extend_from_slice(if a.value(row) { b"true" } else { b"false" })
+                    }
+                    Col::Micros(a) => {
+                        self.ts_buf.clear();
+                        format_timestamp(a.value(row), &mut self.ts_buf);
+                        if self.kind == TextKind::Jsonl {
+                            line.push(b'"');
+                            line.extend_from_slice(self.ts_buf.as_bytes());
+                            line.push(b'"');
+                        } else {
+                            line.extend_from_slice(self.ts_buf.as_bytes());
+                        }
+                    }
+                }
+            }
+            match self.kind {
+                TextKind::Jsonl => line.extend_from_slice(b"}\n"),
+                TextKind::Csv => line.extend_from_slice(b"\r\n"),
+            }
+            self.out
+                .write_all(line)
+                .map_err(io_err("write", &self.pending.tmp_path))?;
+        }
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    fn finish(self: Box<Self>) -> Result<PartFile, CoreError> {
+        let TextPart {
+            pending, out, rows, ..
+        } = *self;
+        pending.commit(out, rows)
+    }
+}
+
+/// Appends `s` as a JSON string literal.
+fn json_string(out: &mut Vec<u8>, s: &str) {
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// Appends `s` as a CSV field, quoted when RFC 4180 requires it and when empty (so that an
+/// empty string differs from a null, which is an empty unquoted field).
+fn csv_field(out: &mut Vec<u8>, s: &str) {
+    let needs_quotes = s.is_empty() || s.bytes().any(|b| matches!(b, b',' | b'"' | b'\r' | b'\n'));
+    if !needs_quotes {
+        out.extend_from_slice(s.as_bytes());
+        return;
+    }
+    out.push(b'"');
+    for part in s.split('"').enumerate() {
+        if part.0 > 0 {
+            out.extend_from_slice(b"\"\"");
+        }
+        out.extend_from_slice(part.1.as_bytes());
+    }
+    out.push(b'"');
+}
+
+/// Writes the batches of one table into parts named `<prefix>-<n>.<ext>` in `dir`, rolling to a
+/// new part when the schema widens or a part is full.
+pub struct TableWriter {
+    dir: PathBuf,
+    prefix: String,
+    options: WriterOptions,
+    next_index: u32,
+    current: Option<(Box<dyn PartWriter>, SchemaRef)>,
+}
+
+impl std::fmt::Debug for TableWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableWriter")
+            .field("dir", &self.dir)
+            .field("prefix", &self.prefix)
+            .field("next_index", &self.next_index)
+            .finish()
+    }
+}
+
+impl TableWriter {
+    /// A writer for parts in `dir` (created if missing) named `<prefix>-00001.<ext>`, ...
+    pub fn new(
+        dir: impl Into<PathBuf>,
+        prefix: impl Into<String>,
+        options: WriterOptions,
+    ) -> Result<Self, CoreError> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
+        Ok(TableWriter {
+            dir,
+            prefix: prefix.into(),
+            options,
+            next_index: 1,
+            current: None,
+        })
+    }
+
+    /// Writes a batch. `columns` are the table's column specs in the batch's column order.
+    /// Returns the part that was closed to make room, if any.
+    pub fn write(
+        &mut self,
+        batch: &RecordBatch,
+        columns: &[ColumnSpec],
+    ) -> Result<Option<PartFile>, CoreError> {
+        let mut closed = None;
+        let roll = match &self.current {
+            Some((part, schema)) => {
+                schema.fields().len() != batch.schema().fields().len()
+                    || part.rows() >= self.options.max_part_rows
+            }
+            None => false,
+        };
+        if roll {
+            closed = self.close_part()?;
+        }
+        if self.current.is_none() {
+            let schema = with_json_marks(batch.schema(), columns);
+            let name = format!(
+                "{}-{:05}.{}",
+                self.prefix,
+                self.next_index,
+                self.options.format.extension()
+            );
+            self.next_index += 1;
+            let part = open_part(self.dir.join(name), schema.clone(), columns, &self.options)?;
+            self.current = Some((part, schema));
+        }
+        if let Some((part, schema)) = &mut self.current {
+            let batch = RecordBatch::try_new(schema.clone(), batch.columns().to_vec())
+                .map_err(|e| CoreError::Data(format!("batch does not fit its part: {e}")))?;
+            part.write(&batch)?;
+        }
+        Ok(closed)
+    }
+
+    /// Rows in the open part.
+    pub fn open_rows(&self) -> u64 {
+        self.current.as_ref().map_or(0, |(p, _)| p.rows())
+    }
+
+    /// Closes the open part, if any, and returns it.
+    pub fn close_part(&mut self) -> Result<Option<PartFile>, CoreError> {
+        match self.current.take() {
+            Some((part, _)) => part.finish().map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+/// The batch schema with JSON columns marked in their field metadata (for the text writers).
+fn with_json_marks(schema: SchemaRef, columns: &[ColumnSpec]) -> SchemaRef {
+    if columns.len() != schema.fields().len()
+        || !columns.iter().any(|c| c.data_type == ColumnType::Json)
+    {
+        return schema;
+    }
+    let fields: Vec<arrow_schema::Field> = schema
+        .fields()
+        .iter()
+        .zip(columns)
+        .map(|(f, c)| {
+            let f = f.as_ref().clone();
+            if c.data_type == ColumnType::Json {
+                f.with_metadata(std::collections::HashMap::from([(
+                    JSON_MARK.to_owned(),
+                    "true".to_owned(),
+                )]))
+            } else {
+                f
+            }
+        })
+        .collect();
+    Arc::new(arrow_schema::Schema::new(fields))
+}
