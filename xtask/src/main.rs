@@ -2,7 +2,9 @@
 //!
 //! - `cargo xtask demo`: starts the mock PostHog on loopback and drives it through
 //!   `posthog-client`: a HogQL keyset scan of every event, a retried request, REST listings.
+//! - `cargo xtask bench core`: the core pipeline benchmark (release build).
 
+mod bench;
 mod demo;
 
 use clap::{Parser, Subcommand};
@@ -21,6 +23,8 @@ struct Cli {
 enum Command {
     /// Run the main job against the built-in mock PostHog (no credentials needed).
     Demo(demo::DemoArgs),
+    /// Benchmarks (release builds); see docs/benchmarks.md.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -30,5 +34,6 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match cli.command {
         Command::Demo(args) => runtime.block_on(demo::run(args)),
+        Command::Bench(args) => bench::run(args),
     }
 }

@@ -262,10 +262,12 @@ pub struct BatchBuilder {
     /// Per declared field: its slot (value/fallback columns of the field itself).
     field_slots: Vec<Slot>,
     /// Per declared field: the slots of its flattened keys.
-    key_slots: Vec<HashMap<String, Slot>>,
+    key_slots: Vec<KeySlots>,
     /// Top-level keys of object rows that no field declares.
     extra_slots: HashMap<String, Slot>,
     field_by_name: HashMap<String, usize>,
+    /// Reused buffer for the unescaped text of a properties string.
+    text_buf: Vec<u8>,
     rows: usize,
     row_serial: u64,
 }
@@ -295,7 +297,7 @@ impl BatchBuilder {
             .map(|c| ColumnBuilder::new(c.data_type))
             .collect();
         let mut field_slots = vec![Slot::default(); fields.len()];
-        let mut key_slots = vec![HashMap::new(); fields.len()];
+        let mut key_slots: Vec<KeySlots> = (0..fields.len()).map(|_| KeySlots::default()).collect();
         let mut extra_slots: HashMap<String, Slot> = HashMap::new();
         let field_by_name: HashMap<String, usize> = fields
             .iter()
@@ -305,7 +307,10 @@ impl BatchBuilder {
         for (id, spec) in schema.columns().iter().enumerate() {
             let slot = match (field_by_name.get(&spec.field), &spec.key) {
                 (Some(&f), None) => &mut field_slots[f],
-                (Some(&f), Some(key)) => key_slots[f].entry(key.clone()).or_default(),
+                (Some(&f), Some(key)) => {
+                    let at = key_slots[f].index_of(key, usize::MAX);
+                    &mut key_slots[f].slots[at]
+                }
                 (None, None) => extra_slots.entry(spec.field.clone()).or_default(),
                 // A flattened key of a field this layout does not read: keep the column (it
                 // stays null), nothing will write to it.
@@ -329,6 +334,7 @@ impl BatchBuilder {
             },
             field_slots,
             key_slots,
+            text_buf: Vec::new(),
             extra_slots,
             field_by_name,
             rows: 0,
@@ -499,17 +505,24 @@ impl BatchBuilder {
     /// Flatten mode: each key of the object (or of the JSON object inside a string) becomes a
     /// `<field>_<key>` column.
     fn append_flattened(&mut self, i: usize, raw: &str) {
-        let outer = Scalar::classify(raw);
-        let object_text: &str = match &outer {
-            Scalar::Null => return,
-            // PostHog's JSON encoding of "no properties".
-            Scalar::Str(text) if text.trim() == "null" => return,
-            Scalar::Str(text) => text,
-            Scalar::Json(text) => text,
-            _ => return self.place_fallback(i, &outer),
+        let raw = raw.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r'));
+        let mut buf = std::mem::take(&mut self.text_buf);
+        buf.clear();
+        let object_text: &str = match raw.as_bytes().first() {
+            Some(b'n') => return,
+            Some(b'"') if crate::value::unescape_into(raw, &mut buf) => {
+                match std::str::from_utf8(&buf) {
+                    // PostHog's JSON encoding of "no properties".
+                    Ok(text) if text.trim() == "null" => return,
+                    Ok(text) => text,
+                    Err(_) => return self.place_fallback(i, &Scalar::classify(raw)),
+                }
+            }
+            Some(b'{') => raw,
+            _ => return self.place_fallback(i, &Scalar::classify(raw)),
         };
         let Some(entries) = object_entries(object_text) else {
-            return self.place_fallback(i, &outer);
+            return self.place_fallback(i, &Scalar::classify(raw));
         };
         // Phase 1: pick a column for every key (creating columns as needed) and detect a
         // repeated key before anything is appended, so a row is never half written.
@@ -519,18 +532,14 @@ impl BatchBuilder {
         let columns = &mut self.columns;
         let mut cells: Vec<(usize, Cell<'_>)> = Vec::with_capacity(entries.len());
         let mut saw_null = false;
-        for (key, raw_value) in &entries {
+        for (position, (key, raw_value)) in entries.iter().enumerate() {
             let scalar = Scalar::classify(raw_value.get());
             if scalar == Scalar::Null {
                 saw_null = true;
                 continue;
             }
-            if !slots.contains_key(key.as_ref()) {
-                slots.insert(key.to_string(), Slot::default());
-            }
-            let Some(slot) = slots.get_mut(key.as_ref()) else {
-                continue; // inserted just above
-            };
+            let at = slots.index_of(key, position);
+            let slot = &mut slots.slots[at];
             let placed = columns.place(
                 slot,
                 |fallback| SourceKey {
@@ -546,18 +555,21 @@ impl BatchBuilder {
                 // repeated key is caught whichever column each occurrence lands in.
                 let mark = slot.value.unwrap_or(id);
                 if columns.stamps[mark] == serial {
-                    return self.place_fallback(i, &outer);
+                    return self.place_fallback(i, &Scalar::classify(raw));
                 }
                 columns.stamps[mark] = serial;
                 cells.push((id, cell));
             }
         }
         if saw_null && has_repeated_key(&entries) {
-            return self.place_fallback(i, &outer);
+            return self.place_fallback(i, &Scalar::classify(raw));
         }
         for (id, cell) in &cells {
             self.columns.append(*id, self.rows, cell);
         }
+        drop(cells);
+        drop(entries);
+        self.text_buf = buf;
     }
 
     /// Finishes the pending rows as one record batch holding every column the table knows, in
@@ -602,9 +614,46 @@ impl BatchBuilder {
     }
 }
 
+/// The slots of one flattened field's keys, with a cache of the key order of the last row:
+/// events of one kind list their properties in the same order, so most lookups are one string
+/// comparison instead of a hash.
+#[derive(Debug, Default)]
+struct KeySlots {
+    slots: Vec<Slot>,
+    index: HashMap<String, usize>,
+    /// Key at each position of the last row, and its slot.
+    by_position: Vec<(Box<str>, usize)>,
+}
+
+impl KeySlots {
+    /// The slot index of `key`, seen at `position` of the row (created if new).
+    fn index_of(&mut self, key: &str, position: usize) -> usize {
+        if let Some((cached, at)) = self.by_position.get(position)
+            && **cached == *key
+        {
+            return *at;
+        }
+        let at = match self.index.get(key) {
+            Some(&at) => at,
+            None => {
+                self.slots.push(Slot::default());
+                let at = self.slots.len() - 1;
+                self.index.insert(key.to_owned(), at);
+                at
+            }
+        };
+        if position < self.by_position.len() {
+            self.by_position[position] = (key.into(), at);
+        } else if position == self.by_position.len() && position < 1024 {
+            self.by_position.push((key.into(), at));
+        }
+        at
+    }
+}
+
 /// The entries of `text` if it is exactly one JSON object whose keys are valid Unicode.
 fn object_entries(text: &str) -> Option<Vec<(Cow<'_, str>, &RawValue)>> {
-    let mut entries = Vec::new();
+    let mut entries = Vec::with_capacity(48);
     let mut de = serde_json::Deserializer::from_str(text);
     ObjectEntries { out: &mut entries }
         .deserialize(&mut de)
