@@ -721,3 +721,125 @@ impl<'de> serde::Deserialize<'de> for KeyText<'de> {
         deserializer.deserialize_str(V)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::Array;
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::Int64Type;
+
+    fn raws(json: &str) -> Vec<Box<RawValue>> {
+        serde_json::from_str(json).expect("test row is JSON")
+    }
+
+    fn names(batch: &RecordBatch) -> Vec<String> {
+        batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect()
+    }
+
+    fn text(batch: &RecordBatch, name: &str, row: usize) -> Option<String> {
+        let col = batch.column_by_name(name)?.as_string::<i32>();
+        (!col.is_null(row)).then(|| col.value(row).to_owned())
+    }
+
+    #[test]
+    fn raw_mode_keeps_properties_as_one_compact_json_column() {
+        let fields = [
+            FieldSpec::fixed("uuid", ColumnType::Utf8),
+            FieldSpec::flatten("properties"),
+        ];
+        let mut b = BatchBuilder::new(&fields, FlattenMode::Raw, &[]).unwrap();
+        for row in [
+            r#"["a", "{\"$browser\": \"Safari\", \"n\": [1, 2]}"]"#,
+            r#"["b", "[1]"]"#,
+            r#"["c", null]"#,
+        ] {
+            let row = raws(row);
+            let row: Vec<&RawValue> = row.iter().map(AsRef::as_ref).collect();
+            b.append_array_row(&row).unwrap();
+        }
+        let batch = b.finish_batch().unwrap();
+        assert_eq!(names(&batch), ["uuid", "properties", "properties__json"]);
+        assert_eq!(
+            text(&batch, "properties", 0).as_deref(),
+            Some(r#"{"$browser":"Safari","n":[1,2]}"#)
+        );
+        assert_eq!(text(&batch, "properties", 1), None);
+        assert_eq!(
+            text(&batch, "properties__json", 1).as_deref(),
+            Some(r#""[1]""#),
+            "a non-object is kept whole, as its source JSON"
+        );
+        assert_eq!(text(&batch, "properties", 2), None);
+    }
+
+    #[test]
+    fn person_properties_flatten_with_their_own_prefix() {
+        let fields = [
+            FieldSpec::flatten("properties"),
+            FieldSpec::flatten("person_properties"),
+        ];
+        let mut b = BatchBuilder::new(&fields, FlattenMode::Flatten, &[]).unwrap();
+        let row = raws(r#"["{\"plan\":\"free\"}", {"plan": "pro", "$initial_os": "iOS"}]"#);
+        let row: Vec<&RawValue> = row.iter().map(AsRef::as_ref).collect();
+        b.append_array_row(&row).unwrap();
+        let batch = b.finish_batch().unwrap();
+        assert_eq!(
+            names(&batch),
+            [
+                "person_properties_$initial_os",
+                "person_properties_plan",
+                "properties_plan"
+            ]
+        );
+        assert_eq!(
+            text(&batch, "person_properties_plan", 0).as_deref(),
+            Some("pro")
+        );
+        assert_eq!(text(&batch, "properties_plan", 0).as_deref(), Some("free"));
+    }
+
+    #[test]
+    fn rest_objects_get_declared_and_first_sight_columns() {
+        let fields = [
+            FieldSpec::fixed("id", ColumnType::Int64),
+            FieldSpec::fixed("created_at", ColumnType::Timestamp),
+        ];
+        let mut b = BatchBuilder::new(&fields, FlattenMode::Flatten, &[]).unwrap();
+        for obj in [
+            r#"{"id": 7, "name": "Power users", "created_at": "2025-01-02T13:57:30Z", "filters": {"a": 1}}"#,
+            r#"{"id": 8, "name": null, "count": 3}"#,
+        ] {
+            let raw: Box<RawValue> = serde_json::from_str(obj).unwrap();
+            b.append_object_row(&raw).unwrap();
+        }
+        let not_object: Box<RawValue> = serde_json::from_str("[1]").unwrap();
+        assert!(b.append_object_row(&not_object).is_err());
+        let batch = b.finish_batch().unwrap();
+        assert_eq!(
+            names(&batch),
+            ["id", "created_at", "count", "filters", "name"]
+        );
+        let ids = batch.column(0).as_primitive::<Int64Type>();
+        assert_eq!((ids.value(0), ids.value(1)), (7, 8));
+        assert_eq!(text(&batch, "filters", 0).as_deref(), Some(r#"{"a":1}"#));
+        assert_eq!(text(&batch, "name", 1), None);
+        assert_eq!(batch.num_rows(), 2, "the refused row left nothing behind");
+    }
+
+    #[test]
+    fn a_row_of_the_wrong_width_is_refused_without_a_trace() {
+        let fields = [FieldSpec::fixed("uuid", ColumnType::Utf8)];
+        let mut b = BatchBuilder::new(&fields, FlattenMode::Flatten, &[]).unwrap();
+        let row = raws(r#"["a", "b"]"#);
+        let row: Vec<&RawValue> = row.iter().map(AsRef::as_ref).collect();
+        assert!(b.append_array_row(&row).is_err());
+        assert!(b.is_empty());
+        assert!(b.finish_batch().is_none());
+    }
+}

@@ -168,8 +168,53 @@ fn run_all_formats(pages: &[Vec<Event>], batch_rows: usize) {
     }
 }
 
+/// Few keys, every scalar kind: a key's JSON type changes often between rows.
+fn churning_properties() -> impl Strategy<Value = String> {
+    let value = prop::sample::select(vec![
+        "null",
+        "true",
+        "false",
+        "0",
+        "1",
+        "-7",
+        "2.5",
+        "1e3",
+        "9007199254740993",
+        "\"\"",
+        "\"42\"",
+        "\"true\"",
+        "[1]",
+        "{}",
+        "{\"a\":1}",
+        "1e400",
+    ]);
+    prop::collection::vec((prop::sample::select(vec!["a", "b", "A"]), value), 0..4).prop_map(|kv| {
+        let body: Vec<String> = kv.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+        format!("{{{}}}", body.join(","))
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn values_whose_type_changes_between_rows_are_recoverable(
+        props in prop::collection::vec(churning_properties(), 1..40),
+        batch_rows in 1usize..6,
+    ) {
+        let events: Vec<Event> = props
+            .into_iter()
+            .enumerate()
+            .map(|(i, properties)| Event {
+                uuid: uuid::Uuid::from_u128(i as u128).to_string(),
+                event: "e".into(),
+                timestamp_micros: i as i64,
+                distinct_id: "d".into(),
+                properties,
+            })
+            .collect();
+        run_all_formats(&[events], batch_rows);
+    }
 
     #[test]
     fn every_source_value_is_recoverable_from_every_format(
@@ -312,4 +357,30 @@ fn csv_quotes_per_rfc4180_and_tells_empty_from_null() {
         "uuid,event,timestamp,distinct_id,properties_y\r\n\
          00000000-0000-0000-0000-000000000001,\"a,\"\"b\"\"\nc\",1970-01-01T00:00:00.000000Z,\"\",\"\"\r\n"
     );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Whatever a server sends, parsing a page and appending its rows gives rows or a clear
+    /// error, never a panic.
+    #[test]
+    fn arbitrary_bodies_never_panic(body in prop_oneof![
+        any::<Vec<u8>>(),
+        prop::collection::vec(json_value(), 0..6).prop_map(|vals| {
+            format!(r#"{{"columns":["uuid","event","timestamp","distinct_id","properties"],"results":[[{}]]}}"#, vals.join(",")).into_bytes()
+        }),
+    ]) {
+        if let Ok(page) = posthog_core::QueryPage::parse(&body) {
+            let mut builder = posthog_core::BatchBuilder::new(
+                &util::event_fields(),
+                posthog_core::FlattenMode::Flatten,
+                &[],
+            ).unwrap();
+            for row in &page.results {
+                let _ = builder.append_array_row(row);
+            }
+            let _ = builder.finish_batch();
+        }
+    }
 }

@@ -330,10 +330,24 @@ pub fn norm(text: &str) -> Norm {
 
 fn json_eq(a: &Value, b: &Value) -> bool {
     match (a, b) {
-        (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64()) {
-            (Some(i), Some(j)) => i == j,
-            _ => x.as_f64() == y.as_f64(),
-        },
+        // Numbers compare by exact value: an integer equals a float only if the float is
+        // exactly that integer (so 2^53 + 1 never equals its rounded f64).
+        (Value::Number(x), Value::Number(y)) => {
+            let int = |n: &serde_json::Number| {
+                n.as_i64()
+                    .map(i128::from)
+                    .or_else(|| n.as_u64().map(i128::from))
+            };
+            let exact = |i: i128, f: Option<f64>| {
+                f.is_some_and(|f| f.fract() == 0.0 && f.abs() < 1e38 && f as i128 == i)
+            };
+            match (int(x), int(y)) {
+                (Some(i), Some(j)) => i == j,
+                (Some(i), None) => exact(i, y.as_f64()),
+                (None, Some(j)) => exact(j, x.as_f64()),
+                (None, None) => x.as_f64() == y.as_f64(),
+            }
+        }
         (Value::Array(x), Value::Array(y)) => {
             x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_eq(a, b))
         }
