@@ -79,6 +79,16 @@ pub struct ColumnRecord {
     /// The column's type name as the engine spells it, e.g. `utf8`.
     #[serde(rename = "type")]
     pub data_type: String,
+    /// The top-level source field the column comes from (`uuid`, `properties`, ...), so a
+    /// later run maps the same source to the same column. Absent in seed-shaped states.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// The key inside `field` for a flattened property.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// True for a `__json` sibling holding values that did not fit the typed column.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fallback: bool,
 }
 
 /// One committed part file of a table.
@@ -174,6 +184,9 @@ impl ColumnRecord {
         ColumnRecord {
             name: name.into(),
             data_type: data_type.into(),
+            field: None,
+            key: None,
+            fallback: false,
         }
     }
 }

@@ -489,3 +489,34 @@ proptest! {
         );
     }
 }
+
+#[test]
+fn column_sources_round_trip_and_stay_optional() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    let mut column = posthog_state::ColumnRecord::new("properties_plan__json", "json");
+    column.field = Some("properties".into());
+    column.key = Some("plan".into());
+    column.fallback = true;
+    let state = posthog_state::TableState {
+        columns: Some(vec![
+            column.clone(),
+            posthog_state::ColumnRecord::new("uuid", "utf8"),
+        ]),
+        ..Default::default()
+    };
+    {
+        let mut store = posthog_state::JsonFileStore::open(&path).unwrap();
+        posthog_state::StateStore::commit(&mut store, "t", &state).unwrap();
+    }
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        !text.contains("\"key\": null") && text.matches("\"fallback\"").count() == 1,
+        "unset sources are left out: {text}"
+    );
+    let store = posthog_state::JsonFileStore::open(&path).unwrap();
+    let back = posthog_state::StateStore::load(&store, "t")
+        .unwrap()
+        .unwrap();
+    assert_eq!(back.columns.unwrap()[0], column);
+}
