@@ -246,7 +246,7 @@ fn main() {
             }
             builder.append_array_row(row).expect("row width matches");
             if builder.len() >= args.batch_size
-                && let Some(batch) = builder.finish_batch()
+                && let Some(batch) = builder.finish_batch().expect("batch assembles")
             {
                 rows_out += batch.num_rows() as u64;
                 let specs = builder.schema().to_specs();
@@ -254,7 +254,7 @@ fn main() {
             }
         }
     }
-    if let Some(batch) = builder.finish_batch() {
+    if let Some(batch) = builder.finish_batch().expect("batch assembles") {
         rows_out += batch.num_rows() as u64;
         let specs = builder.schema().to_specs();
         parts.extend(writer.write(&batch, &specs).expect("write"));

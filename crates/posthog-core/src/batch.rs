@@ -20,7 +20,7 @@ use serde_json::value::RawValue;
 use crate::schema::{
     ColumnSpec, ColumnType, FieldKind, FieldSpec, FlattenMode, SchemaError, SourceKey, TableSchema,
 };
-use crate::value::Scalar;
+use crate::value::{Scalar, compact_json, is_json_ws, unescape_into};
 use crate::{CoreError, parse_timestamp};
 
 /// Largest integer magnitude a `Float64` column takes exactly.
@@ -174,28 +174,23 @@ impl Columns {
         self.schema.columns()[id].data_type
     }
 
-    fn name(&self, id: usize) -> &str {
-        &self.schema.columns()[id].name
-    }
-
-    /// Picks the column for `scalar` in `slot`, creating the typed column (named `base`) or its
-    /// `__json` sibling when needed. `None` for null.
+    /// Picks the column for `scalar` in `slot`: the typed column (made by `new_column`, which
+    /// names its source and base name, on first sight) or, when the value does not fit, its
+    /// `__json` sibling. `None` for null.
     fn place<'a>(
         &mut self,
         slot: &mut Slot,
-        source: impl FnOnce(bool) -> SourceKey,
-        base: impl FnOnce() -> String,
+        new_column: impl FnOnce() -> (SourceKey, String),
         scalar: Scalar<'a>,
     ) -> Option<(usize, Cell<'a>)> {
         if scalar == Scalar::Null {
             return None;
         }
-        let mut source = Some(source);
         let value = match slot.value {
             Some(id) => id,
             None => {
-                let make = source.take()?;
-                let id = self.add(make(false), base(), type_of_first(&scalar));
+                let (source, base) = new_column();
+                let id = self.add(source, base, type_of_first(&scalar));
                 slot.value = Some(id);
                 id
             }
@@ -203,27 +198,27 @@ impl Columns {
         if let Some(cell) = fit(self.ty(value), &scalar) {
             return Some((value, cell));
         }
-        let fallback = match slot.fallback {
+        let spec = &self.schema.columns()[value];
+        let source = SourceKey {
+            field: spec.field.clone(),
+            key: spec.key.clone(),
+            fallback: true,
+        };
+        let base = format!("{}__json", spec.name);
+        let id = self.fallback(slot, source, base);
+        Some((id, Cell::Text(scalar.to_json_text())))
+    }
+
+    /// The `__json` sibling of `slot`, created (from `source`, named after `base`) on first use.
+    fn fallback(&mut self, slot: &mut Slot, source: SourceKey, base: String) -> usize {
+        match slot.fallback {
             Some(id) => id,
             None => {
-                let base = format!("{}__json", self.name(value));
-                let key = match source.take() {
-                    Some(make) => make(true),
-                    None => {
-                        let spec = &self.schema.columns()[value];
-                        SourceKey {
-                            field: spec.field.clone(),
-                            key: spec.key.clone(),
-                            fallback: true,
-                        }
-                    }
-                };
-                let id = self.add(key, base, ColumnType::Json);
+                let id = self.add(source, base, ColumnType::Json);
                 slot.fallback = Some(id);
                 id
             }
-        };
-        Some((fallback, Cell::Text(scalar.to_json_text())))
+        }
     }
 
     fn append(&mut self, id: usize, row: usize, cell: &Cell<'_>) {
@@ -251,7 +246,7 @@ impl Columns {
 /// ).unwrap();
 /// let row: Vec<&RawValue> = row.iter().map(|r| r.as_ref()).collect();
 /// builder.append_array_row(&row).unwrap();
-/// let batch = builder.finish_batch().unwrap();
+/// let batch = builder.finish_batch().unwrap().expect("one row is pending");
 /// let names: Vec<_> = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
 /// assert_eq!(names, ["uuid", "timestamp", "properties_$browser", "properties_plan_price"]);
 /// ```
@@ -385,8 +380,7 @@ impl BatchBuilder {
                 "a list item is not a JSON object with Unicode keys".into(),
             ));
         };
-        let mut seen = std::collections::HashSet::with_capacity(entries.len());
-        if let Some((key, _)) = entries.iter().find(|(k, _)| !seen.insert(k.as_ref())) {
+        if let Some(key) = repeated_key(&entries) {
             return Err(CoreError::Data(format!(
                 "a list item repeats the key {key:?}"
             )));
@@ -395,27 +389,21 @@ impl BatchBuilder {
         for (key, raw) in entries {
             if let Some(&i) = self.field_by_name.get(key.as_ref()) {
                 self.append_field(i, raw.get());
-            } else {
-                let mut slot = self
-                    .extra_slots
-                    .get(key.as_ref())
-                    .copied()
-                    .unwrap_or_default();
-                let scalar = Scalar::classify(raw.get());
-                let placed = self.columns.place(
-                    &mut slot,
-                    |fallback| SourceKey {
-                        field: key.to_string(),
-                        key: None,
-                        fallback,
-                    },
-                    || key.to_string(),
-                    scalar,
-                );
-                self.extra_slots.insert(key.to_string(), slot);
-                if let Some((id, cell)) = placed {
-                    self.columns.append(id, self.rows, &cell);
-                }
+                continue;
+            }
+            if !self.extra_slots.contains_key(key.as_ref()) {
+                self.extra_slots.insert(key.to_string(), Slot::default());
+            }
+            let Some(slot) = self.extra_slots.get_mut(key.as_ref()) else {
+                continue; // inserted just above
+            };
+            let placed = self.columns.place(
+                slot,
+                || (SourceKey::field(&key, false), key.to_string()),
+                Scalar::classify(raw.get()),
+            );
+            if let Some((id, cell)) = placed {
+                self.columns.append(id, self.rows, &cell);
             }
         }
         self.rows += 1;
@@ -427,102 +415,94 @@ impl BatchBuilder {
     }
 
     fn append_field(&mut self, i: usize, raw: &str) {
-        let kind = self.fields[i].kind;
-        match (kind, self.mode) {
+        match (self.fields[i].kind, self.mode) {
             (FieldKind::Flatten, FlattenMode::Flatten) => self.append_flattened(i, raw),
             (FieldKind::Flatten, FlattenMode::Raw) => self.append_raw_object(i, raw),
             (FieldKind::Fixed(_) | FieldKind::Dynamic, _) => {
-                let scalar = Scalar::classify(raw);
-                self.place_field(i, scalar);
+                self.place_field(i, Scalar::classify(raw));
             }
         }
     }
 
     fn place_field(&mut self, i: usize, scalar: Scalar<'_>) {
         let name = &self.fields[i].name;
-        let mut slot = self.field_slots[i];
+        let slot = &mut self.field_slots[i];
         let placed = self.columns.place(
-            &mut slot,
-            |fallback| SourceKey {
-                field: name.clone(),
-                key: None,
-                fallback,
-            },
-            || name.clone(),
+            slot,
+            || (SourceKey::field(name, false), name.clone()),
             scalar,
         );
-        self.field_slots[i] = slot;
         if let Some((id, cell)) = placed {
             self.columns.append(id, self.rows, &cell);
         }
     }
 
-    /// Raw mode: the properties object stays one JSON text column.
+    /// Raw mode: the properties object stays one JSON text column; anything that is not an
+    /// object (nor null) goes whole to the field's `__json` column.
     fn append_raw_object(&mut self, i: usize, raw: &str) {
         let outer = Scalar::classify(raw);
-        let scalar = match &outer {
-            Scalar::Str(text) => match serde_json::from_str::<&RawValue>(text) {
-                Ok(inner) if inner.get().trim_start().starts_with('{') => Scalar::Json(Cow::Owned(
-                    crate::value::compact_json(inner.get()).into_owned(),
-                )),
-                _ => outer.clone(),
-            },
-            _ => outer.clone(),
+        let inner = match &outer {
+            Scalar::Null => return,
+            Scalar::Json(text) if text.starts_with('{') => Some(text.clone()),
+            Scalar::Str(text) => serde_json::from_str::<&RawValue>(text)
+                .ok()
+                .map(|inner| inner.get().trim_matches(is_json_ws))
+                .filter(|inner| inner.starts_with('{'))
+                .map(|inner| Cow::Owned(compact_json(inner).into_owned())),
+            _ => None,
         };
-        // A JSON column takes any value as text, so only a non-object needs marking: it goes
-        // to the fallback so the JSON column always holds an object.
-        match scalar {
-            Scalar::Json(ref text) if text.starts_with('{') => self.place_field(i, scalar),
-            Scalar::Null => {}
-            _ => self.place_fallback(i, &outer),
+        match inner {
+            Some(object) => self.place_field(i, Scalar::Json(object)),
+            None => self.place_fallback(i, &outer),
         }
     }
 
     /// Puts the whole source value of field `i` into its `__json` column.
     fn place_fallback(&mut self, i: usize, outer: &Scalar<'_>) {
-        let name = self.fields[i].name.clone();
-        let mut slot = self.field_slots[i];
-        let id = match slot.fallback {
-            Some(id) => id,
-            None => {
-                let source = SourceKey {
-                    field: name.clone(),
-                    key: None,
-                    fallback: true,
-                };
-                let id = self
-                    .columns
-                    .add(source, format!("{name}__json"), ColumnType::Json);
-                slot.fallback = Some(id);
-                self.field_slots[i] = slot;
-                id
-            }
-        };
-        let cell = Cell::Text(outer.to_json_text());
-        self.columns.append(id, self.rows, &cell);
+        let name = &self.fields[i].name;
+        let id = self.columns.fallback(
+            &mut self.field_slots[i],
+            SourceKey::field(name, true),
+            format!("{name}__json"),
+        );
+        self.columns
+            .append(id, self.rows, &Cell::Text(outer.to_json_text()));
     }
 
     /// Flatten mode: each key of the object (or of the JSON object inside a string) becomes a
-    /// `<field>_<key>` column.
+    /// `<field>_<key>` column; a value that cannot be flattened goes whole to `<field>__json`.
     fn append_flattened(&mut self, i: usize, raw: &str) {
-        let raw = raw.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r'));
+        let raw = raw.trim_matches(is_json_ws);
+        // The unescape buffer is reused across rows; it is put back on every path.
         let mut buf = std::mem::take(&mut self.text_buf);
         buf.clear();
+        if !self.flatten_keys(i, raw, &mut buf) {
+            self.place_fallback(i, &Scalar::classify(raw));
+        }
+        self.text_buf = buf;
+    }
+
+    /// Appends the keys of the object in `raw` to their columns. False, with nothing appended,
+    /// when `raw` is not an object with unique, valid keys (nor null, which appends nothing).
+    fn flatten_keys(&mut self, i: usize, raw: &str, buf: &mut Vec<u8>) -> bool {
         let object_text: &str = match raw.as_bytes().first() {
-            Some(b'n') => return,
-            Some(b'"') if crate::value::unescape_into(raw, &mut buf) => {
-                match std::str::from_utf8(&buf) {
+            Some(b'n') => return true,
+            Some(b'"') => {
+                if !unescape_into(raw, buf) {
+                    return false;
+                }
+                match std::str::from_utf8(buf) {
                     // PostHog's JSON encoding of "no properties".
-                    Ok(text) if text.trim() == "null" => return,
+                    Ok(text) if text.trim_matches(is_json_ws) == "null" => return true,
                     Ok(text) => text,
-                    Err(_) => return self.place_fallback(i, &Scalar::classify(raw)),
+                    Err(_) => return false,
                 }
             }
             Some(b'{') => raw,
-            _ => return self.place_fallback(i, &Scalar::classify(raw)),
+            _ => return false,
         };
         let Some(entries) = object_entries(object_text) else {
-            return self.place_fallback(i, &Scalar::classify(raw));
+            return false;
         };
         // Phase 1: pick a column for every key (creating columns as needed) and detect a
         // repeated key before anything is appended, so a row is never half written.
@@ -542,12 +522,14 @@ impl BatchBuilder {
             let slot = &mut slots.slots[at];
             let placed = columns.place(
                 slot,
-                |fallback| SourceKey {
-                    field: field.clone(),
-                    key: Some(key.to_string()),
-                    fallback,
+                || {
+                    let source = SourceKey {
+                        field: field.clone(),
+                        key: Some(key.to_string()),
+                        fallback: false,
+                    };
+                    (source, format!("{field}_{key}"))
                 },
-                || format!("{field}_{key}"),
                 scalar,
             );
             if let Some((id, cell)) = placed {
@@ -555,43 +537,44 @@ impl BatchBuilder {
                 // repeated key is caught whichever column each occurrence lands in.
                 let mark = slot.value.unwrap_or(id);
                 if columns.stamps[mark] == serial {
-                    return self.place_fallback(i, &Scalar::classify(raw));
+                    return false;
                 }
                 columns.stamps[mark] = serial;
                 cells.push((id, cell));
             }
         }
-        if saw_null && has_repeated_key(&entries) {
-            return self.place_fallback(i, &Scalar::classify(raw));
+        if saw_null && repeated_key(&entries).is_some() {
+            return false;
         }
         for (id, cell) in &cells {
-            self.columns.append(*id, self.rows, cell);
+            columns.append(*id, self.rows, cell);
         }
-        drop(cells);
-        drop(entries);
-        self.text_buf = buf;
+        true
     }
 
     /// Finishes the pending rows as one record batch holding every column the table knows, in
     /// output order. `None` when no row is pending.
-    pub fn finish_batch(&mut self) -> Option<RecordBatch> {
+    pub fn finish_batch(&mut self) -> Result<Option<RecordBatch>, CoreError> {
         if self.rows == 0 {
-            return None;
+            return Ok(None);
         }
         let rows = self.rows;
-        let order = self.columns.schema.output_order().to_vec();
-        let arrays: Vec<ArrayRef> = order
+        let schema = self.arrow_schema();
+        let columns = &mut self.columns;
+        let arrays: Vec<ArrayRef> = columns
+            .schema
+            .output_order()
             .iter()
             .map(|&id| {
-                let builder = &mut self.columns.builders[id];
+                let builder = &mut columns.builders[id];
                 builder.pad_to(rows);
                 builder.finish()
             })
             .collect();
-        let schema = self.arrow_schema();
         self.rows = 0;
-        // The arrays were built for exactly these fields and all have `rows` rows.
-        RecordBatch::try_new(schema, arrays).ok()
+        RecordBatch::try_new(schema, arrays)
+            .map(Some)
+            .map_err(|e| CoreError::Data(format!("cannot assemble a record batch: {e}")))
     }
 
     /// The Arrow schema of the batches this builder produces now.
@@ -662,10 +645,13 @@ fn object_entries(text: &str) -> Option<Vec<(Cow<'_, str>, &RawValue)>> {
     Some(entries)
 }
 
-/// True when some key occurs twice.
-fn has_repeated_key(entries: &[(Cow<'_, str>, &RawValue)]) -> bool {
+/// The first key that occurs a second time, if any.
+fn repeated_key<'e>(entries: &'e [(Cow<'_, str>, &RawValue)]) -> Option<&'e str> {
     let mut seen = std::collections::HashSet::with_capacity(entries.len());
-    entries.iter().any(|(k, _)| !seen.insert(k.as_ref()))
+    entries
+        .iter()
+        .map(|(k, _)| k.as_ref())
+        .find(|k| !seen.insert(*k))
 }
 
 /// Reads a JSON object's entries as (key, raw value) pairs, borrowing both where it can.
@@ -763,7 +749,7 @@ mod tests {
             let row: Vec<&RawValue> = row.iter().map(AsRef::as_ref).collect();
             b.append_array_row(&row).unwrap();
         }
-        let batch = b.finish_batch().unwrap();
+        let batch = b.finish_batch().unwrap().unwrap();
         assert_eq!(names(&batch), ["uuid", "properties", "properties__json"]);
         assert_eq!(
             text(&batch, "properties", 0).as_deref(),
@@ -788,7 +774,7 @@ mod tests {
         let row = raws(r#"["{\"plan\":\"free\"}", {"plan": "pro", "$initial_os": "iOS"}]"#);
         let row: Vec<&RawValue> = row.iter().map(AsRef::as_ref).collect();
         b.append_array_row(&row).unwrap();
-        let batch = b.finish_batch().unwrap();
+        let batch = b.finish_batch().unwrap().unwrap();
         assert_eq!(
             names(&batch),
             [
@@ -820,7 +806,7 @@ mod tests {
         }
         let not_object: Box<RawValue> = serde_json::from_str("[1]").unwrap();
         assert!(b.append_object_row(&not_object).is_err());
-        let batch = b.finish_batch().unwrap();
+        let batch = b.finish_batch().unwrap().unwrap();
         assert_eq!(
             names(&batch),
             ["id", "created_at", "count", "filters", "name"]
@@ -840,6 +826,6 @@ mod tests {
         let row: Vec<&RawValue> = row.iter().map(AsRef::as_ref).collect();
         assert!(b.append_array_row(&row).is_err());
         assert!(b.is_empty());
-        assert!(b.finish_batch().is_none());
+        assert!(b.finish_batch().unwrap().is_none());
     }
 }

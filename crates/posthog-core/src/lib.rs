@@ -5,7 +5,8 @@
 //! [`DedupWindow`] whether the UUID was already emitted; [`BatchBuilder`] flattens and types the
 //! row straight into Arrow builders; every `batch_size` rows a [`RecordBatch`] goes to the
 //! [`TableWriter`], which streams it into the current Parquet, JSONL or CSV part and rolls to a
-//! new part when the schema widens. Memory is bounded by one page and one batch.
+//! new part when the schema widens. Memory is bounded by one page, one batch and the Parquet row
+//! group being encoded.
 //!
 //! - [`schema`]: the column type rule: no value is lost or silently changed.
 //! - [`DedupWindow`]: the UUIDs emitted inside the lookback window, bounded by time.

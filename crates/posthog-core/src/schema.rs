@@ -150,6 +150,17 @@ pub(crate) struct SourceKey {
     pub fallback: bool,
 }
 
+impl SourceKey {
+    /// A top-level field's column (or its `__json` sibling).
+    pub(crate) fn field(name: &str, fallback: bool) -> Self {
+        SourceKey {
+            field: name.to_owned(),
+            key: None,
+            fallback,
+        }
+    }
+}
+
 /// The growing set of columns of one table. Column ids (indexes) are stable; output order is
 /// fixed columns first (in declaration order) and then the others sorted by name.
 #[derive(Debug, Clone, Default)]
@@ -265,7 +276,10 @@ impl TableSchema {
     pub(crate) fn add(&mut self, source: SourceKey, base: String, ty: ColumnType) -> usize {
         let name = self.unique_name(base);
         let id = self.push(source, name, ty);
-        self.rebuild_order();
+        // Keep the non-fixed part of the order sorted by name: one binary search, no re-sort.
+        let rest = &self.order[self.fixed_count.min(self.order.len())..];
+        let at = rest.partition_point(|&other| self.columns[other].name < self.columns[id].name);
+        self.order.insert(self.fixed_count + at, id);
         id
     }
 

@@ -74,7 +74,8 @@ pub(crate) fn json_quote(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_default()
 }
 
-fn is_json_ws(c: char) -> bool {
+/// JSON's insignificant whitespace.
+pub(crate) fn is_json_ws(c: char) -> bool {
     matches!(c, ' ' | '\t' | '\n' | '\r')
 }
 

@@ -13,7 +13,6 @@
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int64Type, TimestampMicrosecondType};
@@ -180,7 +179,7 @@ impl PendingFile {
             path: self.final_path.clone(),
             rows,
             bytes,
-            sha256: hex(&hasher.finalize()),
+            sha256: format!("{:x}", hasher.finalize()),
         })
     }
 }
@@ -208,16 +207,6 @@ pub fn sync_dir(path: &Path) -> Result<(), CoreError> {
     Ok(())
 }
 
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 15)]));
-    }
-    s
-}
-
 /// Opens a part writer of `options.format` that will be named `final_path`.
 ///
 /// `columns` (the table's column specs in output order) are recorded in Parquet files as the
@@ -233,8 +222,20 @@ pub fn open_part(
         OutputFormat::Parquet => {
             Box::new(ParquetPart::new(pending, writer, schema, columns, options)?)
         }
-        OutputFormat::Jsonl => Box::new(TextPart::new(pending, writer, schema, TextKind::Jsonl)?),
-        OutputFormat::Csv => Box::new(TextPart::new(pending, writer, schema, TextKind::Csv)?),
+        OutputFormat::Jsonl => Box::new(TextPart::new(
+            pending,
+            writer,
+            &schema,
+            columns,
+            TextKind::Jsonl,
+        )?),
+        OutputFormat::Csv => Box::new(TextPart::new(
+            pending,
+            writer,
+            &schema,
+            columns,
+            TextKind::Csv,
+        )?),
     })
 }
 
@@ -313,7 +314,8 @@ struct TextPart {
     pending: PendingFile,
     out: HashingWriter,
     kind: TextKind,
-    /// Per column: `"name":` (JSONL) or nothing (CSV), and whether it holds JSON text.
+    width: usize,
+    /// Per column: `"name":` (JSONL only), and whether it holds JSON text.
     keys: Vec<String>,
     json_columns: Vec<bool>,
     line: Vec<u8>,
@@ -325,35 +327,45 @@ impl TextPart {
     fn new(
         pending: PendingFile,
         mut out: HashingWriter,
-        schema: SchemaRef,
+        schema: &SchemaRef,
+        columns: &[ColumnSpec],
         kind: TextKind,
     ) -> Result<Self, CoreError> {
-        let keys: Vec<String> = schema
-            .fields()
+        if columns.len() != schema.fields().len() {
+            return Err(CoreError::Data(
+                "the column list does not match the part's schema".into(),
+            ));
+        }
+        let json_columns = columns
             .iter()
-            .map(|f| format!("{}:", crate::value::json_quote(f.name())))
+            .map(|c| c.data_type == ColumnType::Json)
             .collect();
-        let json_columns = schema
-            .fields()
-            .iter()
-            .map(|f| f.metadata().get(JSON_MARK).is_some())
-            .collect();
-        if kind == TextKind::Csv {
-            let mut header = Vec::new();
-            for (i, f) in schema.fields().iter().enumerate() {
-                if i > 0 {
-                    header.push(b',');
-                }
-                csv_field(&mut header, f.name());
+        let mut keys = Vec::new();
+        match kind {
+            TextKind::Jsonl => {
+                keys = columns
+                    .iter()
+                    .map(|c| format!("{}:", crate::value::json_quote(&c.name)))
+                    .collect();
             }
-            header.extend_from_slice(b"\r\n");
-            out.write_all(&header)
-                .map_err(io_err("write", &pending.tmp_path))?;
+            TextKind::Csv => {
+                let mut header = Vec::new();
+                for (i, c) in columns.iter().enumerate() {
+                    if i > 0 {
+                        header.push(b',');
+                    }
+                    csv_field(&mut header, &c.name);
+                }
+                header.extend_from_slice(b"\r\n");
+                out.write_all(&header)
+                    .map_err(io_err("write", &pending.tmp_path))?;
+            }
         }
         Ok(TextPart {
             pending,
             out,
             kind,
+            width: columns.len(),
             keys,
             json_columns,
             line: Vec::with_capacity(4096),
@@ -363,9 +375,6 @@ impl TextPart {
     }
 }
 
-/// Field metadata key marking a Utf8 column whose values are JSON text.
-pub const JSON_MARK: &str = "posthog.json";
-
 /// A column of a batch, downcast once per batch.
 enum Col<'a> {
     Text(&'a arrow_array::StringArray),
@@ -373,6 +382,18 @@ enum Col<'a> {
     Float(&'a arrow_array::PrimitiveArray<Float64Type>),
     Bool(&'a arrow_array::BooleanArray),
     Micros(&'a arrow_array::PrimitiveArray<TimestampMicrosecondType>),
+}
+
+impl Col<'_> {
+    fn is_null(&self, row: usize) -> bool {
+        match self {
+            Col::Text(a) => a.is_null(row),
+            Col::Int(a) => a.is_null(row),
+            Col::Float(a) => a.is_null(row),
+            Col::Bool(a) => a.is_null(row),
+            Col::Micros(a) => a.is_null(row),
+        }
+    }
 }
 
 fn downcast(array: &dyn Array) -> Result<Col<'_>, CoreError> {
@@ -397,7 +418,7 @@ impl PartWriter for TextPart {
             .iter()
             .map(|a| downcast(a.as_ref()))
             .collect::<Result<Vec<_>, _>>()?;
-        if cols.len() != self.keys.len() {
+        if cols.len() != self.width {
             return Err(CoreError::Data(
                 "a batch does not match the part's schema".into(),
             ));
@@ -412,13 +433,7 @@ impl PartWriter for TextPart {
                 line.push(b'{');
             }
             for (c, col) in cols.iter().enumerate() {
-                let is_null = match col {
-                    Col::Text(a) => a.is_null(row),
-                    Col::Int(a) => a.is_null(row),
-                    Col::Float(a) => a.is_null(row),
-                    Col::Bool(a) => a.is_null(row),
-                    Col::Micros(a) => a.is_null(row),
-                };
+                let is_null = col.is_null(row);
                 match self.kind {
                     TextKind::Jsonl => {
                         if is_null {
@@ -508,11 +523,11 @@ fn csv_field(out: &mut Vec<u8>, s: &str) {
         return;
     }
     out.push(b'"');
-    for part in s.split('"').enumerate() {
-        if part.0 > 0 {
-            out.extend_from_slice(b"\"\"");
+    for b in s.bytes() {
+        if b == b'"' {
+            out.push(b'"');
         }
-        out.extend_from_slice(part.1.as_bytes());
+        out.push(b);
     }
     out.push(b'"');
 }
@@ -574,7 +589,7 @@ impl TableWriter {
             closed = self.close_part()?;
         }
         if self.current.is_none() {
-            let schema = with_json_marks(batch.schema(), columns);
+            let schema = batch.schema();
             let name = format!(
                 "{}-{:05}.{}",
                 self.prefix,
@@ -585,10 +600,8 @@ impl TableWriter {
             let part = open_part(self.dir.join(name), schema.clone(), columns, &self.options)?;
             self.current = Some((part, schema));
         }
-        if let Some((part, schema)) = &mut self.current {
-            let batch = RecordBatch::try_new(schema.clone(), batch.columns().to_vec())
-                .map_err(|e| CoreError::Data(format!("batch does not fit its part: {e}")))?;
-            part.write(&batch)?;
+        if let Some((part, _)) = &mut self.current {
+            part.write(batch)?;
         }
         Ok(closed)
     }
@@ -605,30 +618,4 @@ impl TableWriter {
             None => Ok(None),
         }
     }
-}
-
-/// The batch schema with JSON columns marked in their field metadata (for the text writers).
-fn with_json_marks(schema: SchemaRef, columns: &[ColumnSpec]) -> SchemaRef {
-    if columns.len() != schema.fields().len()
-        || !columns.iter().any(|c| c.data_type == ColumnType::Json)
-    {
-        return schema;
-    }
-    let fields: Vec<arrow_schema::Field> = schema
-        .fields()
-        .iter()
-        .zip(columns)
-        .map(|(f, c)| {
-            let f = f.as_ref().clone();
-            if c.data_type == ColumnType::Json {
-                f.with_metadata(std::collections::HashMap::from([(
-                    JSON_MARK.to_owned(),
-                    "true".to_owned(),
-                )]))
-            } else {
-                f
-            }
-        })
-        .collect();
-    Arc::new(arrow_schema::Schema::new(fields))
 }

@@ -380,7 +380,7 @@ proptest! {
             for row in &page.results {
                 let _ = builder.append_array_row(row);
             }
-            let _ = builder.finish_batch();
+            prop_assert!(builder.finish_batch().is_ok(), "appended rows always assemble");
         }
     }
 }

@@ -86,7 +86,7 @@ pub fn write_pages(
     let mut writer = TableWriter::new(dir, "part-00000001", options).unwrap();
     let mut parts = Vec::new();
     let mut flush = |builder: &mut BatchBuilder, writer: &mut TableWriter| {
-        if let Some(batch) = builder.finish_batch() {
+        if let Some(batch) = builder.finish_batch().unwrap() {
             let specs = builder.schema().to_specs();
             if let Some(p) = writer.write(&batch, &specs).unwrap() {
                 parts.push(p);
