@@ -95,10 +95,7 @@ fn source_pages() -> Vec<Vec<Event>> {
 }
 
 fn parse_rows(stdout: &str, columns: &[ColumnSpec]) -> BTreeMap<String, BTreeMap<String, Cell>> {
-    let types: BTreeMap<&str, ColumnType> = columns
-        .iter()
-        .map(|c| (c.name.as_str(), c.data_type))
-        .collect();
+    let types = util::column_types(columns);
     let mut by_uuid = BTreeMap::new();
     for line in stdout.lines() {
         let obj: BTreeMap<String, serde_json::Value> = serde_json::from_str(line).unwrap();

@@ -169,13 +169,18 @@ fn batch_rows(batch: &RecordBatch) -> Vec<BTreeMap<String, Cell>> {
         .collect()
 }
 
+/// Column name → type.
+pub fn column_types(columns: &[ColumnSpec]) -> BTreeMap<&str, ColumnType> {
+    columns
+        .iter()
+        .map(|c| (c.name.as_str(), c.data_type))
+        .collect()
+}
+
 /// Rows of all JSONL parts. JSON columns are embedded as JSON, so their cell is the value's
 /// compact source text.
 pub fn read_jsonl(parts: &[PartFile], columns: &[ColumnSpec]) -> Vec<BTreeMap<String, Cell>> {
-    let types: BTreeMap<&str, ColumnType> = columns
-        .iter()
-        .map(|c| (c.name.as_str(), c.data_type))
-        .collect();
+    let types = column_types(columns);
     let mut rows = Vec::new();
     for part in parts {
         let text = fs::read_to_string(&part.path).unwrap();
@@ -209,10 +214,7 @@ pub fn read_jsonl(parts: &[PartFile], columns: &[ColumnSpec]) -> Vec<BTreeMap<St
 /// Rows of all CSV parts, with an RFC 4180 reader that tells a quoted empty field (empty
 /// string) from an unquoted one (null).
 pub fn read_csv(parts: &[PartFile], columns: &[ColumnSpec]) -> Vec<BTreeMap<String, Cell>> {
-    let types: BTreeMap<&str, ColumnType> = columns
-        .iter()
-        .map(|c| (c.name.as_str(), c.data_type))
-        .collect();
+    let types = column_types(columns);
     let mut rows = Vec::new();
     for part in parts {
         let text = fs::read_to_string(&part.path).unwrap();
