@@ -165,6 +165,7 @@ impl Client {
             class: EndpointClass::Public,
             body: Some(body.into()),
             personal_auth: false,
+            retry_timeouts: true,
         })
         .await
         .map(drop)

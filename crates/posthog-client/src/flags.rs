@@ -112,6 +112,7 @@ impl Client {
             class: EndpointClass::Public,
             body: Some(body.into()),
             personal_auth: false,
+            retry_timeouts: true,
         })
         .await?
         .json()

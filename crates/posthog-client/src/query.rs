@@ -32,6 +32,7 @@ pub struct HogQlQuery {
     query: String,
     values: Map<String, Value>,
     name: Option<String>,
+    retry_timeouts: bool,
 }
 
 impl HogQlQuery {
@@ -41,6 +42,7 @@ impl HogQlQuery {
             query: query.into(),
             values: Map::new(),
             name: None,
+            retry_timeouts: true,
         }
     }
 
@@ -55,6 +57,14 @@ impl HogQlQuery {
     pub fn name(mut self, name: impl Into<String>) -> Self {
         let name: String = name.into();
         self.name = Some(name.chars().take(128).collect());
+        self
+    }
+
+    /// Returns timeouts (HTTP 504, PostHog's execution cap, a request timeout) at once instead
+    /// of retrying the same query, for callers that react by asking for less: the extractor
+    /// halves its page and asks again. Other transient failures are still retried.
+    pub fn fail_fast_on_timeout(mut self) -> Self {
+        self.retry_timeouts = false;
         self
     }
 
@@ -224,6 +234,7 @@ impl Client {
                 class: EndpointClass::Query,
                 body: Some(body.into()),
                 personal_auth: true,
+                retry_timeouts: query.retry_timeouts,
             }),
             span,
         )

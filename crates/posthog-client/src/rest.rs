@@ -198,6 +198,7 @@ impl Client {
                         class: resource.class(),
                         body: None,
                         personal_auth: true,
+                        retry_timeouts: true,
                     })
                     .await?;
                 let page: Page<T> = response.json()?;
@@ -274,6 +275,7 @@ impl Client {
             class,
             body: None,
             personal_auth: true,
+            retry_timeouts: true,
         })
         .await?
         .json()

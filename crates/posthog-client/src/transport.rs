@@ -14,7 +14,7 @@ use tracing::{Instrument, Level};
 
 use crate::breaker::{Admission, CircuitBreaker};
 use crate::client::{Client, Counters};
-use crate::error::Error;
+use crate::error::{Error, ErrorCategory};
 use crate::ratelimit::EndpointClass;
 use crate::redact::redact_secrets;
 use crate::retry::{full_jitter, parse_retry_after};
@@ -32,6 +32,9 @@ pub(crate) struct Request {
     pub(crate) body: Option<Bytes>,
     /// Whether to send the personal API key as a bearer token.
     pub(crate) personal_auth: bool,
+    /// Whether timeouts (a 504, a request timeout) are retried like other transient failures.
+    /// When false they are returned at once, for callers that react by asking for less.
+    pub(crate) retry_timeouts: bool,
 }
 
 /// A successful (2xx) response with its whole body.
@@ -140,6 +143,9 @@ impl Client {
             };
             tracing::debug!(status = err.status(), latency_ms, attempt, error = %err, "request failed");
             if !err.is_retryable() || attempt >= inner.retry.max_attempts {
+                return Err(err);
+            }
+            if !request.retry_timeouts && err.category() == ErrorCategory::Timeout {
                 return Err(err);
             }
             let scheduled = backoff.next();

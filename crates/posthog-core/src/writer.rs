@@ -606,6 +606,18 @@ impl TableWriter {
         Ok(closed)
     }
 
+    /// Numbers the next part `index` instead of 1, so a table's parts keep unique names across
+    /// runs (the extractor passes the sequence number its state records).
+    pub fn starting_at(mut self, index: u32) -> Self {
+        self.next_index = index.max(1);
+        self
+    }
+
+    /// The number the next part will get.
+    pub fn next_index(&self) -> u32 {
+        self.next_index
+    }
+
     /// Rows in the open part.
     pub fn open_rows(&self) -> u64 {
         self.current.as_ref().map_or(0, |(p, _)| p.rows())

@@ -21,10 +21,13 @@
 //! | `destination.table_name` | `posthog_<data_type>` | `^[A-Za-z_][A-Za-z0-9_]{0,127}$` |
 //! | `destination.primary_key` | `[uuid]` for events, `[id]` otherwise | non-empty names |
 //! | `output.format` | `parquet` | `parquet`, `jsonl`, `csv` |
+//! | `output.part_rows` | 1000000 | 1000..=100000000 |
 //! | `logging.level` / `verbose_http` | `info` / false | `error`, `warn` (`warning`), `info`, `debug`, `trace` |
 //! | `performance.batch_size` | 5000 | 100..=1000000 |
 //! | `performance.request_timeout` (s) | 30 | 1..=600 |
 //! | `performance.pool_size` | 4 | 1..=64 |
+//! | `performance.query_requests_per_minute` | 240 | 1..=100000 |
+//! | `performance.query_requests_per_hour` | 2400 | 1..=6000000 |
 //! | `performance.retries.max_attempts` | 3 | 1..=20 |
 //! | `performance.retries.backoff_factor` | 1.0 | finite, 0.0..=60.0 |
 //! | `performance.retries.timeout_seconds` | 30 | 1..=3600 |
@@ -120,11 +123,23 @@ pub struct DestinationConfig {
 }
 
 /// `output`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct OutputConfig {
     /// Format of the part files (default Parquet).
     pub format: OutputFormat,
+    /// Rows per part file (default 1 000 000). Each completed part is a checkpoint: the state
+    /// is committed after it, so a crash loses at most one part's worth of work.
+    pub part_rows: u64,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig {
+            format: OutputFormat::default(),
+            part_rows: default_of(&raw::PART_ROWS),
+        }
+    }
 }
 
 /// `logging`.
@@ -147,6 +162,10 @@ pub struct PerformanceConfig {
     pub request_timeout: Duration,
     /// Concurrent HTTP connections.
     pub pool_size: usize,
+    /// Client-side budget of `/query` requests per minute.
+    pub query_requests_per_minute: u32,
+    /// Client-side budget of `/query` requests per hour.
+    pub query_requests_per_hour: u32,
     /// Retries of retryable failures.
     pub retries: RetryConfig,
 }
@@ -169,6 +188,8 @@ impl Default for PerformanceConfig {
             batch_size: default_of(&raw::BATCH_SIZE),
             request_timeout: Duration::from_secs(default_of(&raw::REQUEST_TIMEOUT)),
             pool_size: default_of(&raw::POOL_SIZE),
+            query_requests_per_minute: default_of(&raw::QUERY_PER_MINUTE),
+            query_requests_per_hour: default_of(&raw::QUERY_PER_HOUR),
             retries: RetryConfig::default(),
         }
     }
@@ -232,8 +253,12 @@ fn validate(raw: RawConfig) -> Result<ExtractConfig, ConfigError> {
     .check(raw.source)?;
     let destination = destination(raw.destination, raw.destination_prefix, source.data_type)?;
     let inputs_state = raw.inputs.and_then(|i| i.state).unwrap_or_default();
-    let output = OutputConfig {
-        format: raw.output.and_then(|o| o.format).unwrap_or_default(),
+    let output = match raw.output {
+        None => OutputConfig::default(),
+        Some(o) => OutputConfig {
+            format: o.format.unwrap_or_default(),
+            part_rows: int_in("output.part_rows", o.part_rows, &raw::PART_ROWS)?,
+        },
     };
     let logging = raw
         .logging
@@ -527,6 +552,16 @@ fn performance(raw: raw::RawPerformance) -> Result<PerformanceConfig, ConfigErro
         &raw::REQUEST_TIMEOUT,
     )?;
     let pool_size = int_in(&format!("{P}.pool_size"), raw.pool_size, &raw::POOL_SIZE)?;
+    let query_requests_per_minute = int_in(
+        &format!("{P}.query_requests_per_minute"),
+        raw.query_requests_per_minute,
+        &raw::QUERY_PER_MINUTE,
+    )?;
+    let query_requests_per_hour = int_in(
+        &format!("{P}.query_requests_per_hour"),
+        raw.query_requests_per_hour,
+        &raw::QUERY_PER_HOUR,
+    )?;
     let retries = match raw.retries {
         None => RetryConfig::default(),
         Some(r) => retries(r.0)?,
@@ -535,6 +570,8 @@ fn performance(raw: raw::RawPerformance) -> Result<PerformanceConfig, ConfigErro
         batch_size,
         request_timeout: Duration::from_secs(request_timeout),
         pool_size,
+        query_requests_per_minute,
+        query_requests_per_hour,
         retries,
     })
 }

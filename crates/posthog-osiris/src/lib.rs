@@ -29,6 +29,9 @@
 //! ```
 
 pub mod config;
+pub mod driver;
+mod engine;
+mod error;
 pub mod spec;
 
 pub use config::{
@@ -36,6 +39,11 @@ pub use config::{
     LogLevel, LoggingConfig, OutputConfig, OutputFormat, ParseNameError, PerformanceConfig,
     RetryConfig, SourceConfig,
 };
+pub use driver::{
+    Context, Discovery, DoctorReport, Driver, Field, Observer, PostHogDriver, Progress, Resource,
+    RunSummary,
+};
+pub use error::{Category, DriverError};
 pub use spec::{
     Capabilities, ComponentSpec, DataTypeSpec, ExtractionMode, Mode, OutputFormatSpec,
     component_spec,

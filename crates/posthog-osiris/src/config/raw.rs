@@ -57,6 +57,21 @@ pub(crate) const MAX_ATTEMPTS: IntBounds = IntBounds {
     max: 20,
     default: 3,
 };
+pub(crate) const PART_ROWS: IntBounds = IntBounds {
+    min: 1_000,
+    max: 100_000_000,
+    default: 1_000_000,
+};
+pub(crate) const QUERY_PER_MINUTE: IntBounds = IntBounds {
+    min: 1,
+    max: 100_000,
+    default: 240,
+};
+pub(crate) const QUERY_PER_HOUR: IntBounds = IntBounds {
+    min: 1,
+    max: 6_000_000,
+    default: 2400,
+};
 pub(crate) const RETRY_TIMEOUT_SECONDS: IntBounds = IntBounds {
     min: 1,
     max: 3600,
@@ -230,6 +245,13 @@ pub(crate) struct RawOutput {
     /// Format of the part files.
     #[schemars(extend("default" = "parquet"))]
     pub format: Option<OutputFormat>,
+    /// Rows per part file; a run commits its state each time a part is complete.
+    #[schemars(
+        with = "Option<Integer>",
+        range(min = PART_ROWS.min, max = PART_ROWS.max),
+        extend("default" = PART_ROWS.default)
+    )]
+    pub part_rows: Option<i128>,
 }
 
 /// Logging.
@@ -269,6 +291,21 @@ pub(crate) struct RawPerformance {
         extend("default" = POOL_SIZE.default)
     )]
     pub pool_size: Option<i128>,
+    /// Client-side budget of HogQL query requests per minute (PostHog allows 240).
+    #[schemars(
+        with = "Option<Integer>",
+        range(min = QUERY_PER_MINUTE.min, max = QUERY_PER_MINUTE.max),
+        extend("default" = QUERY_PER_MINUTE.default)
+    )]
+    pub query_requests_per_minute: Option<i128>,
+    /// Client-side budget of HogQL query requests per hour (PostHog allows 2400; some
+    /// accounts 120).
+    #[schemars(
+        with = "Option<Integer>",
+        range(min = QUERY_PER_HOUR.min, max = QUERY_PER_HOUR.max),
+        extend("default" = QUERY_PER_HOUR.default)
+    )]
+    pub query_requests_per_hour: Option<i128>,
     /// Retries of retryable failures.
     pub retries: Option<Section<RawRetries>>,
 }

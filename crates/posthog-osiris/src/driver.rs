@@ -1,0 +1,224 @@
+//! The Osiris driver contract: `discover`, `doctor` and `run`, and the values they return.
+//!
+//! A driver takes the resolved config (credentials included, see
+//! [`Connection::with_api_key`](crate::Connection::with_api_key)), a [`Context`] with the base
+//! path everything is written under and an optional [`Observer`] for progress and metrics, and,
+//! for `run`, a [`StateStore`]. Logs go through `tracing`; the driver prints nothing.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use posthog_state::{StateStore, TableState};
+use serde::Serialize;
+
+use crate::{DriverError, ExtractConfig};
+
+/// Where a driver works and whom it tells about progress.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct Context {
+    /// Base path: a table's parts go to `<base_path>/<table_name>/`.
+    pub base_path: PathBuf,
+    /// Receives progress and the final metrics of a run; `None` to receive nothing.
+    pub observer: Option<Arc<dyn Observer>>,
+    /// How long `doctor` may take in all (default 2 s).
+    pub doctor_timeout: Duration,
+    /// Client-side request budgets; `None` for PostHog's documented limits.
+    pub rate_limits: Option<posthog_client::RateLimits>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("base_path", &self.base_path)
+            .field("observer", &self.observer.is_some())
+            .field("doctor_timeout", &self.doctor_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// A context writing under `base_path`, with no observer.
+    pub fn new(base_path: impl Into<PathBuf>) -> Self {
+        Context {
+            base_path: base_path.into(),
+            observer: None,
+            doctor_timeout: Duration::from_secs(2),
+            rate_limits: None,
+        }
+    }
+
+    /// Sets the observer.
+    pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Sets how long `doctor` may take.
+    pub fn with_doctor_timeout(mut self, timeout: Duration) -> Self {
+        self.doctor_timeout = timeout;
+        self
+    }
+
+    /// Sets the client-side request budgets (tests and self-hosted instances without PostHog
+    /// Cloud's limits).
+    pub fn with_rate_limits(mut self, limits: posthog_client::RateLimits) -> Self {
+        self.rate_limits = Some(limits);
+        self
+    }
+}
+
+/// Receives a run's progress. Called from the extraction task; implementations should return
+/// quickly (a progress bar redraw, a counter update).
+pub trait Observer: Send + Sync {
+    /// After each page is written.
+    fn progress(&self, progress: &Progress);
+}
+
+/// A run's progress so far.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct Progress {
+    /// The table being extracted.
+    pub table: String,
+    /// Pages fetched.
+    pub pages: u64,
+    /// Rows received.
+    pub rows_read: u64,
+    /// Rows dropped as already emitted.
+    pub rows_deduplicated: u64,
+    /// Rows written.
+    pub rows_output: u64,
+    /// Rows per second since the run started.
+    pub rows_per_second: f64,
+    /// Share of the cursor range covered, `0.0..=1.0`, when it is knowable (incremental runs
+    /// on a time cursor: from the start instant to the time the run began).
+    pub fraction: Option<f64>,
+    /// Estimated time left, when `fraction` is known.
+    pub eta_seconds: Option<f64>,
+}
+
+/// The result of a successful `run`, printed by the CLI as one JSON object.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct RunSummary {
+    /// Always `"success"`.
+    pub status: &'static str,
+    /// The table extracted.
+    pub table: String,
+    /// Rows received from PostHog.
+    pub rows_read: u64,
+    /// Rows dropped because they were already emitted (re-read inside the lookback window).
+    pub rows_deduplicated: u64,
+    /// Rows written to the part files of this run.
+    pub rows_output: u64,
+    /// Part files written by this run (paths under the base path).
+    pub files: Vec<String>,
+    /// HTTP requests sent, retries included.
+    pub requests: u64,
+    /// Retries among them.
+    pub retries: u64,
+    /// 429 responses received.
+    pub throttled: u64,
+    /// Times a server timeout made the page size halve.
+    pub page_shrinks: u64,
+    /// Wall time of the run.
+    pub duration_ms: u64,
+    /// The table's state as committed at the end of the run.
+    pub state: TableState,
+}
+
+/// The result of `discover`.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct Discovery {
+    /// The resources, sorted by name.
+    pub resources: Vec<Resource>,
+    /// SHA-256 (hex) of the canonical JSON of `resources`; stable while the schemas are.
+    pub fingerprint: String,
+    /// When the discovery ran (RFC 3339, UTC).
+    pub discovered_at: String,
+}
+
+/// One resource the component can extract.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[non_exhaustive]
+pub struct Resource {
+    /// The data type name (`events`, `persons`, …).
+    pub name: String,
+    /// `table`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// What it holds.
+    pub description: String,
+    /// Its columns: `{name, type, description?}`, fixed columns first.
+    pub schema: Vec<Field>,
+}
+
+/// One column of a resource.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[non_exhaustive]
+pub struct Field {
+    /// Column name.
+    pub name: String,
+    /// Column type (`string`, `timestamp`, `integer`, `float`, `boolean`, `json`).
+    #[serde(rename = "type")]
+    pub data_type: String,
+    /// Whether it may be null.
+    pub nullable: bool,
+}
+
+/// The result of `doctor`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[non_exhaustive]
+pub struct DoctorReport {
+    /// `healthy` or `error`.
+    pub status: &'static str,
+    /// Why it is not healthy: `auth`, `permission`, `network`, `timeout` or `unknown`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub category: Option<&'static str>,
+    /// What was checked, or what failed.
+    pub message: String,
+    /// When the check ran (RFC 3339, UTC).
+    pub timestamp: String,
+    /// Wall time of the checks.
+    pub latency_ms: u64,
+}
+
+impl DoctorReport {
+    /// Whether every check passed.
+    pub fn is_healthy(&self) -> bool {
+        self.status == "healthy"
+    }
+}
+
+/// The three operations of an Osiris driver.
+///
+/// `discover` and `doctor` read nothing but PostHog; `run` also reads and commits the table's
+/// state in `store` and writes under [`Context::base_path`].
+#[allow(async_fn_in_trait)] // callers are in this workspace; no Send bound is needed on them
+pub trait Driver {
+    /// Lists the resources with their schemas and a stable fingerprint.
+    async fn discover(
+        &self,
+        config: &ExtractConfig,
+        ctx: &Context,
+    ) -> Result<Discovery, DriverError>;
+
+    /// Checks authentication, project access and query permission within
+    /// [`Context::doctor_timeout`]; never fails, the report says what is wrong.
+    async fn doctor(&self, config: &ExtractConfig, ctx: &Context) -> DoctorReport;
+
+    /// Extracts the configured table, exactly once, and commits its state.
+    async fn run(
+        &self,
+        config: &ExtractConfig,
+        store: &mut dyn StateStore,
+        ctx: &Context,
+    ) -> Result<RunSummary, DriverError>;
+}
+
+/// The PostHog driver.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PostHogDriver;

@@ -1,0 +1,434 @@
+//! The writing side of a run, on its own thread: pages in, part files and checkpoints out.
+//!
+//! The fetcher sends each response body over a bounded channel. The sink parses it once,
+//! answers at once with the page's row count and last keyset position (so the next request
+//! goes out while this page is still being written), then drops rows already emitted (the
+//! dedup window), builds Arrow batches and streams them into the open part. When a part is
+//! complete at a page boundary it is closed (durable) and, for incremental tables, a
+//! checkpoint — the full table state that names it — goes back to the fetcher to commit.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use posthog_core::{
+    BatchBuilder, ColumnSpec, DedupWindow, FieldSpec, FlattenMode, PartFile, QueryPage,
+    TableWriter, WriterOptions, format_timestamp, raw_timestamp, raw_uuid,
+};
+use posthog_state::{ColumnRecord, PartRecord, TableState};
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, oneshot};
+
+use super::source::Cursor;
+use crate::DriverError;
+use crate::driver::{Observer, Progress};
+
+/// At most this many UUIDs are written to the seed-compatible `recent_uuids` field; the dedup
+/// window (`dedup_window`) is what the engine reads back.
+const RECENT_UUIDS_MAX: usize = 1000;
+
+/// What the fetcher sends.
+pub(crate) enum SinkMsg {
+    /// A HogQL page; the sink answers on `reply` as soon as it has parsed it (or failed to).
+    Query {
+        body: Bytes,
+        reply: oneshot::Sender<Option<PageInfo>>,
+    },
+    /// A page of REST objects.
+    Objects(Vec<Box<RawValue>>),
+    /// No more pages: flush, close the part and hand back the final state.
+    Finish,
+}
+
+/// What the fetcher needs from a page to ask for the next one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PageInfo {
+    pub rows: usize,
+    pub last: Option<Cursor>,
+}
+
+/// A state to commit: every part it lists is durable.
+pub(crate) struct Checkpoint(pub TableState);
+
+/// The sink's result when the fetcher finished cleanly.
+pub(crate) struct SinkOutcome {
+    /// The table state to commit last.
+    pub state: TableState,
+    /// Parts written by this run.
+    pub files: Vec<PathBuf>,
+    pub rows_read: u64,
+    pub rows_deduplicated: u64,
+    pub rows_output: u64,
+}
+
+/// How the sink is set up for one run.
+pub(crate) struct SinkSetup {
+    pub table: String,
+    pub table_dir: PathBuf,
+    pub fields: Vec<FieldSpec>,
+    /// Columns already in the table (incremental runs), so types never change.
+    pub known_columns: Vec<ColumnSpec>,
+    pub writer: WriterOptions,
+    pub batch_size: usize,
+    pub part_rows: u64,
+    /// Names of the keyset's time and id columns (HogQL sources).
+    pub time_column: Option<&'static str>,
+    pub id_column: Option<&'static str>,
+    /// The dedup window, when rows are deduplicated by id.
+    pub dedup: Option<DedupWindow>,
+    /// The state this run starts from. Incremental runs keep its parts; snapshots replace them.
+    pub base: TableState,
+    pub incremental: bool,
+    /// The watermark of the state this run starts from.
+    pub watermark: Option<Cursor>,
+    pub run_id: String,
+    pub observer: Option<Arc<dyn Observer>>,
+    /// The time range the scan covers, for progress fractions: (start, end) in µs.
+    pub span: Option<(i64, i64)>,
+}
+
+pub(crate) struct Sink {
+    setup: SinkSetup,
+    builder: BatchBuilder,
+    writer: TableWriter,
+    /// Parts in the state: the base's (incremental) plus those closed by this run.
+    parts: Vec<PartRecord>,
+    files: Vec<PathBuf>,
+    /// Column positions of the page: (time, id), found on the first page.
+    keys: Option<(Option<usize>, usize)>,
+    watermark: Option<Cursor>,
+    rows_read: u64,
+    rows_deduplicated: u64,
+    rows_output: u64,
+    pages: u64,
+    started: Instant,
+}
+
+impl Sink {
+    pub(crate) fn new(setup: SinkSetup) -> Result<Sink, DriverError> {
+        let builder = BatchBuilder::new(&setup.fields, FlattenMode::Flatten, &setup.known_columns)
+            .map_err(|e| {
+                DriverError::Protocol(format!(
+                    "table {}: the columns recorded in the state cannot be used: {e}",
+                    setup.table
+                ))
+            })?;
+        let first_index = u32::try_from(setup.base.next_part_seq.max(1)).map_err(|_| {
+            DriverError::Protocol(format!(
+                "table {}: next_part_seq {} is too large",
+                setup.table, setup.base.next_part_seq
+            ))
+        })?;
+        let writer = TableWriter::new(&setup.table_dir, "part", setup.writer.clone())?
+            .starting_at(first_index);
+        let parts = if setup.incremental {
+            setup.base.parts.clone()
+        } else {
+            Vec::new()
+        };
+        Ok(Sink {
+            watermark: setup.watermark.clone(),
+            builder,
+            writer,
+            parts,
+            files: Vec::new(),
+            keys: None,
+            rows_read: 0,
+            rows_deduplicated: 0,
+            rows_output: 0,
+            pages: 0,
+            started: Instant::now(),
+            setup,
+        })
+    }
+
+    /// Runs until `Finish` (returning the final state) or until the channel closes without it
+    /// (the fetcher failed: the open part is discarded and `None` is returned).
+    pub(crate) fn run(
+        mut self,
+        mut pages: mpsc::Receiver<SinkMsg>,
+        checkpoints: mpsc::UnboundedSender<Checkpoint>,
+    ) -> Result<Option<SinkOutcome>, DriverError> {
+        while let Some(msg) = pages.blocking_recv() {
+            match msg {
+                SinkMsg::Query { body, reply } => self.query_page(&body, reply)?,
+                SinkMsg::Objects(objects) => self.objects(&objects)?,
+                SinkMsg::Finish => return self.finish().map(Some),
+            }
+            if self.page_done()? {
+                let state = self.state();
+                if checkpoints.send(Checkpoint(state)).is_err() {
+                    return Ok(None);
+                }
+            }
+            self.report();
+        }
+        Ok(None)
+    }
+
+    fn query_page(
+        &mut self,
+        body: &[u8],
+        reply: oneshot::Sender<Option<PageInfo>>,
+    ) -> Result<(), DriverError> {
+        let page = match QueryPage::parse(body) {
+            Ok(page) => page,
+            Err(e) => {
+                let _ = reply.send(None);
+                return Err(e.into());
+            }
+        };
+        let info = match self.page_info(&page) {
+            Ok(info) => info,
+            Err(e) => {
+                let _ = reply.send(None);
+                return Err(e);
+            }
+        };
+        // The fetcher may have stopped waiting (it failed); the page is still written so the
+        // sink's state stays consistent, and the run ends without committing it.
+        let _ = reply.send(Some(info.clone()));
+        self.pages += 1;
+        self.rows_read += page.results.len() as u64;
+        let (time_idx, id_idx) = self.keys.unwrap_or((None, 0));
+        for (n, row) in page.results.iter().enumerate() {
+            if let Some(window) = &mut self.setup.dedup {
+                let id = raw_uuid(row[id_idx]).ok_or_else(|| bad_value(n, "id", row[id_idx]))?;
+                let at = match time_idx {
+                    Some(t) => raw_timestamp(row[t]).ok_or_else(|| bad_value(n, "time", row[t]))?,
+                    None => 0,
+                };
+                if !window.observe(id, at) {
+                    self.rows_deduplicated += 1;
+                    continue;
+                }
+            }
+            self.builder.append_array_row(row)?;
+            if self.builder.len() >= self.setup.batch_size {
+                self.flush_batch()?;
+            }
+        }
+        if let Some(last) = info.last
+            && self.setup.time_column.is_some()
+        {
+            let advanced = match &self.watermark {
+                None => true,
+                Some(w) => last.time >= w.time,
+            };
+            if advanced {
+                self.watermark = Some(last);
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the page's columns (first page) and reads its last keyset position.
+    fn page_info(&mut self, page: &QueryPage<'_>) -> Result<PageInfo, DriverError> {
+        if self.keys.is_none() && !page.results.is_empty() {
+            let expected: Vec<&str> = self.setup.fields.iter().map(|f| f.name.as_str()).collect();
+            if page.columns != expected {
+                return Err(DriverError::Protocol(format!(
+                    "the query response has columns {:?}; the extractor asked for {:?}",
+                    page.columns, expected
+                )));
+            }
+            let find = |name: &str| page.column_index(name);
+            let id = self
+                .setup
+                .id_column
+                .and_then(find)
+                .ok_or_else(|| DriverError::Protocol("the response has no id column".into()))?;
+            self.keys = Some((self.setup.time_column.and_then(find), id));
+        }
+        let Some(last) = page.results.last() else {
+            return Ok(PageInfo {
+                rows: 0,
+                last: None,
+            });
+        };
+        let (time_idx, id_idx) = self.keys.unwrap_or((None, 0));
+        let n = page.results.len() - 1;
+        let id = raw_uuid(last[id_idx]).ok_or_else(|| bad_value(n, "id", last[id_idx]))?;
+        let time = match time_idx {
+            Some(t) => Some(raw_timestamp(last[t]).ok_or_else(|| bad_value(n, "time", last[t]))?),
+            None => None,
+        };
+        Ok(PageInfo {
+            rows: page.results.len(),
+            last: Some(Cursor {
+                time,
+                id: id.hyphenated().to_string(),
+            }),
+        })
+    }
+
+    fn objects(&mut self, objects: &[Box<RawValue>]) -> Result<(), DriverError> {
+        self.pages += 1;
+        self.rows_read += objects.len() as u64;
+        for object in objects {
+            self.builder.append_object_row(object)?;
+            if self.builder.len() >= self.setup.batch_size {
+                self.flush_batch()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush_batch(&mut self) -> Result<(), DriverError> {
+        if let Some(batch) = self.builder.finish_batch()? {
+            let specs = self.builder.schema().to_specs();
+            self.rows_output += batch.num_rows() as u64;
+            if let Some(part) = self.writer.write(&batch, &specs)? {
+                self.closed(part);
+            }
+        }
+        Ok(())
+    }
+
+    fn closed(&mut self, part: PartFile) {
+        let file = part
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        self.parts.push(PartRecord {
+            file,
+            rows: part.rows,
+            bytes: part.bytes,
+            sha256: part.sha256,
+        });
+        self.files.push(part.path);
+    }
+
+    /// At a page boundary: closes the part when it is full, and says whether a checkpoint is
+    /// due (an incremental table with parts closed since the last one).
+    fn page_done(&mut self) -> Result<bool, DriverError> {
+        let before = self.files.len();
+        if self.writer.open_rows() + self.builder.len() as u64 >= self.setup.part_rows {
+            self.flush_batch()?;
+            if let Some(part) = self.writer.close_part()? {
+                self.closed(part);
+            }
+        }
+        // Parts closed earlier by a schema change hold rows before the open part's; they are
+        // checkpointed together with it, never alone (the watermark covers the open part too).
+        let due = self.setup.incremental
+            && self.files.len() > before
+            && self.writer.open_rows() == 0
+            && self.builder.is_empty();
+        Ok(due)
+    }
+
+    fn finish(mut self) -> Result<SinkOutcome, DriverError> {
+        self.flush_batch()?;
+        if let Some(part) = self.writer.close_part()? {
+            self.closed(part);
+        }
+        self.report();
+        let state = self.state();
+        Ok(SinkOutcome {
+            state,
+            files: self.files,
+            rows_read: self.rows_read,
+            rows_deduplicated: self.rows_deduplicated,
+            rows_output: self.rows_output,
+        })
+    }
+
+    /// The table state naming every part closed so far, with the watermark and dedup window
+    /// as of the last page processed.
+    fn state(&mut self) -> TableState {
+        let mut state = self.setup.base.clone();
+        state.parts = self.parts.clone();
+        state.rows_total = state.parts.iter().map(|p| p.rows).sum();
+        state.next_part_seq = u64::from(self.writer.next_index());
+        state.columns = Some(
+            self.builder
+                .schema()
+                .to_specs()
+                .into_iter()
+                .map(column_record)
+                .collect(),
+        );
+        if self.setup.incremental {
+            if let Some(w) = &self.watermark {
+                let mut text = String::new();
+                if let Some(t) = w.time {
+                    format_timestamp(t, &mut text);
+                    state.last_timestamp = Some(text);
+                }
+                state.last_uuid = Some(w.id.clone());
+            }
+            if let Some(window) = &mut self.setup.dedup {
+                let high = window.high_water();
+                let mut recent: Vec<String> = window
+                    .iter()
+                    .filter(|(_, at)| Some(*at) == high)
+                    .take(RECENT_UUIDS_MAX)
+                    .map(|(id, _)| id.hyphenated().to_string())
+                    .collect();
+                recent.sort();
+                state.recent_uuids = recent;
+                let bytes = window.to_bytes();
+                state.set_dedup_window_bytes(&bytes);
+            }
+        } else {
+            state.last_timestamp = None;
+            state.last_uuid = None;
+            state.recent_uuids = Vec::new();
+            state.dedup_window = None;
+        }
+        state.updated_at = Some(super::now_rfc3339());
+        state.run_id = Some(self.setup.run_id.clone());
+        state
+    }
+
+    fn report(&self) {
+        let Some(observer) = &self.setup.observer else {
+            return;
+        };
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let fraction = match (self.setup.span, &self.watermark) {
+            (Some((from, to)), Some(Cursor { time: Some(t), .. })) if to > from => {
+                Some(((*t - from) as f64 / (to - from) as f64).clamp(0.0, 1.0))
+            }
+            _ => None,
+        };
+        let eta_seconds = fraction
+            .filter(|f| *f > 0.0)
+            .map(|f| elapsed * (1.0 - f) / f);
+        observer.progress(&Progress {
+            table: self.setup.table.clone(),
+            pages: self.pages,
+            rows_read: self.rows_read,
+            rows_deduplicated: self.rows_deduplicated,
+            rows_output: self.rows_output,
+            rows_per_second: if elapsed > 0.0 {
+                self.rows_read as f64 / elapsed
+            } else {
+                0.0
+            },
+            fraction,
+            eta_seconds,
+        });
+    }
+}
+
+fn column_record(spec: ColumnSpec) -> ColumnRecord {
+    ColumnRecord {
+        name: spec.name,
+        data_type: spec.data_type.as_str().to_owned(),
+        field: Some(spec.field),
+        key: spec.key,
+        fallback: spec.fallback,
+    }
+}
+
+fn bad_value(row: usize, what: &str, raw: &RawValue) -> DriverError {
+    let text = raw.get();
+    let shown: String = text.chars().take(80).collect();
+    DriverError::Protocol(format!(
+        "row {row} of a result page has an invalid {what} value {shown}"
+    ))
+}

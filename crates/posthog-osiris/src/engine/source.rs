@@ -1,0 +1,249 @@
+//! What a run reads for each data type: the HogQL keyset scans (events, persons) and the REST
+//! snapshots (cohorts, feature flags, insights, annotations, experiments), with the columns
+//! each one declares.
+
+use posthog_client::{HogQlQuery, Resource};
+use posthog_core::{ColumnType, FieldSpec, UnixMicros, format_timestamp};
+
+use crate::{ConfigError, DataType, ExtractConfig, IncrementalField};
+
+/// Where a table's rows come from.
+#[derive(Debug, Clone)]
+pub(crate) enum Source {
+    /// A HogQL scan ordered by a keyset.
+    Keyset(KeysetScan),
+    /// A DRF-paginated REST list, read whole.
+    Rest(Resource),
+}
+
+/// A HogQL keyset scan: `SELECT <fields> FROM <table> WHERE <after cursor> ORDER BY <keys>`.
+#[derive(Debug, Clone)]
+pub(crate) struct KeysetScan {
+    /// `events` or `persons`.
+    pub table: &'static str,
+    /// Selected fields, in select order; the batch builder gets them in the same order.
+    pub fields: Vec<FieldSpec>,
+    /// The time column of the keyset (`timestamp`, `created_at`), or `None` to page on the id
+    /// alone (a persons snapshot).
+    pub time_column: Option<&'static str>,
+    /// The unique id column, the keyset's last element (`uuid`, `id`).
+    pub id_column: &'static str,
+    /// Event names to keep (events only); empty for all.
+    pub event_types: Vec<String>,
+}
+
+/// Where a keyset page starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Start {
+    /// From the beginning of the table.
+    Beginning,
+    /// Rows whose time column is at or after this instant (the lookback start).
+    AtOrAfter(UnixMicros),
+    /// Rows strictly after this keyset position.
+    After(Cursor),
+}
+
+/// A keyset position: the time value (when the scan has a time column) and the id, as text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Cursor {
+    pub time: Option<UnixMicros>,
+    pub id: String,
+}
+
+impl Source {
+    /// The source a config asks for.
+    pub(crate) fn for_config(config: &ExtractConfig) -> Result<Source, ConfigError> {
+        let field = config.source.incremental_field;
+        Ok(match config.source.data_type {
+            DataType::Events => Source::Keyset(KeysetScan {
+                table: "events",
+                fields: event_fields(),
+                time_column: Some(match field {
+                    Some(IncrementalField::CreatedAt) => "created_at",
+                    _ => "timestamp",
+                }),
+                id_column: "uuid",
+                event_types: config.source.event_types.clone(),
+            }),
+            DataType::Persons => Source::Keyset(KeysetScan {
+                table: "persons",
+                fields: person_fields(),
+                time_column: field.map(|_| "created_at"),
+                id_column: "id",
+                event_types: Vec::new(),
+            }),
+            DataType::Cohorts => Source::Rest(Resource::Cohorts),
+            DataType::FeatureFlags => Source::Rest(Resource::FeatureFlags),
+            DataType::Insights => Source::Rest(Resource::Insights),
+            DataType::Annotations => Source::Rest(Resource::Annotations),
+            DataType::Experiments => Source::Rest(Resource::Experiments),
+            DataType::Sessions => {
+                return Err(ConfigError::new(
+                    "config.source.data_type",
+                    "sessions cannot be extracted by this release; choose events, persons, \
+                     cohorts, feature_flags, insights, annotations or experiments",
+                ));
+            }
+        })
+    }
+
+    /// Whether runs continue from a watermark (events; persons on `created_at`) rather than
+    /// replacing the table with a fresh snapshot.
+    pub(crate) fn is_incremental(&self) -> bool {
+        matches!(self, Source::Keyset(scan) if scan.time_column.is_some())
+    }
+
+    /// The fields REST objects declare; every other key is typed by its first value.
+    pub(crate) fn rest_fields() -> Vec<FieldSpec> {
+        vec![FieldSpec::dynamic("id")]
+    }
+}
+
+/// The columns of `events`, in select and output order.
+pub(crate) fn event_fields() -> Vec<FieldSpec> {
+    vec![
+        FieldSpec::fixed("uuid", ColumnType::Utf8),
+        FieldSpec::fixed("event", ColumnType::Utf8),
+        FieldSpec::fixed("timestamp", ColumnType::Timestamp),
+        FieldSpec::fixed("distinct_id", ColumnType::Utf8),
+        FieldSpec::fixed("person_id", ColumnType::Utf8),
+        FieldSpec::fixed("created_at", ColumnType::Timestamp),
+        FieldSpec::fixed("elements_chain", ColumnType::Utf8),
+        FieldSpec::flatten("properties"),
+    ]
+}
+
+/// The columns of `persons`, in select and output order.
+pub(crate) fn person_fields() -> Vec<FieldSpec> {
+    vec![
+        FieldSpec::fixed("id", ColumnType::Utf8),
+        FieldSpec::fixed("created_at", ColumnType::Timestamp),
+        FieldSpec::fixed("is_identified", ColumnType::Boolean),
+        FieldSpec::flatten("properties"),
+    ]
+}
+
+impl KeysetScan {
+    /// The query for one page of at most `limit` rows from `start`. Cursor values are bound
+    /// as HogQL placeholders (UTC, 6 digits, explicit `Z`), never spliced into the text.
+    pub(crate) fn page_query(&self, start: &Start, limit: u32) -> HogQlQuery {
+        let select: Vec<&str> = self.fields.iter().map(|f| f.name.as_str()).collect();
+        let mut conditions: Vec<String> = Vec::new();
+        let mut values: Vec<(String, String)> = Vec::new();
+        let mut text = String::new();
+        match (start, self.time_column) {
+            (Start::Beginning, _) => {}
+            (Start::AtOrAfter(at), Some(time)) => {
+                format_timestamp(*at, &mut text);
+                conditions.push(format!("{time} >= toDateTime({{cursor_time}})"));
+                values.push(("cursor_time".into(), std::mem::take(&mut text)));
+            }
+            (Start::After(cursor), Some(time)) => {
+                format_timestamp(cursor.time.unwrap_or(0), &mut text);
+                conditions.push(format!(
+                    "({time}, {id}) > (toDateTime({{cursor_time}}), toUUID({{cursor_id}}))",
+                    id = self.id_column
+                ));
+                values.push(("cursor_time".into(), std::mem::take(&mut text)));
+                values.push(("cursor_id".into(), cursor.id.clone()));
+            }
+            (Start::After(cursor), None) => {
+                conditions.push(format!("{} > toUUID({{cursor_id}})", self.id_column));
+                values.push(("cursor_id".into(), cursor.id.clone()));
+            }
+            (Start::AtOrAfter(_), None) => {}
+        }
+        if !self.event_types.is_empty() {
+            let names: Vec<String> = (0..self.event_types.len())
+                .map(|i| format!("{{event_{i}}}"))
+                .collect();
+            conditions.push(format!("event in ({})", names.join(", ")));
+            for (i, name) in self.event_types.iter().enumerate() {
+                values.push((format!("event_{i}"), name.clone()));
+            }
+        }
+        let order = match self.time_column {
+            Some(time) => format!("{time}, {}", self.id_column),
+            None => self.id_column.to_owned(),
+        };
+        let mut sql = format!("select {} from {}", select.join(", "), self.table);
+        if !conditions.is_empty() {
+            sql.push_str(" where ");
+            sql.push_str(&conditions.join(" and "));
+        }
+        sql.push_str(&format!(" order by {order} limit {limit}"));
+        let mut query = HogQlQuery::new(sql)
+            .name(format!("posthog-rs extract {}", self.table))
+            .fail_fast_on_timeout();
+        for (key, value) in values {
+            query = query.value(key, value);
+        }
+        query
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events(event_types: &[&str]) -> KeysetScan {
+        KeysetScan {
+            table: "events",
+            fields: event_fields(),
+            time_column: Some("timestamp"),
+            id_column: "uuid",
+            event_types: event_types.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn keyset_query_binds_cursor_values_and_never_splices_them() {
+        let cursor = Cursor {
+            time: Some(1_700_000_000_123_456),
+            id: "0190a000-0000-7000-8000-000000000001') or 1=1 --".into(),
+        };
+        let q = events(&["$pageview"]).page_query(&Start::After(cursor.clone()), 500);
+        assert_eq!(
+            q.text(),
+            "select uuid, event, timestamp, distinct_id, person_id, created_at, elements_chain, \
+             properties from events where (timestamp, uuid) > (toDateTime({cursor_time}), \
+             toUUID({cursor_id})) and event in ({event_0}) order by timestamp, uuid limit 500"
+        );
+        assert_eq!(q.values()["cursor_time"], "2023-11-14T22:13:20.123456Z");
+        assert_eq!(q.values()["cursor_id"], cursor.id.as_str());
+        assert_eq!(q.values()["event_0"], "$pageview");
+    }
+
+    #[test]
+    fn lookback_start_is_inclusive_and_first_page_is_unfiltered() {
+        let q = events(&[]).page_query(&Start::AtOrAfter(0), 100);
+        assert!(
+            q.text()
+                .contains("where timestamp >= toDateTime({cursor_time})")
+        );
+        assert_eq!(q.values()["cursor_time"], "1970-01-01T00:00:00.000000Z");
+        let q = events(&[]).page_query(&Start::Beginning, 100);
+        assert!(!q.text().contains("where"));
+    }
+
+    #[test]
+    fn persons_snapshot_pages_on_id_alone() {
+        let scan = KeysetScan {
+            table: "persons",
+            fields: person_fields(),
+            time_column: None,
+            id_column: "id",
+            event_types: Vec::new(),
+        };
+        let cursor = Cursor {
+            time: None,
+            id: "x".into(),
+        };
+        let q = scan.page_query(&Start::After(cursor), 1000);
+        assert_eq!(
+            q.text(),
+            "select id, created_at, is_identified, properties from persons where id > \
+             toUUID({cursor_id}) order by id limit 1000"
+        );
+    }
+}

@@ -1,0 +1,356 @@
+//! The extraction engine against the in-process mock PostHog: exactly once across runs, late
+//! events, crashes at commit, server timeouts, request counts, snapshots.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use posthog_client::RateLimits;
+use posthog_mock::{Dataset, Event, Fault, GenSpec, MockConfig, MockServer, RouteClass};
+use posthog_osiris::{Context, DataType, Driver, ExtractConfig, PostHogDriver, RunSummary};
+use posthog_state::{MemoryStore, StateStore};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+const KEY: &str = "phx_mock_personal_key";
+
+fn spec(events: usize, cluster: usize) -> GenSpec {
+    GenSpec {
+        seed: 7,
+        events,
+        same_timestamp_cluster: cluster,
+        ..GenSpec::default()
+    }
+}
+
+async fn mock(events: usize, cluster: usize) -> (MockServer, Dataset) {
+    let dataset = Dataset::generate(&spec(events, cluster));
+    let server = MockServer::start(MockConfig::with_dataset(dataset.clone()))
+        .await
+        .expect("mock starts");
+    (server, dataset)
+}
+
+fn config(server: &MockServer, source: Value, output: Value) -> ExtractConfig {
+    ExtractConfig::from_value(json!({
+        "resolved_connection": {
+            "api_key": KEY, "project_id": "1", "region": "self_hosted",
+            "custom_base_url": server.base_url(),
+        },
+        "config": {"source": source, "destination": {}},
+        "output": output,
+        "performance": {"batch_size": 500, "retries": {"max_attempts": 4, "backoff_factor": 0.01}},
+    }))
+    .expect("test config is valid")
+}
+
+fn events_config(server: &MockServer, page_size: u32) -> ExtractConfig {
+    config(
+        server,
+        json!({"data_type": "events", "page_size": page_size,
+               "initial_since": "2024-12-01T00:00:00Z", "lookback_window_minutes": 15}),
+        json!({"format": "jsonl", "part_rows": 1000}),
+    )
+}
+
+fn ctx(dir: &Path) -> Context {
+    Context::new(dir).with_rate_limits(RateLimits::unlimited())
+}
+
+async fn run(config: &ExtractConfig, store: &mut MemoryStore, dir: &Path) -> RunSummary {
+    PostHogDriver
+        .run(config, store, &ctx(dir))
+        .await
+        .unwrap_or_else(|e| panic!("run failed: {e}"))
+}
+
+/// Every row of every JSONL part file in the table directory, keyed by uuid with a count.
+fn uuids_on_disk(table_dir: &Path) -> HashMap<String, usize> {
+    let mut seen = HashMap::new();
+    for entry in std::fs::read_dir(table_dir).expect("table dir exists") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.starts_with("part-") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("part readable");
+        for line in text.lines() {
+            let row: Value = serde_json::from_str(line).expect("JSONL row");
+            let id = match row.get("uuid").or(row.get("id")).expect("id column") {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            *seen.entry(id).or_default() += 1;
+        }
+    }
+    seen
+}
+
+fn assert_exactly_once(table_dir: &Path, expected: impl IntoIterator<Item = String>) {
+    let seen = uuids_on_disk(table_dir);
+    let dupes: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(dupes.is_empty(), "duplicated rows: {dupes:?}");
+    let expected: Vec<String> = expected.into_iter().collect();
+    let missing: Vec<_> = expected.iter().filter(|u| !seen.contains_key(*u)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} rows missing, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
+    assert_eq!(seen.len(), expected.len(), "no extra rows");
+}
+
+fn all_uuids(dataset: &Dataset) -> Vec<String> {
+    dataset.events.iter().map(|e| e.uuid.to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_run_reads_every_event_once_within_the_request_budget() {
+    let (server, dataset) = mock(4_321, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = MemoryStore::new();
+    let summary = run(&events_config(&server, 500), &mut store, dir.path()).await;
+    assert_eq!(summary.rows_output, 4_321);
+    assert_eq!(summary.rows_read, 4_321);
+    assert_exactly_once(&dir.path().join("posthog_events"), all_uuids(&dataset));
+    // ⌊4321 / 500⌋ + 1 = 9 keyset pages, nothing else.
+    assert_eq!(server.request_count(RouteClass::Query), 9);
+    let state = store
+        .load("posthog_events")
+        .unwrap()
+        .expect("state committed");
+    assert_eq!(state.rows_total, 4_321);
+    assert_eq!(state.parts.len(), summary.files.len());
+    assert!(state.dedup_window.is_some());
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incremental_run_keeps_late_events_inside_the_lookback_and_drops_rereads() {
+    let (server, dataset) = mock(2_000, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = MemoryStore::new();
+    let config = events_config(&server, 1_000);
+    run(&config, &mut store, dir.path()).await;
+    let state = store.load("posthog_events").unwrap().unwrap();
+    let watermark = OffsetDateTime::parse(
+        state.last_timestamp.as_deref().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+
+    // A late event 5 minutes behind the watermark and a new one after it.
+    let template = dataset.events[0].clone();
+    let late = Event {
+        uuid: uuid::Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001),
+        timestamp: watermark - Duration::from_secs(300),
+        ..template.clone()
+    };
+    let new = Event {
+        uuid: uuid::Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0002),
+        timestamp: watermark + Duration::from_secs(60),
+        ..template
+    };
+    server.insert_events(vec![late.clone(), new.clone()]);
+    let second = run(&config, &mut store, dir.path()).await;
+    assert_eq!(
+        second.rows_output, 2,
+        "only the late and the new event are written"
+    );
+    assert!(
+        second.rows_deduplicated > 0,
+        "the lookback re-read was deduplicated"
+    );
+    let mut expected = all_uuids(&dataset);
+    expected.push(late.uuid.to_string());
+    expected.push(new.uuid.to_string());
+    assert_exactly_once(&dir.path().join("posthog_events"), expected.clone());
+
+    // A third run with nothing new writes nothing.
+    let third = run(&config, &mut store, dir.path()).await;
+    assert_eq!(third.rows_output, 0);
+    assert!(third.files.is_empty());
+    assert_exactly_once(&dir.path().join("posthog_events"), expected);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_events_on_one_timestamp_page_by_uuid() {
+    let (server, dataset) = mock(3_200, 2_600).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = MemoryStore::new();
+    let summary = run(&events_config(&server, 1_000), &mut store, dir.path()).await;
+    assert_eq!(summary.rows_output, 3_200);
+    assert_exactly_once(&dir.path().join("posthog_events"), all_uuids(&dataset));
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_commit_leaves_nothing_that_the_next_run_duplicates() {
+    let (server, dataset) = mock(3_000, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = MemoryStore::new();
+    let config = events_config(&server, 1_000);
+    store.fail_next_commit();
+    let err = PostHogDriver
+        .run(&config, &mut store, &ctx(dir.path()))
+        .await
+        .expect_err("the injected commit failure ends the run");
+    assert_eq!(err.category().as_str(), "data");
+    // Parts were written and renamed, but no state names them: exactly the state a crash
+    // between part rename and state commit leaves.
+    assert!(!uuids_on_disk(&dir.path().join("posthog_events")).is_empty());
+    run(&config, &mut store, dir.path()).await;
+    assert_exactly_once(&dir.path().join("posthog_events"), all_uuids(&dataset));
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_commit_each_full_part() {
+    let (server, _dataset) = mock(3_500, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = MemoryStore::new();
+    let summary = run(&events_config(&server, 500), &mut store, dir.path()).await;
+    // part_rows 1000 with pages of 500: a checkpoint after every second page, then the final.
+    assert_eq!(summary.files.len(), 4);
+    assert_eq!(store.commit_count(), 4);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_timeout_halves_the_page_and_loses_nothing() {
+    let (server, dataset) = mock(1_500, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = MemoryStore::new();
+    server.push_fault(RouteClass::Query, Fault::status(504));
+    let summary = run(&events_config(&server, 1_000), &mut store, dir.path()).await;
+    assert_eq!(summary.page_shrinks, 1);
+    assert_eq!(
+        summary.retries, 0,
+        "the 504 was not retried at the same size"
+    );
+    assert_exactly_once(&dir.path().join("posthog_events"), all_uuids(&dataset));
+    let sent: Vec<String> = server
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/query/"))
+        .map(|r| {
+            r.body
+                .as_ref()
+                .map(|b| b["query"]["query"].to_string())
+                .unwrap_or_default()
+        })
+        .collect();
+    assert!(sent[0].contains("limit 1000") && sent[1].contains("limit 500"));
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_faults_are_retried_and_the_run_is_exact() {
+    let (server, dataset) = mock(2_500, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = MemoryStore::new();
+    server.push_fault(RouteClass::Query, Fault::status(503));
+    server.push_fault(RouteClass::Query, Fault::too_many(None));
+    let summary = run(&events_config(&server, 1_000), &mut store, dir.path()).await;
+    assert_eq!(summary.retries, 2);
+    assert_exactly_once(&dir.path().join("posthog_events"), all_uuids(&dataset));
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_type_filter_is_bound_and_applied() {
+    let (server, dataset) = mock(1_000, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = MemoryStore::new();
+    let config = config(
+        &server,
+        json!({"data_type": "events", "page_size": 1000, "event_types": ["$pageview"],
+               "initial_since": "2024-12-01T00:00:00Z"}),
+        json!({"format": "jsonl"}),
+    );
+    run(&config, &mut store, dir.path()).await;
+    let expected = dataset
+        .events
+        .iter()
+        .filter(|e| e.event == "$pageview")
+        .map(|e| e.uuid.to_string());
+    assert_exactly_once(&dir.path().join("posthog_events"), expected);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_replace_the_previous_parts() {
+    let (server, dataset) = mock(10, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = MemoryStore::new();
+    let config = config(
+        &server,
+        json!({"data_type": "feature_flags", "page_size": 100}),
+        json!({"format": "jsonl"}),
+    );
+    assert_eq!(config.source.data_type, DataType::FeatureFlags);
+    let first = run(&config, &mut store, dir.path()).await;
+    let second = run(&config, &mut store, dir.path()).await;
+    // PostHog (and the mock) leave deleted flags out of the list.
+    let live: Vec<&Value> = dataset
+        .feature_flags
+        .iter()
+        .filter(|f| f["deleted"] != true)
+        .collect();
+    assert_eq!(first.rows_output as usize, live.len());
+    assert_eq!(second.rows_output, first.rows_output);
+    let table = dir.path().join("posthog_feature_flags");
+    let files: Vec<_> = std::fs::read_dir(&table).unwrap().collect();
+    assert_eq!(files.len(), 1, "only the second snapshot's part remains");
+    assert_ne!(first.files, second.files);
+    let ids = live.iter().map(|f| f["id"].to_string());
+    assert_exactly_once(&table, ids);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persons_snapshot_pages_on_id() {
+    let (server, dataset) = mock(10, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = MemoryStore::new();
+    let config = config(
+        &server,
+        json!({"data_type": "persons", "page_size": 100}),
+        json!({"format": "jsonl"}),
+    );
+    let summary = run(&config, &mut store, dir.path()).await;
+    assert_eq!(summary.rows_output as usize, dataset.persons.len());
+    let ids = dataset.persons.iter().map(|p| p.id.to_string());
+    assert_exactly_once(&dir.path().join("posthog_persons"), ids);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inputs_state_seeds_the_first_run() {
+    let (server, dataset) = mock(2_000, 0).await;
+    let mut sorted = dataset.events.clone();
+    sorted.sort_by_key(|e| e.timestamp);
+    let cut = &sorted[1_499];
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = MemoryStore::new();
+    let mut config = events_config(&server, 1_000);
+    let mut text = String::new();
+    posthog_core::format_timestamp(
+        i64::try_from(cut.timestamp.unix_timestamp_nanos() / 1000).unwrap(),
+        &mut text,
+    );
+    config.inputs_state.insert(
+        "posthog_events".into(),
+        json!({"last_timestamp": text, "last_uuid": cut.uuid.to_string(),
+               "recent_uuids": [], "columns": null}),
+    );
+    config.source.deduplication_enabled = false;
+    let summary = run(&config, &mut store, dir.path()).await;
+    assert_eq!(
+        summary.rows_output, 500,
+        "resumes strictly after the seeded cursor"
+    );
+    server.shutdown().await;
+}
