@@ -1,17 +1,20 @@
-//! `cargo xtask demo`: a real job against the mock PostHog, with no credentials.
+//! `cargo xtask demo`: the main job, for real, with no credentials.
 //!
-//! It starts `posthog-mock` on loopback with generated events, then uses `posthog-client` the
-//! way the extractor will: a keyset scan over `(timestamp, uuid)` that reads every event exactly
-//! once, a request that survives injected faults, and paginated REST listings.
+//! It starts the mock PostHog on loopback with generated events (project time zone
+//! Asia/Kolkata, a cluster of events sharing one timestamp), then runs the `posthog-cli` binary
+//! twice against it: a full extraction, then — after new events and late events (behind the
+//! watermark, inside the lookback window) arrive — an incremental run that writes exactly the
+//! events it had not written. It prints both run summaries and how to read the output.
 
-use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
-use futures_util::TryStreamExt;
-use posthog_client::{Client, HogQlQuery, ListParams, RateLimits, Resource, RetryPolicy};
-use posthog_mock::{Dataset, Fault, GenSpec, MockConfig, MockServer, RouteClass};
+use posthog_mock::{Dataset, Event, GenSpec, MockConfig, MockServer};
 use serde_json::Value;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 /// Options of `cargo xtask demo`.
 #[derive(clap::Args)]
@@ -19,32 +22,28 @@ pub struct DemoArgs {
     /// Events the mock generates.
     #[arg(long, default_value_t = 20_000)]
     events: usize,
-    /// Rows per keyset page.
+    /// Rows per keyset page (PostHog clamps LIMIT at 50 000).
     #[arg(long, default_value_t = 5_000)]
-    page_size: usize,
+    page_size: u32,
+    /// Output format: parquet, jsonl or csv.
+    #[arg(long, default_value = "parquet")]
+    format: String,
+    /// Where the config, the output and the state go.
+    #[arg(long, default_value = "target/demo")]
+    dir: PathBuf,
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    // PostHog clamps LIMIT to 50 000 silently; a larger page would end the scan early.
-    ensure!(
-        (1..=50_000).contains(&args.page_size),
-        "--page-size {} is out of range 1..=50000",
-        args.page_size
-    );
-    let config = MockConfig {
-        dataset: Dataset::generate(&GenSpec {
-            seed: 42,
-            events: args.events,
-            same_timestamp_cluster: args.events.min(1_500),
-            ..GenSpec::default()
-        }),
-        ..MockConfig::default()
+    let cli = build_cli()?;
+    let spec = GenSpec {
+        seed: 42,
+        events: args.events,
+        same_timestamp_cluster: args.events.min(2_600),
+        ..GenSpec::default()
     };
-    let keys = (
-        config.personal_api_key.clone(),
-        config.project_api_key.clone(),
-        config.project_id,
-    );
+    let dataset = Dataset::generate(&spec);
+    let config = MockConfig::with_dataset(dataset.clone());
+    let key = config.personal_api_key.clone();
     let tz = config.timezone.name.clone();
     let mock = MockServer::start(config)
         .await
@@ -55,149 +54,168 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         args.events
     );
 
-    let client = Client::builder()
-        .base_url(&mock.base_url())?
-        .personal_api_key(keys.0)
-        .project_api_key(keys.1)
-        .project_id(keys.2.to_string())
-        .rate_limits(RateLimits::unlimited())
-        .retry_policy(RetryPolicy {
-            initial_delay: Duration::from_millis(50),
-            ..RetryPolicy::default()
-        })
-        .build()?;
+    // A fresh demo directory each time, so the first run is a full extraction.
+    if args.dir.exists() {
+        std::fs::remove_dir_all(&args.dir)
+            .with_context(|| format!("clearing {}", args.dir.display()))?;
+    }
+    std::fs::create_dir_all(&args.dir)?;
+    let config_path = args.dir.join("config.yaml");
+    let output = args.dir.join("output");
+    // The key is not in the config: the CLI reads it from a secret file, as in Kubernetes.
+    let key_file = args.dir.join("api-key");
+    std::fs::write(&key_file, format!("{key}\n"))?;
+    std::fs::write(
+        &config_path,
+        format!(
+            "resolved_connection: {{project_id: \"1\", region: self_hosted, custom_base_url: \"{}\"}}\n\
+             config:\n  source: {{data_type: events, page_size: {}, lookback_window_minutes: 15, \
+             initial_since: \"2024-12-01T00:00:00Z\"}}\n  destination: {{table_name: posthog_events}}\n\
+             output: {{format: {}}}\n",
+            mock.base_url(),
+            args.page_size,
+            args.format
+        ),
+    )?;
+    println!("config: {}\n", config_path.display());
 
-    keyset_scan(&client, args.events, args.page_size).await?;
-    survive_faults(&client, &mock).await?;
-    rest_listings(&client).await?;
+    println!("1. Full extraction");
+    let first = run_cli(&cli, &config_path, &output, &key_file)?;
+    print_summary(&first);
+    ensure!(
+        first["rows_output"] == args.events,
+        "the first run wrote {} rows, the mock holds {}",
+        first["rows_output"],
+        args.events
+    );
 
-    let stats = client.stats();
+    // New events after the watermark, and late ones behind it but inside the lookback.
+    let watermark = first["state"]["last_timestamp"]
+        .as_str()
+        .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
+        .context("the first run committed no watermark")?;
+    let template = dataset.events[0].clone();
+    let mut arrivals = Vec::new();
+    for i in 0..30u64 {
+        let (offset, late) = if i < 10 {
+            (-(60 * (i as i64 + 1)), true) // 1..10 minutes behind the watermark
+        } else {
+            (60 * i as i64, false)
+        };
+        arrivals.push((
+            Event {
+                uuid: uuid_for(i),
+                timestamp: watermark + time::Duration::seconds(offset),
+                created_at: watermark + time::Duration::seconds(600),
+                ..template.clone()
+            },
+            late,
+        ));
+    }
+    mock.insert_events(arrivals.iter().map(|(e, _)| e.clone()).collect());
     println!(
-        "\nclient stats: {} requests, {} retries, {} throttled, {} breaker trips",
-        stats.requests, stats.retries, stats.throttled, stats.breaker_trips
+        "\n2. Incremental run after {} new and {} late events arrived",
+        arrivals.iter().filter(|(_, late)| !late).count(),
+        arrivals.iter().filter(|(_, late)| *late).count()
+    );
+    let second = run_cli(&cli, &config_path, &output, &key_file)?;
+    print_summary(&second);
+    ensure!(
+        second["rows_output"] == arrivals.len(),
+        "the incremental run wrote {} rows, expected {}",
+        second["rows_output"],
+        arrivals.len()
+    );
+    let total = second["state"]["rows_total"].as_u64().unwrap_or(0);
+    ensure!(
+        total == (args.events + arrivals.len()) as u64,
+        "the state counts {total} rows"
+    );
+
+    let table = output.join("posthog_events");
+    println!(
+        "\nEvery event is in the part files exactly once: {} rows in {} parts under {}",
+        total,
+        second["state"]["parts"].as_array().map_or(0, Vec::len),
+        table.display()
+    );
+    let ext = match args.format.as_str() {
+        "jsonl" => "read_json_auto",
+        "csv" => "read_csv_auto",
+        _ => "read_parquet",
+    };
+    println!("Read them as one table with DuckDB:");
+    println!(
+        "  duckdb -c \"select event, count(*) from {ext}('{}/*.{}', union_by_name=true) group by 1 order by 2 desc\"",
+        table.display(),
+        args.format
+    );
+    println!(
+        "The state (watermark, dedup window, committed parts): {}",
+        output.join("state.json").display()
     );
     mock.shutdown().await;
     Ok(())
 }
 
-/// Reads every event once by keyset pagination on `(timestamp, uuid)`, as the extractor does.
-async fn keyset_scan(client: &Client, expected: usize, page_size: usize) -> anyhow::Result<()> {
-    println!("\n1. HogQL keyset scan of `events`, {page_size} rows per page");
-    let started = Instant::now();
-    let mut seen = HashSet::with_capacity(expected);
-    let mut cursor: Option<(String, String)> = None;
-    let mut pages = 0;
-    loop {
-        let query = match &cursor {
-            None => HogQlQuery::new(format!(
-                "select uuid, event, timestamp, distinct_id from events \
-                 order by timestamp, uuid limit {page_size}"
-            )),
-            Some((ts, uuid)) => HogQlQuery::new(format!(
-                "select uuid, event, timestamp, distinct_id from events \
-                 where (timestamp, uuid) > (toDateTime({{ts}}), toUUID({{uuid}})) \
-                 order by timestamp, uuid limit {page_size}"
-            ))
-            .value("ts", ts.as_str())
-            .value("uuid", uuid.as_str()),
-        };
-        let page = client.query(&query).await?;
-        pages += 1;
-        if pages == 1 {
-            println!("   first rows (timestamps in UTC, as the client asks):");
-            for row in page.results.iter().take(3) {
-                println!(
-                    "     {}  {:<14} {}",
-                    text(&row[2]),
-                    text(&row[1]),
-                    text(&row[0])
-                );
-            }
-        }
-        for row in &page.results {
-            if !seen.insert(text(&row[0]).to_owned()) {
-                bail!("event {} was read twice", text(&row[0]));
-            }
-        }
-        let Some(last) = page.results.last() else {
-            break;
-        };
-        let next = (text(&last[2]).to_owned(), text(&last[0]).to_owned());
-        if cursor.as_ref() == Some(&next) {
-            bail!("the keyset cursor did not advance");
-        }
-        if page.len() < page_size {
-            break;
-        }
-        cursor = Some(next);
+fn uuid_for(i: u64) -> uuid::Uuid {
+    uuid::Uuid::from_u128(0x0199_0000_0000_7000_8000_0000_0000_0000 | u128::from(i))
+}
+
+/// Builds the CLI (debug profile, shared with `cargo test`) and returns its path.
+fn build_cli() -> anyhow::Result<PathBuf> {
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "-p", "posthog-cli"])
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("building posthog-cli failed");
     }
-    ensure!(
-        seen.len() == expected,
-        "read {} events, the mock holds {expected}",
-        seen.len()
-    );
-    println!(
-        "   {} events in {pages} pages, each exactly once, in {} ms",
-        seen.len(),
-        started.elapsed().as_millis()
-    );
-    Ok(())
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    Ok(target.join("debug/posthog-cli"))
 }
 
-/// Injects a 503 and a 429 with `Retry-After: 1`; the client retries through both.
-async fn survive_faults(client: &Client, mock: &MockServer) -> anyhow::Result<()> {
-    println!("\n2. Resilience: the mock answers 503, then 429 with Retry-After: 1");
-    mock.push_fault(RouteClass::Query, Fault::status(503));
-    mock.push_fault(RouteClass::Query, Fault::too_many(Some("1")));
-    let before = client.stats();
-    let started = Instant::now();
-    let result = client
-        .query(&HogQlQuery::new(
-            "select event, count() from events group by event order by count() desc limit 5",
-        ))
-        .await?;
-    println!(
-        "   succeeded after {} retries in {} ms; top events:",
-        client.stats().retries - before.retries,
-        started.elapsed().as_millis()
-    );
-    for row in &result.results {
-        println!("     {:<16} {}", text(&row[0]), row[1]);
+fn run_cli(cli: &Path, config: &Path, output: &Path, key_file: &Path) -> anyhow::Result<Value> {
+    let out = Command::new(cli)
+        .arg("--api-key-file")
+        .arg(key_file)
+        .args(["--log-level", "warn", "run", "--config"])
+        .arg(config)
+        .arg("--output-dir")
+        .arg(output)
+        .output()
+        .with_context(|| format!("running {}", cli.display()))?;
+    if !out.status.success() {
+        bail!(
+            "posthog-cli run exited with {}: {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    Ok(())
+    serde_json::from_slice(&out.stdout).context("posthog-cli run printed no JSON summary")
 }
 
-/// Lists cohorts and feature flags through DRF pagination.
-async fn rest_listings(client: &Client) -> anyhow::Result<()> {
-    println!("\n3. REST listings, following `next` links");
-    let pages: Vec<_> = client
-        .list_pages::<Value>(Resource::Cohorts, ListParams::default().page_size(3))
-        .try_collect()
-        .await?;
-    let names: Vec<_> = pages
-        .iter()
-        .flat_map(|p| &p.results)
-        .map(|c| text(&c["name"]).to_owned())
-        .collect();
+fn print_summary(summary: &Value) {
+    let ms = summary["duration_ms"].as_u64().unwrap_or(0);
     println!(
-        "   cohorts: {} over {} pages of 3: {}",
-        names.len(),
-        pages.len(),
-        names.join(", ")
+        "   rows read {}, deduplicated {}, written {}; {} requests ({} retries) in {:.2} s",
+        summary["rows_read"],
+        summary["rows_deduplicated"],
+        summary["rows_output"],
+        summary["requests"],
+        summary["retries"],
+        Duration::from_millis(ms).as_secs_f64()
     );
-    let flags: Vec<Value> = client.feature_flags().try_collect().await?;
-    let keys: Vec<_> = flags.iter().map(|f| text(&f["key"])).collect();
-    println!("   feature flags: {}: {}", flags.len(), keys.join(", "));
-    let project = client.project().await?;
+    if let Some(files) = summary["files"].as_array() {
+        for f in files {
+            println!("   wrote {}", f.as_str().unwrap_or("?"));
+        }
+    }
     println!(
-        "   project {} ({}), time zone {}",
-        project.id,
-        project.name.as_deref().unwrap_or("unnamed"),
-        project.timezone.as_deref().unwrap_or("unknown")
+        "   watermark {}",
+        summary["state"]["last_timestamp"].as_str().unwrap_or("-")
     );
-    Ok(())
-}
-
-fn text(value: &Value) -> &str {
-    value.as_str().unwrap_or("?")
 }

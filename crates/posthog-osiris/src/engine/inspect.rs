@@ -130,7 +130,7 @@ pub(crate) async fn doctor(config: &ExtractConfig, ctx: &Context) -> DoctorRepor
     let checks = async {
         let project = client.project().await.map_err(|e| ("project access", e))?;
         client
-            .query(&HogQlQuery::new("select 1").name("posthog-rs doctor"))
+            .query(&HogQlQuery::new("select uuid from events limit 1").name("posthog-rs doctor"))
             .await
             .map_err(|e| ("HogQL query permission", e))?;
         Ok::<_, (&str, posthog_client::Error)>(project)

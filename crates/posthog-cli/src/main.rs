@@ -1,0 +1,156 @@
+//! `posthog-cli`: the PostHog toolkit's command line.
+//!
+//! - `run` (alias `extract`) extracts the configured table incrementally and exactly once into
+//!   `DIR/<table_name>/part-*.{parquet,jsonl,csv}` and commits its state to `DIR/state.json`;
+//! - `discover` lists the resources with their schemas and a stable fingerprint;
+//! - `doctor` checks authentication, project access and query permission.
+//!
+//! Every command prints exactly one JSON object on stdout (on failure
+//! `{"status":"error","category":…,"message":…}`, plus `error: <category>: <message>` on
+//! stderr); logs and the progress bar go to stderr. Exit codes: 0 ok, 1 runtime failure,
+//! 2 usage or config error, 3 authentication or permission error.
+//!
+//! The binary holds no business logic: it parses arguments, resolves the API key (config, else
+//! `--api-key-file`, else `POSTHOG_PERSONAL_API_KEY`; never a plain argument), sets up logs and
+//! the progress bar, calls the `posthog-osiris` driver, prints its result and maps failures to
+//! exit codes. It is the only part of the toolkit that reads the environment.
+
+mod cli;
+mod key;
+mod logging;
+mod output;
+mod progress;
+
+use std::io::{self, IsTerminal as _};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use indicatif::ProgressBar;
+use posthog_osiris::{Context, Driver as _, ExtractConfig, PostHogDriver};
+use posthog_state::JsonFileStore;
+
+use crate::cli::{Cli, Command, DiscoverArgs, DoctorArgs, RunArgs};
+use crate::output::{Failure, print_json_line};
+use crate::progress::BarObserver;
+
+fn main() -> ExitCode {
+    // Usage errors exit with 2, `--help` and `--version` with 0 (clap's defaults).
+    let cli = Cli::parse();
+    let code = match execute(&cli) {
+        Ok(code) => code,
+        Err(failure) => {
+            failure.report();
+            failure.exit_code
+        }
+    };
+    ExitCode::from(code)
+}
+
+/// Runs the command; `Ok` carries the exit code of a command that printed its own result.
+fn execute(cli: &Cli) -> Result<u8, Failure> {
+    let mut config = ExtractConfig::from_path(cli.command.config_path())?;
+
+    let stderr_is_terminal = io::stderr().is_terminal();
+    let show_progress =
+        matches!(cli.command, Command::Run(_)) && stderr_is_terminal && !cli.global.quiet;
+    let bar = progress::bar(show_progress);
+    logging::init(
+        cli.global.log_format,
+        cli.global.log_level.unwrap_or(config.logging.level),
+        config.logging.verbose_http,
+        bar.clone(),
+        stderr_is_terminal,
+    )
+    .map_err(|e| Failure::internal(&e))?;
+
+    config.connection = key::resolve(
+        config.connection,
+        cli.global.api_key_file.as_deref(),
+        std::env::var_os(key::KEY_ENV),
+    )?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .map_err(|e| Failure::internal(&e))?;
+
+    let result = match &cli.command {
+        Command::Run(args) => run(&runtime, config, args, bar.clone(), show_progress),
+        Command::Discover(args) => discover(&runtime, &config, args),
+        Command::Doctor(args) => doctor(&runtime, &config, args),
+    };
+    bar.finish_and_clear();
+    result
+}
+
+/// `run`: opens the state store, extracts, prints the run summary.
+fn run(
+    runtime: &tokio::runtime::Runtime,
+    mut config: ExtractConfig,
+    args: &RunArgs,
+    bar: ProgressBar,
+    show_progress: bool,
+) -> Result<u8, Failure> {
+    if let Some(format) = args.format {
+        config.output.format = format;
+    }
+    let state_path = args.state_path();
+    let mut store = JsonFileStore::open(&state_path)?;
+    tracing::info!(
+        table = %config.destination.table_name,
+        output_dir = %args.output_dir.display(),
+        state_file = %state_path.display(),
+        format = %config.output.format,
+        "starting run"
+    );
+    let mut ctx = Context::new(&args.output_dir);
+    if show_progress {
+        ctx = ctx.with_observer(Arc::new(BarObserver::new(bar.clone())));
+    }
+    let summary = runtime.block_on(PostHogDriver.run(&config, &mut store, &ctx));
+    bar.finish_and_clear();
+    // The lock is released only once the run is over, whatever its outcome.
+    drop(store);
+    let summary = summary?;
+    print(&serde_json::to_string(&summary))?;
+    Ok(0)
+}
+
+/// `discover`: prints the resources and their fingerprint.
+fn discover(
+    runtime: &tokio::runtime::Runtime,
+    config: &ExtractConfig,
+    _args: &DiscoverArgs,
+) -> Result<u8, Failure> {
+    // discover writes nothing; the base path is never used.
+    let ctx = Context::new(".");
+    let discovery = runtime.block_on(PostHogDriver.discover(config, &ctx))?;
+    print(&serde_json::to_string(&discovery))?;
+    Ok(0)
+}
+
+/// `doctor`: prints the report; exit 0 when healthy, 1 otherwise.
+fn doctor(
+    runtime: &tokio::runtime::Runtime,
+    config: &ExtractConfig,
+    args: &DoctorArgs,
+) -> Result<u8, Failure> {
+    let ctx = Context::new(".").with_doctor_timeout(Duration::from_millis(args.timeout_ms));
+    let report = runtime.block_on(PostHogDriver.doctor(config, &ctx));
+    print(&serde_json::to_string(&report))?;
+    Ok(if report.is_healthy() { 0 } else { 1 })
+}
+
+/// Prints a serialized result as the one JSON line on stdout.
+fn print(json: &Result<String, serde_json::Error>) -> Result<(), Failure> {
+    let json = json
+        .as_ref()
+        .map_err(|e| Failure::internal(&anyhow::anyhow!("cannot serialize the result: {e}")))?;
+    print_json_line(json)
+        .context("cannot write to stdout")
+        .map_err(|e| Failure::internal(&e))
+}
