@@ -569,7 +569,7 @@ fn discover_prints_sorted_resources_and_a_stable_fingerprint() {
 }
 
 #[test]
-fn the_key_never_appears_in_output_logs_or_files_at_debug_with_verbose_http() {
+fn the_key_never_appears_in_output_logs_or_files_at_any_level_with_verbose_http() {
     let env = Env::new();
     let config = env.config(
         "c.yaml",
@@ -578,10 +578,10 @@ fn the_key_never_appears_in_output_logs_or_files_at_debug_with_verbose_http() {
     );
     let out = env.path("out");
 
-    for log_format in ["text", "json"] {
+    for (level, log_format) in [("debug", "text"), ("debug", "json"), ("trace", "text")] {
         let (code, stdout, stderr) = output(
             env.cli()
-                .args(["--log-level", "debug", "--log-format", log_format, "run"])
+                .args(["--log-level", level, "--log-format", log_format, "run"])
                 .arg("--config")
                 .arg(&config)
                 .arg("--output-dir")
@@ -595,7 +595,7 @@ fn the_key_never_appears_in_output_logs_or_files_at_debug_with_verbose_http() {
 
         let (code, stdout, stderr) = output(
             env.cli()
-                .args(["--log-level", "debug", "--log-format", log_format, "doctor"])
+                .args(["--log-level", level, "--log-format", log_format, "doctor"])
                 .arg("--config")
                 .arg(&config),
         );

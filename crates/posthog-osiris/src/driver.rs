@@ -197,6 +197,21 @@ impl DoctorReport {
 ///
 /// `discover` and `doctor` read nothing but PostHog; `run` also reads and commits the table's
 /// state in `store` and writes under [`Context::base_path`].
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use posthog_osiris::{Context, Driver, ExtractConfig, PostHogDriver};
+/// use posthog_state::JsonFileStore;
+///
+/// let config = ExtractConfig::from_path("config.yaml".as_ref())?;
+/// let mut store = JsonFileStore::open("posthog-output/state.json")?;
+/// let ctx = Context::new("posthog-output");
+/// if PostHogDriver.doctor(&config, &ctx).await.is_healthy() {
+///     let summary = PostHogDriver.run(&config, &mut store, &ctx).await?;
+///     println!("{} rows in {:?}", summary.rows_output, summary.files);
+/// }
+/// # Ok(()) }
+/// ```
 #[allow(async_fn_in_trait)] // callers are in this workspace; no Send bound is needed on them
 pub trait Driver {
     /// Lists the resources with their schemas and a stable fingerprint.

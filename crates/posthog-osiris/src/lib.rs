@@ -7,6 +7,11 @@
 //!   naming the field: `config.source.page_size: 70000 is out of range 100..=50000`.
 //! - [`component_spec`] describes the component: modes, capabilities, data types, output
 //!   formats and the JSON Schema of its config.
+//! - [`PostHogDriver`] implements the Osiris [`Driver`] contract: [`Driver::discover`],
+//!   [`Driver::doctor`] and [`Driver::run`], the incremental, exactly-once extraction of one
+//!   table into part files under [`Context::base_path`], with its state in a
+//!   [`posthog_state::StateStore`]. `docs/ARCHITECTURE.md` describes a run's data flow and its
+//!   commit protocol.
 //!
 //! The crate reads no environment variables and prints nothing; credentials arrive in
 //! `resolved_connection` (or through [`Connection::with_api_key`]) and never appear in `Debug`

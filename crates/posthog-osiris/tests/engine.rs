@@ -354,3 +354,72 @@ async fn inputs_state_seeds_the_first_run() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_page_fails_the_run_and_commits_nothing_built_on_it() {
+    let (server, dataset) = mock(2_500, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = MemoryStore::new();
+    let config = events_config(&server, 500);
+    // Pages 1 and 2 fill part 1 (checkpoint); page 3 is not JSON.
+    server.push_fault(RouteClass::Query, Fault::delay_ms(0));
+    server.push_fault(RouteClass::Query, Fault::delay_ms(0));
+    server.push_fault(RouteClass::Query, Fault::MalformedJson);
+    let err = PostHogDriver
+        .run(&config, &mut store, &ctx(dir.path()))
+        .await
+        .expect_err("a body that is not JSON ends the run");
+    assert_eq!(err.category().as_str(), "data");
+    assert!(err.to_string().contains("not a valid result page"), "{err}");
+    let state = store
+        .load("posthog_events")
+        .unwrap()
+        .expect("the checkpoint was committed");
+    assert_eq!(
+        state.rows_total, 1_000,
+        "only the checkpointed part is committed"
+    );
+    // The next run continues from the checkpoint and ends exact.
+    run(&config, &mut store, dir.path()).await;
+    assert_exactly_once(&dir.path().join("posthog_events"), all_uuids(&dataset));
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_utc_project_time_zone_reads_the_same_instants() {
+    let dataset = Dataset::generate(&spec(1_200, 0));
+    let server = MockServer::start(MockConfig {
+        timezone: posthog_mock::ProjectTimezone::new(
+            "America/New_York",
+            time::macros::offset!(-05:00),
+        ),
+        ..MockConfig::with_dataset(dataset.clone())
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = MemoryStore::new();
+    run(&events_config(&server, 500), &mut store, dir.path()).await;
+    let by_uuid: HashMap<String, OffsetDateTime> = dataset
+        .events
+        .iter()
+        .map(|e| (e.uuid.to_string(), e.timestamp))
+        .collect();
+    let table = dir.path().join("posthog_events");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&table).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for line in text.lines() {
+            let row: Value = serde_json::from_str(line).unwrap();
+            let ts = OffsetDateTime::parse(
+                row["timestamp"].as_str().unwrap(),
+                &time::format_description::well_known::Rfc3339,
+            )
+            .unwrap();
+            assert_eq!(ts, by_uuid[row["uuid"].as_str().unwrap()]);
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 1_200);
+    server.shutdown().await;
+}
