@@ -3,9 +3,12 @@
 //! - `cargo xtask demo`: starts the mock PostHog on loopback and drives it through
 //!   `posthog-client`: a HogQL keyset scan of every event, a retried request, REST listings.
 //! - `cargo xtask bench core`: the core pipeline benchmark (release build).
+//! - `cargo xtask e2e`: the black-box end-to-end suite over the release `posthog-cli` and
+//!   `posthog-mock` binaries.
 
 mod bench;
 mod demo;
+pub(crate) mod e2e;
 
 use clap::{Parser, Subcommand};
 
@@ -25,6 +28,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Benchmarks (release builds); see docs/benchmarks.md.
     Bench(bench::BenchArgs),
+    /// End-to-end suite: drives the release posthog-cli against posthog-mock processes.
+    E2e(e2e::E2eArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -35,5 +40,13 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Demo(args) => runtime.block_on(demo::run(args)),
         Command::Bench(args) => bench::run(args),
+        Command::E2e(args) => e2e::run(args),
     }
+}
+
+/// The cargo target directory (`CARGO_TARGET_DIR`, else the workspace's `target/`).
+pub(crate) fn target_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
 }

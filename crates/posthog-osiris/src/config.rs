@@ -128,8 +128,10 @@ pub struct DestinationConfig {
 pub struct OutputConfig {
     /// Format of the part files (default Parquet).
     pub format: OutputFormat,
-    /// Rows per part file (default 1 000 000). Each completed part is a checkpoint: the state
-    /// is committed after it, so a crash loses at most one part's worth of work.
+    /// Rows per part file (default 1 000 000). A part is closed at the first page boundary
+    /// after it holds this many rows, so it holds at most `part_rows + page_size - 1`. Each
+    /// closed part is a checkpoint: the state is committed after it, so a crash loses at most
+    /// one part's worth of work.
     pub part_rows: u64,
 }
 

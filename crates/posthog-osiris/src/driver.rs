@@ -117,7 +117,8 @@ pub struct RunSummary {
     pub files: Vec<String>,
     /// HTTP requests sent, retries included.
     pub requests: u64,
-    /// Retries among them.
+    /// Requests sent again: retried by the client, repeated with half the page after a
+    /// server timeout (also counted in `page_shrinks`), or after a rate-limit pause.
     pub retries: u64,
     /// 429 responses received.
     pub throttled: u64,

@@ -226,10 +226,7 @@ async fn a_server_timeout_halves_the_page_and_loses_nothing() {
     server.push_fault(RouteClass::Query, Fault::status(504));
     let summary = run(&events_config(&server, 1_000), &mut store, dir.path()).await;
     assert_eq!(summary.page_shrinks, 1);
-    assert_eq!(
-        summary.retries, 0,
-        "the 504 was not retried at the same size"
-    );
+    assert_eq!(summary.retries, 1, "the halved request is the one repeat");
     assert_exactly_once(&dir.path().join("posthog_events"), all_uuids(&dataset));
     let sent: Vec<String> = server
         .requests()
@@ -243,6 +240,42 @@ async fn a_server_timeout_halves_the_page_and_loses_nothing() {
         })
         .collect();
     assert!(sent[0].contains("limit 1000") && sent[1].contains("limit 500"));
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_grows_back_after_a_transient_timeout() {
+    let (server, dataset) = mock(8_000, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = MemoryStore::new();
+    server.push_fault(RouteClass::Query, Fault::status(504));
+    run(&events_config(&server, 1_000), &mut store, dir.path()).await;
+    assert_exactly_once(&dir.path().join("posthog_events"), all_uuids(&dataset));
+    let limits: Vec<String> = server
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/query/"))
+        .map(|r| {
+            let q = r
+                .body
+                .as_ref()
+                .map(|b| b["query"]["query"].to_string())
+                .unwrap_or_default();
+            q.rsplit("limit ")
+                .next()
+                .unwrap_or("")
+                .trim_matches('"')
+                .to_owned()
+        })
+        .collect();
+    // The 504, four full pages of 500, then back to 1000: 6 full pages and the short one.
+    assert_eq!(
+        limits,
+        [
+            "1000", "500", "500", "500", "500", "1000", "1000", "1000", "1000", "1000", "1000",
+            "1000"
+        ]
+    );
     server.shutdown().await;
 }
 

@@ -245,7 +245,8 @@ pub(crate) struct RawOutput {
     /// Format of the part files.
     #[schemars(extend("default" = "parquet"))]
     pub format: Option<OutputFormat>,
-    /// Rows per part file; a run commits its state each time a part is complete.
+    /// Rows per part file: a part closes at the first page boundary after it holds this many
+    /// rows, and the run commits its state each time a part closes.
     #[schemars(
         with = "Option<Integer>",
         range(min = PART_ROWS.min, max = PART_ROWS.max),

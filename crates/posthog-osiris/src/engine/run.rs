@@ -25,6 +25,9 @@ use crate::{ConfigError, DriverError, ExtractConfig, OutputFormat};
 const DEFAULT_HISTORY: Duration = Duration::from_secs(30 * 24 * 3600);
 /// The smallest page a server timeout can shrink the page size to before the run gives up.
 const MIN_PAGE: u32 = 10;
+/// Full pages in a row at a shrunk page size before the page size doubles back towards the
+/// configured one (a 504 may be transient; a heavy region of the table shrinks it again).
+const GROW_BACK_AFTER: u32 = 4;
 /// Consecutive rate-limited answers (after the client's own retries) before the run gives up.
 const MAX_RATE_LIMIT_WAITS: u32 = 12;
 /// The longest pause between rate-limited attempts when PostHog gave no `Retry-After`.
@@ -34,6 +37,7 @@ const MAX_RATE_LIMIT_PAUSE: Duration = Duration::from_secs(60);
 #[derive(Debug, Default)]
 struct FetchStats {
     page_shrinks: u64,
+    rate_limit_pauses: u64,
 }
 
 /// Everything needed to talk to the sink and commit what it hands back.
@@ -223,7 +227,9 @@ pub(crate) async fn run(
         rows_output,
         files: files.iter().map(|p| p.display().to_string()).collect(),
         requests: client_stats.requests,
-        retries: client_stats.retries,
+        // Requests sent again: by the client, at half the page after a timeout, or after a
+        // rate-limit pause.
+        retries: client_stats.retries + stats.page_shrinks + stats.rate_limit_pauses,
         throttled: client_stats.throttled,
         page_shrinks: stats.page_shrinks,
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -242,8 +248,13 @@ async fn fetch_keyset(
     stats: &mut FetchStats,
 ) -> Result<(), DriverError> {
     let mut limit = page_size;
+    let mut full_pages_since_shrink = 0;
     loop {
+        let shrinks_before = stats.page_shrinks;
         let (body, asked) = fetch_page(client, scan, &start, &mut limit, stats).await?;
+        if stats.page_shrinks != shrinks_before {
+            full_pages_since_shrink = 0;
+        }
         let Some(info) = pipeline.send_query(body).await else {
             return Ok(()); // the sink failed; its error is reported when it is joined
         };
@@ -271,6 +282,12 @@ async fn fetch_keyset(
             )));
         }
         start = Start::After(last);
+        full_pages_since_shrink += 1;
+        if limit < page_size && full_pages_since_shrink >= GROW_BACK_AFTER {
+            limit = limit.saturating_mul(2).min(page_size);
+            full_pages_since_shrink = 0;
+            tracing::info!(page_size = limit, "pages succeed again: doubling the page");
+        }
     }
 }
 
@@ -296,6 +313,7 @@ async fn fetch_page(
             Err(e) => {
                 rate_waits += 1;
                 let pause = rate_limit_pause(&e, rate_waits).ok_or(e)?;
+                stats.rate_limit_pauses += 1;
                 tracing::warn!(
                     pause_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX),
                     "rate limited: pausing before asking again"

@@ -1,0 +1,959 @@
+//! The checks: a scenario's check list, exactly-once over UUIDs, value-by-value comparison of
+//! every row with its source event under the documented type rule, and part bookkeeping
+//! (state parts = files on disk, sizes, hashes, no leftovers).
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use arrow_schema::{DataType, TimeUnit};
+use posthog_mock::Event;
+use serde_json::Value;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
+
+use super::cli::{CliRun, TABLE};
+use super::output::{self, Cell, Row, TableRows};
+
+/// A scenario's results: each check passes or fails; `summary` holds the headline numbers.
+#[derive(Default)]
+pub struct Checks {
+    items: Vec<(bool, String)>,
+    pub summary: String,
+}
+
+impl Checks {
+    pub fn check(&mut self, ok: bool, what: impl Into<String>) -> bool {
+        self.items.push((ok, what.into()));
+        ok
+    }
+
+    pub fn fail(&mut self, what: impl Into<String>) {
+        self.items.push((false, what.into()));
+    }
+
+    pub fn note(&mut self, what: impl Into<String>) {
+        let what = what.into();
+        if !self.summary.is_empty() {
+            self.summary.push_str("; ");
+        }
+        self.summary.push_str(&what);
+    }
+
+    pub fn failures(&self) -> Vec<&str> {
+        self.items
+            .iter()
+            .filter(|(ok, _)| !ok)
+            .map(|(_, w)| w.as_str())
+            .collect()
+    }
+
+    pub fn passed(&self) -> bool {
+        self.items.iter().all(|(ok, _)| *ok)
+    }
+
+    pub fn print(&self) {
+        for (ok, what) in &self.items {
+            println!("   {} {what}", if *ok { "ok  " } else { "FAIL" });
+        }
+    }
+}
+
+/// The source events by UUID.
+pub type Expected = HashMap<Uuid, Event>;
+
+pub fn expected_map(events: impl IntoIterator<Item = Event>) -> Expected {
+    events.into_iter().map(|e| (e.uuid, e)).collect()
+}
+
+/// Output formats as the files name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Parquet,
+    Jsonl,
+    Csv,
+}
+
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Parquet => "parquet",
+            Format::Jsonl => "jsonl",
+            Format::Csv => "csv",
+        }
+    }
+}
+
+/// Checks a CLI run that must succeed: exit 0, ONE JSON object on stdout, a non-error status,
+/// the table name. Returns the JSON when there is one.
+pub fn run_ok(ck: &mut Checks, run: &CliRun, what: &str) -> Option<Value> {
+    let exit_ok = ck.check(
+        run.code == Some(0),
+        format!(
+            "{what}: exit 0 (got {:?} after {:.1} s)",
+            run.code,
+            run.wall.as_secs_f64()
+        ),
+    );
+    if !exit_ok {
+        ck.fail(format!("{what}: {}", run.describe()));
+    }
+    match run.json() {
+        Ok(v) => {
+            let status = v["status"].as_str().unwrap_or("<missing>").to_owned();
+            ck.check(
+                !matches!(
+                    status.as_str(),
+                    "error" | "failed" | "failure" | "<missing>"
+                ),
+                format!("{what}: stdout status `{status}`"),
+            );
+            ck.check(
+                v["table"].as_str() == Some(TABLE),
+                format!("{what}: stdout table `{}`", v["table"]),
+            );
+            let missing: Vec<&str> = [
+                "rows_read",
+                "rows_deduplicated",
+                "rows_output",
+                "files",
+                "requests",
+                "retries",
+                "duration_ms",
+                "state",
+            ]
+            .into_iter()
+            .filter(|k| v.get(*k).is_none())
+            .collect();
+            ck.check(
+                missing.is_empty(),
+                format!("{what}: stdout has every summary field (missing: {missing:?})"),
+            );
+            Some(v)
+        }
+        Err(e) => {
+            ck.fail(format!("{what}: {e}"));
+            None
+        }
+    }
+}
+
+/// A number from a run summary (0 when absent, which `run_ok` already reported).
+pub fn num(summary: Option<&Value>, key: &str) -> u64 {
+    summary.and_then(|v| v[key].as_u64()).unwrap_or(0)
+}
+
+/// What the table holds after the runs, checked against the source.
+pub struct TableReport {
+    pub rows: usize,
+    pub parts: usize,
+    pub columns: usize,
+    /// Rows in the largest part.
+    pub largest_part: u64,
+    /// What was read, for [`self_test`].
+    pub table: TableRows,
+    pub types: HashMap<String, String>,
+    pub format: Format,
+}
+
+/// Where a table is and how strictly to check it.
+pub struct Look<'a> {
+    pub out: &'a Path,
+    pub state: PathBuf,
+    pub format: Format,
+    /// Compare every value (else UUIDs only).
+    pub values: bool,
+    /// After a successful run: every expected UUID present, the parts on disk exactly the
+    /// committed ones, nothing left over. Without it (after a crash): the committed parts are
+    /// durable and hold no UUID twice and none unknown.
+    pub complete: bool,
+}
+
+impl<'a> Look<'a> {
+    pub fn new(out: &'a Path, format: Format) -> Self {
+        Look {
+            out,
+            state: out.join("state.json"),
+            format,
+            values: true,
+            complete: true,
+        }
+    }
+}
+
+/// [`table_with`] on `out_dir` with its `state.json`, after a successful run.
+pub fn table(
+    ck: &mut Checks,
+    out_dir: &Path,
+    format: Format,
+    expected: &Expected,
+    values: bool,
+) -> anyhow::Result<TableReport> {
+    let look = Look {
+        values,
+        ..Look::new(out_dir, format)
+    };
+    table_with(ck, &look, expected)
+}
+
+/// Reads the table and checks everything the contract says about it:
+/// - the parts the state names exist, with the recorded rows, size and SHA-256, in the format;
+///   when complete, they are exactly the `part-*` files on disk and nothing else is left in
+///   the table directory;
+/// - the union (by name) of the committed parts holds each expected UUID exactly once (when
+///   complete; else at most once) and nothing else;
+/// - with `values`, every row equals its source event value by value.
+pub fn table_with(
+    ck: &mut Checks,
+    look: &Look,
+    expected: &Expected,
+) -> anyhow::Result<TableReport> {
+    let format = look.format;
+    let state = if look.state.exists() {
+        Some(output::load_state(&look.state)?)
+    } else {
+        if look.complete {
+            ck.fail(format!("{} does not exist", look.state.display()));
+        }
+        None
+    };
+    let table_dir = look.out.join(TABLE);
+    let sets = output::part_sets(state.as_ref(), &table_dir, TABLE)?;
+    let in_state = sets.state_paths();
+    let parts: Vec<PathBuf> = if sets.state_has_parts {
+        if look.complete {
+            ck.check(
+                in_state == sets.on_disk,
+                format!(
+                    "parts named by the state ({}) are the part-* files on disk ({}){}",
+                    in_state.len(),
+                    sets.on_disk.len(),
+                    diff_paths(&in_state, &sets.on_disk)
+                ),
+            );
+        } else {
+            let gone: Vec<String> = in_state
+                .iter()
+                .filter(|p| !p.exists())
+                .map(|p| name(p))
+                .collect();
+            ck.check(
+                gone.is_empty(),
+                format!("every part the state names exists {}", first(&gone)),
+            );
+        }
+        ck.check(
+            in_state.len() == sets.in_state.len(),
+            "the state names each part once",
+        );
+        let mut bad = Vec::new();
+        for p in &sets.in_state {
+            if !p.path.exists() {
+                continue;
+            }
+            if let Some(sha) = &p.sha256 {
+                let actual = output::sha256_file(&p.path)?;
+                if !actual.eq_ignore_ascii_case(sha) {
+                    bad.push(format!("{}: sha256 {actual} ≠ state {sha}", name(&p.path)));
+                }
+            }
+            if let Some(bytes) = p.bytes {
+                let actual = std::fs::metadata(&p.path)?.len();
+                if actual != bytes {
+                    bad.push(format!("{}: {actual} bytes ≠ state {bytes}", name(&p.path)));
+                }
+            }
+        }
+        ck.check(
+            bad.is_empty(),
+            format!(
+                "state part sizes and SHA-256 match the files {}",
+                first(&bad)
+            ),
+        );
+        in_state.iter().filter(|p| p.exists()).cloned().collect()
+    } else if state.is_some() || look.complete {
+        ck.fail("the state has no `parts` list for the table; reading the files on disk");
+        sets.on_disk.iter().cloned().collect()
+    } else {
+        Vec::new()
+    };
+    if look.complete {
+        ck.check(
+            sets.leftovers.is_empty(),
+            format!(
+                "no temporary or stray files in the table directory {}",
+                first(&sets.leftovers.iter().map(|p| name(p)).collect::<Vec<_>>())
+            ),
+        );
+    }
+    let wrong_ext: Vec<String> = parts
+        .iter()
+        .filter(|p| p.extension().and_then(|e| e.to_str()) != Some(format.name()))
+        .map(|p| name(p))
+        .collect();
+    ck.check(
+        wrong_ext.is_empty(),
+        format!("every part is .{} {}", format.name(), first(&wrong_ext)),
+    );
+
+    let only: Option<&[&str]> = if look.values { None } else { Some(&["uuid"]) };
+    let rows = output::read_parts_only(&parts, only)?;
+    for problem in rows.problems.iter().take(5) {
+        ck.fail(format!("reading the parts: {problem}"));
+    }
+    if let Some(state) = &state {
+        if sets.in_state.len() == parts.len() {
+            let differ = sets
+                .in_state
+                .iter()
+                .zip(&rows.part_rows)
+                .filter(|(p, n)| p.rows.is_some_and(|r| r != **n))
+                .count();
+            ck.check(
+                differ == 0,
+                format!("state row counts match the parts ({differ} differ)"),
+            );
+        }
+        if let Some(total) = state[TABLE]["rows_total"].as_u64() {
+            ck.check(
+                total == rows.rows.len() as u64,
+                format!(
+                    "state rows_total {total} = rows in the parts {}",
+                    rows.rows.len()
+                ),
+            );
+        }
+    }
+    if format == Format::Parquet && look.values {
+        parquet_types(ck, &rows);
+    }
+
+    exactly_once_inner(ck, &rows, expected, look.complete);
+    let types = state.as_ref().map(column_types).unwrap_or_default();
+    if look.values {
+        if types.is_empty() {
+            ck.fail("the state records no column types; comparing without them");
+        }
+        compare_values(ck, &rows, expected, &types, format);
+    }
+    let columns = rows
+        .rows
+        .iter()
+        .flat_map(|r| r.cells.keys())
+        .collect::<HashSet<_>>()
+        .len();
+    Ok(TableReport {
+        rows: rows.rows.len(),
+        parts: parts.len(),
+        columns,
+        largest_part: rows.part_rows.iter().copied().max().unwrap_or(0),
+        table: rows,
+        types,
+        format,
+    })
+}
+
+/// Proves the checks are not vacuous on this very output: with one expected event's string
+/// property changed, another's timestamp moved by 1 µs, a third's integer property turned into
+/// text, and a fourth event dropped from the expectation, the comparison must report exactly
+/// those three rows and that one unknown UUID.
+pub fn self_test(ck: &mut Checks, report: &TableReport, expected: &Expected) {
+    let mut doctored = expected.clone();
+    let mut uuids: Vec<Uuid> = doctored.keys().copied().collect();
+    uuids.sort();
+    let mut changed = 0;
+    let mut picks = uuids.iter();
+    // A string property.
+    for u in picks.by_ref() {
+        let e = doctored.get_mut(u).map(|e| &mut e.properties);
+        if let Some(props) = e
+            && let Some(v) = props.get_mut("$browser")
+            && v.is_string()
+        {
+            *v = Value::String("Netscape Navigator".into());
+            changed += 1;
+            break;
+        }
+    }
+    // The timestamp.
+    if let Some(u) = picks.next()
+        && let Some(e) = doctored.get_mut(u)
+    {
+        e.timestamp += time::Duration::microseconds(1);
+        changed += 1;
+    }
+    // An integer property, now text.
+    for u in picks.by_ref() {
+        let e = doctored.get_mut(u).map(|e| &mut e.properties);
+        if let Some(props) = e
+            && let Some(v) = props.get_mut("$screen_width")
+            && let Some(n) = v.as_i64()
+        {
+            *v = Value::String(n.to_string());
+            changed += 1;
+            break;
+        }
+    }
+    if let Some(u) = picks.next() {
+        doctored.remove(u);
+    }
+    let mut quiet = Checks::default();
+    let once = exactly_once(&mut quiet, &report.table, &doctored);
+    let mismatches = compare_values(
+        &mut quiet,
+        &report.table,
+        &doctored,
+        &report.types,
+        report.format,
+    );
+    ck.check(
+        changed == 3 && mismatches == 3 && once.unknown == 1 && once.missing == 0,
+        format!(
+            "self-test: {changed} doctored source events → {mismatches} rows reported different (3), {} unknown UUID (1)",
+            once.unknown
+        ),
+    );
+}
+
+fn parquet_types(ck: &mut Checks, rows: &TableRows) {
+    for col in ["timestamp", "created_at"] {
+        if let Some(dt) = rows.arrow_types.get(col) {
+            let ok = matches!(dt, DataType::Timestamp(TimeUnit::Microsecond, Some(tz))
+                if matches!(tz.as_ref(), "UTC" | "+00:00" | "Etc/UTC"));
+            ck.check(
+                ok,
+                format!("Parquet `{col}` is Timestamp(µs, UTC) (got {dt})"),
+            );
+        } else if col == "timestamp" {
+            ck.fail("Parquet parts have no `timestamp` column");
+        }
+    }
+}
+
+/// How the UUIDs of a table compare with the expected ones.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Once {
+    pub missing: usize,
+    pub duplicated: usize,
+    pub unknown: usize,
+    pub unreadable: usize,
+}
+
+/// Each expected UUID exactly once, nothing else.
+pub fn exactly_once(ck: &mut Checks, rows: &TableRows, expected: &Expected) -> Once {
+    exactly_once_inner(ck, rows, expected, true)
+}
+
+/// With `complete` false, missing UUIDs are allowed (a crashed run's committed prefix).
+fn exactly_once_inner(
+    ck: &mut Checks,
+    rows: &TableRows,
+    expected: &Expected,
+    complete: bool,
+) -> Once {
+    let mut seen: HashMap<Uuid, usize> = HashMap::with_capacity(rows.rows.len());
+    let mut unreadable = 0usize;
+    for row in &rows.rows {
+        match row
+            .get("uuid")
+            .and_then(Cell::text)
+            .and_then(|s| Uuid::parse_str(s).ok())
+        {
+            Some(u) => *seen.entry(u).or_default() += 1,
+            None => unreadable += 1,
+        }
+    }
+    let duplicates: Vec<(&Uuid, &usize)> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    let extra_copies: usize = duplicates.iter().map(|(_, n)| **n - 1).sum();
+    let missing: Vec<&Uuid> = expected.keys().filter(|u| !seen.contains_key(u)).collect();
+    let unknown: Vec<&Uuid> = seen.keys().filter(|u| !expected.contains_key(u)).collect();
+    ck.check(
+        duplicates.is_empty()
+            && (missing.is_empty() || !complete)
+            && unknown.is_empty()
+            && unreadable == 0,
+        format!(
+            "{}: {} rows, {} expected UUIDs; {} missing{}, {} duplicated ({} extra rows){}, {} unknown, {} without a uuid",
+            if complete { "exactly once" } else { "at most once" },
+            rows.rows.len(),
+            expected.len(),
+            missing.len(),
+            first(&missing.iter().map(|u| u.to_string()).collect::<Vec<_>>()),
+            duplicates.len(),
+            extra_copies,
+            first(&duplicates.iter().map(|(u, n)| format!("{u}×{n}")).collect::<Vec<_>>()),
+            unknown.len(),
+            unreadable
+        ),
+    );
+    Once {
+        missing: missing.len(),
+        duplicated: duplicates.len(),
+        unknown: unknown.len(),
+        unreadable,
+    }
+}
+
+/// Column name → type (`utf8`, `int64`, `float64`, `boolean`, `timestamp`, `json`) from the
+/// state's `columns` list.
+pub fn column_types(state: &Value) -> HashMap<String, String> {
+    state[TABLE]["columns"]
+        .as_array()
+        .map(|cols| {
+            cols.iter()
+                .filter_map(|c| {
+                    Some((
+                        c["name"].as_str()?.to_owned(),
+                        c["type"].as_str()?.to_owned(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every row against its source event.
+fn compare_values(
+    ck: &mut Checks,
+    rows: &TableRows,
+    expected: &Expected,
+    types: &HashMap<String, String>,
+    format: Format,
+) -> usize {
+    let present: HashSet<&str> = rows
+        .rows
+        .iter()
+        .flat_map(|r| r.cells.keys().map(|k| &**k))
+        .collect();
+    let mut mismatches = 0usize;
+    let mut examples: Vec<String> = Vec::new();
+    let mut cells = 0usize;
+    for row in &rows.rows {
+        let Some(event) = row
+            .get("uuid")
+            .and_then(Cell::text)
+            .and_then(|s| Uuid::parse_str(s).ok())
+            .and_then(|u| expected.get(&u))
+        else {
+            continue;
+        };
+        let problems = compare_row(row, event, types, &present, &mut cells);
+        if !problems.is_empty() {
+            mismatches += 1;
+            if examples.len() < 6 {
+                examples.push(format!(
+                    "{} (part {}): {}",
+                    event.uuid,
+                    rows.parts
+                        .get(row.part)
+                        .map_or_else(String::new, |p| name(p)),
+                    problems.join("; ")
+                ));
+            }
+        }
+    }
+    ck.check(
+        mismatches == 0,
+        format!(
+            "value by value ({}): {} rows, {} cells compared, {} rows differ from the source{}",
+            format.name(),
+            rows.rows.len(),
+            cells,
+            mismatches,
+            if examples.is_empty() {
+                String::new()
+            } else {
+                format!(", e.g. {}", examples.join(" | "))
+            }
+        ),
+    );
+    mismatches
+}
+
+fn compare_row(
+    row: &Row,
+    e: &Event,
+    types: &HashMap<String, String>,
+    present: &HashSet<&str>,
+    cells: &mut usize,
+) -> Vec<String> {
+    let mut p = Vec::new();
+    let mut text_eq = |col: &str, want: &str, p: &mut Vec<String>| {
+        *cells += 1;
+        match row.get(col) {
+            Some(c) if c.text() == Some(want) => {}
+            other => p.push(format!("{col}: {} ≠ {want:?}", show(other))),
+        }
+    };
+    text_eq("event", &e.event, &mut p);
+    text_eq("distinct_id", &e.distinct_id, &mut p);
+    *cells += 1;
+    match row.get("uuid").and_then(Cell::text).map(Uuid::parse_str) {
+        Some(Ok(u)) if u == e.uuid => {}
+        other => p.push(format!("uuid: {other:?} ≠ {}", e.uuid)),
+    }
+    let instant = |col: &str, want: OffsetDateTime, p: &mut Vec<String>| {
+        let got = row.get(col);
+        let want_us = micros(want);
+        if got.and_then(cell_micros) != Some(want_us) {
+            p.push(format!("{col}: {} ≠ {want_us} µs ({want})", show(got)));
+        }
+    };
+    *cells += 1;
+    instant("timestamp", e.timestamp, &mut p);
+    if present.contains("created_at") {
+        *cells += 1;
+        instant("created_at", e.created_at, &mut p);
+    }
+    if present.contains("person_id") {
+        *cells += 1;
+        let got = row.get("person_id");
+        let ok = match e.person_id {
+            Some(want) => {
+                got.and_then(Cell::text)
+                    .and_then(|s| Uuid::parse_str(s).ok())
+                    == Some(want)
+            }
+            None => got.is_none(),
+        };
+        if !ok {
+            p.push(format!("person_id: {} ≠ {:?}", show(got), e.person_id));
+        }
+    }
+    if present.contains("elements_chain") {
+        *cells += 1;
+        let got = row.get("elements_chain");
+        if got.and_then(Cell::text) != Some(e.elements_chain.as_str()) {
+            p.push(format!(
+                "elements_chain: {} ≠ {:?}",
+                show(got),
+                super::cli::clip(&e.elements_chain, 40)
+            ));
+        }
+    }
+
+    // Properties: each non-null value in `properties_<k>` or its `__json` sibling, never both;
+    // nulls nowhere; and no other property cell in the row.
+    let mut expected_cells = 0usize;
+    for (k, v) in &e.properties {
+        let col = format!("properties_{k}");
+        let fb = format!("{col}__json");
+        let typed = row.get(&col);
+        let json = row.get(&fb);
+        *cells += 1;
+        if v.is_null() {
+            if typed.is_some() || json.is_some() {
+                p.push(format!(
+                    "{col}: null in the source, got {} / {}",
+                    show(typed),
+                    show(json)
+                ));
+            }
+            continue;
+        }
+        expected_cells += 1;
+        let ty = types.get(&col).map(String::as_str);
+        match (typed, json) {
+            (Some(c), None) => {
+                if !typed_matches(c, v, ty) {
+                    p.push(format!(
+                        "{col} ({}): {} ≠ {v}",
+                        ty.unwrap_or("?"),
+                        show(Some(c))
+                    ));
+                }
+            }
+            (None, Some(c)) => {
+                if !json_text_matches(c, v) {
+                    p.push(format!("{fb}: {} ≠ {v}", show(Some(c))));
+                } else if let Some(t) = ty
+                    && fits(v, t)
+                {
+                    p.push(format!(
+                        "{fb}: {v} fits `{col}` ({t}) but went to the sibling"
+                    ));
+                }
+            }
+            (Some(a), Some(b)) => p.push(format!(
+                "{col}: value in both the typed column ({}) and {fb} ({})",
+                show(Some(a)),
+                show(Some(b))
+            )),
+            (None, None) => p.push(format!("{col}: missing (source {v})")),
+        }
+    }
+    let property_cells = row
+        .cells
+        .keys()
+        .filter(|k| k.starts_with("properties_"))
+        .count();
+    if property_cells != expected_cells {
+        let known: HashSet<String> = e
+            .properties
+            .keys()
+            .flat_map(|k| [format!("properties_{k}"), format!("properties_{k}__json")])
+            .collect();
+        let extra: Vec<&str> = row
+            .cells
+            .keys()
+            .filter(|k| k.starts_with("properties_") && !known.contains(&***k))
+            .map(|k| &**k)
+            .collect();
+        p.push(format!(
+            "{property_cells} property cells, {expected_cells} non-null source properties (extra: {extra:?})"
+        ));
+    }
+    p
+}
+
+/// Whether a typed cell holds the source value under the column's type.
+fn typed_matches(cell: &Cell, v: &Value, ty: Option<&str>) -> bool {
+    match cell {
+        Cell::Int(i) => is_integer(v) && v.as_i64() == Some(*i),
+        Cell::Float(f) => float_fits(v) && v.as_f64() == Some(*f),
+        Cell::Bool(b) => v.as_bool() == Some(*b),
+        Cell::Micros(_) => false,
+        Cell::Text(s) => match ty {
+            Some("json") => json_text_matches(cell, v),
+            Some("utf8") => v.as_str() == Some(s.as_str()),
+            Some("int64") => is_integer(v) && s.parse::<i64>().ok() == v.as_i64(),
+            Some("float64") => float_fits(v) && s.parse::<f64>().ok() == v.as_f64(),
+            Some("boolean") => match s.as_str() {
+                "true" => v == &Value::Bool(true),
+                "false" => v == &Value::Bool(false),
+                _ => false,
+            },
+            Some(_) => false,
+            None => v.as_str() == Some(s.as_str()) || json_text_matches(cell, v),
+        },
+        Cell::Json(x) => match ty {
+            Some("json") | None => json_eq(x, v),
+            Some("utf8") => x.is_string() && x == v,
+            Some("int64") => x.is_i64() && json_eq(x, v) && is_integer(v),
+            Some("float64") => x.is_number() && float_fits(v) && x.as_f64() == v.as_f64(),
+            Some("boolean") => x.is_boolean() && x == v,
+            Some(_) => false,
+        },
+    }
+}
+
+/// A `__json` (or `json`-typed) cell: its JSON text parses to the source value.
+fn json_text_matches(cell: &Cell, v: &Value) -> bool {
+    match cell {
+        Cell::Text(s) => serde_json::from_str::<Value>(s).is_ok_and(|x| json_eq(&x, v)),
+        Cell::Json(x) => json_eq(x, v),
+        _ => false,
+    }
+}
+
+/// The documented rule: does `v` fit a column of type `ty` (so it must not go to `__json`)?
+fn fits(v: &Value, ty: &str) -> bool {
+    match ty {
+        "utf8" => v.is_string(),
+        "int64" => is_integer(v) && v.as_i64().is_some(),
+        "float64" => float_fits(v),
+        "boolean" => v.is_boolean(),
+        "json" => true,
+        _ => false,
+    }
+}
+
+fn is_integer(v: &Value) -> bool {
+    v.is_i64() || v.is_u64()
+}
+
+/// A Float64 column takes any finite float, and integers up to 2^53 in magnitude.
+fn float_fits(v: &Value) -> bool {
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    if v.is_f64() {
+        return v.as_f64().is_some_and(f64::is_finite);
+    }
+    v.as_f64().is_some_and(|f| f.abs() <= EXACT) && is_integer(v)
+}
+
+/// JSON equality with numbers compared by value (`1.50` = `1.5`, `3` = `3.0`).
+pub fn json_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            match (x.as_i64(), y.as_i64(), x.as_u64(), y.as_u64()) {
+                (Some(i), Some(j), _, _) => i == j,
+                (_, _, Some(i), Some(j)) => i == j,
+                _ => x.as_f64() == y.as_f64(),
+            }
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_eq(a, b))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, a)| y.get(k).is_some_and(|b| json_eq(a, b)))
+        }
+        _ => a == b,
+    }
+}
+
+fn cell_micros(cell: &Cell) -> Option<i64> {
+    match cell {
+        Cell::Micros(m) => Some(*m),
+        other => other.text().and_then(parse_instant),
+    }
+}
+
+/// An RFC 3339 instant (a space instead of `T` accepted) in µs since the epoch.
+pub fn parse_instant(s: &str) -> Option<i64> {
+    let fixed;
+    let s = if s.as_bytes().get(10) == Some(&b' ') {
+        fixed = format!("{}T{}", &s[..10], &s[11..]);
+        fixed.as_str()
+    } else {
+        s
+    };
+    OffsetDateTime::parse(s, &Rfc3339).ok().map(micros)
+}
+
+pub fn micros(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
+}
+
+fn show(cell: Option<&Cell>) -> String {
+    match cell {
+        None => "null".into(),
+        Some(Cell::Text(s)) => format!("{:?}", super::cli::clip(s, 60)),
+        Some(Cell::Json(v)) => super::cli::clip(&v.to_string(), 60),
+        Some(Cell::Int(i)) => format!("{i}i64"),
+        Some(Cell::Float(f)) => format!("{f:?}f64"),
+        Some(Cell::Bool(b)) => b.to_string(),
+        Some(Cell::Micros(m)) => format!("{m} µs"),
+    }
+}
+
+pub fn name(p: &Path) -> String {
+    p.file_name().map_or_else(
+        || p.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+fn first<T: std::fmt::Display>(items: &[T]) -> String {
+    if items.is_empty() {
+        return String::new();
+    }
+    let shown: Vec<String> = items.iter().take(3).map(ToString::to_string).collect();
+    format!(
+        " (e.g. {}{})",
+        shown.join(", "),
+        if items.len() > 3 { ", …" } else { "" }
+    )
+}
+
+fn diff_paths(
+    a: &std::collections::BTreeSet<std::path::PathBuf>,
+    b: &std::collections::BTreeSet<std::path::PathBuf>,
+) -> String {
+    let only_a: Vec<String> = a.difference(b).map(|p| name(p)).collect();
+    let only_b: Vec<String> = b.difference(a).map(|p| name(p)).collect();
+    if only_a.is_empty() && only_b.is_empty() {
+        return String::new();
+    }
+    format!(
+        "; only in state: {}; only on disk: {}",
+        first(&only_a),
+        first(&only_b)
+    )
+}
+
+/// Every file under `dir` and the run outputs, searched for `secret`.
+pub fn secret_absent(
+    ck: &mut Checks,
+    secret: &str,
+    runs: &[&CliRun],
+    dir: &Path,
+) -> anyhow::Result<()> {
+    for run in runs {
+        ck.check(
+            !run.stdout.contains(secret),
+            format!(
+                "key absent from stdout of `{}`",
+                super::cli::clip(&run.label, 90)
+            ),
+        );
+        ck.check(
+            !run.stderr.contains(secret),
+            format!(
+                "key absent from stderr of `{}` ({} bytes)",
+                super::cli::clip(&run.label, 90),
+                run.stderr.len()
+            ),
+        );
+    }
+    let files = output::all_files(dir)?;
+    let mut hits = Vec::new();
+    for f in &files {
+        let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+        if bytes.windows(secret.len()).any(|w| w == secret.as_bytes()) {
+            hits.push(f.display().to_string());
+        }
+    }
+    ck.check(
+        hits.is_empty(),
+        format!(
+            "key absent from all {} files under {} {}",
+            files.len(),
+            name(dir),
+            first(&hits)
+        ),
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn json_numbers_compare_by_value() {
+        assert!(json_eq(&json!({"a": [1.50, 3]}), &json!({"a": [1.5, 3.0]})));
+        assert!(!json_eq(&json!("42"), &json!(42)));
+        assert!(!json_eq(&json!({"a": 1}), &json!({"a": 1, "b": null})));
+    }
+
+    #[test]
+    fn typed_cells_follow_the_rule() {
+        assert!(typed_matches(&Cell::Int(42), &json!(42), None));
+        assert!(!typed_matches(&Cell::Int(42), &json!(42.0), None));
+        assert!(typed_matches(&Cell::Float(42.0), &json!(42), None));
+        assert!(!typed_matches(
+            &Cell::Text("42".into()),
+            &json!(42),
+            Some("utf8")
+        ));
+        assert!(typed_matches(
+            &Cell::Text("\"42\"".into()),
+            &json!("42"),
+            Some("json")
+        ));
+        assert!(typed_matches(
+            &Cell::Text("42".into()),
+            &json!(42),
+            Some("int64")
+        ));
+        assert!(!typed_matches(
+            &Cell::Json(json!("42")),
+            &json!(42),
+            Some("int64")
+        ));
+        assert!(fits(&json!(42), "float64") && !fits(&json!("x"), "int64"));
+    }
+
+    #[test]
+    fn instants_with_any_offset() {
+        let utc = parse_instant("2025-01-02T13:57:30.178957Z").unwrap();
+        assert_eq!(parse_instant("2025-01-02T19:27:30.178957+05:30"), Some(utc));
+        assert_eq!(parse_instant("2025-01-02 08:57:30.178957-05:00"), Some(utc));
+        assert_eq!(parse_instant("2025-01-02T13:57:30Z"), Some(utc - 178_957));
+    }
+}
