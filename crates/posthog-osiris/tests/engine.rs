@@ -456,3 +456,28 @@ async fn a_non_utc_project_time_zone_reads_the_same_instants() {
     assert_eq!(checked, 1_200);
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persons_can_run_incrementally_on_created_at() {
+    let (server, dataset) = mock(10, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = MemoryStore::new();
+    let config = config(
+        &server,
+        json!({"data_type": "persons", "page_size": 100, "incremental_field": "created_at",
+               "initial_since": "2000-01-01T00:00:00Z"}),
+        json!({"format": "jsonl"}),
+    );
+    let first = run(&config, &mut store, dir.path()).await;
+    assert_eq!(first.rows_output as usize, dataset.persons.len());
+    let state = store.load("posthog_persons").unwrap().unwrap();
+    assert!(
+        state.last_timestamp.is_some(),
+        "a created_at watermark is kept"
+    );
+    let second = run(&config, &mut store, dir.path()).await;
+    assert_eq!(second.rows_output, 0, "nothing new: nothing written");
+    let ids = dataset.persons.iter().map(|p| p.id.to_string());
+    assert_exactly_once(&dir.path().join("posthog_persons"), ids);
+    server.shutdown().await;
+}
