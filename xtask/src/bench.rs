@@ -62,22 +62,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 fn core(counts: &[u64], runs: usize) -> anyhow::Result<()> {
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "posthog-core",
-            "--example",
-            "bench_core",
-        ])
-        .status()
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("building the benchmark failed");
-    }
-    let exe = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/release/examples/bench_core");
+    crate::cargo_build(&["--release", "-p", "posthog-core", "--example", "bench_core"])?;
+    let exe = crate::target_dir().join("release/examples/bench_core");
     let mut plan: Vec<(&str, u64)> = counts.iter().map(|&n| ("parquet", n)).collect();
     let first = counts.first().copied().unwrap_or(1_000_000);
     plan.push(("jsonl", first));

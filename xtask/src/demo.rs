@@ -164,17 +164,8 @@ fn uuid_for(i: u64) -> uuid::Uuid {
 
 /// Builds the CLI (debug profile, shared with `cargo test`) and returns its path.
 fn build_cli() -> anyhow::Result<PathBuf> {
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "-p", "posthog-cli"])
-        .status()
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("building posthog-cli failed");
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    Ok(target.join("debug/posthog-cli"))
+    crate::cargo_build(&["--quiet", "-p", "posthog-cli"])?;
+    Ok(crate::target_dir().join("debug/posthog-cli"))
 }
 
 fn run_cli(cli: &Path, config: &Path, output: &Path, key_file: &Path) -> anyhow::Result<Value> {

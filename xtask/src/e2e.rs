@@ -22,7 +22,6 @@ mod scenarios;
 mod verify;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -190,11 +189,18 @@ pub fn run(args: E2eArgs) -> anyhow::Result<()> {
     }
 
     let started = Instant::now();
-    let root = workspace_root();
     if !args.no_build {
-        build(&root)?;
+        println!("building posthog-cli and posthog-mock (release)…");
+        crate::cargo_build(&[
+            "--release",
+            "--locked",
+            "-p",
+            "posthog-cli",
+            "-p",
+            "posthog-mock",
+        ])?;
     }
-    let release = target_dir(&root).join("release");
+    let release = crate::target_dir().join("release");
     let env = Env {
         cli: existing(release.join("posthog-cli"))?,
         mock: existing(release.join("posthog-mock"))?,
@@ -252,38 +258,6 @@ pub fn run(args: E2eArgs) -> anyhow::Result<()> {
     );
     if failed > 0 {
         bail!("{failed} e2e scenario(s) failed");
-    }
-    Ok(())
-}
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-}
-
-fn target_dir(root: &Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
-}
-
-fn build(root: &Path) -> anyhow::Result<()> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    println!("building posthog-cli and posthog-mock (release)…");
-    let status = Command::new(cargo)
-        .current_dir(root)
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "posthog-cli",
-            "-p",
-            "posthog-mock",
-            "--locked",
-        ])
-        .status()
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("cargo build --release -p posthog-cli -p posthog-mock failed ({status})");
     }
     Ok(())
 }

@@ -10,6 +10,7 @@ mod bench;
 mod demo;
 pub(crate) mod e2e;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -44,9 +45,28 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// The workspace root (the parent of `xtask/`).
+pub(crate) fn workspace_root() -> std::path::PathBuf {
+    let xtask = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    xtask.parent().unwrap_or(xtask).to_path_buf()
+}
+
 /// The cargo target directory (`CARGO_TARGET_DIR`, else the workspace's `target/`).
 pub(crate) fn target_dir() -> std::path::PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+        .map_or_else(|| workspace_root().join("target"), std::path::PathBuf::from)
+}
+
+/// Runs `cargo build <args>` in the workspace root (the binaries the tasks drive).
+pub(crate) fn cargo_build(args: &[&str]) -> anyhow::Result<()> {
+    let status = std::process::Command::new(env!("CARGO"))
+        .current_dir(workspace_root())
+        .arg("build")
+        .args(args)
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        anyhow::bail!("cargo build {} failed ({status})", args.join(" "));
+    }
+    Ok(())
 }

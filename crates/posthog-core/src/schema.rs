@@ -53,6 +53,28 @@ pub enum ColumnType {
 }
 
 impl ColumnType {
+    /// Every type, in declaration order.
+    pub const ALL: [ColumnType; 6] = [
+        ColumnType::Utf8,
+        ColumnType::Int64,
+        ColumnType::Float64,
+        ColumnType::Boolean,
+        ColumnType::Timestamp,
+        ColumnType::Json,
+    ];
+
+    /// The type named `name` (as [`ColumnType::as_str`] spells it), e.g. when reading the
+    /// columns recorded in a state file.
+    ///
+    /// ```
+    /// use posthog_core::ColumnType;
+    /// assert_eq!(ColumnType::from_name("int64"), Some(ColumnType::Int64));
+    /// assert_eq!(ColumnType::from_name("Int64"), None);
+    /// ```
+    pub fn from_name(name: &str) -> Option<ColumnType> {
+        ColumnType::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+
     /// The name used in the state and in docs.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -178,6 +178,12 @@ async fn incremental_run_keeps_late_events_inside_the_lookback_and_drops_rereads
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousands_of_events_on_one_timestamp_page_by_uuid() {
     let (server, dataset) = mock(3_200, 2_600).await;
+    let mut per_instant: HashMap<OffsetDateTime, usize> = HashMap::new();
+    for e in &dataset.events {
+        *per_instant.entry(e.timestamp).or_default() += 1;
+    }
+    let largest = per_instant.values().max().copied().unwrap_or(0);
+    assert!(largest >= 2_600, "the dataset has the cluster ({largest})");
     let dir = tempfile::tempdir().unwrap();
     let mut store = MemoryStore::new();
     let summary = run(&events_config(&server, 1_000), &mut store, dir.path()).await;
@@ -479,5 +485,37 @@ async fn persons_can_run_incrementally_on_created_at() {
     assert_eq!(second.rows_output, 0, "nothing new: nothing written");
     let ids = dataset.persons.iter().map(|p| p.id.to_string());
     assert_exactly_once(&dir.path().join("posthog_persons"), ids);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_columns_that_cannot_be_used_are_a_config_error_naming_them() {
+    let (server, _dataset) = mock(10, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = MemoryStore::new();
+    let mut config = events_config(&server, 1_000);
+    config.inputs_state.insert(
+        "posthog_events".into(),
+        json!({"last_timestamp": null, "columns": [
+            {"name": "uuid", "type": "utf8", "field": "uuid"},
+            {"name": "event", "type": "varchar", "field": "event"},
+        ]}),
+    );
+    let err = PostHogDriver
+        .run(&config, &mut store, &ctx(dir.path()))
+        .await
+        .expect_err("an unknown column type is refused");
+    assert_eq!(err.category().as_str(), "config");
+    assert!(
+        err.to_string().starts_with(
+            "state.posthog_events.columns[1]: cannot be used: unknown type \"varchar\""
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        server.request_count(RouteClass::Query),
+        0,
+        "refused before any request"
+    );
     server.shutdown().await;
 }

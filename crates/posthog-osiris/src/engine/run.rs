@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use futures_util::TryStreamExt;
 use posthog_client::{Client, Error as ClientError, ErrorCategory, ListParams};
 use posthog_core::{
-    ColumnSpec, DedupWindow, OutputFormat as CoreFormat, UnixMicros, WriterOptions,
-    parse_timestamp, writer::sync_dir,
+    DedupWindow, OutputFormat as CoreFormat, UnixMicros, WriterOptions, parse_timestamp,
+    writer::sync_dir,
 };
 use posthog_state::{StateStore, TableState};
 use serde_json::value::RawValue;
@@ -112,7 +112,7 @@ pub(crate) async fn run(
         Source::Rest(_) => (Source::rest_fields(), None, None),
     };
     let known_columns = if incremental {
-        known_columns(&prior, &table)?
+        super::sink::known_columns(&prior, &table)?
     } else {
         Vec::new()
     };
@@ -464,26 +464,6 @@ fn start_of(
             None => now - i64::try_from(DEFAULT_HISTORY.as_micros()).unwrap_or(0),
         }),
     }
-}
-
-/// The columns recorded in the state, as the batch builder takes them.
-fn known_columns(state: &TableState, table: &str) -> Result<Vec<ColumnSpec>, DriverError> {
-    let Some(records) = &state.columns else {
-        return Ok(Vec::new());
-    };
-    records
-        .iter()
-        .enumerate()
-        .map(|(n, record)| {
-            let value = serde_json::to_value(record).unwrap_or_default();
-            serde_json::from_value::<ColumnSpec>(value).map_err(|e| {
-                DriverError::Config(ConfigError::new(
-                    format!("state.{table}.columns[{n}]"),
-                    format!("cannot be used ({e}); a column needs name, type and field"),
-                ))
-            })
-        })
-        .collect()
 }
 
 /// Removes part files in the table directory that the committed state does not name (what a

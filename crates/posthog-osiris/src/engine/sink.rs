@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use posthog_core::{
-    BatchBuilder, ColumnSpec, DedupWindow, FieldSpec, FlattenMode, PartFile, QueryPage,
+    BatchBuilder, ColumnSpec, ColumnType, DedupWindow, FieldSpec, FlattenMode, PartFile, QueryPage,
     TableWriter, WriterOptions, format_timestamp, raw_timestamp, raw_uuid,
 };
 use posthog_state::{ColumnRecord, PartRecord, TableState};
@@ -21,8 +21,8 @@ use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
 use super::source::Cursor;
-use crate::DriverError;
 use crate::driver::{Observer, Progress};
+use crate::{ConfigError, DriverError};
 
 /// At most this many UUIDs are written to the seed-compatible `recent_uuids` field; the dedup
 /// window (`dedup_window`) is what the engine reads back.
@@ -415,6 +415,43 @@ impl Sink {
     }
 }
 
+/// The columns recorded in the state, as the batch builder takes them (the inverse of
+/// [`column_record`]).
+pub(crate) fn known_columns(
+    state: &TableState,
+    table: &str,
+) -> Result<Vec<ColumnSpec>, DriverError> {
+    let Some(records) = &state.columns else {
+        return Ok(Vec::new());
+    };
+    let unusable = |n: usize, why: String| {
+        DriverError::Config(ConfigError::new(
+            format!("state.{table}.columns[{n}]"),
+            format!("cannot be used: {why}; a column needs name, type and field"),
+        ))
+    };
+    records
+        .iter()
+        .enumerate()
+        .map(|(n, record)| {
+            let data_type = ColumnType::from_name(&record.data_type)
+                .ok_or_else(|| unusable(n, format!("unknown type {:?}", record.data_type)))?;
+            let field = record
+                .field
+                .clone()
+                .ok_or_else(|| unusable(n, "no source field".into()))?;
+            Ok(ColumnSpec {
+                name: record.name.clone(),
+                data_type,
+                field,
+                key: record.key.clone(),
+                fallback: record.fallback,
+            })
+        })
+        .collect()
+}
+
+/// A column as the state records it.
 fn column_record(spec: ColumnSpec) -> ColumnRecord {
     ColumnRecord {
         name: spec.name,
