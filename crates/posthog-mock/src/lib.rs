@@ -1,10 +1,12 @@
 //! A mock PostHog server for tests, demos and benchmarks of the PostHog toolkit.
 //!
 //! It **evaluates** requests over its data: HogQL queries are parsed, type-checked and run
-//! over an `events` and a `persons` table (keyset tuple comparison in ClickHouse UUID order,
-//! ORDER BY, LIMIT clamped to 50 000, OFFSET rejected as PostHog rejects it for personal API
-//! keys); REST lists paginate their fixtures with DRF's limit/offset links; capture and flags
-//! validate and record. Nothing is replayed from canned pages keyed by query text.
+//! over `events`, `persons` and a `sessions` table derived from the events, with subqueries in
+//! FROM (keyset tuple comparison in ClickHouse UUID order, ORDER BY, aggregates, date and
+//! interval functions, LIMIT clamped to 50 000, OFFSET rejected as PostHog rejects it for
+//! personal API keys); REST lists paginate their fixtures with DRF's limit/offset links;
+//! cohorts are created and their persons computed from their property filters; capture and
+//! flags validate and record. Nothing is replayed from canned pages keyed by query text.
 //!
 //! Around that it injects faults at connection level: scripted one-shot faults per route class
 //! ([`MockServer::push_fault`]), a seeded random fault mix, and a server-side rate limit.

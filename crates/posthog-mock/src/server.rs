@@ -91,6 +91,8 @@ pub(crate) struct Shared {
     pub config: MockConfig,
     pub events: RwLock<EventStore>,
     pub persons: PersonStore,
+    /// The cohorts: the fixtures plus those created with `POST …/cohorts/`.
+    pub cohorts: Mutex<Vec<Value>>,
     pub counts: Mutex<[usize; RouteClass::ALL.len()]>,
     pub log: Mutex<RequestLog>,
     pub faults: Mutex<HashMap<RouteClass, VecDeque<Fault>>>,
@@ -109,11 +111,13 @@ impl Shared {
     fn new(mut config: MockConfig) -> Shared {
         let events = std::mem::take(&mut config.dataset.events);
         let persons = std::mem::take(&mut config.dataset.persons);
+        let cohorts = std::mem::take(&mut config.dataset.cohorts);
         let lazy = config.dataset.lazy_events.take();
         let seed = config.random_faults.map_or(0, |r| r.seed);
         Shared {
             events: RwLock::new(EventStore::new(events, lazy)),
             persons: PersonStore::new(persons),
+            cohorts: Mutex::new(cohorts),
             counts: Mutex::new([0; RouteClass::ALL.len()]),
             log: Mutex::new(RequestLog::default()),
             faults: Mutex::new(HashMap::new()),

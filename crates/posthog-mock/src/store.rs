@@ -6,7 +6,8 @@
 //! regenerated on demand from the seed.
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -63,12 +64,45 @@ pub(crate) enum SortColumn {
     CreatedAt,
 }
 
+/// One row of the `sessions` table: the events sharing a `$session_id` property.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Session {
+    pub id: String,
+    /// The distinct id of the session's first event.
+    pub distinct_id: Arc<str>,
+    /// Timestamp of the first event, µs.
+    pub start: i64,
+    /// Timestamp of the last event, µs.
+    pub end: i64,
+    pub pageviews: u64,
+    pub autocaptures: u64,
+    /// `$current_url` of the first event, if it had one.
+    pub entry_url: Option<String>,
+    /// `$current_url` of the last event, if it had one.
+    pub end_url: Option<String>,
+}
+
+impl Session {
+    /// `$session_duration`: whole seconds between the first and the last event, counted as
+    /// ClickHouse's `dateDiff('second', start, end)` counts them (second boundaries crossed).
+    pub(crate) fn duration_seconds(&self) -> i64 {
+        self.end.div_euclid(1_000_000) - self.start.div_euclid(1_000_000)
+    }
+
+    /// `$is_bounce`: at most one pageview and shorter than 10 seconds.
+    pub(crate) fn is_bounce(&self) -> bool {
+        self.pageviews <= 1 && self.duration_seconds() < 10
+    }
+}
+
 /// The `events` table.
 #[derive(Debug, Default)]
 pub(crate) struct EventStore {
     events: Vec<StoredEvent>,
     by_created: Vec<u32>,
     generator: Option<Arc<Generator>>,
+    /// The `sessions` table, derived on first use and dropped when events change.
+    sessions: OnceLock<Vec<Session>>,
 }
 
 impl EventStore {
@@ -91,6 +125,74 @@ impl EventStore {
     pub(crate) fn insert(&mut self, events: Vec<Event>) {
         self.events.extend(events.into_iter().map(stored_explicit));
         self.reindex();
+        self.sessions = OnceLock::new();
+    }
+
+    /// The `sessions` table, sorted by session id: the events with a non-empty string
+    /// `$session_id` property, grouped by it. Computed once per version of the events
+    /// (O(events); generated events need only their session id and URL, not all properties).
+    pub(crate) fn sessions(&self) -> &[Session] {
+        self.sessions.get_or_init(|| {
+            let mut index: HashMap<String, usize> = HashMap::new();
+            let mut sessions: Vec<Session> = Vec::new();
+            // Storage order is (timestamp, uuid): the first event seen is a session's first.
+            for e in &self.events {
+                let Some((id, url)) = self.session_fields(e) else {
+                    continue;
+                };
+                let i = match index.get(&id) {
+                    Some(i) => *i,
+                    None => {
+                        index.insert(id.clone(), sessions.len());
+                        sessions.push(Session {
+                            id,
+                            distinct_id: e.distinct_id.clone(),
+                            start: e.ts,
+                            end: e.ts,
+                            pageviews: 0,
+                            autocaptures: 0,
+                            entry_url: url.clone(),
+                            end_url: None,
+                        });
+                        sessions.len() - 1
+                    }
+                };
+                let s = &mut sessions[i];
+                s.end = e.ts;
+                s.end_url = url;
+                match &*e.event {
+                    "$pageview" => s.pageviews += 1,
+                    "$autocapture" => s.autocaptures += 1,
+                    _ => {}
+                }
+            }
+            sessions.sort_by(|a, b| a.id.cmp(&b.id));
+            sessions
+        })
+    }
+
+    /// The event's `$session_id` (when a non-empty string) and `$current_url` (when a string).
+    fn session_fields(&self, e: &StoredEvent) -> Option<(String, Option<String>)> {
+        match (&e.body, &self.generator) {
+            (EventBody::Generated { index, person }, Some(g)) => {
+                let (id, url) = g.session_fields(&self.core(e, *index, *person));
+                Some((id, Some(url)))
+            }
+            (EventBody::Generated { .. }, None) => None,
+            (EventBody::Explicit(b), _) => {
+                let id = b
+                    .properties
+                    .get("$session_id")
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())?;
+                let url = b
+                    .properties
+                    .get("$current_url")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                Some((id.to_owned(), url))
+            }
+        }
     }
 
     fn reindex(&mut self) {
@@ -277,6 +379,38 @@ mod tests {
         for pos in 0..eager.len() {
             assert_eq!(eager.event(pos), lazy.event(pos));
         }
+    }
+
+    #[test]
+    fn generated_sessions_match_the_materialised_properties() {
+        let spec = GenSpec {
+            events: 400,
+            persons: 10,
+            ..GenSpec::default()
+        };
+        let eager = EventStore::new(Dataset::generate(&spec).events, None);
+        let lazy = EventStore::new(Vec::new(), Some(spec));
+        assert!(lazy.sessions().len() > 10);
+        assert_eq!(eager.sessions(), lazy.sessions());
+        assert!(lazy.sessions().iter().all(|s| s.start <= s.end));
+        assert!(lazy.sessions().windows(2).all(|w| w[0].id < w[1].id));
+    }
+
+    #[test]
+    fn inserting_events_refreshes_the_sessions() {
+        let mut store = EventStore::default();
+        assert!(store.sessions().is_empty());
+        let mut e = Dataset::generate(&GenSpec {
+            events: 1,
+            persons: 1,
+            ..GenSpec::default()
+        })
+        .events;
+        e[0].properties
+            .insert("$session_id".into(), Value::String("s-1".into()));
+        store.insert(e);
+        assert_eq!(store.sessions().len(), 1);
+        assert_eq!(store.sessions()[0].id, "s-1");
     }
 
     #[test]

@@ -175,6 +175,100 @@ fn parse_time(s: &str) -> Option<(Time, &str)> {
     Some((time, &s[idx..]))
 }
 
+/// Microseconds in a day.
+pub(crate) const US_PER_DAY: i64 = 86_400_000_000;
+
+/// Dates further than this many days from 1970-01-01 are out of range (about ±273 000 years:
+/// every such day's midnight still fits an `i64` of microseconds).
+pub(crate) const MAX_DAYS: i64 = 100_000_000;
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
+/// `month` is 1..=12 and `day` 1..=31; the caller keeps `year` within ±[`MAX_DAYS`] / 365.
+pub(crate) fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let (m, d) = (i64::from(month), i64::from(day));
+    let y = if m <= 2 { year - 1 } else { year };
+    let era = (if y >= 0 { y } else { y - 399 }) / 400;
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The `(year, month, day)` of a day number (Howard Hinnant's `civil_from_days`).
+pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    // Day numbers the mock builds stay within ±MAX_DAYS; the clamp only guards the arithmetic.
+    let z = days.clamp(-4 * MAX_DAYS, 4 * MAX_DAYS) + 719_468;
+    let era = (if z >= 0 { z } else { z - 146_096 }) / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    // `m` is 1..=12 and `d` 1..=31 by construction.
+    (
+        y,
+        u32::try_from(m).unwrap_or(1),
+        u32::try_from(d).unwrap_or(1),
+    )
+}
+
+/// Days in `month` (1..=12) of `year`.
+pub(crate) fn days_in_month(year: i64, month: u32) -> u32 {
+    match month {
+        4 | 6 | 9 | 11 => 30,
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        _ => 31,
+    }
+}
+
+/// `day` moved by `months` calendar months, the day of month clamped to the target month's
+/// last day (ClickHouse's `addMonths`: 2025-01-31 + 1 month = 2025-02-28). `None` when out of
+/// range.
+pub(crate) fn add_months_to_day(day: i64, months: i64) -> Option<i64> {
+    let (y, m, d) = civil_from_days(day);
+    let index = y
+        .checked_mul(12)?
+        .checked_add(i64::from(m) - 1)?
+        .checked_add(months)?;
+    let (year, month) = (
+        index.div_euclid(12),
+        u32::try_from(index.rem_euclid(12)).ok()? + 1,
+    );
+    if year.unsigned_abs() > (MAX_DAYS / 365).unsigned_abs() {
+        return None;
+    }
+    let out = days_from_civil(year, month, d.min(days_in_month(year, month)));
+    (out.unsigned_abs() <= MAX_DAYS.unsigned_abs()).then_some(out)
+}
+
+/// `YYYY-MM-DD` of a day number (ClickHouse's `Date` text).
+pub(crate) fn format_date(days: i64) -> String {
+    let (y, m, d) = civil_from_days(days);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// The offset in microseconds.
+pub(crate) fn offset_micros(offset: UtcOffset) -> i64 {
+    i64::from(offset.whole_seconds()) * 1_000_000
+}
+
+/// The calendar day (in `offset`) of the instant `us`.
+pub(crate) fn local_day(us: i64, offset: UtcOffset) -> i64 {
+    us.saturating_add(offset_micros(offset))
+        .div_euclid(US_PER_DAY)
+}
+
+/// The instant of midnight of `day` in `offset`; `None` out of range.
+pub(crate) fn midnight(day: i64, offset: UtcOffset) -> Option<i64> {
+    if day.unsigned_abs() > MAX_DAYS.unsigned_abs() {
+        return None;
+    }
+    Some(day * US_PER_DAY - offset_micros(offset))
+}
+
 fn digits<T: std::str::FromStr>(s: &str) -> Option<T> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -217,6 +311,38 @@ mod tests {
         );
         assert_eq!(parse_datetime("yesterday", UtcOffset::UTC), None);
         assert_eq!(parse_datetime("2025-13-02", UtcOffset::UTC), None);
+    }
+
+    #[test]
+    fn civil_day_numbers_round_trip() {
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2025, 1, 1), 20_089);
+        assert_eq!(civil_from_days(20_089), (2025, 1, 1));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+        for day in (-800_000..800_000).step_by(997) {
+            let (y, m, d) = civil_from_days(day);
+            assert_eq!(days_from_civil(y, m, d), day);
+        }
+        assert_eq!(format_date(days_from_civil(2024, 2, 29)), "2024-02-29");
+    }
+
+    #[test]
+    fn adding_months_clamps_to_the_month_end() {
+        let jan31 = days_from_civil(2025, 1, 31);
+        assert_eq!(
+            add_months_to_day(jan31, 1),
+            Some(days_from_civil(2025, 2, 28))
+        );
+        assert_eq!(
+            add_months_to_day(jan31, -2),
+            Some(days_from_civil(2024, 11, 30))
+        );
+        assert_eq!(
+            add_months_to_day(jan31, 13),
+            Some(days_from_civil(2026, 2, 28))
+        );
+        assert_eq!(add_months_to_day(0, i64::MAX), None);
+        assert_eq!(add_months_to_day(0, i64::MIN), None);
     }
 
     #[test]

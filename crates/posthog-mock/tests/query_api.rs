@@ -389,3 +389,59 @@ async fn a_1000_row_keyset_page_over_200k_events_is_correct() {
     joined.extend(column(&next, 0));
     assert_eq!(joined, column(&both, 0));
 }
+
+#[tokio::test]
+async fn subqueries_intervals_and_sessions_over_http() {
+    let h = Harness::start(config_with(GenSpec {
+        events: 800,
+        persons: 20,
+        ..GenSpec::default()
+    }))
+    .await;
+    // The stickiness template: users by number of active days.
+    let (status, body) = h
+        .query(
+            "select active_days, count() as users from (\
+               select distinct_id, uniq(toDate(timestamp)) as active_days from events \
+               where timestamp >= now() - toIntervalDay({days}) group by distinct_id\
+             ) group by active_days order by active_days",
+            json!({"days": 3650}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["types"][0], json!(["active_days", "UInt64"]));
+    let users: i64 = column(&body, 1).iter().map(|v| v.as_i64().unwrap()).sum();
+    let (_, distinct) = h
+        .query("SELECT uniq(distinct_id) FROM events", json!({}))
+        .await;
+    assert_eq!(json!(users), distinct["results"][0][0]);
+    // Sessions keyset page.
+    let (status, body) = h
+        .query(
+            "select session_id, distinct_id, $start_timestamp from sessions \
+             where $start_timestamp >= toDateTime({since}) and session_id > {after} \
+             order by session_id limit 1000",
+            json!({"since": "2025-01-01T00:00:00Z", "after": ""}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let ids = column(&body, 0);
+    assert!(ids.len() > 10);
+    assert!(ids.windows(2).all(|w| w[0].as_str() < w[1].as_str()));
+    // A placeholder bound to text is never syntax.
+    let (status, body) = h
+        .query(
+            "select count() from events where timestamp > now() - INTERVAL {n} DAY",
+            json!({"n": "1 DAY) OR (1"}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(body["type"], "validation_error");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Illegal type String"),
+        "{body}"
+    );
+}

@@ -3,6 +3,7 @@
 //! Private API order, as DRF does it: authenticate (401) → project access (403 / 404) →
 //! scope (403) → throttle (429) → handler.
 
+mod cohorts;
 mod control;
 mod public;
 mod query;
@@ -67,10 +68,17 @@ pub(crate) async fn dispatch(shared: &Arc<Shared>, ctx: RequestCtx) -> ApiRespon
                     ("DELETE", false) => query::cancel(shared, &id),
                     _ => ApiResponse::method_not_allowed(method),
                 },
-                Route::List => only(method, "GET", || rest::list(shared, &ctx)),
+                Route::List => match (method, ctx.routed.class) {
+                    ("GET", _) => rest::list(shared, &ctx),
+                    ("POST", RouteClass::Cohorts) => cohorts::create(shared, &ctx),
+                    _ => ApiResponse::method_not_allowed(method),
+                },
                 Route::Detail(id) => only(method, "GET", || {
                     rest::detail(shared, ctx.routed.class, &id)
                 }),
+                Route::CohortPersons(id) => {
+                    only(method, "GET", || cohorts::persons(shared, &ctx, &id))
+                }
                 _ => ApiResponse::not_found(),
             }
         }
@@ -85,12 +93,14 @@ fn only(method: &str, allowed: &str, f: impl FnOnce() -> ApiResponse) -> ApiResp
     }
 }
 
-/// The scope a route class needs (every query action is a read, per posthog-api.md §5).
-fn required_scope(class: RouteClass) -> Option<&'static str> {
+/// The scope a request needs (every query action is a read, per posthog-api.md §5; creating a
+/// cohort is a write).
+fn required_scope(class: RouteClass, method: &str) -> Option<&'static str> {
     Some(match class {
         RouteClass::Query | RouteClass::QueryStatus => "query:read",
         RouteClass::Project => "project:read",
         RouteClass::Me => "user:read",
+        RouteClass::Cohorts if method == "POST" => "cohort:write",
         RouteClass::Cohorts => "cohort:read",
         RouteClass::FeatureFlags => "feature_flag:read",
         RouteClass::Insights => "insight:read",
@@ -145,8 +155,10 @@ fn authorize(shared: &Shared, ctx: &RequestCtx) -> Result<(), ApiResponse> {
         Some(ProjectRef::Id(id)) if *id == config.project_id => {}
         Some(_) => return Err(ApiResponse::not_found()),
     }
-    if let (Some(scopes), Some(required)) = (&config.scopes, required_scope(ctx.routed.class))
-        && !has_scope(scopes, required)
+    if let (Some(scopes), Some(required)) = (
+        &config.scopes,
+        required_scope(ctx.routed.class, &ctx.method),
+    ) && !has_scope(scopes, required)
     {
         return Err(ApiResponse::error(
             403,

@@ -22,7 +22,7 @@ const USER_UUID: &str = "0190a000-0000-7000-8000-000000000001";
 fn items(shared: &Shared, class: RouteClass) -> Vec<Value> {
     let d = &shared.config.dataset;
     match class {
-        RouteClass::Cohorts => d.cohorts.clone(),
+        RouteClass::Cohorts => super::cohorts::listed(shared),
         RouteClass::FeatureFlags => d.feature_flags.clone(),
         RouteClass::Insights => d.insights.clone(),
         RouteClass::Annotations => d.annotations.clone(),
@@ -39,7 +39,8 @@ fn items(shared: &Shared, class: RouteClass) -> Vec<Value> {
     }
 }
 
-fn person_json(p: &Person) -> Value {
+/// A person as `persons/` (and `cohorts/{id}/persons/`) render it.
+pub(super) fn person_json(p: &Person) -> Value {
     let name = p
         .properties
         .get("email")
@@ -117,6 +118,13 @@ fn parse_positive(params: &[(String, String)], name: &str) -> Option<usize> {
 pub(super) fn list(shared: &Shared, ctx: &RequestCtx) -> ApiResponse {
     let class = ctx.routed.class;
     let all = filter(class, items(shared, class), &ctx.params);
+    // Persons report `count` only when asked (`?include_total`), as PostHog does.
+    paginate(all, ctx, class != RouteClass::Persons)
+}
+
+/// One DRF `LimitOffsetPagination` page of `all`: `{next, previous, results}` with absolute
+/// URLs, plus `count` when `with_count` or `?include_total`.
+pub(super) fn paginate(all: Vec<Value>, ctx: &RequestCtx, with_count: bool) -> ApiResponse {
     // DRF ignores invalid values and uses the defaults.
     let limit = parse_positive(&ctx.params, "limit")
         .filter(|l| *l > 0)
@@ -149,8 +157,7 @@ pub(super) fn list(shared: &Shared, ctx: &RequestCtx) -> ApiResponse {
         o => with(Some(o - limit)),
     };
     let mut body = json!({"next": next, "previous": previous, "results": results});
-    // Persons report `count` only when asked (`?include_total`), as PostHog does.
-    if class != RouteClass::Persons || param(&ctx.params, "include_total").is_some() {
+    if with_count || param(&ctx.params, "include_total").is_some() {
         body["count"] = json!(count);
     }
     ApiResponse::json(200, &body)

@@ -28,6 +28,8 @@ pub(crate) enum Route {
     },
     List,
     Detail(String),
+    /// `GET …/cohorts/{id}/persons/`
+    CohortPersons(String),
     Me,
     Capture,
     Batch,
@@ -104,6 +106,10 @@ pub(crate) fn classify(method: &str, path: &str) -> Routed {
                     Some(c) => (c, Route::Detail((*item).to_owned())),
                     None => (RouteClass::Other, Route::NotFound),
                 },
+                ["cohorts", item, "persons"] => (
+                    RouteClass::Cohorts,
+                    Route::CohortPersons((*item).to_owned()),
+                ),
                 _ => (RouteClass::Other, Route::NotFound),
             };
             Routed {
@@ -152,6 +158,14 @@ mod tests {
         assert_eq!(
             classify("GET", "/api/projects/1/cohorts/3/").route,
             Route::Detail("3".into())
+        );
+        assert_eq!(
+            classify("GET", "/api/environments/1/cohorts/3/persons").route,
+            Route::CohortPersons("3".into())
+        );
+        assert_eq!(
+            classify("GET", "/api/projects/1/feature_flags/3/persons/").class,
+            RouteClass::Other
         );
         assert_eq!(classify("GET", "/api/users/@me/").class, RouteClass::Me);
         assert_eq!(classify("POST", "/i/v0/e/").class, RouteClass::Capture);

@@ -276,26 +276,34 @@ impl Generator {
         out
     }
 
+    /// The event's `$session_id` and `$current_url` properties, without generating the rest
+    /// (the `sessions` table needs only these).
+    pub(crate) fn session_fields(&self, core: &CoreEvent) -> (String, String) {
+        let mut rng = event_rng(self.spec.seed, core.index, 1);
+        (
+            session_id(&core.distinct_id, core.ts).to_string(),
+            head(&mut rng).current_url,
+        )
+    }
+
     /// The properties of one event: ~30–35 keys, messy on purpose.
     pub(crate) fn properties(&self, core: &CoreEvent) -> Map<String, Value> {
         let mut rng = event_rng(self.spec.seed, core.index, 1);
         let person = core.person.and_then(|p| self.persons.get(p as usize));
         let mut p = Map::new();
-        let host = pick(&mut rng, HOSTS);
-        let path = pick(&mut rng, PATHS);
-        let (os, device) = pick(&mut rng, OSES);
-        let (lib, lib_version) = pick(&mut rng, LIBS);
-        let (country, city) = pick(&mut rng, GEO);
-        let browser = pick(&mut rng, BROWSERS);
-        let query = match rng.u8(..4) {
-            0 => format!("?utm_source=newsletter&q={}", rng.u16(..1000)),
-            1 => "?ref=%E2%9C%93&lang=ja".to_owned(),
-            _ => String::new(),
-        };
-        p.insert(
-            "$current_url".into(),
-            json!(format!("https://{host}{path}{query}")),
-        );
+        let Head {
+            host,
+            path,
+            os,
+            device,
+            lib,
+            lib_version,
+            country,
+            city,
+            browser,
+            current_url,
+        } = head(&mut rng);
+        p.insert("$current_url".into(), json!(current_url));
         p.insert("$host".into(), json!(host));
         p.insert("$pathname".into(), json!(path));
         p.insert("$browser".into(), json!(browser));
@@ -515,6 +523,47 @@ impl Generator {
             "{tag}.btn.btn-primary:attr__class=\"btn btn-primary\"attr__href=\"/pricing\"nth-child=\"{}\"nth-of-type=\"1\"text=\"{text}\";div.hero:nth-child=\"1\"nth-of-type=\"1\";body:nth-child=\"2\"nth-of-type=\"1\"",
             1 + rng.u8(..5)
         )
+    }
+}
+
+/// The first draws of an event's property stream: everything `$current_url` depends on.
+/// Shared by [`Generator::properties`] and [`Generator::session_fields`] so they cannot drift.
+struct Head {
+    host: &'static str,
+    path: &'static str,
+    os: &'static str,
+    device: &'static str,
+    lib: &'static str,
+    lib_version: &'static str,
+    country: &'static str,
+    city: &'static str,
+    browser: &'static str,
+    current_url: String,
+}
+
+fn head(rng: &mut fastrand::Rng) -> Head {
+    let host = pick(rng, HOSTS);
+    let path = pick(rng, PATHS);
+    let (os, device) = pick(rng, OSES);
+    let (lib, lib_version) = pick(rng, LIBS);
+    let (country, city) = pick(rng, GEO);
+    let browser = pick(rng, BROWSERS);
+    let query = match rng.u8(..4) {
+        0 => format!("?utm_source=newsletter&q={}", rng.u16(..1000)),
+        1 => "?ref=%E2%9C%93&lang=ja".to_owned(),
+        _ => String::new(),
+    };
+    Head {
+        host,
+        path,
+        os,
+        device,
+        lib,
+        lib_version,
+        country,
+        city,
+        browser,
+        current_url: format!("https://{host}{path}{query}"),
     }
 }
 

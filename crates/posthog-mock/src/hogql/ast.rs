@@ -139,12 +139,21 @@ pub(crate) struct OrderItem {
     pub nulls_first: Option<bool>,
 }
 
+/// What a SELECT reads from.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum FromClause {
+    /// A table by name: `events`, `persons`, `sessions`.
+    Table(String),
+    /// `(SELECT …)`: the inner query's result rows.
+    Subquery(Box<SelectQuery>),
+}
+
 /// A parsed SELECT.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct SelectQuery {
     pub distinct: bool,
     pub select: Vec<SelectItem>,
-    pub table: String,
+    pub from: FromClause,
     pub table_alias: Option<String>,
     pub where_: Option<Expr>,
     pub group_by: Vec<Expr>,
@@ -305,7 +314,10 @@ impl Display for SelectQuery {
                 }
             }
         }
-        write!(f, " FROM {}", self.table)?;
+        match &self.from {
+            FromClause::Table(t) => write!(f, " FROM {}", quote_ident(t))?,
+            FromClause::Subquery(q) => write!(f, " FROM ({q})")?,
+        }
         if let Some(a) = &self.table_alias {
             write!(f, " AS {}", quote_ident(a))?;
         }

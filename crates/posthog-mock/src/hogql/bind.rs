@@ -12,9 +12,11 @@ use time::UtcOffset;
 use uuid::Uuid;
 
 use super::HogQlError;
-use super::ast::{ArithOp, CmpOp, Expr, Literal, SelectItem, SelectQuery};
+use super::ast::{ArithOp, CmpOp, Expr, FromClause, Literal, SelectItem, SelectQuery};
+use super::dates;
 use super::eval::{RowCtx, eval};
-use super::value::{Kind, Ty, Val};
+use super::value::{IntervalUnit, Kind, Ty, Val};
+use crate::timefmt::local_day;
 
 /// PostHog's cap on rows returned by one query (`MAX_SELECT_RETURNED_ROWS`).
 pub(crate) const MAX_LIMIT: usize = 50_000;
@@ -24,6 +26,8 @@ pub(crate) const MAX_LIMIT: usize = 50_000;
 pub(crate) enum Table {
     Events,
     Persons,
+    /// Derived at query time from the events that carry a `$session_id` property.
+    Sessions,
 }
 
 /// A column of one of the tables.
@@ -39,9 +43,28 @@ pub(crate) enum Col {
     ElementsChain,
     Id,
     IsIdentified,
+    SessionId,
+    SessionStart,
+    SessionEnd,
+    SessionDuration,
+    PageviewCount,
+    AutocaptureCount,
+    EntryUrl,
+    EndUrl,
+    IsBounce,
 }
 
 impl Table {
+    /// The table called `name`.
+    pub(crate) fn parse(name: &str) -> Option<Table> {
+        match name {
+            "events" => Some(Table::Events),
+            "persons" => Some(Table::Persons),
+            "sessions" => Some(Table::Sessions),
+            _ => None,
+        }
+    }
+
     /// Columns in `SELECT *` order, with names and types.
     pub(crate) fn columns(self) -> &'static [(&'static str, Col)] {
         match self {
@@ -61,13 +84,41 @@ impl Table {
                 ("properties", Col::Properties),
                 ("is_identified", Col::IsIdentified),
             ],
+            Table::Sessions => &[
+                ("session_id", Col::SessionId),
+                ("distinct_id", Col::DistinctId),
+                ("$start_timestamp", Col::SessionStart),
+                ("$end_timestamp", Col::SessionEnd),
+                ("$session_duration", Col::SessionDuration),
+                ("$pageview_count", Col::PageviewCount),
+                ("$autocapture_count", Col::AutocaptureCount),
+                ("$entry_current_url", Col::EntryUrl),
+                ("$end_current_url", Col::EndUrl),
+                ("$is_bounce", Col::IsBounce),
+            ],
         }
+    }
+
+    /// The column called `name`, including aliases that `*` does not list (`sessions.id`,
+    /// `sessions.duration`).
+    fn lookup(self, name: &str) -> Option<Col> {
+        let alias = match (self, name) {
+            (Table::Sessions, "id") => Some(Col::SessionId),
+            (Table::Sessions, "duration") => Some(Col::SessionDuration),
+            _ => None,
+        };
+        self.columns()
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, c)| *c)
+            .or(alias)
     }
 
     fn name(self) -> &'static str {
         match self {
             Table::Events => "events",
             Table::Persons => "persons",
+            Table::Sessions => "sessions",
         }
     }
 }
@@ -76,17 +127,35 @@ impl Col {
     pub(crate) fn ty(self) -> Ty {
         match self {
             Col::Uuid | Col::Id => Ty::of(Kind::Uuid),
-            Col::Event | Col::DistinctId | Col::Properties | Col::ElementsChain => {
-                Ty::of(Kind::Str)
+            Col::Event
+            | Col::DistinctId
+            | Col::Properties
+            | Col::ElementsChain
+            | Col::SessionId => Ty::of(Kind::Str),
+            Col::Timestamp | Col::CreatedAt | Col::SessionStart | Col::SessionEnd => {
+                Ty::of(Kind::DateTime)
             }
-            Col::Timestamp | Col::CreatedAt => Ty::of(Kind::DateTime),
             Col::PersonId => Ty::nullable(Kind::Uuid),
-            Col::IsIdentified => Ty::of(Kind::Bool),
+            Col::IsIdentified | Col::IsBounce => Ty::of(Kind::Bool),
+            Col::SessionDuration => Ty::of(Kind::Int),
+            Col::PageviewCount | Col::AutocaptureCount => Ty::of(Kind::UInt),
+            Col::EntryUrl | Col::EndUrl => Ty::nullable(Kind::Str),
         }
     }
 }
 
-/// Scalar functions.
+/// What `JSONExtract*` returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum JsonAs {
+    /// `JSONExtractString`: the string value, '' for anything else.
+    String,
+    /// `JSONExtractInt`: the number (or numeric string), 0 for anything else.
+    Int,
+    /// `JSONExtractFloat`: the number (or numeric string), 0 for anything else.
+    Float,
+}
+
+/// Scalar functions. Those that depend on a time zone carry the zone they were bound with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Func {
     /// `toDateTime(x)`; wall times without an offset are read in the given offset.
@@ -99,24 +168,77 @@ pub(crate) enum Func {
     Upper,
     Length,
     Coalesce,
+    /// `if(cond, then, else)`; only the chosen branch is evaluated.
+    If,
+    /// `round(x, digits)`: half to even, as ClickHouse rounds floats.
+    Round(i64),
+    /// `floor(x, digits)`.
+    Floor(i64),
+    /// `ceil(x, digits)`.
+    Ceil(i64),
+    /// `concat(…)`: NULL if any argument is NULL; non-strings as `toString` writes them.
+    Concat,
+    /// `JSONExtract…(json, key_or_index, …)`.
+    JsonExtract(JsonAs),
+    Greatest,
+    Least,
+    Empty,
+    NotEmpty,
+    /// `intDiv(a, b)`: truncating integer division; division by zero is an error.
+    IntDiv,
+    /// `toDate(x)` in the given zone.
+    ToDate(UtcOffset),
+    /// A `Date` as the `DateTime` of its midnight (inserted to compare or unify with DateTimes).
+    DateToDateTime(UtcOffset),
+    /// `toStartOfDay` / `Hour` / `Minute`: truncation to a multiple of `unit_us` (µs).
+    StartOf {
+        unit_us: i64,
+        tz: UtcOffset,
+    },
+    /// `toStartOfWeek(x, mode)`: Sunday-based unless the mode is odd.
+    StartOfWeek {
+        monday: bool,
+        tz: UtcOffset,
+    },
+    StartOfMonth(UtcOffset),
+    /// `toInterval<Unit>(n)`.
+    ToInterval(IntervalUnit),
+    /// `date ± interval` (arguments: the date, then the interval).
+    AddInterval {
+        negate: bool,
+        tz: UtcOffset,
+    },
+    /// `dateDiff(unit, a, b)`.
+    DateDiff(IntervalUnit, UtcOffset),
 }
 
-/// Aggregate functions.
+/// Aggregate functions. Their `-If` forms are the same function with a condition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum AggFunc {
     Count,
+    /// `count(DISTINCT x)`, `uniq(x)`.
     CountDistinct,
     Min,
     Max,
     Sum,
     Avg,
+    /// The first non-NULL value in storage (scan) order.
+    Any,
+    /// `argMax(x, by)`: `x` of the row with the greatest `by` (the first such row on ties).
+    ArgMax,
+    /// `argMin(x, by)`.
+    ArgMin,
 }
 
 /// One aggregate computed per group.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct AggSpec {
     pub func: AggFunc,
-    pub arg: Option<BExpr>,
+    /// The arguments (none for `count()`; `x, by` for `argMax`; one tuple for multi-argument
+    /// `uniq`).
+    pub args: Vec<BExpr>,
+    /// The `-If` condition: rows where it is not true are skipped.
+    pub cond: Option<BExpr>,
     pub ty: Ty,
 }
 
@@ -125,6 +247,8 @@ pub(crate) struct AggSpec {
 pub(crate) enum BExpr {
     Const(Val<'static>),
     Col(Col),
+    /// Column `n` of a subquery's result row.
+    Slot(usize),
     /// A path inside `properties`, read as a string (PostHog's `properties.x` semantics).
     Prop(Vec<String>),
     Tuple(Vec<BExpr>),
@@ -161,7 +285,9 @@ impl BExpr {
 
     fn children(&self) -> Vec<&BExpr> {
         match self {
-            BExpr::Const(_) | BExpr::Col(_) | BExpr::Prop(_) | BExpr::Agg(_) => Vec::new(),
+            BExpr::Const(_) | BExpr::Col(_) | BExpr::Slot(_) | BExpr::Prop(_) | BExpr::Agg(_) => {
+                Vec::new()
+            }
             BExpr::Tuple(items) | BExpr::Func(_, items) | BExpr::And(items) | BExpr::Or(items) => {
                 items.iter().collect()
             }
@@ -179,10 +305,15 @@ impl BExpr {
     /// True when the expression reads no row and no aggregate.
     fn is_foldable(&self) -> bool {
         match self {
-            BExpr::Col(_) | BExpr::Prop(_) | BExpr::Agg(_) => false,
+            BExpr::Col(_) | BExpr::Slot(_) | BExpr::Prop(_) | BExpr::Agg(_) => false,
             BExpr::Const(_) => true,
-            _ => self.children().iter().all(|c| c.is_const()),
+            _ => self.children().iter().all(|c| c.is_foldable()),
         }
+    }
+
+    /// True when the expression reads an aggregate (possibly through a SELECT alias).
+    fn has_agg(&self) -> bool {
+        matches!(self, BExpr::Agg(_)) || self.children().iter().any(|c| c.has_agg())
     }
 }
 
@@ -194,10 +325,18 @@ pub(crate) struct OrderTerm {
     pub nulls_first: bool,
 }
 
+/// Where a plan's rows come from.
+#[derive(Debug, Clone)]
+pub(crate) enum PlanSource {
+    Table(Table),
+    /// A subquery's result rows, read with [`BExpr::Slot`].
+    Subquery(Box<Plan>),
+}
+
 /// An executable query.
 #[derive(Debug, Clone)]
 pub(crate) struct Plan {
-    pub table: Table,
+    pub source: PlanSource,
     pub columns: Vec<String>,
     pub types: Vec<Ty>,
     pub select: Vec<BExpr>,
@@ -208,7 +347,8 @@ pub(crate) struct Plan {
     pub having: Option<BExpr>,
     pub order_by: Vec<OrderTerm>,
     pub distinct: bool,
-    /// The query's own LIMIT, already clamped to [`MAX_LIMIT`]; `None` when it had none.
+    /// The query's own LIMIT, as written (the caller clamps the top-level one to
+    /// [`MAX_LIMIT`]); `None` when it had none.
     pub limit: Option<usize>,
 }
 
@@ -219,7 +359,8 @@ pub(crate) struct BindCtx<'v> {
     pub project_tz: UtcOffset,
     /// The project's time zone name (accepted as a `toDateTime` time zone argument).
     pub project_tz_name: &'v str,
-    /// The offset DateTime values are shown in (`toString`).
+    /// The offset DateTime values are shown in (`toString`), and the zone dates are
+    /// truncated and compared in.
     pub display_tz: UtcOffset,
     /// `now()`, µs.
     pub now: i64,
@@ -228,22 +369,36 @@ pub(crate) struct BindCtx<'v> {
 /// The message PostHog gives for OFFSET on personal-API-key queries (§1 of posthog-api.md).
 pub(crate) const OFFSET_MESSAGE: &str = "OFFSET is not supported on queries made with a personal API key. For pagination, use keyset pagination on the `timestamp` column, e.g. `WHERE timestamp > :last_seen_timestamp ORDER BY timestamp LIMIT N`, instead of OFFSET.";
 
-/// Binds and checks a parsed query.
+/// Binds and checks a parsed query, and every subquery in its FROM.
 pub(crate) fn bind(q: &SelectQuery, ctx: &BindCtx<'_>) -> Result<Plan, HogQlError> {
     if q.offset.is_some() {
         return Err(HogQlError::new(OFFSET_MESSAGE));
     }
-    let table = match q.table.as_str() {
-        "events" => Table::Events,
-        "persons" => Table::Persons,
-        other => {
-            return Err(HogQlError::new(format!(
-                "Unknown table `{other}`. The mock serves `events` and `persons`."
-            )));
+    let (source, scope) = match &q.from {
+        FromClause::Table(name) => {
+            let table = Table::parse(name).ok_or_else(|| {
+                HogQlError::new(format!(
+                    "Unknown table `{name}`. The mock serves `events`, `persons` and `sessions`."
+                ))
+            })?;
+            (PlanSource::Table(table), Scope::Table(table))
+        }
+        FromClause::Subquery(inner) => {
+            let plan = bind(inner, ctx)?;
+            let columns = plan
+                .columns
+                .iter()
+                .cloned()
+                .zip(plan.types.iter().cloned())
+                .collect();
+            (
+                PlanSource::Subquery(Box::new(plan)),
+                Scope::Derived(columns),
+            )
         }
     };
     let mut b = Binder {
-        table,
+        scope,
         table_alias: q.table_alias.clone(),
         ctx,
         aliases: Vec::new(),
@@ -258,10 +413,10 @@ pub(crate) fn bind(q: &SelectQuery, ctx: &BindCtx<'_>) -> Result<Plan, HogQlErro
     for item in &q.select {
         match item {
             SelectItem::Star => {
-                for (name, col) in table.columns() {
-                    columns.push((*name).to_owned());
-                    types.push(col.ty());
-                    select.push(BExpr::Col(*col));
+                for (name, expr, ty) in b.scope.star() {
+                    columns.push(name);
+                    types.push(ty);
+                    select.push(expr);
                 }
             }
             SelectItem::Expr { expr, alias } => {
@@ -271,23 +426,14 @@ pub(crate) fn bind(q: &SelectQuery, ctx: &BindCtx<'_>) -> Result<Plan, HogQlErro
                     (None, Expr::Field(chain)) => chain.last().cloned().unwrap_or_default(),
                     (None, other) => other.to_string(),
                 };
+                // Aliases are visible to later SELECT items, WHERE, GROUP BY, HAVING and
+                // ORDER BY (ClickHouse lets them shadow columns).
+                if let Some(a) = alias {
+                    b.aliases.push((a.clone(), bound.clone(), ty.clone()));
+                }
                 columns.push(name);
                 types.push(ty);
                 select.push(bound);
-            }
-        }
-    }
-    // Aliases are visible in WHERE, GROUP BY, HAVING and ORDER BY.
-    let mut pos = 0;
-    for item in &q.select {
-        match item {
-            SelectItem::Star => pos += table.columns().len(),
-            SelectItem::Expr { alias, .. } => {
-                if let Some(a) = alias {
-                    b.aliases
-                        .push((a.clone(), select[pos].clone(), types[pos].clone()));
-                }
-                pos += 1;
             }
         }
     }
@@ -297,13 +443,16 @@ pub(crate) fn bind(q: &SelectQuery, ctx: &BindCtx<'_>) -> Result<Plan, HogQlErro
         Some(w) => {
             let (bound, ty) = b.bind(w)?;
             check_filter(&ty, "WHERE")?;
+            no_aggregates(&bound, "WHERE")?;
             Some(bound)
         }
         None => None,
     };
     let mut group_by = Vec::new();
     for g in &q.group_by {
-        group_by.push(b.bind_positional(g, &select)?.0);
+        let (bound, _) = b.bind_positional(g, &select)?;
+        no_aggregates(&bound, "GROUP BY")?;
+        group_by.push(bound);
     }
     b.allow_aggs = true;
     let having = match &q.having {
@@ -344,9 +493,7 @@ pub(crate) fn bind(q: &SelectQuery, ctx: &BindCtx<'_>) -> Result<Plan, HogQlErro
             let (bound, _) = b.bind(e)?;
             match bound {
                 BExpr::Const(Val::Int(n)) if n >= 0 => {
-                    let n = usize::try_from(n).unwrap_or(usize::MAX);
-                    // PostHog clamps silently: no error, no flag.
-                    Some(n.min(MAX_LIMIT))
+                    Some(usize::try_from(n).unwrap_or(usize::MAX))
                 }
                 _ => {
                     return Err(HogQlError::new(
@@ -358,7 +505,7 @@ pub(crate) fn bind(q: &SelectQuery, ctx: &BindCtx<'_>) -> Result<Plan, HogQlErro
     };
 
     Ok(Plan {
-        table,
+        source,
         columns,
         types,
         select,
@@ -371,6 +518,15 @@ pub(crate) fn bind(q: &SelectQuery, ctx: &BindCtx<'_>) -> Result<Plan, HogQlErro
         distinct: q.distinct,
         limit,
     })
+}
+
+fn no_aggregates(e: &BExpr, clause: &str) -> Result<(), HogQlError> {
+    if e.has_agg() {
+        return Err(HogQlError::new(format!(
+            "Aggregate functions cannot be used in {clause}; filter aggregates with HAVING"
+        )));
+    }
+    Ok(())
 }
 
 fn check_filter(ty: &Ty, clause: &str) -> Result<(), HogQlError> {
@@ -389,7 +545,7 @@ fn check_grouped(expr: &BExpr, keys: &[BExpr], what: &str) -> Result<(), HogQlEr
         return Ok(());
     }
     match expr {
-        BExpr::Col(_) | BExpr::Prop(_) => Err(HogQlError::new(format!(
+        BExpr::Col(_) | BExpr::Slot(_) | BExpr::Prop(_) => Err(HogQlError::new(format!(
             "Column `{what}` is not under an aggregate function and not in GROUP BY keys"
         ))),
         _ => expr
@@ -399,8 +555,33 @@ fn check_grouped(expr: &BExpr, keys: &[BExpr], what: &str) -> Result<(), HogQlEr
     }
 }
 
+/// The columns a query's expressions can read.
+enum Scope {
+    Table(Table),
+    /// A subquery's result: column names (the first of equal names wins) and types.
+    Derived(Vec<(String, Ty)>),
+}
+
+impl Scope {
+    /// `SELECT *`: every column with its name, reader and type.
+    fn star(&self) -> Vec<(String, BExpr, Ty)> {
+        match self {
+            Scope::Table(t) => t
+                .columns()
+                .iter()
+                .map(|(name, col)| ((*name).to_owned(), BExpr::Col(*col), col.ty()))
+                .collect(),
+            Scope::Derived(cols) => cols
+                .iter()
+                .enumerate()
+                .map(|(i, (name, ty))| (name.clone(), BExpr::Slot(i), ty.clone()))
+                .collect(),
+        }
+    }
+}
+
 struct Binder<'c, 'v> {
-    table: Table,
+    scope: Scope,
     table_alias: Option<String>,
     ctx: &'c BindCtx<'v>,
     aliases: Vec<(String, BExpr, Ty)>,
@@ -415,6 +596,11 @@ fn type_error(op: &str, a: &Ty, b: &Ty) -> HogQlError {
         (Kind::DateTime, Kind::Str) | (Kind::Str, Kind::DateTime)
     ) {
         ": compare DateTime values with toDateTime('2025-01-01T00:00:00Z') or toDateTime({placeholder}), not a bare string"
+    } else if matches!(
+        (&a.kind, &b.kind),
+        (Kind::Date, Kind::Str) | (Kind::Str, Kind::Date)
+    ) {
+        ": compare Date values with toDate('2025-01-01') or toDate({placeholder}), not a bare string"
     } else {
         ""
     };
@@ -570,7 +756,8 @@ impl Binder<'_, '_> {
                         }
                     }
                 }
-                let (lb, rb) = coerce_pair(lb, &lt, rb, &rt, op.function_name())?;
+                let tz = self.ctx.display_tz;
+                let (lb, rb) = coerce_pair(lb, &lt, rb, &rt, op.function_name(), tz)?;
                 let nullable =
                     lt.nullable || rt.nullable || tuple_nullable(&lt) || tuple_nullable(&rt);
                 Ok((
@@ -613,8 +800,13 @@ impl Binder<'_, '_> {
                     }
                 };
                 let mut bound = Vec::new();
+                let mut lb = lb;
                 for (ib, it) in items {
-                    let (_, ib) = coerce_pair(lb.clone(), &lt, ib, &it, "in")?;
+                    let (l, ib) = coerce_pair(lb.clone(), &lt, ib, &it, "in", self.ctx.display_tz)?;
+                    // A Date compared with DateTimes is compared as its midnight.
+                    if matches!((&lt.kind, &it.kind), (Kind::Date, Kind::DateTime)) {
+                        lb = l;
+                    }
                     bound.push(ib);
                 }
                 let ty = Ty::of(Kind::Bool).or_null(lt.nullable);
@@ -667,6 +859,9 @@ impl Binder<'_, '_> {
             Expr::Arith(op, l, r) => {
                 let (lb, lt) = self.bind(l)?;
                 let (rb, rt) = self.bind(r)?;
+                if matches!(lt.kind, Kind::Interval(_)) || matches!(rt.kind, Kind::Interval(_)) {
+                    return self.interval_arith(*op, (lb, lt), (rb, rt));
+                }
                 let ok = |t: &Ty| t.is_numeric() || t.kind == Kind::Nothing;
                 if !ok(&lt) || !ok(&rt) {
                     return Err(type_error(arith_name(*op), &lt, &rt));
@@ -684,7 +879,7 @@ impl Binder<'_, '_> {
             }
             Expr::Neg(inner) => {
                 let (b, t) = self.bind(inner)?;
-                if !t.is_numeric() && t.kind != Kind::Nothing {
+                if !t.is_numeric() && !matches!(t.kind, Kind::Nothing | Kind::Interval(_)) {
                     return Err(HogQlError::new(format!(
                         "Illegal type {} of argument of function negate",
                         t.clickhouse_name("UTC")
@@ -697,40 +892,83 @@ impl Binder<'_, '_> {
 
     fn field(&mut self, chain: &[String]) -> Result<(BExpr, Ty), HogQlError> {
         let mut chain: &[String] = chain;
-        if chain.len() >= 2
+        let qualifier = match &self.scope {
+            Scope::Table(t) => Some(t.name()),
+            Scope::Derived(_) => None,
+        };
+        let qualified = chain.len() >= 2
             && (self.table_alias.as_deref() == Some(chain[0].as_str())
-                || chain[0] == self.table.name())
-        {
+                || qualifier == Some(chain[0].as_str()));
+        if qualified {
             chain = &chain[1..];
         }
-        if chain.len() == 1
-            && let Some((_, expr, ty)) = self.aliases.iter().find(|(a, _, _)| *a == chain[0])
+        // A qualified name is a column, never a SELECT alias.
+        if !qualified
+            && chain.len() == 1
+            && let Some((_, expr, ty)) = self.aliases.iter().rev().find(|(a, _, _)| *a == chain[0])
         {
             return Ok((expr.clone(), ty.clone()));
         }
         let name = &chain[0];
-        let Some((_, col)) = self.table.columns().iter().find(|(n, _)| n == name) else {
-            return Err(HogQlError::new(format!(
-                "Unable to resolve field: {name}. The mock's `{}` table has: {}.",
-                self.table.name(),
-                self.table
-                    .columns()
-                    .iter()
-                    .map(|(n, _)| *n)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        };
-        if chain.len() == 1 {
-            return Ok((BExpr::Col(*col), col.ty()));
+        match &self.scope {
+            Scope::Derived(cols) => {
+                let Some(i) = cols.iter().position(|(n, _)| n == name) else {
+                    let names: Vec<&str> = cols.iter().map(|(n, _)| n.as_str()).collect();
+                    return Err(HogQlError::new(format!(
+                        "Unable to resolve field: {name}. The subquery's columns are: {}.",
+                        names.join(", ")
+                    )));
+                };
+                if chain.len() > 1 {
+                    return Err(HogQlError::new(format!(
+                        "Can not access property `{}` on field `{name}` of a subquery: select it inside the subquery (e.g. `properties.{} AS x`)",
+                        chain[1], chain[1]
+                    )));
+                }
+                Ok((BExpr::Slot(i), cols[i].1.clone()))
+            }
+            Scope::Table(table) => {
+                let table = *table;
+                let Some(col) = table.lookup(name) else {
+                    return Err(HogQlError::new(format!(
+                        "Unable to resolve field: {name}. The mock's `{}` table has: {}.",
+                        table.name(),
+                        table
+                            .columns()
+                            .iter()
+                            .map(|(n, _)| *n)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )));
+                };
+                if chain.len() == 1 {
+                    return Ok((BExpr::Col(col), col.ty()));
+                }
+                if col == Col::Properties {
+                    return Ok((BExpr::Prop(chain[1..].to_vec()), Ty::nullable(Kind::Str)));
+                }
+                Err(HogQlError::new(format!(
+                    "Can not access property `{}` on field `{name}`",
+                    chain[1]
+                )))
+            }
         }
-        if *col == Col::Properties {
-            return Ok((BExpr::Prop(chain[1..].to_vec()), Ty::nullable(Kind::Str)));
+    }
+
+    /// A time zone argument: a string constant naming UTC, a fixed offset or the project zone.
+    fn tz_arg(
+        &self,
+        name: &str,
+        arg: Option<&BExpr>,
+        default: UtcOffset,
+    ) -> Result<UtcOffset, HogQlError> {
+        match arg {
+            None => Ok(default),
+            Some(BExpr::Const(Val::Str(s))) => self.resolve_tz(s),
+            Some(_) => Err(HogQlError::new(format!(
+                "{name}: the time zone argument must be a string constant"
+            ))),
         }
-        Err(HogQlError::new(format!(
-            "Can not access property `{}` on field `{name}`",
-            chain[1]
-        )))
     }
 
     fn call(
@@ -739,33 +977,31 @@ impl Binder<'_, '_> {
         args: &[Expr],
         distinct: bool,
     ) -> Result<(BExpr, Ty), HogQlError> {
-        let lower = name.to_ascii_lowercase();
-        let agg = match lower.as_str() {
-            "count" => Some(if distinct {
-                AggFunc::CountDistinct
-            } else {
-                AggFunc::Count
-            }),
-            "min" => Some(AggFunc::Min),
-            "max" => Some(AggFunc::Max),
-            "sum" => Some(AggFunc::Sum),
-            "avg" => Some(AggFunc::Avg),
-            _ => None,
-        };
-        if let Some(func) = agg {
-            return self.aggregate(name, func, args);
+        if let Some((func, conditional)) = aggregate_name(name) {
+            return self.aggregate(name, func, conditional, args, distinct);
         }
         if distinct {
             return Err(HogQlError::new(format!(
                 "DISTINCT is only supported in aggregates, not in {name}(...)"
             )));
         }
-        if lower == "now" {
-            arity(name, args, 0, 0)?;
-            return Ok((
-                BExpr::Const(Val::DateTime(self.ctx.now)),
-                Ty::of(Kind::DateTime),
-            ));
+        let name = canonical_name(name);
+        match name {
+            "now" => {
+                arity(name, args, 0, 0)?;
+                return Ok((
+                    BExpr::Const(Val::DateTime(self.ctx.now)),
+                    Ty::of(Kind::DateTime),
+                ));
+            }
+            "today" => {
+                arity(name, args, 0, 0)?;
+                return Ok((
+                    BExpr::Const(Val::Date(local_day(self.ctx.now, self.ctx.display_tz))),
+                    Ty::of(Kind::Date),
+                ));
+            }
+            _ => {}
         }
         let mut bound = Vec::new();
         let mut tys = Vec::new();
@@ -775,6 +1011,21 @@ impl Binder<'_, '_> {
             tys.push(t);
         }
         let arg_ty = |i: usize| tys.get(i).cloned().unwrap_or_else(Ty::null);
+        let display_tz = self.ctx.display_tz;
+        if let Some(unit) = name
+            .strip_prefix("toInterval")
+            .and_then(IntervalUnit::parse)
+        {
+            arity(name, args, 1, 1)?;
+            let t = arg_ty(0);
+            if !matches!(t.kind, Kind::Int | Kind::UInt | Kind::Bool | Kind::Nothing) {
+                return Err(arg_error(name, &t));
+            }
+            return Ok((
+                BExpr::Func(Func::ToInterval(unit), bound),
+                Ty::of(Kind::Interval(unit)).or_null(t.nullable || t.kind == Kind::Nothing),
+            ));
+        }
         let (func, ty) = match name {
             "toDateTime"
             | "toDateTime64"
@@ -795,29 +1046,19 @@ impl Binder<'_, '_> {
                 } else {
                     bound.get(2)
                 };
-                let tz = match tz_arg {
-                    None => self.ctx.project_tz,
-                    Some(BExpr::Const(Val::Str(s))) => self.resolve_tz(s)?,
-                    Some(_) => {
-                        return Err(HogQlError::new(format!(
-                            "{name}: the time zone argument must be a string constant"
-                        )));
-                    }
-                };
+                let tz = self.tz_arg(name, tz_arg, self.ctx.project_tz)?;
                 let t = arg_ty(0);
                 if !matches!(
                     t.kind,
                     Kind::Str
                         | Kind::DateTime
+                        | Kind::Date
                         | Kind::Int
                         | Kind::UInt
                         | Kind::Float
                         | Kind::Nothing
                 ) {
-                    return Err(HogQlError::new(format!(
-                        "Illegal type {} of argument of function {name}",
-                        t.clickhouse_name("UTC")
-                    )));
+                    return Err(arg_error(name, &t));
                 }
                 bound.truncate(1);
                 (
@@ -826,14 +1067,97 @@ impl Binder<'_, '_> {
                         .or_null(t.nullable || t.kind == Kind::Str || t.kind == Kind::Nothing),
                 )
             }
+            "toDate" => {
+                arity(name, args, 1, 2)?;
+                let tz = self.tz_arg(name, bound.get(1), display_tz)?;
+                let t = arg_ty(0);
+                if !matches!(
+                    t.kind,
+                    Kind::Str | Kind::DateTime | Kind::Date | Kind::Nothing
+                ) {
+                    return Err(arg_error(name, &t));
+                }
+                bound.truncate(1);
+                (
+                    Func::ToDate(tz),
+                    Ty::of(Kind::Date)
+                        .or_null(t.nullable || matches!(t.kind, Kind::Str | Kind::Nothing)),
+                )
+            }
+            "toStartOfDay" | "toStartOfHour" | "toStartOfMinute" | "toStartOfMonth" => {
+                arity(name, args, 1, 2)?;
+                let tz = self.tz_arg(name, bound.get(1), display_tz)?;
+                let t = date_arg(name, &arg_ty(0))?;
+                bound.truncate(1);
+                match name {
+                    "toStartOfMonth" => (
+                        Func::StartOfMonth(tz),
+                        Ty::of(Kind::Date).or_null(t.nullable),
+                    ),
+                    _ => {
+                        let unit_us = match name {
+                            "toStartOfDay" => dates::DAY,
+                            "toStartOfHour" => dates::HOUR,
+                            _ => dates::MINUTE,
+                        };
+                        (
+                            Func::StartOf { unit_us, tz },
+                            Ty::of(Kind::DateTime).or_null(t.nullable),
+                        )
+                    }
+                }
+            }
+            "toStartOfWeek" => {
+                arity(name, args, 1, 3)?;
+                let mode = match bound.get(1) {
+                    None => 0,
+                    Some(BExpr::Const(Val::Int(m @ 0..=9))) => *m,
+                    Some(_) => {
+                        return Err(HogQlError::new(
+                            "toStartOfWeek: the mode argument must be an integer constant 0..=9",
+                        ));
+                    }
+                };
+                let tz = self.tz_arg(name, bound.get(2), display_tz)?;
+                let t = date_arg(name, &arg_ty(0))?;
+                bound.truncate(1);
+                (
+                    Func::StartOfWeek {
+                        monday: mode % 2 == 1,
+                        tz,
+                    },
+                    Ty::of(Kind::Date).or_null(t.nullable),
+                )
+            }
+            "dateDiff" => {
+                arity(name, args, 3, 4)?;
+                // `arity` guarantees three or four arguments.
+                let unit = match &bound[0] {
+                    BExpr::Const(Val::Str(u)) => IntervalUnit::parse(u).ok_or_else(|| {
+                        HogQlError::new(format!(
+                            "dateDiff: unknown unit '{u}' (second, minute, hour, day, week, month, quarter or year)"
+                        ))
+                    })?,
+                    _ => {
+                        return Err(HogQlError::new(
+                            "dateDiff: the unit argument must be a string constant",
+                        ));
+                    }
+                };
+                let tz = self.tz_arg(name, bound.get(3), display_tz)?;
+                let (a, b) = (date_arg(name, &arg_ty(1))?, date_arg(name, &arg_ty(2))?);
+                bound.truncate(3);
+                bound.remove(0);
+                (
+                    Func::DateDiff(unit, tz),
+                    Ty::of(Kind::Int).or_null(a.nullable || b.nullable),
+                )
+            }
             "toUUID" | "toUUIDOrNull" => {
                 arity(name, args, 1, 1)?;
                 let t = arg_ty(0);
                 if !matches!(t.kind, Kind::Str | Kind::Uuid | Kind::Nothing) {
-                    return Err(HogQlError::new(format!(
-                        "Illegal type {} of argument of function {name}",
-                        t.clickhouse_name("UTC")
-                    )));
+                    return Err(arg_error(name, &t));
                 }
                 (Func::ToUuid, Ty::of(Kind::Uuid).or_null(t.nullable))
             }
@@ -852,20 +1176,152 @@ impl Binder<'_, '_> {
                 arity(name, args, 1, 1)?;
                 (Func::ToFloat, Ty::nullable(Kind::Float))
             }
-            "lower" | "upper" | "length" => {
+            "lower" | "upper" | "length" | "empty" | "notEmpty" => {
                 arity(name, args, 1, 1)?;
                 let t = arg_ty(0);
                 if !matches!(t.kind, Kind::Str | Kind::Nothing) {
-                    return Err(HogQlError::new(format!(
-                        "Illegal type {} of argument of function {name}",
-                        t.clickhouse_name("UTC")
-                    )));
+                    return Err(arg_error(name, &t));
                 }
                 match name {
                     "lower" => (Func::Lower, Ty::of(Kind::Str).or_null(t.nullable)),
                     "upper" => (Func::Upper, Ty::of(Kind::Str).or_null(t.nullable)),
+                    "empty" => (Func::Empty, Ty::of(Kind::Bool).or_null(t.nullable)),
+                    "notEmpty" => (Func::NotEmpty, Ty::of(Kind::Bool).or_null(t.nullable)),
                     _ => (Func::Length, Ty::of(Kind::UInt).or_null(t.nullable)),
                 }
+            }
+            "concat" => {
+                arity(name, args, 1, 64)?;
+                if let Some(t) = tys
+                    .iter()
+                    .find(|t| matches!(t.kind, Kind::Tuple(_) | Kind::Interval(_)))
+                {
+                    return Err(arg_error(name, t));
+                }
+                (
+                    Func::Concat,
+                    Ty::of(Kind::Str).or_null(tys.iter().any(|t| t.nullable)),
+                )
+            }
+            "JSONExtractString" | "JSONExtractInt" | "JSONExtractFloat" => {
+                arity(name, args, 2, 64)?;
+                let t = arg_ty(0);
+                if !matches!(t.kind, Kind::Str | Kind::Nothing) {
+                    return Err(arg_error(name, &t));
+                }
+                for k in &tys[1..] {
+                    if !matches!(k.kind, Kind::Str | Kind::Int | Kind::UInt | Kind::Nothing) {
+                        return Err(HogQlError::new(format!(
+                            "Illegal type {} of a key argument of function {name}: keys are strings or 1-based indexes",
+                            k.clickhouse_name("UTC")
+                        )));
+                    }
+                }
+                let nullable = tys.iter().any(|t| t.nullable);
+                match name {
+                    "JSONExtractString" => (
+                        Func::JsonExtract(JsonAs::String),
+                        Ty::of(Kind::Str).or_null(nullable),
+                    ),
+                    "JSONExtractInt" => (
+                        Func::JsonExtract(JsonAs::Int),
+                        Ty::of(Kind::Int).or_null(nullable),
+                    ),
+                    _ => (
+                        Func::JsonExtract(JsonAs::Float),
+                        Ty::of(Kind::Float).or_null(nullable),
+                    ),
+                }
+            }
+            "round" | "floor" | "ceil" => {
+                arity(name, args, 1, 2)?;
+                let t = arg_ty(0);
+                if !t.is_numeric() && t.kind != Kind::Nothing {
+                    return Err(arg_error(name, &t));
+                }
+                let digits = match bound.get(1) {
+                    None => 0,
+                    Some(BExpr::Const(Val::Int(d))) => (*d).clamp(-400, 400),
+                    Some(_) => {
+                        return Err(HogQlError::new(format!(
+                            "{name}: the digits argument must be an integer constant"
+                        )));
+                    }
+                };
+                bound.truncate(1);
+                let kind = match t.kind {
+                    Kind::Float => Kind::Float,
+                    Kind::UInt => Kind::UInt,
+                    Kind::Nothing => Kind::Nothing,
+                    _ => Kind::Int,
+                };
+                let func = match name {
+                    "round" => Func::Round(digits),
+                    "floor" => Func::Floor(digits),
+                    _ => Func::Ceil(digits),
+                };
+                let nullable = t.nullable || kind == Kind::Nothing;
+                (func, Ty { kind, nullable })
+            }
+            "intDiv" => {
+                arity(name, args, 2, 2)?;
+                let (a, b) = (arg_ty(0), arg_ty(1));
+                for t in [&a, &b] {
+                    if !t.is_numeric() && t.kind != Kind::Nothing {
+                        return Err(type_error(name, &a, &b));
+                    }
+                }
+                (
+                    Func::IntDiv,
+                    Ty::of(Kind::Int).or_null(a.nullable || b.nullable),
+                )
+            }
+            "if" => {
+                arity(name, args, 3, 3)?;
+                check_filter(&arg_ty(0), "if")?;
+                let (then_ty, else_ty) = (arg_ty(1), arg_ty(2));
+                let kind = supertype(&then_ty.kind, &else_ty.kind).ok_or_else(|| {
+                    HogQlError::new(format!(
+                        "There is no supertype for types {}, {} of the branches of if()",
+                        then_ty.clickhouse_name("UTC"),
+                        else_ty.clickhouse_name("UTC")
+                    ))
+                })?;
+                let else_branch = bound.pop();
+                let then_branch = bound.pop();
+                if let (Some(t), Some(e)) = (then_branch, else_branch) {
+                    bound.push(cast(t, &then_ty.kind, &kind, display_tz));
+                    bound.push(cast(e, &else_ty.kind, &kind, display_tz));
+                }
+                let nullable = then_ty.nullable || else_ty.nullable || kind == Kind::Nothing;
+                (Func::If, Ty { kind, nullable })
+            }
+            "greatest" | "least" => {
+                arity(name, args, 2, 64)?;
+                let mut kind = Kind::Nothing;
+                for t in &tys {
+                    kind = supertype(&kind, &t.kind).ok_or_else(|| {
+                        HogQlError::new(format!(
+                            "There is no supertype for the arguments of {name}(): {}",
+                            tys.iter()
+                                .map(|t| t.clickhouse_name("UTC"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ))
+                    })?;
+                }
+                let bound = bound
+                    .into_iter()
+                    .zip(&tys)
+                    .map(|(b, t)| cast(b, &t.kind, &kind, display_tz))
+                    .collect();
+                let nullable = tys.iter().any(|t| t.nullable) || kind == Kind::Nothing;
+                let func = if name == "greatest" {
+                    Func::Greatest
+                } else {
+                    Func::Least
+                };
+                return Ok((BExpr::Func(func, bound), Ty { kind, nullable }));
             }
             "coalesce" | "ifNull" => {
                 arity(name, args, 1, 64)?;
@@ -904,11 +1360,49 @@ impl Binder<'_, '_> {
         Ok((BExpr::Func(func, bound), ty))
     }
 
+    /// `date ± interval` and `interval + date`.
+    fn interval_arith(
+        &mut self,
+        op: ArithOp,
+        (lb, lt): (BExpr, Ty),
+        (rb, rt): (BExpr, Ty),
+    ) -> Result<(BExpr, Ty), HogQlError> {
+        let datelike = |t: &Ty| matches!(t.kind, Kind::Date | Kind::DateTime | Kind::Nothing);
+        let ((date, date_ty), (interval, interval_ty), negate) = match op {
+            ArithOp::Add | ArithOp::Sub if datelike(&lt) && !datelike(&rt) => {
+                ((lb, &lt), (rb, &rt), op == ArithOp::Sub)
+            }
+            ArithOp::Add if datelike(&rt) && !datelike(&lt) => ((rb, &rt), (lb, &lt), false),
+            _ => return Err(type_error(arith_name(op), &lt, &rt)),
+        };
+        let Kind::Interval(unit) = interval_ty.kind else {
+            return Err(type_error(arith_name(op), &lt, &rt));
+        };
+        let kind = match date_ty.kind {
+            Kind::Date if unit.is_calendar() => Kind::Date,
+            Kind::Nothing => Kind::Nothing,
+            _ => Kind::DateTime,
+        };
+        let nullable = date_ty.nullable || interval_ty.nullable || kind == Kind::Nothing;
+        Ok((
+            BExpr::Func(
+                Func::AddInterval {
+                    negate,
+                    tz: self.ctx.display_tz,
+                },
+                vec![date, interval],
+            ),
+            Ty { kind, nullable },
+        ))
+    }
+
     fn aggregate(
         &mut self,
         name: &str,
         func: AggFunc,
+        conditional: bool,
         args: &[Expr],
+        distinct: bool,
     ) -> Result<(BExpr, Ty), HogQlError> {
         if !self.allow_aggs {
             return Err(HogQlError::new(format!(
@@ -920,34 +1414,86 @@ impl Binder<'_, '_> {
                 "Aggregation '{name}' cannot be nested inside another aggregation"
             )));
         }
-        let arg = match (func, args) {
-            (AggFunc::Count, []) | (AggFunc::Count, [Expr::Star]) => None,
-            (_, [a]) if !matches!(a, Expr::Star) => {
-                self.in_agg = true;
-                let r = self.bind(a);
-                self.in_agg = false;
-                Some(r?)
-            }
-            _ => {
+        let func = match (func, distinct) {
+            (AggFunc::Count, true) => AggFunc::CountDistinct,
+            (f, false) | (f @ (AggFunc::CountDistinct | AggFunc::Min | AggFunc::Max), true) => f,
+            (_, true) => {
                 return Err(HogQlError::new(format!(
-                    "Aggregation '{name}' takes exactly one argument"
+                    "DISTINCT is not supported in {name}(...): use count(DISTINCT x) or uniq(x)"
                 )));
             }
         };
-        let ty = match (func, &arg) {
-            (AggFunc::Count | AggFunc::CountDistinct, _) => Ty::of(Kind::UInt),
-            (AggFunc::Min | AggFunc::Max, Some((_, t))) => t.clone(),
-            (AggFunc::Sum, Some((_, t))) if t.is_numeric() || t.kind == Kind::Nothing => {
-                Ty::of(if t.kind == Kind::Float {
-                    Kind::Float
+        let (value_args, cond_arg) = match (conditional, args.split_last()) {
+            (true, Some((cond, rest))) => (rest, Some(cond)),
+            (true, None) => {
+                return Err(HogQlError::new(format!(
+                    "Aggregation '{name}' takes a condition as its last argument"
+                )));
+            }
+            (false, _) => (args, None),
+        };
+        let value_args = match (func, value_args) {
+            (AggFunc::Count, [Expr::Star]) => &[][..],
+            (_, v) => v,
+        };
+        let (min, max) = match func {
+            AggFunc::Count => (0, 1),
+            AggFunc::CountDistinct => (1, 16),
+            AggFunc::ArgMax | AggFunc::ArgMin => (2, 2),
+            _ => (1, 1),
+        };
+        if value_args.len() < min
+            || value_args.len() > max
+            || value_args.iter().any(|a| matches!(a, Expr::Star))
+        {
+            let expected = match (min, max) {
+                (0, 1) => "at most one argument".to_owned(),
+                (a, b) if a == b => format!("exactly {a} argument(s)"),
+                (a, _) => format!("at least {a} argument(s)"),
+            };
+            return Err(HogQlError::new(format!(
+                "Aggregation '{name}' takes {expected}{}",
+                if conditional {
+                    " before its condition"
                 } else {
-                    Kind::Int
-                })
+                    ""
+                }
+            )));
+        }
+        self.in_agg = true;
+        let bound: Result<Vec<(BExpr, Ty)>, HogQlError> =
+            value_args.iter().map(|a| self.bind(a)).collect();
+        let cond = cond_arg.map(|c| self.bind(c)).transpose();
+        self.in_agg = false;
+        let mut bound = bound?;
+        let cond = match cond? {
+            Some((c, t)) => {
+                check_filter(&t, name)?;
+                Some(c)
             }
-            (AggFunc::Avg, Some((_, t))) if t.is_numeric() || t.kind == Kind::Nothing => {
-                Ty::nullable(Kind::Float)
-            }
-            (_, Some((_, t))) => {
+            None => None,
+        };
+        if func == AggFunc::CountDistinct && bound.len() > 1 {
+            // `uniq(a, b)` counts distinct tuples.
+            let (exprs, tys): (Vec<BExpr>, Vec<Ty>) = bound.drain(..).unzip();
+            bound.push((BExpr::Tuple(exprs), Ty::of(Kind::Tuple(tys))));
+        }
+        let first = bound.first().map(|(_, t)| t.clone());
+        let numeric = |t: &Ty| t.is_numeric() || t.kind == Kind::Nothing;
+        let ty = match (func, &first) {
+            (AggFunc::Count | AggFunc::CountDistinct, _) => Ty::of(Kind::UInt),
+            (
+                AggFunc::Min | AggFunc::Max | AggFunc::Any | AggFunc::ArgMax | AggFunc::ArgMin,
+                Some(t),
+            ) => t.clone(),
+            // ClickHouse: sum(Float*) → Float64, sum(UInt*/Bool) → UInt64, sum(Int*) → Int64.
+            (AggFunc::Sum, Some(t)) if numeric(t) => Ty::of(match t.kind {
+                Kind::Float => Kind::Float,
+                Kind::UInt | Kind::Bool => Kind::UInt,
+                _ => Kind::Int,
+            }),
+            (AggFunc::Avg, Some(t)) if numeric(t) => Ty::nullable(Kind::Float),
+            (_, Some(t)) => {
                 return Err(HogQlError::new(format!(
                     "Illegal type {} of argument for aggregate function {name}",
                     t.clickhouse_name("UTC")
@@ -961,7 +1507,8 @@ impl Binder<'_, '_> {
         };
         let spec = AggSpec {
             func,
-            arg: arg.map(|(b, _)| b),
+            args: bound.into_iter().map(|(b, _)| b).collect(),
+            cond,
             ty: ty.clone(),
         };
         let idx = match self.aggs.iter().position(|a| *a == spec) {
@@ -972,6 +1519,105 @@ impl Binder<'_, '_> {
             }
         };
         Ok((BExpr::Agg(idx), ty))
+    }
+}
+
+/// The aggregate a function name denotes, and whether it is the `-If` form (`countIf`,
+/// `sumIf`, …). Aggregate names are case-insensitive, as in ClickHouse.
+fn aggregate_name(name: &str) -> Option<(AggFunc, bool)> {
+    let lower = name.to_ascii_lowercase();
+    let (base, conditional) = match lower.strip_suffix("if") {
+        Some(base) if !base.is_empty() => (base, true),
+        _ => (lower.as_str(), false),
+    };
+    let func = match base {
+        "count" => AggFunc::Count,
+        "min" => AggFunc::Min,
+        "max" => AggFunc::Max,
+        "sum" => AggFunc::Sum,
+        "avg" => AggFunc::Avg,
+        "uniq" | "uniqexact" => AggFunc::CountDistinct,
+        "any" => AggFunc::Any,
+        "argmax" => AggFunc::ArgMax,
+        "argmin" => AggFunc::ArgMin,
+        _ => return None,
+    };
+    Some((func, conditional))
+}
+
+/// The name a scalar function is matched by: ClickHouse's case-insensitive functions and
+/// aliases map to one spelling; everything else is case-sensitive.
+fn canonical_name(name: &str) -> &str {
+    match name.to_ascii_lowercase().as_str() {
+        "now" => "now",
+        "today" => "today",
+        "if" => "if",
+        "round" => "round",
+        "floor" => "floor",
+        "ceil" | "ceiling" => "ceil",
+        "greatest" => "greatest",
+        "least" => "least",
+        "concat" => "concat",
+        "lower" | "lcase" => "lower",
+        "upper" | "ucase" => "upper",
+        "length" => "length",
+        "coalesce" => "coalesce",
+        "empty" => "empty",
+        "notempty" => "notEmpty",
+        "datediff" | "date_diff" => "dateDiff",
+        _ => name,
+    }
+}
+
+fn arg_error(name: &str, t: &Ty) -> HogQlError {
+    HogQlError::new(format!(
+        "Illegal type {} of argument of function {name}",
+        t.clickhouse_name("UTC")
+    ))
+}
+
+/// Checks a Date/DateTime argument.
+fn date_arg(name: &str, t: &Ty) -> Result<Ty, HogQlError> {
+    if matches!(t.kind, Kind::Date | Kind::DateTime) {
+        Ok(t.clone())
+    } else if t.kind == Kind::Nothing {
+        Ok(Ty::null())
+    } else {
+        Err(arg_error(name, t))
+    }
+}
+
+/// The common type of two branches (`if`, `greatest`, `least`), as ClickHouse's supertype.
+fn supertype(a: &Kind, b: &Kind) -> Option<Kind> {
+    let numeric = |k: &Kind| matches!(k, Kind::Bool | Kind::Int | Kind::UInt | Kind::Float);
+    Some(match (a, b) {
+        (Kind::Nothing, k) | (k, Kind::Nothing) => k.clone(),
+        (x, y) if x == y => x.clone(),
+        (Kind::Float, y) | (y, Kind::Float) if numeric(y) => Kind::Float,
+        (Kind::UInt, Kind::Bool) | (Kind::Bool, Kind::UInt) => Kind::UInt,
+        (x, y) if numeric(x) && numeric(y) => Kind::Int,
+        (Kind::Date, Kind::DateTime) | (Kind::DateTime, Kind::Date) => Kind::DateTime,
+        _ => return None,
+    })
+}
+
+/// Converts a value of kind `from` to the supertype `to`, so the result matches its type.
+fn cast(e: BExpr, from: &Kind, to: &Kind, tz: UtcOffset) -> BExpr {
+    match (from, to) {
+        (f, t) if f == t => e,
+        (Kind::Nothing, _) => e,
+        (Kind::Bool | Kind::Int | Kind::UInt, Kind::Float) => BExpr::Func(Func::ToFloat, vec![e]),
+        (Kind::Bool, Kind::Int | Kind::UInt) => BExpr::Func(Func::ToInt, vec![e]),
+        (Kind::Date, Kind::DateTime) => date_as_datetime(e, tz),
+        _ => e,
+    }
+}
+
+/// A `Date` expression as the `DateTime` of its midnight in `tz`, folded when constant.
+fn date_as_datetime(e: BExpr, tz: UtcOffset) -> BExpr {
+    match e {
+        BExpr::Const(v) => BExpr::Const(dates::date_to_datetime(&v, tz)),
+        other => BExpr::Func(Func::DateToDateTime(tz), vec![other]),
     }
 }
 
@@ -1028,7 +1674,9 @@ pub(crate) fn val_ty(v: &Val<'_>) -> Ty {
         Val::Float(_) => Ty::of(Kind::Float),
         Val::Str(_) => Ty::of(Kind::Str),
         Val::DateTime(_) => Ty::of(Kind::DateTime),
+        Val::Date(_) => Ty::of(Kind::Date),
         Val::Uuid(_) => Ty::of(Kind::Uuid),
+        Val::Interval(unit, _) => Ty::of(Kind::Interval(*unit)),
         Val::Tuple(items) => Ty::of(Kind::Tuple(items.iter().map(val_ty).collect())),
     }
 }
@@ -1056,6 +1704,7 @@ fn coerce_pair(
     r: BExpr,
     rt: &Ty,
     op: &str,
+    tz: UtcOffset,
 ) -> Result<(BExpr, BExpr), HogQlError> {
     if lt.kind == Kind::Nothing || rt.kind == Kind::Nothing {
         return Ok((l, r));
@@ -1074,7 +1723,7 @@ fn coerce_pair(
                     let mut lo = Vec::new();
                     let mut ro = Vec::new();
                     for (((le, lt), re), rt) in lefts.into_iter().zip(lts).zip(rights).zip(rts) {
-                        let (a, b) = coerce_pair(le, lt, re, rt, op)?;
+                        let (a, b) = coerce_pair(le, lt, re, rt, op, tz)?;
                         lo.push(a);
                         ro.push(b);
                     }
@@ -1092,6 +1741,9 @@ fn coerce_pair(
         }
         (Kind::Uuid, Kind::Str) => Ok((l, uuid_const(r)?)),
         (Kind::Str, Kind::Uuid) => Ok((uuid_const(l)?, r)),
+        // ClickHouse compares a Date with a DateTime as the DateTime of its midnight.
+        (Kind::Date, Kind::DateTime) => Ok((date_as_datetime(l, tz), r)),
+        (Kind::DateTime, Kind::Date) => Ok((l, date_as_datetime(r, tz))),
         (a, b) if a == b => Ok((l, r)),
         _ if lt.is_numeric() && rt.is_numeric() => Ok((l, r)),
         _ => Err(type_error(op, lt, rt)),

@@ -10,16 +10,20 @@ use uuid::Uuid;
 
 use super::HogQlError;
 use super::ast::{ArithOp, CmpOp};
-use super::bind::{BExpr, Col, Func};
+use super::bind::{BExpr, Col, Func, JsonAs};
+use super::dates;
 use super::value::{Val, compare};
-use crate::store::{EventStore, StoredEvent, StoredPerson};
-use crate::timefmt::parse_datetime;
+use crate::store::{EventStore, Session, StoredEvent, StoredPerson};
+use crate::timefmt::{midnight, parse_datetime};
 
 /// The row an expression reads.
 #[derive(Clone, Copy)]
 pub(crate) enum Row<'r> {
     Event(&'r EventStore, &'r StoredEvent),
     Person(&'r StoredPerson),
+    Session(&'r Session),
+    /// A subquery's result row.
+    Values(&'r [Val<'static>]),
 }
 
 /// Everything an expression may read: the row, its properties (materialised at most once),
@@ -58,10 +62,23 @@ impl<'r> RowCtx<'r> {
 
     fn properties(&self) -> Option<&Map<String, Json>> {
         let row = self.row?;
+        if !matches!(row, Row::Event(..) | Row::Person(_)) {
+            return None;
+        }
         Some(self.props.get_or_init(|| match row {
             Row::Event(store, e) => store.properties(e),
             Row::Person(p) => Cow::Borrowed(&p.person.properties),
+            // Excluded above: only events and persons have properties.
+            Row::Session(_) | Row::Values(_) => Cow::Owned(Map::new()),
         }))
+    }
+
+    /// Column `i` of a subquery row.
+    fn slot(&self, i: usize) -> Val<'r> {
+        match self.row {
+            Some(Row::Values(values)) => values.get(i).map_or(Val::Null, Val::borrowed),
+            _ => Val::Null,
+        }
     }
 
     fn column(&self, col: Col) -> Val<'r> {
@@ -80,10 +97,30 @@ impl<'r> RowCtx<'r> {
             (Row::Person(p), Col::Id) => Val::Uuid(p.person.id),
             (Row::Person(p), Col::CreatedAt) => Val::DateTime(p.created),
             (Row::Person(p), Col::IsIdentified) => Val::Bool(p.person.is_identified),
+            (Row::Session(s), Col::SessionId) => Val::Str(Cow::Borrowed(&s.id)),
+            (Row::Session(s), Col::DistinctId) => Val::Str(Cow::Borrowed(&s.distinct_id)),
+            (Row::Session(s), Col::SessionStart) => Val::DateTime(s.start),
+            (Row::Session(s), Col::SessionEnd) => Val::DateTime(s.end),
+            (Row::Session(s), Col::SessionDuration) => Val::Int(s.duration_seconds()),
+            (Row::Session(s), Col::PageviewCount) => Val::Int(count(s.pageviews)),
+            (Row::Session(s), Col::AutocaptureCount) => Val::Int(count(s.autocaptures)),
+            (Row::Session(s), Col::EntryUrl) => s
+                .entry_url
+                .as_deref()
+                .map_or(Val::Null, |u| Val::Str(Cow::Borrowed(u))),
+            (Row::Session(s), Col::EndUrl) => s
+                .end_url
+                .as_deref()
+                .map_or(Val::Null, |u| Val::Str(Cow::Borrowed(u))),
+            (Row::Session(s), Col::IsBounce) => Val::Bool(s.is_bounce()),
             // `properties` is handled by the caller (it borrows from the context).
             _ => Val::Null,
         }
     }
+}
+
+fn count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// Evaluates `e` in `ctx`.
@@ -96,6 +133,7 @@ pub(crate) fn eval<'c>(e: &'c BExpr, ctx: &'c RowCtx<'_>) -> Result<Val<'c>, Hog
             None => Val::Null,
         },
         BExpr::Col(c) => ctx.column(*c),
+        BExpr::Slot(i) => ctx.slot(*i),
         BExpr::Prop(path) => match ctx.properties() {
             Some(m) => property(m, path),
             None => Val::Null,
@@ -180,6 +218,9 @@ pub(crate) fn eval<'c>(e: &'c BExpr, ctx: &'c RowCtx<'_>) -> Result<Val<'c>, Hog
         BExpr::Arith(op, l, r) => arith(*op, eval(l, ctx)?, eval(r, ctx)?)?,
         BExpr::Neg(inner) => match eval(inner, ctx)? {
             Val::Int(i) => Val::Int(i.wrapping_neg()),
+            Val::Interval(unit, n) => n
+                .checked_neg()
+                .map_or(Val::Null, |n| Val::Interval(unit, n)),
             Val::Float(f) => Val::Float(-f),
             Val::Bool(b) => Val::Int(-i64::from(b)),
             _ => Val::Null,
@@ -266,6 +307,7 @@ fn func<'c>(f: Func, args: &'c [BExpr], ctx: &'c RowCtx<'_>) -> Result<Val<'c>, 
         Func::ToDateTime(tz) => match arg(0)? {
             Val::Str(s) => parse_datetime(&s, tz).map_or(Val::Null, Val::DateTime),
             Val::DateTime(t) => Val::DateTime(t),
+            Val::Date(d) => midnight(d, tz).map_or(Val::Null, Val::DateTime),
             Val::Int(secs) => Val::DateTime(secs.saturating_mul(1_000_000)),
             Val::Float(secs) if secs.is_finite() => Val::DateTime((secs * 1e6).round() as i64),
             _ => Val::Null,
@@ -294,6 +336,7 @@ fn func<'c>(f: Func, args: &'c [BExpr], ctx: &'c RowCtx<'_>) -> Result<Val<'c>, 
             Val::Float(f) if f.is_finite() => Val::Int(f.trunc() as i64),
             Val::Str(s) => s.trim().parse::<i64>().map_or(Val::Null, Val::Int),
             Val::DateTime(t) => Val::Int(t.div_euclid(1_000_000)),
+            Val::Date(d) => Val::Int(d),
             _ => Val::Null,
         },
         Func::ToFloat => match arg(0)? {
@@ -325,7 +368,235 @@ fn func<'c>(f: Func, args: &'c [BExpr], ctx: &'c RowCtx<'_>) -> Result<Val<'c>, 
             }
             Val::Null
         }
+        Func::If => {
+            // ClickHouse treats a NULL condition as false.
+            if arg(0)?.is_true() { arg(1)? } else { arg(2)? }
+        }
+        Func::Round(digits) => round_like(arg(0)?, digits, Rounding::HalfEven),
+        Func::Floor(digits) => round_like(arg(0)?, digits, Rounding::Down),
+        Func::Ceil(digits) => round_like(arg(0)?, digits, Rounding::Up),
+        Func::Concat => {
+            let mut out = String::new();
+            for a in args {
+                match eval(a, ctx)? {
+                    Val::Null => return Ok(Val::Null),
+                    Val::Str(s) => out.push_str(&s),
+                    v => out.push_str(&v.to_clickhouse_string(ctx.display_tz).unwrap_or_default()),
+                }
+            }
+            Val::Str(Cow::Owned(out))
+        }
+        Func::JsonExtract(as_) => json_extract(as_, args, ctx)?,
+        Func::Greatest | Func::Least => {
+            let mut best: Option<Val<'c>> = None;
+            for a in args {
+                let v = eval(a, ctx)?;
+                if v.is_null() {
+                    return Ok(Val::Null);
+                }
+                let wanted = if f == Func::Greatest {
+                    Ordering::Greater
+                } else {
+                    Ordering::Less
+                };
+                if best.as_ref().is_none_or(|b| compare(&v, b) == Some(wanted)) {
+                    best = Some(v);
+                }
+            }
+            best.unwrap_or(Val::Null)
+        }
+        Func::Empty | Func::NotEmpty => match arg(0)? {
+            Val::Str(s) => Val::Bool(s.is_empty() == (f == Func::Empty)),
+            _ => Val::Null,
+        },
+        Func::IntDiv => int_div(arg(0)?, arg(1)?)?,
+        Func::ToDate(tz) => dates::to_date(&arg(0)?, tz),
+        Func::DateToDateTime(tz) => dates::date_to_datetime(&arg(0)?, tz),
+        Func::StartOf { unit_us, tz } => dates::start_of(&arg(0)?, unit_us, tz),
+        Func::StartOfWeek { monday, tz } => dates::start_of_week(&arg(0)?, monday, tz),
+        Func::StartOfMonth(tz) => dates::start_of_month(&arg(0)?, tz),
+        Func::ToInterval(unit) => match arg(0)? {
+            Val::Int(n) => Val::Interval(unit, n),
+            Val::Bool(b) => Val::Interval(unit, i64::from(b)),
+            _ => Val::Null,
+        },
+        Func::AddInterval { negate, tz } => match (arg(0)?, arg(1)?) {
+            (date, Val::Interval(unit, n)) => {
+                let n = if negate { n.checked_neg() } else { Some(n) };
+                n.map_or(Val::Null, |n| dates::add_interval(&date, unit, n, tz))
+            }
+            _ => Val::Null,
+        },
+        Func::DateDiff(unit, tz) => dates::date_diff(unit, &arg(0)?, &arg(1)?, tz),
     })
+}
+
+/// How [`round_like`] rounds.
+#[derive(Clone, Copy, PartialEq)]
+enum Rounding {
+    /// `round`: to nearest, ties to even (ClickHouse rounds floats with banker's rounding).
+    HalfEven,
+    /// `floor`.
+    Down,
+    /// `ceil`.
+    Up,
+}
+
+/// `round`/`floor`/`ceil(x, digits)`: to `digits` decimal places, or to a multiple of
+/// `10^-digits` when negative. Integers stay integers and are exact.
+fn round_like(v: Val<'_>, digits: i64, mode: Rounding) -> Val<'static> {
+    match v {
+        Val::Bool(b) => round_like(Val::Int(i64::from(b)), digits, mode),
+        Val::Int(i) if digits >= 0 => Val::Int(i),
+        Val::Int(i) => {
+            let Some(p) = u32::try_from(-digits)
+                .ok()
+                .and_then(|k| 10i64.checked_pow(k))
+            else {
+                return Val::Int(0);
+            };
+            let (q, r) = (i.div_euclid(p), i.rem_euclid(p));
+            let up = match mode {
+                Rounding::Down => false,
+                Rounding::Up => r > 0,
+                // `r < p <= 10^18`, so `2r` fits.
+                Rounding::HalfEven => 2 * r > p || (2 * r == p && q % 2 != 0),
+            };
+            let q = if up { q.saturating_add(1) } else { q };
+            Val::Int(q.saturating_mul(p))
+        }
+        Val::Float(f) => {
+            let apply = |x: f64| match mode {
+                Rounding::HalfEven => x.round_ties_even(),
+                Rounding::Down => x.floor(),
+                Rounding::Up => x.ceil(),
+            };
+            // `digits` is clamped to ±400 at bind time.
+            let p = 10f64.powi(i32::try_from(digits.unsigned_abs()).unwrap_or(400));
+            let out = if digits >= 0 {
+                let scaled = f * p;
+                if scaled.is_finite() {
+                    apply(scaled) / p
+                } else {
+                    f
+                }
+            } else {
+                apply(f / p) * p
+            };
+            Val::Float(if out.is_finite() { out } else { f })
+        }
+        _ => Val::Null,
+    }
+}
+
+fn int_div(a: Val<'_>, b: Val<'_>) -> Result<Val<'static>, HogQlError> {
+    let as_int = |v: &Val<'_>| match v {
+        Val::Int(i) => Some(*i),
+        Val::Bool(b) => Some(i64::from(*b)),
+        _ => None,
+    };
+    let as_f = |v: &Val<'_>| match v {
+        Val::Float(f) => Some(*f),
+        other => as_int(other).map(|i| i as f64),
+    };
+    let zero = || HogQlError::new("Division by zero in intDiv");
+    if let (Some(x), Some(y)) = (as_int(&a), as_int(&b)) {
+        if y == 0 {
+            return Err(zero());
+        }
+        return Ok(Val::Int(x.wrapping_div(y)));
+    }
+    match (as_f(&a), as_f(&b)) {
+        (Some(_), Some(0.0)) => Err(zero()),
+        // `as` saturates (and maps NaN to 0), as an integer result must.
+        (Some(x), Some(y)) => Ok(Val::Int((x / y).trunc() as i64)),
+        _ => Ok(Val::Null),
+    }
+}
+
+/// One step of a `JSONExtract*` path: a key, or a 1-based (negative: from the end) index.
+enum PathStep<'a> {
+    Key(Cow<'a, str>),
+    Index(i64),
+}
+
+fn json_step<'j>(v: &'j Json, step: &PathStep<'_>) -> Option<&'j Json> {
+    match (v, step) {
+        (Json::Object(m), PathStep::Key(k)) => m.get(k.as_ref()),
+        (Json::Array(items), PathStep::Index(i)) => {
+            let len = i64::try_from(items.len()).ok()?;
+            let pos = if *i > 0 { *i - 1 } else { len + *i };
+            items.get(usize::try_from(pos).ok()?)
+        }
+        _ => None,
+    }
+}
+
+/// The value `JSONExtract*` returns for `found` (`None`: the path does not exist or the text is
+/// not JSON): ClickHouse gives the type's default for missing values and values of another
+/// type. Numeric strings count as numbers for `JSONExtractInt`/`Float`.
+fn json_value<'c>(as_: JsonAs, found: Option<&'c Json>) -> Val<'c> {
+    let number = |v: &Json| -> Option<f64> {
+        match v {
+            Json::Number(n) => n.as_f64(),
+            Json::Bool(b) => Some(f64::from(u8::from(*b))),
+            Json::String(s) => s.trim().parse::<f64>().ok(),
+            _ => None,
+        }
+    };
+    match as_ {
+        JsonAs::String => match found {
+            Some(Json::String(s)) => Val::Str(Cow::Borrowed(s)),
+            _ => Val::Str(Cow::Borrowed("")),
+        },
+        JsonAs::Int => Val::Int(match found {
+            Some(Json::Number(n)) if n.as_i64().is_some() => n.as_i64().unwrap_or(0),
+            Some(Json::String(s)) if s.trim().parse::<i64>().is_ok() => {
+                s.trim().parse::<i64>().unwrap_or(0)
+            }
+            // `as` saturates and maps NaN to 0.
+            Some(v) => number(v).map_or(0, |f| f.trunc() as i64),
+            None => 0,
+        }),
+        JsonAs::Float => Val::Float(found.and_then(number).unwrap_or(0.0)),
+    }
+}
+
+fn json_extract<'c>(
+    as_: JsonAs,
+    args: &'c [BExpr],
+    ctx: &'c RowCtx<'_>,
+) -> Result<Val<'c>, HogQlError> {
+    let Some((doc, keys)) = args.split_first() else {
+        return Ok(Val::Null);
+    };
+    let mut path = Vec::with_capacity(keys.len());
+    for k in keys {
+        path.push(match eval(k, ctx)? {
+            Val::Str(s) => PathStep::Key(s),
+            Val::Int(i) => PathStep::Index(i),
+            _ => return Ok(Val::Null),
+        });
+    }
+    // `properties` is already parsed: walk it instead of serialising and re-parsing.
+    if let (BExpr::Col(Col::Properties), Some(map)) = (doc, ctx.properties()) {
+        let found = match path.split_first() {
+            Some((PathStep::Key(k), rest)) => map
+                .get(k.as_ref())
+                .and_then(|v| rest.iter().try_fold(v, |v, step| json_step(v, step))),
+            _ => None,
+        };
+        return Ok(json_value(as_, found));
+    }
+    let text = match eval(doc, ctx)? {
+        Val::Str(s) => s,
+        _ => return Ok(Val::Null),
+    };
+    let parsed: Option<Json> = serde_json::from_str(&text).ok();
+    let found = parsed
+        .as_ref()
+        .and_then(|v| path.iter().try_fold(v, |v, step| json_step(v, step)));
+    Ok(json_value(as_, found).into_owned())
 }
 
 fn arith<'c>(op: ArithOp, l: Val<'c>, r: Val<'c>) -> Result<Val<'c>, HogQlError> {

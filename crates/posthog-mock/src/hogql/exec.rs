@@ -12,15 +12,14 @@ use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
-use serde_json::Value as Json;
 use time::UtcOffset;
 
 use super::HogQlError;
 use super::ast::CmpOp;
-use super::bind::{AggFunc, AggSpec, BExpr, Col, OrderTerm, Plan, Table};
+use super::bind::{AggFunc, AggSpec, BExpr, Col, OrderTerm, Plan, PlanSource, Table};
 use super::eval::{Row, RowCtx, eval};
 use super::value::{Kind, Ty, Val, compare, sort_cmp};
-use crate::store::{EventStore, PersonStore, SortColumn, UuidKey, uuid_key};
+use crate::store::{EventStore, PersonStore, Session, SortColumn, UuidKey, uuid_key};
 
 /// The tables a query can read.
 pub(crate) struct Tables<'a> {
@@ -28,30 +27,49 @@ pub(crate) struct Tables<'a> {
     pub persons: &'a PersonStore,
 }
 
-/// Rendered result rows, at most `fetch` of them.
+/// A result row.
+pub(crate) type ResultRow = Vec<Val<'static>>;
+
+/// Runs `plan` (its subqueries first): at most `fetch` result rows.
 pub(crate) fn execute(
     plan: &Plan,
     tables: &Tables<'_>,
     fetch: usize,
     display_tz: UtcOffset,
-) -> Result<Vec<Vec<Json>>, HogQlError> {
-    let source = Source::new(plan, tables);
+) -> Result<Vec<ResultRow>, HogQlError> {
+    match &plan.source {
+        PlanSource::Table(_) => run(plan, &Source::new(plan, tables), fetch, display_tz),
+        PlanSource::Subquery(inner) => {
+            // An inner query without LIMIT is unlimited; the clamp is the top level's alone.
+            let rows = execute(inner, tables, inner.limit.unwrap_or(usize::MAX), display_tz)?;
+            run(plan, &Source::Rows(&rows), fetch, display_tz)
+        }
+    }
+}
+
+fn distinct_key(row: &[Val<'_>]) -> String {
+    let mut key = String::new();
+    for v in row {
+        v.write_key(&mut key);
+    }
+    key
+}
+
+fn run(
+    plan: &Plan,
+    source: &Source<'_>,
+    fetch: usize,
+    display_tz: UtcOffset,
+) -> Result<Vec<ResultRow>, HogQlError> {
     if plan.aggregate {
-        return aggregate(plan, &source, fetch, display_tz);
+        return aggregate(plan, source, fetch, display_tz);
     }
     let mut out = Vec::new();
     let mut seen = HashSet::new();
-    let mut emit = |ctx: &RowCtx<'_>, out: &mut Vec<Vec<Json>>| -> Result<bool, HogQlError> {
-        let row = render_row(plan, ctx, display_tz)?;
-        if plan.distinct {
-            let mut key = String::new();
-            for v in &row {
-                key.push_str(&v.to_string());
-                key.push('\u{1}');
-            }
-            if !seen.insert(key) {
-                return Ok(out.len() < fetch);
-            }
+    let mut emit = |ctx: &RowCtx<'_>, out: &mut Vec<ResultRow>| -> Result<bool, HogQlError> {
+        let row = render_row(plan, ctx)?;
+        if plan.distinct && !seen.insert(distinct_key(&row)) {
+            return Ok(out.len() < fetch);
         }
         out.push(row);
         Ok(out.len() < fetch)
@@ -108,10 +126,10 @@ fn passes(filter: Option<&BExpr>, ctx: &RowCtx<'_>) -> Result<bool, HogQlError> 
     }
 }
 
-fn render_row(plan: &Plan, ctx: &RowCtx<'_>, tz: UtcOffset) -> Result<Vec<Json>, HogQlError> {
+fn render_row(plan: &Plan, ctx: &RowCtx<'_>) -> Result<ResultRow, HogQlError> {
     plan.select
         .iter()
-        .map(|e| Ok(eval(e, ctx)?.to_json(tz)))
+        .map(|e| Ok(eval(e, ctx)?.into_owned()))
         .collect()
 }
 
@@ -143,12 +161,21 @@ enum Source<'a> {
         ordered: bool,
     },
     Persons(&'a PersonStore),
+    Sessions(&'a [Session]),
+    /// A subquery's result, in its order.
+    Rows(&'a [ResultRow]),
 }
 
 impl<'a> Source<'a> {
     fn new(plan: &Plan, tables: &Tables<'a>) -> Self {
-        match plan.table {
+        let table = match plan.source {
+            PlanSource::Table(t) => t,
+            // Subqueries are run by `execute`, which builds `Source::Rows` itself.
+            PlanSource::Subquery(_) => return Source::Rows(&[]),
+        };
+        match table {
             Table::Persons => Source::Persons(tables.persons),
+            Table::Sessions => Source::Sessions(tables.events.sessions()),
             Table::Events => {
                 let store = tables.events;
                 let conjuncts = plan.where_.as_ref().map(conjuncts).unwrap_or_default();
@@ -199,7 +226,7 @@ impl<'a> Source<'a> {
     fn order_matches_scan(&self, order: &[OrderTerm]) -> bool {
         match self {
             Source::Events { ordered, .. } => *ordered,
-            Source::Persons(_) => order.is_empty(),
+            Source::Persons(_) | Source::Sessions(_) | Source::Rows(_) => order.is_empty(),
         }
     }
 
@@ -212,13 +239,15 @@ impl<'a> Source<'a> {
             } => Box::new(range.clone().rev()),
             Source::Events { range, .. } => Box::new(range.clone()),
             Source::Persons(p) => Box::new(0..p.rows.len()),
+            Source::Sessions(s) => Box::new(0..s.len()),
+            Source::Rows(r) => Box::new(0..r.len()),
         }
     }
 
     fn position(&self, rank: usize) -> usize {
         match self {
             Source::Events { store, column, .. } => store.position(*column, rank),
-            Source::Persons(_) => rank,
+            Source::Persons(_) | Source::Sessions(_) | Source::Rows(_) => rank,
         }
     }
 
@@ -230,6 +259,8 @@ impl<'a> Source<'a> {
         match self {
             Source::Events { store, .. } => Row::Event(store, store.get(pos)),
             Source::Persons(p) => Row::Person(&p.rows[pos]),
+            Source::Sessions(s) => Row::Session(&s[pos]),
+            Source::Rows(r) => Row::Values(&r[pos]),
         }
     }
 }
@@ -385,6 +416,13 @@ enum Acc {
     SumInt(i64),
     SumFloat(f64),
     Avg(f64, u64),
+    /// `any`: the storage position and value of the earliest non-NULL value seen.
+    Any(Option<(usize, Val<'static>)>),
+    /// `argMax`/`argMin`: the best `by`, its row's position, and that row's `x`.
+    Arg {
+        max: bool,
+        best: Option<(Val<'static>, usize, Val<'static>)>,
+    },
 }
 
 impl Acc {
@@ -397,11 +435,27 @@ impl Acc {
             AggFunc::Sum if spec.ty.kind == Kind::Float => Acc::SumFloat(0.0),
             AggFunc::Sum => Acc::SumInt(0),
             AggFunc::Avg => Acc::Avg(0.0, 0),
+            AggFunc::Any => Acc::Any(None),
+            AggFunc::ArgMax => Acc::Arg {
+                max: true,
+                best: None,
+            },
+            AggFunc::ArgMin => Acc::Arg {
+                max: false,
+                best: None,
+            },
         }
     }
 
-    fn update(&mut self, spec: &AggSpec, ctx: &RowCtx<'_>) -> Result<(), HogQlError> {
-        let v = match &spec.arg {
+    /// Adds the row at storage position `pos`. Results never depend on the scan order: ties
+    /// of `any`/`argMax`/`argMin` go to the earliest position.
+    fn update(&mut self, spec: &AggSpec, ctx: &RowCtx<'_>, pos: usize) -> Result<(), HogQlError> {
+        if let Some(cond) = &spec.cond
+            && !eval(cond, ctx)?.is_true()
+        {
+            return Ok(());
+        }
+        let v = match spec.args.first() {
             Some(a) => eval(a, ctx)?,
             None => Val::Bool(true),
         };
@@ -444,6 +498,36 @@ impl Acc {
                 *s += numeric(&v);
                 *n += 1;
             }
+            Acc::Any(cur) => {
+                if cur.as_ref().is_none_or(|(p, _)| pos < *p) {
+                    *cur = Some((pos, v.into_owned()));
+                }
+            }
+            Acc::Arg { max, best } => {
+                let by = match spec.args.get(1) {
+                    Some(b) => eval(b, ctx)?,
+                    None => Val::Null,
+                };
+                if by.is_null() {
+                    return Ok(());
+                }
+                let wanted = if *max {
+                    Ordering::Greater
+                } else {
+                    Ordering::Less
+                };
+                let better = match best.as_ref() {
+                    None => true,
+                    Some((b, p, _)) => match compare(&by, b) {
+                        Some(o) if o == wanted => true,
+                        Some(Ordering::Equal) => pos < *p,
+                        _ => false,
+                    },
+                };
+                if better {
+                    *best = Some((by.into_owned(), pos, v.into_owned()));
+                }
+            }
         }
         Ok(())
     }
@@ -452,8 +536,10 @@ impl Acc {
         match self {
             Acc::Count(n) => Val::Int(i64::try_from(n).unwrap_or(i64::MAX)),
             Acc::Distinct(set) => Val::Int(i64::try_from(set.len()).unwrap_or(i64::MAX)),
-            // ClickHouse returns the type's default for min/max over no rows, NULL if Nullable.
+            // ClickHouse returns the type's default over no rows, NULL if Nullable.
             Acc::Min(v) | Acc::Max(v) => v.unwrap_or_else(|| default_of(ty)),
+            Acc::Any(v) => v.map_or_else(|| default_of(ty), |(_, v)| v),
+            Acc::Arg { best, .. } => best.map_or_else(|| default_of(ty), |(_, _, x)| x),
             Acc::SumInt(s) => Val::Int(s),
             Acc::SumFloat(s) => Val::Float(s),
             Acc::Avg(s, n) => Val::Float(s / n as f64),
@@ -480,7 +566,9 @@ fn default_of(ty: &Ty) -> Val<'static> {
         Kind::Float => Val::Float(0.0),
         Kind::Str => Val::Str(String::new().into()),
         Kind::DateTime => Val::DateTime(0),
+        Kind::Date => Val::Date(0),
         Kind::Uuid => Val::Uuid(uuid::Uuid::nil()),
+        Kind::Interval(unit) => Val::Interval(*unit, 0),
         Kind::Nothing | Kind::Tuple(_) => Val::Null,
     }
 }
@@ -495,7 +583,7 @@ fn aggregate(
     source: &Source<'_>,
     fetch: usize,
     tz: UtcOffset,
-) -> Result<Vec<Vec<Json>>, HogQlError> {
+) -> Result<Vec<ResultRow>, HogQlError> {
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut groups: Vec<Group> = Vec::new();
     let new_group = |first: Option<usize>| Group {
@@ -527,16 +615,17 @@ fn aggregate(
                 }
             }
         };
+        let pos = source.position(rank);
         let group = &mut groups[g];
-        if group.first.is_none() {
-            group.first = Some(source.position(rank));
+        if group.first.is_none_or(|first| pos < first) {
+            group.first = Some(pos);
         }
         for (acc, spec) in group.accs.iter_mut().zip(&plan.aggs) {
-            acc.update(spec, &ctx)?;
+            acc.update(spec, &ctx, pos)?;
         }
     }
     // Finish every group, filter with HAVING, then sort and cut.
-    let mut rows: Vec<(Vec<Val<'static>>, usize, Vec<Json>)> = Vec::new();
+    let mut rows: Vec<(Vec<Val<'static>>, usize, ResultRow)> = Vec::new();
     let mut seen = HashSet::new();
     for (i, group) in groups.into_iter().enumerate() {
         let values: Vec<Val<'static>> = group
@@ -555,8 +644,8 @@ fn aggregate(
             .iter()
             .map(|o| eval(&o.expr, &ctx).map(Val::into_owned))
             .collect::<Result<Vec<_>, _>>()?;
-        let rendered = render_row(plan, &ctx, tz)?;
-        if plan.distinct && !seen.insert(Json::Array(rendered.clone()).to_string()) {
+        let rendered = render_row(plan, &ctx)?;
+        if plan.distinct && !seen.insert(distinct_key(&rendered)) {
             continue;
         }
         rows.push((key, i, rendered));

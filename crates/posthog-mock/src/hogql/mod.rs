@@ -1,5 +1,5 @@
 //! A HogQL subset: tokenizer, parser, binder (names, placeholders, types) and evaluator over
-//! the mock's `events` and `persons` tables.
+//! the mock's `events`, `persons` and `sessions` tables and subqueries of them.
 //!
 //! The mock evaluates every query over its data; nothing is keyed by query text. See the crate
 //! README for the grammar and the semantics it reproduces (ClickHouse UUID order, DateTime
@@ -7,6 +7,7 @@
 
 mod ast;
 mod bind;
+mod dates;
 mod eval;
 mod exec;
 mod lexer;
@@ -85,16 +86,20 @@ pub(crate) fn run(
     };
     let plan = bind::bind(&ast, &ctx)?;
     let paginated = plan.limit.is_none();
-    let fetch = plan.limit.unwrap_or(DEFAULT_ROWS + 1);
-    let mut results = exec::execute(&plan, tables, fetch, display_tz)?;
+    // The clamp and the paginator apply to the top-level query only.
+    let effective_limit = plan.limit.unwrap_or(DEFAULT_ROWS + 1).min(MAX_LIMIT);
+    let mut rows = exec::execute(&plan, tables, effective_limit, display_tz)?;
     let has_more = if paginated {
-        let more = results.len() > DEFAULT_ROWS;
-        results.truncate(DEFAULT_ROWS);
+        let more = rows.len() > DEFAULT_ROWS;
+        rows.truncate(DEFAULT_ROWS);
         Some(more)
     } else {
         None
     };
-    let effective_limit = plan.limit.unwrap_or(DEFAULT_ROWS + 1).min(MAX_LIMIT);
+    let results = rows
+        .iter()
+        .map(|row| row.iter().map(|v| v.to_json(display_tz)).collect())
+        .collect();
     ast.limit = Some(ast::Expr::Literal(ast::Literal::Int(
         i64::try_from(effective_limit).unwrap_or(i64::MAX),
     )));

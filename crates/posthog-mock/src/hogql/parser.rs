@@ -1,7 +1,7 @@
 //! Recursive-descent parser for the HogQL subset the mock evaluates.
 //!
 //! ```text
-//! query   := SELECT [DISTINCT] item, … FROM table [[AS] alias] [WHERE e] [GROUP BY e, …]
+//! query   := SELECT [DISTINCT] item, … FROM (table | '(' query ')') [[AS] alias] [WHERE e] [GROUP BY e, …]
 //!            [HAVING e] [ORDER BY e [ASC|DESC] [NULLS FIRST|LAST], …]
 //!            [LIMIT e [, e | OFFSET e]] [OFFSET e] [;]
 //! e       := or;  or := and (OR and)*;  and := not (AND not)*;  not := NOT not | cmp
@@ -10,11 +10,13 @@
 //! add     := mul ((+|-) mul)*;  mul := unary ((*|/|%) unary)*;  unary := - unary | postfix
 //! postfix := primary ([e])*
 //! primary := literal | {placeholder} | (e, …) | [e, …] | name(.name)* | name(args)
+//!            | INTERVAL unary unit          (unit: SECOND … YEAR; read as toInterval<Unit>(…))
 //! ```
 
 use super::HogQlError;
-use super::ast::{ArithOp, CmpOp, Expr, Literal, OrderItem, SelectItem, SelectQuery};
+use super::ast::{ArithOp, CmpOp, Expr, FromClause, Literal, OrderItem, SelectItem, SelectQuery};
 use super::lexer::{Tok, Token, tokenize};
+use super::value::IntervalUnit;
 
 const RESERVED: &[&str] = &[
     "SELECT",
@@ -229,15 +231,25 @@ impl Parser {
             }
         }
         self.expect_kw("FROM")?;
-        if self.is_sym("(") {
-            return Err(self.error_here("subqueries in FROM are not supported by the mock"));
-        }
-        let table = match self.peek().clone() {
-            Tok::Ident(s) | Tok::Quoted(s) => {
-                self.advance();
-                s
+        let from = if self.eat_sym("(") {
+            if !self.is_kw("SELECT") {
+                return Err(self.unexpected("SELECT after '(' in FROM"));
             }
-            _ => return Err(self.unexpected("a table name")),
+            // A subquery nests like an expression, so it counts against the same depth limit.
+            self.enter()?;
+            let inner = self.query();
+            self.leave(1);
+            let inner = inner?;
+            self.expect_sym(")")?;
+            FromClause::Subquery(Box::new(inner))
+        } else {
+            match self.peek().clone() {
+                Tok::Ident(s) | Tok::Quoted(s) => {
+                    self.advance();
+                    FromClause::Table(s)
+                }
+                _ => return Err(self.unexpected("a table name or a subquery")),
+            }
         };
         let table_alias = if self.eat_kw("AS") {
             Some(
@@ -334,7 +346,7 @@ impl Parser {
         Ok(SelectQuery {
             distinct,
             select,
-            table,
+            from,
             table_alias,
             where_,
             group_by,
@@ -420,7 +432,9 @@ impl Parser {
         }
         if self.eat_kw("IN") {
             if self.is_sym("(") && self.is_kw_at(1, "SELECT") {
-                return Err(self.error_here("subqueries are not supported by the mock"));
+                return Err(self.error_here(
+                    "subqueries in expressions are not supported by the mock (only in FROM)",
+                ));
             }
             let list = self.add()?;
             return Ok(Expr::In {
@@ -587,7 +601,9 @@ impl Parser {
             Tok::Sym("(") => {
                 self.advance();
                 if self.is_kw("SELECT") {
-                    return Err(self.error_here("subqueries are not supported by the mock"));
+                    return Err(self.error_here(
+                        "subqueries in expressions are not supported by the mock (only in FROM)",
+                    ));
                 }
                 if self.eat_sym(")") {
                     return Ok(Expr::Tuple(Vec::new()));
@@ -633,7 +649,11 @@ impl Parser {
                     self.advance();
                     return Ok(Expr::Literal(Literal::Bool(false)));
                 }
-                if ["CASE", "CAST", "INTERVAL"]
+                if name.eq_ignore_ascii_case("INTERVAL") {
+                    self.advance();
+                    return self.interval();
+                }
+                if ["CASE", "CAST"]
                     .iter()
                     .any(|k| name.eq_ignore_ascii_case(k))
                 {
@@ -642,7 +662,10 @@ impl Parser {
                         name.to_uppercase()
                     )));
                 }
-                if self.is_reserved() {
+                // `any(x)` is an aggregate although ANY is a keyword (of joins).
+                let any_call =
+                    name.eq_ignore_ascii_case("ANY") && matches!(self.peek_at(1), Tok::Sym("("));
+                if self.is_reserved() && !any_call {
                     return Err(self.unexpected("an expression"));
                 }
                 self.advance();
@@ -653,6 +676,29 @@ impl Parser {
             }
             _ => Err(self.unexpected("an expression")),
         }
+    }
+
+    /// `INTERVAL n UNIT` (after `INTERVAL`), read as `toInterval<Unit>(n)`.
+    fn interval(&mut self) -> Result<Expr, HogQlError> {
+        self.enter()?;
+        let count = self.unary();
+        self.leave(1);
+        let count = count?;
+        let unit = match self.peek() {
+            Tok::Ident(u) => IntervalUnit::parse(u),
+            _ => None,
+        };
+        let Some(unit) = unit else {
+            return Err(self.unexpected(
+                "an interval unit (SECOND, MINUTE, HOUR, DAY, WEEK, MONTH, QUARTER or YEAR)",
+            ));
+        };
+        self.advance();
+        Ok(Expr::Call {
+            name: format!("toInterval{}", unit.name()),
+            args: vec![count],
+            distinct: false,
+        })
     }
 
     fn call(&mut self, name: String) -> Result<Expr, HogQlError> {
@@ -709,7 +755,7 @@ mod tests {
              and event in ('a', 'b') order by timestamp asc, uuid asc limit 1000;",
         )
         .unwrap();
-        assert_eq!(q.table, "events");
+        assert_eq!(q.from, FromClause::Table("events".into()));
         assert_eq!(q.order_by.len(), 2);
         assert_eq!(q.limit, Some(Expr::Literal(Literal::Int(1000))));
         assert!(matches!(q.where_, Some(Expr::And(ref v)) if v.len() == 2));
@@ -749,8 +795,56 @@ mod tests {
         assert!(parse_query("SELECT 1 FROM events WHERE").is_err());
         assert!(parse_query("SELECT 1 FROM events x y").is_err());
         assert!(parse_query("SELECT * FROM (SELECT 1)").is_err());
+        assert!(parse_query("SELECT * FROM (events)").is_err());
+        assert!(parse_query("SELECT * FROM (SELECT 1 FROM events").is_err());
+        assert!(parse_query("SELECT 1 FROM events WHERE x IN (SELECT 1 FROM events)").is_err());
+        assert!(parse_query("SELECT INTERVAL 1 FORTNIGHT FROM events").is_err());
+        assert!(parse_query("SELECT INTERVAL '1 day' FROM events").is_err());
         assert!(parse_query("SELECT 1 FROM").is_err());
         assert!(parse_query("SELECT properties. FROM events").is_err());
+    }
+
+    #[test]
+    fn subqueries_in_from_nest_and_print_back() {
+        let q = parse_query(
+            "SELECT c, count() FROM (SELECT d, count() AS c FROM (SELECT distinct_id AS d FROM events) AS x GROUP BY d) s WHERE c > 1 GROUP BY c LIMIT 5",
+        )
+        .unwrap();
+        assert_eq!(q.table_alias.as_deref(), Some("s"));
+        let FromClause::Subquery(inner) = &q.from else {
+            panic!("{q:?}")
+        };
+        assert_eq!(inner.table_alias.as_deref(), Some("x"));
+        assert!(matches!(inner.from, FromClause::Subquery(_)));
+        assert_eq!(parse_query(&q.to_string()).unwrap(), q);
+        // Without an alias, WHERE is not taken for one.
+        let q = parse_query("SELECT 1 FROM (SELECT 1 FROM events) WHERE 1").unwrap();
+        assert!(q.table_alias.is_none() && q.where_.is_some());
+    }
+
+    #[test]
+    fn interval_syntax_reads_as_to_interval_calls() {
+        let q =
+            parse_query("SELECT now() - INTERVAL {n} DAY, INTERVAL -2 month FROM events").unwrap();
+        let SelectItem::Expr { expr, .. } = &q.select[0] else {
+            panic!()
+        };
+        assert_eq!(expr.to_string(), "(now() - toIntervalDay({n}))");
+        let SelectItem::Expr { expr, .. } = &q.select[1] else {
+            panic!()
+        };
+        assert_eq!(expr.to_string(), "toIntervalMonth(-2)");
+        assert!(parse_query("SELECT any(event) FROM events").is_ok());
+    }
+
+    #[test]
+    fn deeply_nested_subqueries_are_an_error() {
+        let deep = format!(
+            "SELECT 1 FROM {}events{}",
+            "(SELECT 1 FROM ".repeat(200),
+            ")".repeat(200)
+        );
+        assert!(parse_query(&deep).unwrap_err().message.contains("nested"));
     }
 
     #[test]

@@ -10,7 +10,64 @@ use time::UtcOffset;
 use uuid::Uuid;
 
 use crate::store::uuid_key;
-use crate::timefmt::{clickhouse_string, isoformat};
+use crate::timefmt::{clickhouse_string, format_date, isoformat};
+
+/// The unit of an `INTERVAL` (`toIntervalDay(n)`, `INTERVAL n DAY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum IntervalUnit {
+    Second,
+    Minute,
+    Hour,
+    Day,
+    Week,
+    Month,
+    Quarter,
+    Year,
+}
+
+impl IntervalUnit {
+    /// Every unit, shortest first.
+    pub(crate) const ALL: [IntervalUnit; 8] = [
+        IntervalUnit::Second,
+        IntervalUnit::Minute,
+        IntervalUnit::Hour,
+        IntervalUnit::Day,
+        IntervalUnit::Week,
+        IntervalUnit::Month,
+        IntervalUnit::Quarter,
+        IntervalUnit::Year,
+    ];
+
+    /// `Second`, `Minute`, …: the suffix of `toInterval…` and of the ClickHouse type name.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            IntervalUnit::Second => "Second",
+            IntervalUnit::Minute => "Minute",
+            IntervalUnit::Hour => "Hour",
+            IntervalUnit::Day => "Day",
+            IntervalUnit::Week => "Week",
+            IntervalUnit::Month => "Month",
+            IntervalUnit::Quarter => "Quarter",
+            IntervalUnit::Year => "Year",
+        }
+    }
+
+    /// The unit named `s` (case-insensitive, singular: `DAY`, `day`), as `INTERVAL` and
+    /// `dateDiff` spell it.
+    pub(crate) fn parse(s: &str) -> Option<IntervalUnit> {
+        IntervalUnit::ALL
+            .into_iter()
+            .find(|u| u.name().eq_ignore_ascii_case(s))
+    }
+
+    /// True for units of whole days or more: adding them to a `Date` keeps a `Date`.
+    pub(crate) fn is_calendar(self) -> bool {
+        !matches!(
+            self,
+            IntervalUnit::Second | IntervalUnit::Minute | IntervalUnit::Hour
+        )
+    }
+}
 
 /// The kind of a static type.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,7 +81,11 @@ pub(crate) enum Kind {
     Float,
     Str,
     DateTime,
+    /// A calendar day (`toDate`), rendered `YYYY-MM-DD`.
+    Date,
     Uuid,
+    /// `toIntervalDay(n)` and friends: only meaningful as an operand of `±` with a date.
+    Interval(IntervalUnit),
     Tuple(Vec<Ty>),
 }
 
@@ -73,7 +134,9 @@ impl Ty {
             Kind::Float => "Float64".to_owned(),
             Kind::Str => "String".to_owned(),
             Kind::DateTime => format!("DateTime64(6, '{tz_name}')"),
+            Kind::Date => "Date".to_owned(),
             Kind::Uuid => "UUID".to_owned(),
+            Kind::Interval(unit) => format!("Interval{}", unit.name()),
             Kind::Tuple(items) => {
                 let names: Vec<String> = items.iter().map(|t| t.clickhouse_name(tz_name)).collect();
                 format!("Tuple({})", names.join(", "))
@@ -97,7 +160,11 @@ pub(crate) enum Val<'a> {
     Str(Cow<'a, str>),
     /// µs since the epoch.
     DateTime(i64),
+    /// Days since 1970-01-01.
+    Date(i64),
     Uuid(Uuid),
+    /// A count of `unit`s (may be negative).
+    Interval(IntervalUnit, i64),
     Tuple(Vec<Val<'a>>),
 }
 
@@ -111,7 +178,9 @@ impl<'a> Val<'a> {
             Val::Float(f) => Val::Float(f),
             Val::Str(s) => Val::Str(Cow::Owned(s.into_owned())),
             Val::DateTime(t) => Val::DateTime(t),
+            Val::Date(d) => Val::Date(d),
             Val::Uuid(u) => Val::Uuid(u),
+            Val::Interval(unit, n) => Val::Interval(unit, n),
             Val::Tuple(items) => Val::Tuple(items.into_iter().map(Val::into_owned).collect()),
         }
     }
@@ -157,13 +226,15 @@ impl<'a> Val<'a> {
             Val::Float(f) => f.to_string(),
             Val::Str(s) => s.to_string(),
             Val::DateTime(t) => clickhouse_string(*t, tz),
+            Val::Date(d) => format_date(*d),
             Val::Uuid(u) => u.to_string(),
+            Val::Interval(_, n) => n.to_string(),
             Val::Tuple(items) => {
                 let parts: Vec<String> = items
                     .iter()
                     .map(|v| match v {
                         Val::Str(s) => super::ast::quote_str(s),
-                        Val::DateTime(_) | Val::Uuid(_) => {
+                        Val::DateTime(_) | Val::Date(_) | Val::Uuid(_) => {
                             super::ast::quote_str(&v.to_clickhouse_string(tz).unwrap_or_default())
                         }
                         other => other
@@ -186,7 +257,9 @@ impl<'a> Val<'a> {
             Val::Float(f) => serde_json::Number::from_f64(*f).map_or(Json::Null, Json::Number),
             Val::Str(s) => Json::String(s.to_string()),
             Val::DateTime(t) => Json::String(isoformat(*t, tz)),
+            Val::Date(d) => Json::String(format_date(*d)),
             Val::Uuid(u) => Json::String(u.to_string()),
+            Val::Interval(_, n) => Json::from(*n),
             Val::Tuple(items) => Json::Array(items.iter().map(|v| v.to_json(tz)).collect()),
         }
     }
@@ -209,8 +282,14 @@ impl<'a> Val<'a> {
             Val::DateTime(t) => {
                 let _ = write!(out, "d{t};");
             }
+            Val::Date(d) => {
+                let _ = write!(out, "D{d};");
+            }
             Val::Uuid(u) => {
                 let _ = write!(out, "u{u}");
+            }
+            Val::Interval(unit, n) => {
+                let _ = write!(out, "I{}{n};", unit.name());
             }
             Val::Tuple(items) => {
                 let _ = write!(out, "t{}(", items.len());
@@ -230,6 +309,8 @@ pub(crate) fn compare(a: &Val<'_>, b: &Val<'_>) -> Option<Ordering> {
         (Val::Null, _) | (_, Val::Null) => None,
         (Val::Str(x), Val::Str(y)) => Some(x.as_bytes().cmp(y.as_bytes())),
         (Val::DateTime(x), Val::DateTime(y)) => Some(x.cmp(y)),
+        (Val::Date(x), Val::Date(y)) => Some(x.cmp(y)),
+        (Val::Interval(u, x), Val::Interval(v, y)) if u == v => Some(x.cmp(y)),
         (Val::Uuid(x), Val::Uuid(y)) => Some(uuid_key(x).cmp(&uuid_key(y))),
         (Val::Uuid(x), Val::Str(s)) => Uuid::parse_str(s)
             .ok()
@@ -293,8 +374,10 @@ fn rank(v: &Val<'_>) -> u8 {
         Val::Bool(_) | Val::Int(_) | Val::Float(_) => 0,
         Val::Str(_) => 1,
         Val::DateTime(_) => 2,
+        Val::Date(_) => 5,
         Val::Uuid(_) => 3,
         Val::Tuple(_) => 4,
+        Val::Interval(..) => 6,
     }
 }
 
