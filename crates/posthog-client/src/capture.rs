@@ -166,6 +166,7 @@ impl Client {
             body: Some(body.into()),
             personal_auth: false,
             retry_timeouts: true,
+            idempotent: true,
         })
         .await
         .map(drop)

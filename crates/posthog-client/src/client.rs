@@ -53,6 +53,7 @@ pub(crate) struct Inner {
     pub(crate) max_response_bytes: usize,
     pub(crate) max_batch_bytes: usize,
     pub(crate) request_timeout: Duration,
+    pub(crate) async_query_timeout: Duration,
 }
 
 /// Counters of what a client has done, for run summaries and metrics.
@@ -190,6 +191,7 @@ pub struct ClientBuilder {
     verbose_http: bool,
     max_response_bytes: usize,
     max_batch_bytes: usize,
+    async_query_timeout: Duration,
 }
 
 impl Default for ClientBuilder {
@@ -208,6 +210,7 @@ impl Default for ClientBuilder {
             verbose_http: false,
             max_response_bytes: 512 * 1024 * 1024,
             max_batch_bytes: crate::capture::MAX_BODY_BYTES,
+            async_query_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -297,6 +300,13 @@ impl ClientBuilder {
         self
     }
 
+    /// How long an [asynchronous](crate::HogQlQuery::asynchronous) query may run before the
+    /// client cancels it and returns a timeout (default 10 minutes).
+    pub fn async_query_timeout(mut self, timeout: Duration) -> Self {
+        self.async_query_timeout = timeout;
+        self
+    }
+
     /// Validates the settings and builds the client. Nothing is sent.
     pub fn build(self) -> Result<Client, Error> {
         if let Some(id) = &self.project_id
@@ -321,6 +331,7 @@ impl ClientBuilder {
         };
         positive(self.request_timeout, "request_timeout")?;
         positive(self.connect_timeout, "connect_timeout")?;
+        positive(self.async_query_timeout, "async_query_timeout")?;
         positive(self.breaker.open_for, "breaker.open_for")?;
         if self.retry.max_attempts == 0 {
             return Err(Error::Config {
@@ -372,6 +383,7 @@ impl ClientBuilder {
                 max_response_bytes: self.max_response_bytes,
                 max_batch_bytes: self.max_batch_bytes,
                 request_timeout: self.request_timeout,
+                async_query_timeout: self.async_query_timeout,
             }),
         })
     }

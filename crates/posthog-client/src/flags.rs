@@ -113,6 +113,7 @@ impl Client {
             body: Some(body.into()),
             personal_auth: false,
             retry_timeouts: true,
+            idempotent: true,
         })
         .await?
         .json()

@@ -7,6 +7,11 @@
 //!   [`Client::current_user`].
 //! - **Capture** ([`Client::capture`], [`Client::capture_batch`]) with idempotent event UUIDs, and
 //!   **flag evaluation** ([`Client::evaluate_flags`]).
+//! - **Cohorts**: [`Client::create_cohort`], [`Client::cohort_persons`].
+//! - **For agents**: the eight [entity types](Entity) and their [fields](Client::fields) as
+//!   PostHog reports them, and a catalogue of [parameterised HogQL templates](templates) whose
+//!   variables are typed, range-checked and always bound as values.
+//! - **Long queries** run [asynchronously](HogQlQuery::asynchronous): queued, then polled.
 //!
 //! Every request goes through one path: a [circuit breaker](BreakerConfig), client-side
 //! [token buckets](RateLimits) per endpoint class, then retries of what is retryable
@@ -43,6 +48,7 @@
 
 mod breaker;
 mod capture;
+pub mod catalog;
 mod client;
 mod error;
 mod flags;
@@ -52,10 +58,12 @@ mod redact;
 mod region;
 mod rest;
 mod retry;
+pub mod templates;
 mod transport;
 
 pub use breaker::{BreakerConfig, BreakerState};
 pub use capture::{BatchReport, CaptureEvent, MAX_BODY_BYTES};
+pub use catalog::{Entity, FieldInfo, FieldSource};
 pub use client::{Client, ClientBuilder, ClientStats, USER_AGENT};
 pub use error::{ApiError, Error, ErrorCategory};
 pub use flags::{FlagEvaluation, FlagReason, FlagsRequest, FlagsResponse};
@@ -64,7 +72,7 @@ pub use ratelimit::{Budget, EndpointClass, RateLimits};
 pub use redact::redact_secrets;
 pub use region::Region;
 pub use rest::{
-    CurrentUser, ListParams, Page, Project, PropertyDefinition, PropertyKind, Resource,
+    CurrentUser, ListParams, NewCohort, Page, Project, PropertyDefinition, PropertyKind, Resource,
 };
 pub use retry::RetryPolicy;
 

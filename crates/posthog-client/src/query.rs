@@ -6,6 +6,8 @@
 //! cancelled. Values are bound through HogQL `values` placeholders (`{name}` in the query), never
 //! spliced into the query text.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use reqwest::Method;
 use serde::de::DeserializeOwned;
@@ -16,7 +18,7 @@ use uuid::Uuid;
 use crate::client::Client;
 use crate::error::Error;
 use crate::ratelimit::EndpointClass;
-use crate::transport::Request;
+use crate::transport::{Request, Response};
 
 /// A HogQL query with its bound values.
 ///
@@ -33,6 +35,7 @@ pub struct HogQlQuery {
     values: Map<String, Value>,
     name: Option<String>,
     retry_timeouts: bool,
+    asynchronous: bool,
 }
 
 impl HogQlQuery {
@@ -43,6 +46,7 @@ impl HogQlQuery {
             values: Map::new(),
             name: None,
             retry_timeouts: true,
+            asynchronous: false,
         }
     }
 
@@ -65,6 +69,16 @@ impl HogQlQuery {
     /// halves its page and asks again. Other transient failures are still retried.
     pub fn fail_fast_on_timeout(mut self) -> Self {
         self.retry_timeouts = false;
+        self
+    }
+
+    /// Runs the query asynchronously: PostHog queues it and answers at once (HTTP 202), and the
+    /// client polls `GET …/query/{id}/` until it completes, so a query longer than one HTTP
+    /// request's timeout still finishes. The wait is bounded by
+    /// [`ClientBuilder::async_query_timeout`](crate::ClientBuilder::async_query_timeout); when it
+    /// runs out the query is cancelled on the server and a [`Error::Timeout`] returned.
+    pub fn asynchronous(mut self) -> Self {
+        self.asynchronous = true;
         self
     }
 
@@ -220,7 +234,11 @@ impl Client {
             },
             client_query_id: &client_query_id,
             name: query.name.as_deref().unwrap_or("posthog-rs"),
-            refresh: "blocking",
+            refresh: if query.asynchronous {
+                "async"
+            } else {
+                "blocking"
+            },
         };
         let body = serde_json::to_vec(&body).map_err(|e| Error::InvalidRequest {
             message: format!("query values cannot be serialized: {e}"),
@@ -235,13 +253,154 @@ impl Client {
                 body: Some(body.into()),
                 personal_auth: true,
                 retry_timeouts: query.retry_timeouts,
+                idempotent: true,
             }),
             span,
         )
         .await?;
+        // PostHog answers 202 when it queued the query (asked for, or decided by the server).
+        let body = if response.status == 202 {
+            self.await_query(&response, query.retry_timeouts).await?
+        } else {
+            response.body
+        };
         Ok(RawQueryResponse {
-            body: response.body,
+            body,
             client_query_id,
         })
+    }
+
+    /// Polls a queued query until it completes, fails, or the client's async deadline passes
+    /// (then it is cancelled). Returns the finished response as JSON bytes.
+    async fn await_query(&self, accepted: &Response, retry_timeouts: bool) -> Result<Bytes, Error> {
+        let status: StatusEnvelope = accepted.json()?;
+        let id = status
+            .query_status
+            .id
+            .clone()
+            .ok_or_else(|| Error::Decode {
+                endpoint: accepted.endpoint.clone(),
+                message: "queued query has no query_status.id".into(),
+            })?;
+        let url = self.project_url(&format!("/query/{id}/"))?;
+        let deadline = tokio::time::Instant::now() + self.inner.async_query_timeout;
+        let mut delay = Duration::from_millis(100);
+        let mut current = status.query_status;
+        loop {
+            if current.complete {
+                return finished(current, &accepted.endpoint);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                self.cancel_query(url).await;
+                return Err(Error::Timeout {
+                    endpoint: format!("GET /query/{id}/"),
+                    after: self.inner.async_query_timeout,
+                });
+            }
+            tokio::time::sleep(delay.min(deadline - now)).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+            let polled = self
+                .execute(Request {
+                    method: Method::GET,
+                    url: url.clone(),
+                    class: EndpointClass::Crud,
+                    body: None,
+                    personal_auth: true,
+                    retry_timeouts,
+                    idempotent: true,
+                })
+                .await;
+            current = match polled {
+                Ok(response) => response.json::<StatusEnvelope>()?.query_status,
+                // A failed query is reported as 400 with `query_status.error_message`.
+                Err(Error::Api {
+                    status: 400,
+                    body: Some(body),
+                    ..
+                }) => match serde_json::from_str::<StatusEnvelope>(&body) {
+                    Ok(envelope) => envelope.query_status,
+                    Err(_) => return Err(query_failed(&body)),
+                },
+                Err(e) => return Err(e),
+            };
+        }
+    }
+
+    /// Best effort: a query we stop waiting for should not keep running on PostHog's side.
+    async fn cancel_query(&self, url: reqwest::Url) {
+        let cancelled = self
+            .execute(Request {
+                method: Method::DELETE,
+                url,
+                class: EndpointClass::Crud,
+                body: None,
+                personal_auth: true,
+                retry_timeouts: false,
+                idempotent: true,
+            })
+            .await;
+        if let Err(e) = cancelled {
+            tracing::debug!(error = %e, "could not cancel the timed-out query");
+        }
+    }
+}
+
+/// `{"query_status": QueryStatus}`, the answer of a queued query.
+#[derive(Deserialize)]
+struct StatusEnvelope {
+    query_status: QueryStatus,
+}
+
+#[derive(Deserialize)]
+struct QueryStatus {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    complete: bool,
+    #[serde(default)]
+    error: bool,
+    #[serde(default)]
+    error_message: Option<String>,
+    #[serde(default)]
+    results: Option<Value>,
+}
+
+fn finished(status: QueryStatus, endpoint: &str) -> Result<Bytes, Error> {
+    if status.error {
+        let message = status
+            .error_message
+            .unwrap_or_else(|| "the query failed without a message".into());
+        return Err(query_failed(&message));
+    }
+    match status.results {
+        Some(results @ Value::Object(_)) => {
+            serde_json::to_vec(&results)
+                .map(Bytes::from)
+                .map_err(|e| Error::Decode {
+                    endpoint: endpoint.to_owned(),
+                    message: format!("cannot re-encode the query results: {e}"),
+                })
+        }
+        _ => Err(Error::Decode {
+            endpoint: endpoint.to_owned(),
+            message: "completed query has no results object".into(),
+        }),
+    }
+}
+
+/// A query PostHog ran and rejected (a HogQL error found at run time): like a 400 on a blocking
+/// query, retrying cannot help.
+fn query_failed(message: &str) -> Error {
+    Error::Api {
+        status: 400,
+        api: Some(Box::new(crate::error::ApiError {
+            kind: "validation_error".into(),
+            code: "query_failed".into(),
+            detail: crate::redact::redact_secrets(message).into_owned(),
+            attr: None,
+        })),
+        body: None,
+        retry_after: None,
     }
 }

@@ -138,6 +138,45 @@ pub enum PropertyKind {
     Person,
 }
 
+/// A cohort to create with [`Client::create_cohort`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NewCohort {
+    /// Display name (required).
+    pub name: String,
+    /// Free-text description.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// PostHog's cohort filters, e.g. `{"properties": {"type": "AND", "values": [...]}}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filters: Option<Value>,
+    /// A static cohort holds an uploaded list of persons instead of filters.
+    pub is_static: bool,
+}
+
+impl NewCohort {
+    /// A dynamic cohort with a name and no filters yet.
+    pub fn new(name: impl Into<String>) -> Self {
+        NewCohort {
+            name: name.into(),
+            description: None,
+            filters: None,
+            is_static: false,
+        }
+    }
+
+    /// Sets the filters.
+    pub fn filters(mut self, filters: Value) -> Self {
+        self.filters = Some(filters);
+        self
+    }
+
+    /// Sets the description.
+    pub fn description(mut self, description: impl Into<String>) -> Self {
+        self.description = Some(description.into());
+        self
+    }
+}
+
 /// The project (`GET /api/projects/{id}/`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Project {
@@ -184,7 +223,16 @@ impl Client {
         resource: Resource,
         params: ListParams,
     ) -> impl Stream<Item = Result<Page<T>, Error>> + Send + 'static {
-        let first = self.first_page_url(resource, &params);
+        let first = self.first_page_url(&format!("/{}/", resource.path()), &params);
+        self.pages_from(first, resource.class())
+    }
+
+    /// Streams pages starting at `first`, following `next` links.
+    fn pages_from<T: DeserializeOwned + Send + 'static>(
+        &self,
+        first: Result<Url, Error>,
+        class: EndpointClass,
+    ) -> impl Stream<Item = Result<Page<T>, Error>> + Send + 'static {
         let client = self.clone();
         stream::try_unfold(Some(first), move |next| {
             let client = client.clone();
@@ -195,10 +243,11 @@ impl Client {
                     .execute(Request {
                         method: Method::GET,
                         url: url.clone(),
-                        class: resource.class(),
+                        class,
                         body: None,
                         personal_auth: true,
                         retry_timeouts: true,
+                        idempotent: true,
                     })
                     .await?;
                 let page: Page<T> = response.json()?;
@@ -235,6 +284,89 @@ impl Client {
     /// Persons, as JSON objects.
     pub fn persons(&self) -> impl Stream<Item = Result<Value, Error>> + Send + 'static {
         self.list(Resource::Persons, ListParams::default())
+    }
+
+    /// Insights (saved trends, funnels, …), as JSON objects.
+    pub fn insights(&self) -> impl Stream<Item = Result<Value, Error>> + Send + 'static {
+        self.list(Resource::Insights, ListParams::default())
+    }
+
+    /// Annotations, as JSON objects.
+    pub fn annotations(&self) -> impl Stream<Item = Result<Value, Error>> + Send + 'static {
+        self.list(Resource::Annotations, ListParams::default())
+    }
+
+    /// Experiments, as JSON objects.
+    pub fn experiments(&self) -> impl Stream<Item = Result<Value, Error>> + Send + 'static {
+        self.list(Resource::Experiments, ListParams::default())
+    }
+
+    /// The persons in one cohort (`GET …/cohorts/{id}/persons/`), one page in memory at a time.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: posthog_client::Client) -> Result<(), posthog_client::Error> {
+    /// use futures_util::TryStreamExt;
+    /// let persons: Vec<serde_json::Value> = client.cohort_persons(42, None).try_collect().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn cohort_persons(
+        &self,
+        cohort_id: u64,
+        page_size: Option<u32>,
+    ) -> impl Stream<Item = Result<Value, Error>> + Send + 'static {
+        let params = ListParams {
+            page_size,
+            filters: Vec::new(),
+        };
+        let first = self.first_page_url(&format!("/cohorts/{cohort_id}/persons/"), &params);
+        self.pages_from::<Value>(first, EndpointClass::Analytics)
+            .map_ok(|page| stream::iter(page.results.into_iter().map(Ok)))
+            .try_flatten()
+    }
+
+    /// Creates a cohort (`POST …/cohorts/`) and returns it as PostHog stored it (with its `id`).
+    ///
+    /// Creating is not idempotent, so the request is retried only after a 429 (PostHog throttles
+    /// before doing anything); any other failure is returned at once and the caller should list
+    /// cohorts before trying again.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: posthog_client::Client) -> Result<(), posthog_client::Error> {
+    /// use posthog_client::NewCohort;
+    /// let filters = serde_json::json!({"properties": {"type": "AND", "values": [
+    ///     {"key": "plan", "value": "pro", "type": "person", "operator": "exact"}]}});
+    /// let cohort = client.create_cohort(&NewCohort::new("Pro users").filters(filters)).await?;
+    /// println!("created cohort {}", cohort["id"]);
+    /// # Ok(()) }
+    /// ```
+    pub async fn create_cohort(&self, cohort: &NewCohort) -> Result<Value, Error> {
+        if cohort.name.trim().is_empty() {
+            return Err(Error::InvalidRequest {
+                message: "a cohort needs a non-empty name".into(),
+            });
+        }
+        if let Some(filters) = &cohort.filters
+            && !filters.is_object()
+        {
+            return Err(Error::InvalidRequest {
+                message: "cohort filters must be a JSON object, e.g. {\"properties\": {...}}"
+                    .into(),
+            });
+        }
+        let body = serde_json::to_vec(cohort).map_err(|e| Error::InvalidRequest {
+            message: format!("cohort cannot be serialized: {e}"),
+        })?;
+        self.execute(Request {
+            method: Method::POST,
+            url: self.project_url("/cohorts/")?,
+            class: EndpointClass::Crud,
+            body: Some(body.into()),
+            personal_auth: true,
+            retry_timeouts: false,
+            idempotent: false,
+        })
+        .await?
+        .json()
     }
 
     /// Property definitions of one kind.
@@ -276,13 +408,14 @@ impl Client {
             body: None,
             personal_auth: true,
             retry_timeouts: true,
+            idempotent: true,
         })
         .await?
         .json()
     }
 
-    fn first_page_url(&self, resource: Resource, params: &ListParams) -> Result<Url, Error> {
-        let mut url = self.project_url(&format!("/{}/", resource.path()))?;
+    fn first_page_url(&self, path: &str, params: &ListParams) -> Result<Url, Error> {
+        let mut url = self.project_url(path)?;
         {
             let mut query = url.query_pairs_mut();
             if let Some(size) = params.page_size {

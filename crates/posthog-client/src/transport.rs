@@ -35,6 +35,9 @@ pub(crate) struct Request {
     /// Whether timeouts (a 504, a request timeout) are retried like other transient failures.
     /// When false they are returned at once, for callers that react by asking for less.
     pub(crate) retry_timeouts: bool,
+    /// Whether sending the request twice is harmless. A request that creates something is
+    /// retried only after a 429, which PostHog sends before doing anything.
+    pub(crate) idempotent: bool,
 }
 
 /// A successful (2xx) response with its whole body.
@@ -146,6 +149,9 @@ impl Client {
                 return Err(err);
             }
             if !request.retry_timeouts && err.category() == ErrorCategory::Timeout {
+                return Err(err);
+            }
+            if !request.idempotent && err.status() != Some(429) {
                 return Err(err);
             }
             let scheduled = backoff.next();
