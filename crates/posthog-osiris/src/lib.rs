@@ -48,6 +48,7 @@ pub use driver::{
     Context, Discovery, DoctorReport, Driver, Field, Observer, PostHogDriver, Progress, Resource,
     RunSummary,
 };
+pub use engine::connect;
 pub use error::{Category, DriverError};
 pub use spec::{
     Capabilities, ComponentSpec, DataTypeSpec, ExtractionMode, Mode, OutputFormatSpec,

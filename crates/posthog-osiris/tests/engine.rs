@@ -76,7 +76,12 @@ fn uuids_on_disk(table_dir: &Path) -> HashMap<String, usize> {
         let text = std::fs::read_to_string(&path).expect("part readable");
         for line in text.lines() {
             let row: Value = serde_json::from_str(line).expect("JSONL row");
-            let id = match row.get("uuid").or(row.get("id")).expect("id column") {
+            let key = row
+                .get("uuid")
+                .or(row.get("id"))
+                .or(row.get("session_id"))
+                .expect("id column");
+            let id = match key {
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
@@ -363,6 +368,51 @@ async fn persons_snapshot_pages_on_id() {
     assert_eq!(summary.rows_output as usize, dataset.persons.len());
     let ids = dataset.persons.iter().map(|p| p.id.to_string());
     assert_exactly_once(&dir.path().join("posthog_persons"), ids);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_snapshot_holds_every_session_once_with_its_pageviews() {
+    let (server, dataset) = mock(1_500, 0).await;
+    let mut pageviews: HashMap<String, i64> = HashMap::new();
+    for e in &dataset.events {
+        if let Some(Value::String(id)) = e.properties.get("$session_id") {
+            *pageviews.entry(id.clone()).or_default() += i64::from(e.event == "$pageview");
+        }
+    }
+    assert!(pageviews.len() > 100, "several pages of sessions");
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = MemoryStore::new();
+    let config = config(
+        &server,
+        json!({"data_type": "sessions", "page_size": 100, "initial_since": "2000-01-01T00:00:00Z"}),
+        json!({"format": "jsonl"}),
+    );
+    run(&config, &mut store, dir.path()).await;
+    let second = run(&config, &mut store, dir.path()).await;
+    assert_eq!(second.rows_output as usize, pageviews.len());
+    let table = dir.path().join("posthog_sessions");
+    assert_exactly_once(&table, pageviews.keys().cloned());
+    for entry in std::fs::read_dir(&table).unwrap() {
+        let path = entry.unwrap().path();
+        if !path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("part-")
+        {
+            continue;
+        }
+        for line in std::fs::read_to_string(&path).unwrap().lines() {
+            let row: Value = serde_json::from_str(line).unwrap();
+            let id = row["session_id"].as_str().unwrap();
+            assert_eq!(row["$pageview_count"], pageviews[id], "session {id}");
+            assert!(
+                row["$start_timestamp"].as_str().unwrap()
+                    <= row["$end_timestamp"].as_str().unwrap()
+            );
+        }
+    }
     server.shutdown().await;
 }
 

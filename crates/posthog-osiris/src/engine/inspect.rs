@@ -8,7 +8,7 @@ use posthog_client::{ErrorCategory, HogQlQuery, PropertyKind, RetryPolicy};
 use posthog_core::{ColumnType, FieldKind, FieldSpec};
 use sha2::{Digest, Sha256};
 
-use super::source::{event_fields, person_fields};
+use super::source::{event_fields, person_fields, session_fields};
 use crate::driver::{Context, Discovery, DoctorReport, Field, Resource};
 use crate::{DataType, DriverError, ExtractConfig};
 
@@ -24,7 +24,7 @@ pub(crate) async fn discover(
         let mut schema = match data_type {
             DataType::Events => fixed_fields(&event_fields()),
             DataType::Persons => fixed_fields(&person_fields()),
-            DataType::Sessions => continue,
+            DataType::Sessions => fixed_fields(&session_fields()),
             _ => vec![Field {
                 name: "id".into(),
                 data_type: "any".into(),

@@ -56,11 +56,48 @@ pub(crate) fn build_client(config: &ExtractConfig, ctx: &Context) -> Result<Clie
     )
 }
 
+/// A [`Client`] for the connection, timeouts, retries and request budgets a config describes,
+/// for callers that use PostHog directly rather than through a `run` (the CLI's agent
+/// commands). `project_api_key` (`phc_…`) enables capture and flag evaluation.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), posthog_osiris::DriverError> {
+/// use posthog_osiris::{ExtractConfig, connect};
+/// let config = ExtractConfig::from_path("config.yaml".as_ref())?;
+/// let client = connect(&config, None)?;
+/// let project = client.project().await?;
+/// println!("{:?}", project.timezone);
+/// # Ok(()) }
+/// ```
+pub fn connect(
+    config: &ExtractConfig,
+    project_api_key: Option<&secrecy::SecretString>,
+) -> Result<Client, DriverError> {
+    let ctx = Context::new(".");
+    build_client_inner(
+        config,
+        &ctx,
+        retry_policy(config),
+        config.performance.request_timeout,
+        project_api_key,
+    )
+}
+
 pub(crate) fn build_client_with(
     config: &ExtractConfig,
     ctx: &Context,
     retry: RetryPolicy,
     request_timeout: Duration,
+) -> Result<Client, DriverError> {
+    build_client_inner(config, ctx, retry, request_timeout, None)
+}
+
+fn build_client_inner(
+    config: &ExtractConfig,
+    ctx: &Context,
+    retry: RetryPolicy,
+    request_timeout: Duration,
+    project_api_key: Option<&secrecy::SecretString>,
 ) -> Result<Client, DriverError> {
     let key = config.connection.api_key.as_ref().ok_or_else(|| {
         ConfigError::new(
@@ -76,7 +113,11 @@ pub(crate) fn build_client_with(
         ],
         ..RateLimits::default()
     });
-    let client = Client::builder()
+    let mut builder = Client::builder();
+    if let Some(project_key) = project_api_key {
+        builder = builder.project_api_key(project_key.expose_secret());
+    }
+    let client = builder
         .region(config.connection.region.clone())
         .personal_api_key(key.expose_secret())
         .project_id(config.connection.project_id.clone())

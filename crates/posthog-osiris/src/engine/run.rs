@@ -78,7 +78,7 @@ pub(crate) async fn run(
     ctx: &Context,
 ) -> Result<RunSummary, DriverError> {
     let started = Instant::now();
-    let source = Source::for_config(config)?;
+    let source = Source::for_config(config, super::now_micros())?;
     let client = super::build_client(config, ctx)?;
     let table = config.destination.table_name.clone();
     let table_dir = ctx.base_path.join(&table);

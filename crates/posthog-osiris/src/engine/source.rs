@@ -1,4 +1,4 @@
-//! What a run reads for each data type: the HogQL keyset scans (events, persons) and the REST
+//! What a run reads for each data type: the HogQL keyset scans (events, persons, sessions) and the REST
 //! snapshots (cohorts, feature flags, insights, annotations, experiments), with the columns
 //! each one declares.
 
@@ -28,8 +28,14 @@ pub(crate) struct KeysetScan {
     pub time_column: Option<&'static str>,
     /// The unique id column, the keyset's last element (`uuid`, `id`).
     pub id_column: &'static str,
+    /// Whether the id column is a ClickHouse UUID (compared in UUID order through `toUUID`)
+    /// rather than text holding a UUID (sessions' `session_id`, compared as a string).
+    pub id_is_uuid: bool,
     /// Event names to keep (events only); empty for all.
     pub event_types: Vec<String>,
+    /// A fixed lower bound on a time column that every page repeats (the sessions snapshot
+    /// covers sessions started since `initial_since`, else the last 30 days).
+    pub since: Option<(&'static str, UnixMicros)>,
 }
 
 /// Where a keyset page starts.
@@ -52,7 +58,11 @@ pub(crate) struct Cursor {
 
 impl Source {
     /// The source a config asks for.
-    pub(crate) fn for_config(config: &ExtractConfig) -> Result<Source, ConfigError> {
+    /// `now` places the default window of a sessions snapshot.
+    pub(crate) fn for_config(
+        config: &ExtractConfig,
+        now: UnixMicros,
+    ) -> Result<Source, ConfigError> {
         let field = config.source.incremental_field;
         Ok(match config.source.data_type {
             DataType::Events => Source::Keyset(KeysetScan {
@@ -63,27 +73,46 @@ impl Source {
                     _ => "timestamp",
                 }),
                 id_column: "uuid",
+                id_is_uuid: true,
                 event_types: config.source.event_types.clone(),
+                since: None,
             }),
             DataType::Persons => Source::Keyset(KeysetScan {
                 table: "persons",
                 fields: person_fields(),
                 time_column: field.map(|_| "created_at"),
                 id_column: "id",
+                id_is_uuid: true,
                 event_types: Vec::new(),
+                since: None,
             }),
+            DataType::Sessions => {
+                if field.is_some() {
+                    return Err(ConfigError::new(
+                        "config.source.incremental_field",
+                        "sessions are extracted as a snapshot (sessions change until they end); \
+                         remove incremental_field",
+                    ));
+                }
+                let since = match config.source.initial_since {
+                    Some(at) => i64::try_from(at.unix_timestamp_nanos() / 1000).unwrap_or(i64::MIN),
+                    None => now - DEFAULT_SESSIONS_WINDOW_MICROS,
+                };
+                Source::Keyset(KeysetScan {
+                    table: "sessions",
+                    fields: session_fields(),
+                    time_column: None,
+                    id_column: "session_id",
+                    id_is_uuid: false,
+                    event_types: Vec::new(),
+                    since: Some(("$start_timestamp", since)),
+                })
+            }
             DataType::Cohorts => Source::Rest(Resource::Cohorts),
             DataType::FeatureFlags => Source::Rest(Resource::FeatureFlags),
             DataType::Insights => Source::Rest(Resource::Insights),
             DataType::Annotations => Source::Rest(Resource::Annotations),
             DataType::Experiments => Source::Rest(Resource::Experiments),
-            DataType::Sessions => {
-                return Err(ConfigError::new(
-                    "config.source.data_type",
-                    "sessions cannot be extracted by this release; choose events, persons, \
-                     cohorts, feature_flags, insights, annotations or experiments",
-                ));
-            }
         })
     }
 
@@ -110,6 +139,25 @@ pub(crate) fn event_fields() -> Vec<FieldSpec> {
         FieldSpec::fixed("created_at", ColumnType::Timestamp),
         FieldSpec::fixed("elements_chain", ColumnType::Utf8),
         FieldSpec::flatten("properties"),
+    ]
+}
+
+/// How far back a sessions snapshot reaches without `initial_since`: 30 days.
+const DEFAULT_SESSIONS_WINDOW_MICROS: i64 = 30 * 24 * 3600 * 1_000_000;
+
+/// The columns of `sessions` (v3), in select and output order.
+pub(crate) fn session_fields() -> Vec<FieldSpec> {
+    vec![
+        FieldSpec::fixed("session_id", ColumnType::Utf8),
+        FieldSpec::fixed("distinct_id", ColumnType::Utf8),
+        FieldSpec::fixed("$start_timestamp", ColumnType::Timestamp),
+        FieldSpec::fixed("$end_timestamp", ColumnType::Timestamp),
+        FieldSpec::fixed("$session_duration", ColumnType::Int64),
+        FieldSpec::fixed("$pageview_count", ColumnType::Int64),
+        FieldSpec::fixed("$autocapture_count", ColumnType::Int64),
+        FieldSpec::fixed("$entry_current_url", ColumnType::Utf8),
+        FieldSpec::fixed("$end_current_url", ColumnType::Utf8),
+        FieldSpec::fixed("$is_bounce", ColumnType::Boolean),
     ]
 }
 
@@ -148,10 +196,20 @@ impl KeysetScan {
                 values.push(("cursor_id".into(), cursor.id.clone()));
             }
             (Start::After(cursor), None) => {
-                conditions.push(format!("{} > toUUID({{cursor_id}})", self.id_column));
+                let bound = if self.id_is_uuid {
+                    "toUUID({cursor_id})"
+                } else {
+                    "{cursor_id}"
+                };
+                conditions.push(format!("{} > {bound}", self.id_column));
                 values.push(("cursor_id".into(), cursor.id.clone()));
             }
             (Start::AtOrAfter(_), None) => {}
+        }
+        if let Some((column, since)) = self.since {
+            format_timestamp(since, &mut text);
+            conditions.push(format!("{column} >= toDateTime({{since}})"));
+            values.push(("since".into(), std::mem::take(&mut text)));
         }
         if !self.event_types.is_empty() {
             let names: Vec<String> = (0..self.event_types.len())
@@ -192,6 +250,8 @@ mod tests {
             fields: event_fields(),
             time_column: Some("timestamp"),
             id_column: "uuid",
+            id_is_uuid: true,
+            since: None,
             event_types: event_types.iter().map(|s| (*s).to_owned()).collect(),
         }
     }
@@ -233,7 +293,9 @@ mod tests {
             fields: person_fields(),
             time_column: None,
             id_column: "id",
+            id_is_uuid: true,
             event_types: Vec::new(),
+            since: None,
         };
         let cursor = Cursor {
             time: None,
@@ -245,5 +307,32 @@ mod tests {
             "select id, created_at, is_identified, properties from persons where id > \
              toUUID({cursor_id}) order by id limit 1000"
         );
+    }
+
+    #[test]
+    fn sessions_snapshot_pages_on_the_session_id_text_within_its_window() {
+        let scan = KeysetScan {
+            table: "sessions",
+            fields: session_fields(),
+            time_column: None,
+            id_column: "session_id",
+            id_is_uuid: false,
+            event_types: Vec::new(),
+            since: Some(("$start_timestamp", 1_700_000_000_000_000)),
+        };
+        let cursor = Cursor {
+            time: None,
+            id: "0193-x".into(),
+        };
+        let q = scan.page_query(&Start::After(cursor), 500);
+        assert_eq!(
+            q.text(),
+            "select session_id, distinct_id, $start_timestamp, $end_timestamp, \
+             $session_duration, $pageview_count, $autocapture_count, $entry_current_url, \
+             $end_current_url, $is_bounce from sessions where session_id > {cursor_id} and \
+             $start_timestamp >= toDateTime({since}) order by session_id limit 500"
+        );
+        assert_eq!(q.values()["cursor_id"], "0193-x");
+        assert_eq!(q.values()["since"], "2023-11-14T22:13:20.000000Z");
     }
 }
