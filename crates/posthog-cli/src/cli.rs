@@ -53,6 +53,8 @@ Examples:
   posthog-cli doctor --config config.yaml
   posthog-cli run --config config.yaml --output-dir ./posthog-output --format parquet
   posthog-cli --api-key-file /run/secrets/posthog_key discover --config config.yaml
+  posthog-cli query --config config.yaml \"select event, count() from events group by event\"
+  posthog-cli template run churn_risk --project-id 12345 --var inactive_days=14
 
 ",
     exit_codes!()
@@ -129,8 +131,152 @@ Examples:
     exit_codes!()
 );
 
-/// Extract PostHog data incrementally, exactly once, into Parquet, JSONL or CSV files, and
-/// check the connection to PostHog.
+/// Connection resolution for the agent commands, as their `--help` explains it.
+macro_rules! connection_help {
+    () => {
+        "Connection:
+  --config FILE takes it from a config (as `run` uses); otherwise --host / --project-id,
+  else the POSTHOG_HOST / POSTHOG_PROJECT_ID environment variables (host default: us).
+  The personal API key comes from the config, --api-key-file PATH or
+  POSTHOG_PERSONAL_API_KEY; it is never accepted as a command-line argument."
+    };
+}
+
+/// The common tail of an agent command's help: output rule, connection, exit codes.
+macro_rules! agent_help {
+    ($output:expr, $examples:expr) => {
+        concat!(
+            "Output:\n",
+            $output,
+            "\n",
+            error_output_help!(),
+            "\n\n",
+            connection_help!(),
+            "\n\nExamples:\n",
+            $examples,
+            "\n\n",
+            exit_codes!()
+        )
+    };
+}
+
+const QUERY_AFTER_HELP: &str = agent_help!(
+    "  json (default): one object {\"columns\",\"types\",\"rows\":[{column: value}],\"row_count\"};
+  jsonl: one object per row; csv: header and rows; table: aligned text. Rows are written
+  as they are read. A query without LIMIT returns PostHog's first 100 rows (has_more tells);
+  LIMIT is capped at 50 000 by PostHog. OFFSET is refused for API keys: page with
+  WHERE (timestamp, uuid) > (…) instead.",
+    "  posthog-cli query --project-id 12345 \"select event, count() as n from events group by event order by n desc limit 10\"
+  posthog-cli query -c config.yaml --var name='$pageview' --format csv \\
+      \"select distinct_id, timestamp from events where event = {name} limit 100\"
+  echo \"select count() from persons\" | posthog-cli query -c config.yaml -"
+);
+
+const OBJECTS_AFTER_HELP: &str = agent_help!(
+    "  {\"objects\":[{\"name\",\"description\",\"hogql_table\",\"rest_resource\"},...]}
+  The list is fixed; with a connection it is also checked against PostHog (nothing is
+  sent without one).",
+    "  posthog-cli objects"
+);
+
+const FIELDS_AFTER_HELP: &str = agent_help!(
+    "  {\"object\":NAME,\"fields\":[{\"name\",\"type\",\"description\"?,\"source\"},...]}
+  source is schema (HogQL column types), property_definition (events and persons:
+  properties.<name> with PostHog's property_type), sample (keys of a listed object) or
+  documented.",
+    "  posthog-cli fields events --project-id 12345
+  posthog-cli fields feature_flags -c config.yaml"
+);
+
+const TEMPLATE_LIST_AFTER_HELP: &str = agent_help!(
+    "  {\"templates\":[{\"name\",\"category\",\"description\",\"params\":[...]}]} (no request is sent)",
+    "  posthog-cli template list"
+);
+
+const TEMPLATE_SHOW_AFTER_HELP: &str = agent_help!(
+    "  The template: name, category, description, params (name, type, bounds, default,
+  description) and the HogQL text with its {placeholders}.",
+    "  posthog-cli template show funnel_conversion"
+);
+
+const TEMPLATE_RUN_AFTER_HELP: &str = agent_help!(
+    "  As `query` (--format json|jsonl|csv|table). Every variable is checked against its type
+  and range and bound as a HogQL value: it can never change the query's text. An unknown,
+  missing or invalid variable exits 2 before any request.",
+    "  posthog-cli template run churn_risk -c config.yaml --var inactive_days=14
+  posthog-cli template run funnel_conversion --project-id 12345 \\
+      --var step_1='$pageview' --var step_2=signed_up --format table"
+);
+
+const TEMPLATE_AFTER_HELP: &str = agent_help!(
+    "  list and show print one JSON object and send nothing; run prints rows like `query`.",
+    "  posthog-cli template list
+  posthog-cli template show churn_risk
+  posthog-cli template run churn_risk -c config.yaml --var inactive_days=14"
+);
+
+const FLAGS_AFTER_HELP: &str = agent_help!(
+    "  One JSON object: the evaluated flag, or the list of flags.",
+    "  posthog-cli flags list -c config.yaml
+  posthog-cli flags evaluate new-dashboard --distinct-id user-42 -c config.yaml"
+);
+
+const COHORTS_AFTER_HELP: &str = agent_help!(
+    "  One JSON object: the cohorts, the created cohort, or the persons of one.",
+    "  posthog-cli cohorts list -c config.yaml
+  posthog-cli cohorts persons 42 -c config.yaml"
+);
+
+const CAPTURE_AFTER_HELP: &str = agent_help!(
+    "  {\"status\":\"ok\",\"events\":N,\"requests\":N,\"uuids\":[...]} (uuids for a single event)
+  Capture needs the project API key (phc_…): --project-api-key-file PATH, else
+  POSTHOG_PROJECT_API_KEY, else it is read from the project with the personal key.
+  A batch is read and checked whole before anything is sent; events without a uuid get one
+  derived from their content when they have a timestamp (so re-sending is harmless), else a
+  random one.",
+    "  posthog-cli capture signed_up --distinct-id user-42 -p plan=pro -p seats=3 -c config.yaml
+  posthog-cli capture --batch -c config.yaml < events.jsonl"
+);
+
+const FLAGS_EVALUATE_AFTER_HELP: &str = agent_help!(
+    "  {\"key\",\"enabled\",\"variant\",\"reason\",\"payload\"} for the flag; a flag PostHog does not
+  return (unknown or inactive) is an error with category config. Needs the project API
+  key (see `capture --help`).",
+    "  posthog-cli flags evaluate new-dashboard --distinct-id user-42 -c config.yaml"
+);
+
+const FLAGS_LIST_AFTER_HELP: &str = agent_help!(
+    "  {\"flags\":[...]}: the project's feature flags as PostHog lists them.",
+    "  posthog-cli flags list -c config.yaml"
+);
+
+const COHORTS_LIST_AFTER_HELP: &str = agent_help!(
+    "  {\"cohorts\":[...]}: the project's cohorts as PostHog lists them.",
+    "  posthog-cli cohorts list --project-id 12345"
+);
+
+const COHORTS_CREATE_AFTER_HELP: &str = agent_help!(
+    "  The created cohort, with its id. Creating is not idempotent: only a 429 is retried.",
+    "  posthog-cli cohorts create \"Pro users\" -c config.yaml \\
+      --filters '{\"properties\":{\"type\":\"AND\",\"values\":[{\"key\":\"plan\",\"value\":\"pro\",\"type\":\"person\",\"operator\":\"exact\"}]}}'"
+);
+
+const COHORTS_PERSONS_AFTER_HELP: &str = agent_help!(
+    "  {\"cohort\":ID,\"persons\":[...],\"count\":N}",
+    "  posthog-cli cohorts persons 42 -c config.yaml --limit 100"
+);
+
+const MCP_AFTER_HELP: &str = agent_help!(
+    "  JSON-RPC messages of the Model Context Protocol on stdout; logs on stderr. Tools:
+  list_objects, get_fields {name}, query {hogql, values?}, list_templates,
+  run_template {name, vars?}. Query results are capped at 1 000 rows per call.",
+    "  posthog-cli mcp -c config.yaml
+  Claude Desktop / Code config: {\"command\": \"posthog-cli\", \"args\": [\"mcp\", \"-c\", \"/path/config.yaml\"]}"
+);
+
+/// Extract PostHog data incrementally, exactly once, into Parquet, JSONL or CSV files; query
+/// PostHog with HogQL and ready-made templates; capture events, evaluate flags, manage cohorts;
+/// and serve all of it to AI agents over MCP.
 #[derive(Debug, Parser)]
 #[command(name = "posthog-cli", version, after_help = TOP_AFTER_HELP)]
 pub struct Cli {
@@ -167,6 +313,11 @@ pub struct GlobalArgs {
     /// Read the API key from this file when the config has none (trailing newline ignored)
     #[arg(long, global = true, value_name = "PATH")]
     pub api_key_file: Option<PathBuf>,
+
+    /// Read the project API key (phc_…, for capture and flags) from this file
+    /// [env: POSTHOG_PROJECT_API_KEY; default: read from the project]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub project_api_key_file: Option<PathBuf>,
 }
 
 /// How log lines are written to stderr.
@@ -193,16 +344,324 @@ pub enum Command {
     /// Check authentication, project access and query permission
     #[command(after_help = DOCTOR_AFTER_HELP)]
     Doctor(DoctorArgs),
+
+    /// Run a HogQL query and print its rows (values bound with --var, never spliced)
+    #[command(after_help = QUERY_AFTER_HELP)]
+    Query(QueryArgs),
+
+    /// List the entity types of a PostHog project (events, persons, cohorts, …)
+    #[command(after_help = OBJECTS_AFTER_HELP)]
+    Objects(ObjectsArgs),
+
+    /// List the fields of one entity type, with types from PostHog's schema and property
+    /// definitions
+    #[command(after_help = FIELDS_AFTER_HELP)]
+    Fields(FieldsArgs),
+
+    /// List, show and run the pre-built HogQL templates (churn risk, power users, funnels, …)
+    #[command(subcommand, after_help = TEMPLATE_AFTER_HELP)]
+    Template(TemplateCommand),
+
+    /// Capture one event, or a JSONL batch from stdin, with idempotent UUIDs
+    #[command(after_help = CAPTURE_AFTER_HELP)]
+    Capture(CaptureArgs),
+
+    /// Evaluate and list feature flags
+    #[command(subcommand, after_help = FLAGS_AFTER_HELP)]
+    Flags(FlagsCommand),
+
+    /// List and create cohorts, and list the persons in one
+    #[command(subcommand, after_help = COHORTS_AFTER_HELP)]
+    Cohorts(CohortsCommand),
+
+    /// Serve list_objects, get_fields, query and run_template to an AI agent over the Model
+    /// Context Protocol on stdin/stdout
+    #[command(after_help = MCP_AFTER_HELP)]
+    Mcp(McpArgs),
 }
 
 impl Command {
-    /// The config file the command reads.
-    pub fn config_path(&self) -> &Path {
+    /// The config file an extraction command (`run`, `discover`, `doctor`) reads; `None` for
+    /// the agent commands, whose config is optional.
+    pub fn config_path(&self) -> Option<&Path> {
         match self {
-            Command::Run(args) => &args.config,
-            Command::Discover(args) => &args.config,
-            Command::Doctor(args) => &args.config,
+            Command::Run(args) => Some(&args.config),
+            Command::Discover(args) => Some(&args.config),
+            Command::Doctor(args) => Some(&args.config),
+            _ => None,
         }
+    }
+
+    /// The connection options of an agent command.
+    pub fn connection(&self) -> Option<&ConnectionArgs> {
+        Some(match self {
+            Command::Query(a) => &a.connection,
+            Command::Objects(a) => &a.connection,
+            Command::Fields(a) => &a.connection,
+            Command::Template(TemplateCommand::Run(a)) => &a.connection,
+            Command::Capture(a) => &a.connection,
+            Command::Flags(FlagsCommand::Evaluate(a)) => &a.connection,
+            Command::Flags(FlagsCommand::List(a)) => &a.connection,
+            Command::Cohorts(CohortsCommand::List(a)) => &a.connection,
+            Command::Cohorts(CohortsCommand::Create(a)) => &a.connection,
+            Command::Cohorts(CohortsCommand::Persons(a)) => &a.connection,
+            Command::Mcp(a) => &a.connection,
+            _ => return None,
+        })
+    }
+}
+
+/// How an agent command finds PostHog: a config file, else flags, else the environment.
+#[derive(Debug, Clone, Args)]
+pub struct ConnectionArgs {
+    /// Config file to take the connection (and timeouts, retries, logging) from
+    #[arg(long, short, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// PostHog host: us, eu, or a base URL (https://…; http:// only for localhost)
+    /// [env: POSTHOG_HOST; default: us]
+    #[arg(long, value_name = "HOST", conflicts_with = "config")]
+    pub host: Option<String>,
+
+    /// Numeric project id [env: POSTHOG_PROJECT_ID]
+    #[arg(long, value_name = "ID", conflicts_with = "config")]
+    pub project_id: Option<String>,
+}
+
+/// How query rows are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RowFormat {
+    /// One JSON object: columns, types, rows (as objects) and row_count.
+    Json,
+    /// One JSON object per row.
+    Jsonl,
+    /// A header line, then one line per row (RFC 4180 quoting).
+    Csv,
+    /// Aligned columns for people; long values are cut at 60 characters.
+    Table,
+}
+
+/// `query`.
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+
+    /// Output format
+    #[arg(long, short, value_enum, default_value_t = RowFormat::Json)]
+    pub format: RowFormat,
+
+    /// Bind {KEY} in the query to VALUE (a number when it parses as one, else text); repeatable
+    #[arg(long = "var", value_name = "KEY=VALUE", value_parser = parse_var)]
+    pub vars: Vec<(String, String)>,
+
+    /// Run the query asynchronously (queued, then polled), for queries that take longer than
+    /// one request's timeout
+    #[arg(long = "async")]
+    pub asynchronous: bool,
+
+    /// The HogQL query; `-` reads it from stdin
+    #[arg(value_name = "HOGQL")]
+    pub hogql: String,
+}
+
+/// `objects`.
+#[derive(Debug, Args)]
+pub struct ObjectsArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+}
+
+/// `fields`.
+#[derive(Debug, Args)]
+pub struct FieldsArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+
+    /// The entity type, as `objects` lists it (e.g. events, persons, feature_flags)
+    #[arg(value_name = "NAME")]
+    pub name: String,
+}
+
+/// `template …`.
+#[derive(Debug, Subcommand)]
+pub enum TemplateCommand {
+    /// List the templates with their descriptions and variables
+    #[command(after_help = TEMPLATE_LIST_AFTER_HELP)]
+    List,
+    /// Show one template: description, variables with types and defaults, HogQL
+    #[command(after_help = TEMPLATE_SHOW_AFTER_HELP)]
+    Show(TemplateShowArgs),
+    /// Run one template with its variables checked and bound
+    #[command(after_help = TEMPLATE_RUN_AFTER_HELP)]
+    Run(TemplateRunArgs),
+}
+
+/// `template show`.
+#[derive(Debug, Args)]
+pub struct TemplateShowArgs {
+    /// Template name, as `template list` shows it
+    #[arg(value_name = "NAME")]
+    pub name: String,
+}
+
+/// `template run`.
+#[derive(Debug, Args)]
+pub struct TemplateRunArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+
+    /// Output format
+    #[arg(long, short, value_enum, default_value_t = RowFormat::Json)]
+    pub format: RowFormat,
+
+    /// Set a template variable; repeatable
+    #[arg(long = "var", value_name = "KEY=VALUE", value_parser = parse_var)]
+    pub vars: Vec<(String, String)>,
+
+    /// Template name, as `template list` shows it
+    #[arg(value_name = "NAME")]
+    pub name: String,
+}
+
+/// `capture`.
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("what").required(true).args(["event", "batch"]))]
+pub struct CaptureArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+
+    /// Event name (one event); use --batch for JSONL on stdin instead
+    #[arg(value_name = "EVENT")]
+    pub event: Option<String>,
+
+    /// Who did it (required with EVENT)
+    #[arg(long, value_name = "ID", required_unless_present = "batch")]
+    pub distinct_id: Option<String>,
+
+    /// An event property; VALUE is read as JSON when it parses (42, true, {"a":1}), else as
+    /// text; repeatable
+    #[arg(long = "property", short = 'p', value_name = "KEY=VALUE", value_parser = parse_var)]
+    pub properties: Vec<(String, String)>,
+
+    /// When it happened (RFC 3339); PostHog uses the time of receipt when absent
+    #[arg(long, value_name = "TIME")]
+    pub timestamp: Option<String>,
+
+    /// Idempotency key; default: derived from the event when --timestamp is given, else random
+    #[arg(long, value_name = "UUID")]
+    pub uuid: Option<String>,
+
+    /// Read events from stdin, one JSON object per line:
+    /// {"event","distinct_id","properties"?,"timestamp"?,"uuid"?}
+    #[arg(long, conflicts_with_all = ["event", "distinct_id", "properties", "timestamp", "uuid"])]
+    pub batch: bool,
+}
+
+/// `flags …`.
+#[derive(Debug, Subcommand)]
+pub enum FlagsCommand {
+    /// Evaluate one flag for one person
+    #[command(after_help = FLAGS_EVALUATE_AFTER_HELP)]
+    Evaluate(FlagsEvaluateArgs),
+    /// List the project's feature flags
+    #[command(after_help = FLAGS_LIST_AFTER_HELP)]
+    List(ListArgs),
+}
+
+/// `flags evaluate`.
+#[derive(Debug, Args)]
+pub struct FlagsEvaluateArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+
+    /// The flag key
+    #[arg(value_name = "KEY")]
+    pub key: String,
+
+    /// The person to evaluate for
+    #[arg(long, value_name = "ID")]
+    pub distinct_id: String,
+
+    /// A person property to evaluate with (overrides the stored one); repeatable
+    #[arg(long = "person-property", value_name = "KEY=VALUE", value_parser = parse_var)]
+    pub person_properties: Vec<(String, String)>,
+
+    /// A group membership, group type → key; repeatable
+    #[arg(long = "group", value_name = "TYPE=KEY", value_parser = parse_var)]
+    pub groups: Vec<(String, String)>,
+}
+
+/// A listing command with only connection options.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+}
+
+/// `cohorts …`.
+#[derive(Debug, Subcommand)]
+pub enum CohortsCommand {
+    /// List the project's cohorts
+    #[command(after_help = COHORTS_LIST_AFTER_HELP)]
+    List(ListArgs),
+    /// Create a cohort from PostHog cohort filters
+    #[command(after_help = COHORTS_CREATE_AFTER_HELP)]
+    Create(CohortsCreateArgs),
+    /// List the persons in a cohort
+    #[command(after_help = COHORTS_PERSONS_AFTER_HELP)]
+    Persons(CohortsPersonsArgs),
+}
+
+/// `cohorts create`.
+#[derive(Debug, Args)]
+pub struct CohortsCreateArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+
+    /// The cohort's name
+    #[arg(value_name = "NAME")]
+    pub name: String,
+
+    /// Filters as JSON, e.g. '{"properties":{"type":"AND","values":[{"key":"plan",
+    /// "value":"pro","type":"person","operator":"exact"}]}}'
+    #[arg(long, value_name = "JSON")]
+    pub filters: String,
+
+    /// A description
+    #[arg(long, value_name = "TEXT")]
+    pub description: Option<String>,
+}
+
+/// `cohorts persons`.
+#[derive(Debug, Args)]
+pub struct CohortsPersonsArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+
+    /// The cohort's numeric id (`cohorts list` shows it)
+    #[arg(value_name = "ID")]
+    pub id: u64,
+
+    /// Most persons to print
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: Option<u64>,
+}
+
+/// `mcp`.
+#[derive(Debug, Args)]
+pub struct McpArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+}
+
+/// `KEY=VALUE`, split at the first `=`; the key must not be empty.
+fn parse_var(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_owned(), value.to_owned()))
+        }
+        _ => Err(format!("{text:?} is not KEY=VALUE")),
     }
 }
 
@@ -366,7 +825,7 @@ mod tests {
         .expect("parses");
         assert!(cli.global.quiet);
         assert_eq!(cli.global.log_level, Some(LogLevel::Debug));
-        assert_eq!(cli.command.config_path(), Path::new("x"));
+        assert_eq!(cli.command.config_path(), Some(Path::new("x")));
     }
 
     #[test]
@@ -386,7 +845,14 @@ mod tests {
             &["run"][..],
             &["run", "--config", "c", "--format", "xml"],
             &["run", "--config", "c", "--log-level", "loud"],
-            &["query", "select 1"],
+            &["query"],
+            &["query", "--project-id", "1", "--config", "c", "select 1"],
+            &["capture", "e"],
+            &["capture", "--batch", "--distinct-id", "d"],
+            &["template", "run"],
+            &["flags", "evaluate", "k"],
+            &["cohorts", "persons", "abc"],
+            &["query", "--var", "novalue", "select 1"],
             &["run", "--config", "c", "--api-key", "phx_x"],
             &[],
         ] {
@@ -404,9 +870,17 @@ mod tests {
             .get_subcommands_mut()
             .filter(|s| s.get_name() != "help")
         {
-            helps.push(sub.render_long_help().to_string());
+            if sub.has_subcommands() {
+                for leaf in sub.get_subcommands_mut().filter(|s| s.get_name() != "help") {
+                    helps.push(leaf.render_long_help().to_string());
+                }
+            } else {
+                helps.push(sub.render_long_help().to_string());
+            }
         }
-        assert_eq!(helps.len(), 4);
+        // The top level; run, discover, doctor, query, objects, fields; template list, show,
+        // run; capture; flags evaluate, list; cohorts list, create, persons; mcp.
+        assert_eq!(helps.len(), 17);
         for help in helps {
             assert!(help.contains("Example"), "{help}");
             assert!(help.contains("Exit codes:"), "{help}");

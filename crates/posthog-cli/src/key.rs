@@ -63,7 +63,7 @@ pub fn resolve(
 
 /// The file's content without its trailing newline (`\n` or `\r\n`, repeated). The error
 /// messages never quote the content.
-fn read_key_file(path: &Path) -> Result<SecretString, String> {
+pub(crate) fn read_key_file(path: &Path) -> Result<SecretString, String> {
     let mut text = String::new();
     File::open(path)
         .and_then(|file| file.take(MAX_KEY_FILE_BYTES + 1).read_to_string(&mut text))

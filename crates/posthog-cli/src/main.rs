@@ -3,7 +3,10 @@
 //! - `run` (alias `extract`) extracts the configured table incrementally and exactly once into
 //!   `DIR/<table_name>/part-*.{parquet,jsonl,csv}` and commits its state to `DIR/state.json`;
 //! - `discover` lists the resources with their schemas and a stable fingerprint;
-//! - `doctor` checks authentication, project access and query permission.
+//! - `doctor` checks authentication, project access and query permission;
+//! - `query`, `objects`, `fields`, `template`, `capture`, `flags`, `cohorts` serve agents and
+//!   scripts (JSON by default), and `mcp` serves the same to an agent over the Model Context
+//!   Protocol on stdio.
 //!
 //! Every command prints exactly one JSON object on stdout (on failure
 //! `{"status":"error","category":…,"message":…}`, plus `error: <category>: <message>` on
@@ -15,11 +18,15 @@
 //! the progress bar, calls the `posthog-osiris` driver, prints its result and maps failures to
 //! exit codes. It is the only part of the toolkit that reads the environment.
 
+mod agent;
 mod cli;
+mod connect;
 mod key;
 mod logging;
+mod mcp;
 mod output;
 mod progress;
+mod rows;
 
 use std::io::{self, IsTerminal as _};
 use std::process::ExitCode;
@@ -32,7 +39,9 @@ use indicatif::ProgressBar;
 use posthog_osiris::{Context, Driver as _, ExtractConfig, PostHogDriver};
 use posthog_state::JsonFileStore;
 
-use crate::cli::{Cli, Command, DiscoverArgs, DoctorArgs, RunArgs};
+use crate::cli::{
+    Cli, CohortsCommand, Command, DiscoverArgs, DoctorArgs, FlagsCommand, RunArgs, TemplateCommand,
+};
 use crate::output::{Failure, print_json_line};
 use crate::progress::BarObserver;
 
@@ -69,7 +78,29 @@ fn bound_allocator_growth() {
 
 /// Runs the command; `Ok` carries the exit code of a command that printed its own result.
 fn execute(cli: &Cli) -> Result<u8, Failure> {
-    let mut config = ExtractConfig::from_path(cli.command.config_path())?;
+    // Commands that need neither a connection nor logs.
+    match &cli.command {
+        Command::Objects(_) => return agent::objects().map(|()| 0),
+        Command::Template(TemplateCommand::List) => return agent::template_list().map(|()| 0),
+        Command::Template(TemplateCommand::Show(args)) => {
+            return agent::template_show(&args.name).map(|()| 0);
+        }
+        _ => {}
+    }
+    let mut config = match (cli.command.config_path(), cli.command.connection()) {
+        (Some(path), _) => ExtractConfig::from_path(path)?,
+        (None, Some(conn)) => connect::agent_config(
+            conn.config.as_deref(),
+            conn.host.as_deref(),
+            conn.project_id.as_deref(),
+            |name| std::env::var_os(name),
+        )?,
+        (None, None) => {
+            return Err(Failure::internal(&anyhow::anyhow!(
+                "the command has no connection options"
+            )));
+        }
+    };
 
     let stderr_is_terminal = io::stderr().is_terminal();
     let show_progress =
@@ -100,9 +131,75 @@ fn execute(cli: &Cli) -> Result<u8, Failure> {
         Command::Run(args) => run(&runtime, config, args, bar.clone(), show_progress),
         Command::Discover(args) => discover(&runtime, &config, args),
         Command::Doctor(args) => doctor(&runtime, &config, args),
+        command => runtime.block_on(agent_command(cli, command, &config)),
     };
     bar.finish_and_clear();
     result
+}
+
+/// The agent and API commands, with a client built from the resolved config.
+async fn agent_command(
+    cli: &Cli,
+    command: &Command,
+    config: &ExtractConfig,
+) -> Result<u8, Failure> {
+    let needs_project_key = matches!(
+        command,
+        Command::Capture(_) | Command::Flags(FlagsCommand::Evaluate(_))
+    );
+    let client = if needs_project_key {
+        let key = connect::project_key(
+            cli.global.project_api_key_file.as_deref(),
+            std::env::var_os(connect::PROJECT_KEY_ENV),
+        )?;
+        let key = match key {
+            Some(key) => key,
+            None => project_token(config).await?,
+        };
+        posthog_osiris::connect(config, Some(&key))?
+    } else {
+        posthog_osiris::connect(config, None)?
+    };
+    match command {
+        Command::Query(args) => agent::query(&client, args).await,
+        Command::Fields(args) => agent::fields(&client, args).await,
+        Command::Template(TemplateCommand::Run(args)) => agent::template_run(&client, args).await,
+        Command::Capture(args) => agent::capture(&client, args).await,
+        Command::Flags(FlagsCommand::Evaluate(args)) => agent::flags_evaluate(&client, args).await,
+        Command::Flags(FlagsCommand::List(_)) => agent::flags_list(&client).await,
+        Command::Cohorts(CohortsCommand::List(_)) => agent::cohorts_list(&client).await,
+        Command::Cohorts(CohortsCommand::Create(args)) => {
+            agent::cohorts_create(&client, args).await
+        }
+        Command::Cohorts(CohortsCommand::Persons(args)) => {
+            agent::cohorts_persons(&client, args).await
+        }
+        Command::Mcp(_) => mcp::serve(client).await,
+        _ => Err(Failure::internal(&anyhow::anyhow!("not an agent command"))),
+    }
+    .map(|()| 0)
+}
+
+/// The project API key (`api_token`) read from the project with the personal key, for
+/// capture and flags when neither `--project-api-key-file` nor the environment gives one.
+async fn project_token(config: &ExtractConfig) -> Result<secrecy::SecretString, Failure> {
+    let client = posthog_osiris::connect(config, None)?;
+    let project = client.project().await.map_err(agent::client_failure)?;
+    match project
+        .extra
+        .get("api_token")
+        .and_then(serde_json::Value::as_str)
+    {
+        Some(token) if !token.is_empty() => Ok(secrecy::SecretString::from(token.to_owned())),
+        _ => Err(Failure::from(posthog_osiris::ConfigError::new(
+            "--project-api-key-file",
+            format!(
+                "the project does not report its api_token; pass --project-api-key-file PATH \
+                 or set {}",
+                connect::PROJECT_KEY_ENV
+            ),
+        ))),
+    }
 }
 
 /// `run`: opens the state store, extracts, prints the run summary.

@@ -5,126 +5,13 @@
 //! directory. The binary's environment is cleared of the variables it reads, so nothing from
 //! the developer's shell leaks in.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-use posthog_mock::{MockConfig, MockServer, RouteClass};
+use common::{Env, KEY, KEY_ENV, assert_error_json, one_json_object, output};
+use posthog_mock::RouteClass;
 use serde_json::Value;
-
-const KEY: &str = "phx_mock_personal_key";
-const KEY_ENV: &str = "POSTHOG_PERSONAL_API_KEY";
-
-/// A mock server, its runtime and a scratch directory the binary runs in.
-struct Env {
-    runtime: tokio::runtime::Runtime,
-    server: Option<MockServer>,
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn new() -> Env {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let server = runtime
-            .block_on(MockServer::start(MockConfig::default()))
-            .expect("mock starts");
-        Env {
-            runtime,
-            server: Some(server),
-            dir: tempfile::tempdir().expect("temp dir"),
-        }
-    }
-
-    fn server(&self) -> &MockServer {
-        self.server.as_ref().expect("running")
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// Writes a config for the mock. `key`: the `api_key` line, or none. `extra`: more
-    /// top-level YAML. The mock's events lie in the first week of 2025, hence `initial_since`.
-    fn config(&self, name: &str, key: Option<&str>, extra: &str) -> PathBuf {
-        let key_line = key.map_or(String::new(), |k| format!("  api_key: {k}\n"));
-        let yaml = format!(
-            "component_id: posthog/osiris
-resolved_connection:
-{key_line}  project_id: \"1\"
-  region: self_hosted
-  custom_base_url: {base_url}
-config:
-  source:
-    data_type: events
-    initial_since: \"2024-12-31T00:00:00Z\"
-    lookback_window_minutes: 15
-    page_size: 200
-  destination: {{table_name: posthog_events}}
-{extra}",
-            base_url = self.server().base_url(),
-        );
-        let path = self.path(name);
-        std::fs::write(&path, yaml).expect("write config");
-        path
-    }
-
-    /// The binary, run in the scratch directory with a clean environment.
-    fn cli(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_posthog-cli"));
-        cmd.current_dir(self.dir.path())
-            .env_remove(KEY_ENV)
-            .env_remove("POSTHOG_PROJECT_ID")
-            .env_remove("POSTHOG_HOST")
-            .env_remove("RUST_LOG");
-        cmd
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        if let Some(server) = self.server.take() {
-            self.runtime.block_on(server.shutdown());
-        }
-    }
-}
-
-/// Runs the command and returns (exit code, stdout, stderr).
-fn output(cmd: &mut Command) -> (i32, String, String) {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = cmd.output().expect("binary runs");
-    (
-        status.code().expect("exited, not killed"),
-        String::from_utf8(stdout).expect("utf-8 stdout"),
-        String::from_utf8(stderr).expect("utf-8 stderr"),
-    )
-}
-
-/// stdout must be exactly one JSON object followed by one newline.
-fn one_json_object(stdout: &str) -> Value {
-    assert!(stdout.ends_with('\n'), "no trailing newline: {stdout:?}");
-    assert_eq!(
-        stdout.matches('\n').count(),
-        1,
-        "more than one line: {stdout}"
-    );
-    let value: Value = serde_json::from_str(stdout).expect("stdout is JSON");
-    assert!(value.is_object(), "not an object: {stdout}");
-    value
-}
-
-fn assert_error_json(stdout: &str, category: &str) -> Value {
-    let value = one_json_object(stdout);
-    assert_eq!(value["status"], "error", "{stdout}");
-    assert_eq!(value["category"], category, "{stdout}");
-    assert!(value["message"].is_string(), "{stdout}");
-    value
-}
 
 /// Every file under `dir`, recursively.
 fn files_under(dir: &Path) -> Vec<PathBuf> {
@@ -338,6 +225,22 @@ fn every_help_shows_an_example_and_the_exit_codes() {
         &["discover", "--help"],
         &["doctor", "--help"],
         &["help", "run"],
+        &["query", "--help"],
+        &["objects", "--help"],
+        &["fields", "--help"],
+        &["template", "--help"],
+        &["template", "list", "--help"],
+        &["template", "show", "--help"],
+        &["template", "run", "--help"],
+        &["capture", "--help"],
+        &["flags", "--help"],
+        &["flags", "evaluate", "--help"],
+        &["flags", "list", "--help"],
+        &["cohorts", "--help"],
+        &["cohorts", "list", "--help"],
+        &["cohorts", "create", "--help"],
+        &["cohorts", "persons", "--help"],
+        &["mcp", "--help"],
     ] {
         let (code, stdout, stderr) = output(env.cli().args(args));
         assert_eq!(code, 0, "{args:?}: {stderr}");
@@ -353,7 +256,10 @@ fn every_help_shows_an_example_and_the_exit_codes() {
         }
     }
     let (_, top, _) = output(env.cli().arg("--help"));
-    for command in ["run", "discover", "doctor", "extract"] {
+    for command in [
+        "run", "discover", "doctor", "extract", "query", "objects", "fields", "template",
+        "capture", "flags", "cohorts", "mcp",
+    ] {
         assert!(top.contains(command), "{top}");
     }
     let (_, run, _) = output(env.cli().args(["run", "--help"]));
@@ -559,7 +465,10 @@ fn discover_prints_sorted_resources_and_a_stable_fingerprint() {
             .iter()
             .filter_map(|r| r["name"].as_str())
             .collect();
-        assert!(names.contains(&"events"), "{names:?}");
+        assert!(
+            names.contains(&"events") && names.contains(&"sessions"),
+            "{names:?}"
+        );
         assert!(names.is_sorted(), "{names:?}");
         assert!(discovery["discovered_at"].is_string());
         fingerprints.push(discovery["fingerprint"].as_str().expect("fp").to_owned());
