@@ -39,6 +39,11 @@ fn stdout_failure(e: io::Error) -> Failure {
 
 /// `objects`: the eight entity types.
 pub fn objects() -> Result<(), Failure> {
+    print_value(&objects_json())
+}
+
+/// `{"objects": [...]}`, as `objects` prints it and MCP's `list_objects` returns it.
+pub fn objects_json() -> Value {
     let objects: Vec<Value> = Entity::ALL
         .iter()
         .map(|e| {
@@ -50,7 +55,7 @@ pub fn objects() -> Result<(), Failure> {
             })
         })
         .collect();
-    print_value(&json!({ "objects": objects }))
+    json!({ "objects": objects })
 }
 
 /// `fields NAME`.
@@ -123,6 +128,12 @@ pub fn loose_json(text: &str) -> Value {
 
 /// `template list`.
 pub fn template_list() -> Result<(), Failure> {
+    print_value(&templates_json())
+}
+
+/// `{"templates": [...]}` without the HogQL text, as `template list` prints it and MCP's
+/// `list_templates` returns it.
+pub fn templates_json() -> Value {
     let list: Vec<Value> = templates::all()
         .iter()
         .map(|t| {
@@ -134,7 +145,7 @@ pub fn template_list() -> Result<(), Failure> {
             })
         })
         .collect();
-    print_value(&json!({ "templates": list }))
+    json!({ "templates": list })
 }
 
 /// `template show NAME`.

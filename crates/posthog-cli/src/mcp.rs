@@ -416,35 +416,13 @@ fn kind_of(value: &Value) -> &'static str {
 /// `list_objects`.
 fn list_objects(args: &JsonObject) -> ToolOutcome {
     Args::new("list_objects", args, &[])?;
-    let objects: Vec<Value> = Entity::ALL
-        .iter()
-        .map(|e| {
-            json!({
-                "name": e.name(),
-                "description": e.description(),
-                "hogql_table": e.hogql_table(),
-                "rest_resource": e.resource().map(|r| r.path()),
-            })
-        })
-        .collect();
-    Ok(json!({ "objects": objects }))
+    Ok(crate::agent::objects_json())
 }
 
 /// `list_templates`.
 fn list_templates(args: &JsonObject) -> ToolOutcome {
     Args::new("list_templates", args, &[])?;
-    let list: Vec<Value> = templates::all()
-        .iter()
-        .map(|t| {
-            json!({
-                "name": t.name,
-                "category": t.category,
-                "description": t.description,
-                "params": t.params,
-            })
-        })
-        .collect();
-    Ok(json!({ "templates": list }))
+    Ok(crate::agent::templates_json())
 }
 
 impl PostHogMcp {

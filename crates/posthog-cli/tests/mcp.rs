@@ -4,71 +4,39 @@
 //! blocking CI.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use posthog_mock::{Dataset, GenSpec, MockConfig, MockServer, RouteClass};
+mod common;
+
+use common::{Env, KEY, KEY_ENV};
+use posthog_mock::{Dataset, GenSpec, MockConfig, RouteClass};
 use serde_json::{Value, json};
 
-const KEY: &str = "phx_mock_personal_key";
-const KEY_ENV: &str = "POSTHOG_PERSONAL_API_KEY";
 const PROTOCOL_VERSION: &str = "2025-06-18";
 /// Longest wait for one response (a debug build on a loaded 2-core machine is slow).
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest wait for the process to exit once stdin is closed.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A mock server and the runtime it runs on.
-struct Mock {
-    runtime: tokio::runtime::Runtime,
-    server: Option<MockServer>,
+/// A mock serving `events` generated events (the default dataset has 1 000).
+fn mock(events: usize) -> Env {
+    Env::with(MockConfig::with_dataset(Dataset::generate(&GenSpec {
+        events,
+        ..GenSpec::default()
+    })))
 }
 
-impl Mock {
-    /// A mock serving `events` generated events (the default dataset has 1 000).
-    fn start(events: usize) -> Mock {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let server = runtime
-            .block_on(MockServer::start(MockConfig::with_dataset(
-                Dataset::generate(&GenSpec {
-                    events,
-                    ..GenSpec::default()
-                }),
-            )))
-            .expect("mock starts");
-        Mock {
-            runtime,
-            server: Some(server),
-        }
-    }
-
-    fn server(&self) -> &MockServer {
-        self.server.as_ref().expect("running")
-    }
-
-    /// The JSON bodies of the `POST …/query/` requests received so far.
-    fn query_bodies(&self) -> Vec<Value> {
-        self.server()
-            .requests()
-            .into_iter()
-            .filter(|r| r.route == RouteClass::Query && r.method == "POST")
-            .filter_map(|r| r.body)
-            .collect()
-    }
-}
-
-impl Drop for Mock {
-    fn drop(&mut self) {
-        if let Some(server) = self.server.take() {
-            self.runtime.block_on(server.shutdown());
-        }
-    }
+/// The JSON bodies of the `POST …/query/` requests received so far.
+fn query_bodies(env: &Env) -> Vec<Value> {
+    env.server()
+        .requests()
+        .into_iter()
+        .filter(|r| r.route == RouteClass::Query && r.method == "POST")
+        .filter_map(|r| r.body)
+        .collect()
 }
 
 /// A running `posthog-cli mcp` with its stdout read line by line on a thread.
@@ -84,8 +52,9 @@ struct Session {
 }
 
 impl Session {
-    fn start(mock: &Mock) -> Session {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_posthog-cli"))
+    fn start(mock: &Env) -> Session {
+        let mut child = mock
+            .cli()
             .args([
                 "mcp",
                 "--host",
@@ -93,9 +62,6 @@ impl Session {
                 "--project-id",
                 "1",
             ])
-            .env_remove("POSTHOG_PROJECT_ID")
-            .env_remove("POSTHOG_HOST")
-            .env_remove("RUST_LOG")
             .env(KEY_ENV, KEY)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -279,7 +245,7 @@ fn rows(result: &Value) -> &Vec<Value> {
 
 #[test]
 fn an_agent_session_lists_queries_and_runs_templates_without_injection() {
-    let mock = Mock::start(1_500);
+    let mock = mock(1_500);
     let mut session = Session::start(&mock);
 
     // initialize
@@ -360,8 +326,7 @@ fn an_agent_session_lists_queries_and_runs_templates_without_injection() {
         rows(&result)[0],
         json!({"event": "$pageview", "n": expected})
     );
-    let bound = mock
-        .query_bodies()
+    let bound = query_bodies(&mock)
         .into_iter()
         .find(|b| b["query"]["values"]["name"] == "$pageview")
         .expect("the bound query reached the mock");
@@ -405,8 +370,7 @@ fn an_agent_session_lists_queries_and_runs_templates_without_injection() {
     assert_eq!(timeline["row_count"], 0, "{timeline}");
     assert_eq!(rows(&timeline).len(), 0);
     let template = posthog_client::templates::find("user_timeline").expect("template");
-    let sent = mock
-        .query_bodies()
+    let sent = query_bodies(&mock)
         .into_iter()
         .find(|b| b["query"]["values"]["distinct_id"] == attack)
         .expect("the template query reached the mock");
@@ -416,7 +380,7 @@ fn an_agent_session_lists_queries_and_runs_templates_without_injection() {
     assert_eq!(sent["query"]["values"]["limit"], 100);
 
     // a variable that is not what the template takes: refused before anything is sent
-    let queries_before = mock.query_bodies().len();
+    let queries_before = query_bodies(&mock).len();
     let message = session.call_err(
         "run_template",
         json!({"name": "top_events", "vars": {"limit": "1) union all select 1 --"}}),
@@ -424,7 +388,7 @@ fn an_agent_session_lists_queries_and_runs_templates_without_injection() {
     assert!(message.starts_with("config: "), "{message}");
     assert!(message.contains("\"limit\""), "{message}");
     assert_eq!(
-        mock.query_bodies().len(),
+        query_bodies(&mock).len(),
         queries_before,
         "a query was sent"
     );
@@ -479,7 +443,7 @@ fn an_agent_session_lists_queries_and_runs_templates_without_injection() {
 
 #[test]
 fn a_client_that_leaves_before_initializing_ends_the_server_cleanly() {
-    let mock = Mock::start(10);
+    let mock = mock(10);
     let session = Session::start(&mock);
     let (code, stderr, seen) = session.close();
     assert_eq!(code, 0, "stderr:\n{stderr}");

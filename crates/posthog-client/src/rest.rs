@@ -178,7 +178,10 @@ impl NewCohort {
 }
 
 /// The project (`GET /api/projects/{id}/`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// PostHog includes the project API key (`api_token`, `phc_…`) in `extra`; `Debug` output
+/// redacts every key-shaped string, so printing a project never shows it.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Project {
     /// Numeric id.
     pub id: i64,
@@ -191,6 +194,19 @@ pub struct Project {
     /// Everything else PostHog sent.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+impl std::fmt::Debug for Project {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let extra = crate::redact::redact_secrets(&Value::Object(self.extra.clone()).to_string())
+            .into_owned();
+        f.debug_struct("Project")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("timezone", &self.timezone)
+            .field("extra", &extra)
+            .finish()
+    }
 }
 
 /// The user the key belongs to (`GET /api/users/@me/`).
@@ -464,5 +480,21 @@ impl Client {
             return Err(bad("pagination link points to the same page again".into()));
         }
         Ok(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn project_debug_output_never_shows_the_project_api_key() {
+        let project: Project = serde_json::from_value(serde_json::json!({
+            "id": 1, "name": "p", "timezone": "UTC", "api_token": "phc_SecretToken123"
+        }))
+        .unwrap();
+        let shown = format!("{project:?}");
+        assert!(!shown.contains("SecretToken123"), "{shown}");
+        assert!(shown.contains("phc_***"), "{shown}");
     }
 }
