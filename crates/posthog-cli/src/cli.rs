@@ -683,6 +683,12 @@ pub struct RunArgs {
     /// Part file format, overriding the config's output.format
     #[arg(long, value_name = "FORMAT", value_parser = output_format_parser())]
     pub format: Option<OutputFormat>,
+
+    /// After the run, successful or not, write its metrics (rows, requests, retries, 429s,
+    /// breaker trips, duration, watermark, consecutive failures) to this file in Prometheus
+    /// text format, for node_exporter's textfile collector (name it *.prom)
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 impl RunArgs {

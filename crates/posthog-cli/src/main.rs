@@ -24,6 +24,7 @@ mod connect;
 mod key;
 mod logging;
 mod mcp;
+mod metrics;
 mod output;
 mod progress;
 mod rows;
@@ -230,6 +231,14 @@ fn run(
     bar.finish_and_clear();
     // The lock is released only once the run is over, whatever its outcome.
     drop(store);
+    if let Some(path) = &args.metrics_file {
+        let figures = summary.as_ref().ok().map(metrics::RunFigures::from);
+        // The run's outcome stands either way: its parts and state are committed (or not)
+        // already. An unwritable metrics file shows as a stale run in monitoring.
+        if let Err(e) = metrics::write(path, &config.destination.table_name, figures.as_ref()) {
+            tracing::error!(path = %path.display(), error = %e, "cannot write the metrics file");
+        }
+    }
     let summary = summary?;
     print(&serde_json::to_string(&summary))?;
     Ok(0)

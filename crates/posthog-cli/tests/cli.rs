@@ -272,6 +272,7 @@ fn every_help_shows_an_example_and_the_exit_codes() {
         "--log-level",
         "--log-format",
         "--quiet",
+        "--metrics-file",
     ] {
         assert!(run.contains(flag), "{flag}: {run}");
     }
@@ -436,6 +437,59 @@ fn doctor_with_a_wrong_key_exits_1_with_category_auth() {
     assert_eq!(report["category"], "auth", "{report}");
     assert!(!stdout.contains(wrong) && !stderr.contains(wrong));
     assert!(env.server().total_requests() > 0, "doctor asked PostHog");
+}
+
+/// The value of one metric line for the `posthog_events` table.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    let prefix = format!("posthog_extract_{name}{{table=\"posthog_events\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(|v| v.parse().expect("a number"))
+}
+
+#[test]
+fn metrics_file_reports_a_run_and_then_a_failure_in_prometheus_text() {
+    let env = Env::new();
+    let good = env.config("good.yaml", Some(KEY), "");
+    let bad = env.config("bad.yaml", Some("phx_wrong_key_not_known_to_the_mock"), "");
+    let metrics = env.path("posthog.prom");
+    let metrics_arg = metrics.to_str().unwrap();
+    let summary = run_ok(
+        &env,
+        &[
+            "run",
+            "--config",
+            good.to_str().unwrap(),
+            "--metrics-file",
+            metrics_arg,
+        ],
+    );
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    assert_eq!(metric(&text, "last_run_success"), Some(1.0));
+    assert_eq!(
+        metric(&text, "rows_written"),
+        summary["rows_output"].as_f64(),
+        "{text}"
+    );
+    assert_eq!(metric(&text, "requests"), summary["requests"].as_f64());
+    assert!(metric(&text, "watermark_timestamp_seconds").is_some());
+    let success_at = metric(&text, "last_success_timestamp_seconds").unwrap();
+
+    let (code, _, _) = output(env.cli().args([
+        "run",
+        "--config",
+        bad.to_str().unwrap(),
+        "--metrics-file",
+        metrics_arg,
+    ]));
+    assert_eq!(code, 3);
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    assert_eq!(metric(&text, "last_run_success"), Some(0.0));
+    assert_eq!(metric(&text, "consecutive_failures"), Some(1.0));
+    assert_eq!(
+        metric(&text, "last_success_timestamp_seconds"),
+        Some(success_at)
+    );
 }
 
 #[test]

@@ -124,6 +124,8 @@ pub struct RunSummary {
     pub throttled: u64,
     /// Times a server timeout made the page size halve.
     pub page_shrinks: u64,
+    /// Times the client's circuit breaker opened.
+    pub breaker_trips: u64,
     /// Wall time of the run.
     pub duration_ms: u64,
     /// The table's state as committed at the end of the run.

@@ -232,6 +232,7 @@ pub(crate) async fn run(
         retries: client_stats.retries + stats.page_shrinks + stats.rate_limit_pauses,
         throttled: client_stats.throttled,
         page_shrinks: stats.page_shrinks,
+        breaker_trips: client_stats.breaker_trips,
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         state,
     })
