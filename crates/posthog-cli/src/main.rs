@@ -86,6 +86,22 @@ fn execute(cli: &Cli) -> Result<u8, Failure> {
         Command::Template(TemplateCommand::Show(args)) => {
             return agent::template_show(&args.name).map(|()| 0);
         }
+        Command::Completions(args) => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            let mut out = io::stdout().lock();
+            clap_complete::generate(args.shell, &mut command, "posthog-cli", &mut out);
+            return Ok(0);
+        }
+        Command::Man => {
+            let command = <Cli as clap::CommandFactory>::command();
+            let mut out = io::stdout().lock();
+            return clap_mangen::Man::new(command)
+                .render(&mut out)
+                .map(|()| 0)
+                .map_err(|e| {
+                    Failure::internal(&anyhow::anyhow!("cannot write the man page: {e}"))
+                });
+        }
         _ => {}
     }
     let mut config = match (cli.command.config_path(), cli.command.connection()) {

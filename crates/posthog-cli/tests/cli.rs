@@ -241,6 +241,8 @@ fn every_help_shows_an_example_and_the_exit_codes() {
         &["cohorts", "create", "--help"],
         &["cohorts", "persons", "--help"],
         &["mcp", "--help"],
+        &["completions", "--help"],
+        &["man", "--help"],
     ] {
         let (code, stdout, stderr) = output(env.cli().args(args));
         assert_eq!(code, 0, "{args:?}: {stderr}");
@@ -445,6 +447,31 @@ fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(&prefix))
         .map(|v| v.parse().expect("a number"))
+}
+
+#[test]
+fn completions_and_the_man_page_are_generated_for_every_command() {
+    let env = Env::new();
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef posthog-cli"),
+        ("fish", "complete -c posthog-cli"),
+    ] {
+        let (code, stdout, stderr) = output(env.cli().args(["completions", shell]));
+        assert_eq!(code, 0, "{stderr}");
+        assert!(stdout.contains(marker), "{shell}: {stdout}");
+        assert!(stdout.contains("template"), "{shell} completes subcommands");
+    }
+    let (code, man, _) = output(env.cli().arg("man"));
+    assert_eq!(code, 0);
+    assert!(
+        man.starts_with(".ie") || man.contains(".TH posthog-cli"),
+        "{man}"
+    );
+    assert!(man.contains("extract"), "{man}");
+    let (code, _, _) = output(env.cli().args(["completions", "tcsh"]));
+    assert_eq!(code, 2);
+    assert_eq!(env.server().total_requests(), 0);
 }
 
 #[test]
