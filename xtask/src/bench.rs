@@ -119,21 +119,14 @@ struct Measured {
 
 fn run_bench(args: &RunBench) -> anyhow::Result<()> {
     if !args.no_build {
-        let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--release",
-                "--locked",
-                "-p",
-                "posthog-cli",
-                "-p",
-                "posthog-mock",
-            ])
-            .status()
-            .context("running cargo build")?;
-        if !status.success() {
-            bail!("building the release binaries failed");
-        }
+        crate::cargo_build(&[
+            "--release",
+            "--locked",
+            "-p",
+            "posthog-cli",
+            "-p",
+            "posthog-mock",
+        ])?;
     }
     let release = crate::target_dir().join("release");
     let (cli, mock_bin) = (release.join("posthog-cli"), release.join("posthog-mock"));
