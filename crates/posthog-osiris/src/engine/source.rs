@@ -178,38 +178,38 @@ impl KeysetScan {
         let select: Vec<&str> = self.fields.iter().map(|f| f.name.as_str()).collect();
         let mut conditions: Vec<String> = Vec::new();
         let mut values: Vec<(String, String)> = Vec::new();
-        let mut text = String::new();
+        let utc = |at: UnixMicros| {
+            let mut text = String::new();
+            format_timestamp(at, &mut text);
+            text
+        };
+        let id_bound = if self.id_is_uuid {
+            "toUUID({cursor_id})"
+        } else {
+            "{cursor_id}"
+        };
+        let id = self.id_column;
         match (start, self.time_column) {
-            (Start::Beginning, _) => {}
+            (Start::Beginning, _) | (Start::AtOrAfter(_), None) => {}
             (Start::AtOrAfter(at), Some(time)) => {
-                format_timestamp(*at, &mut text);
                 conditions.push(format!("{time} >= toDateTime({{cursor_time}})"));
-                values.push(("cursor_time".into(), std::mem::take(&mut text)));
+                values.push(("cursor_time".into(), utc(*at)));
             }
             (Start::After(cursor), Some(time)) => {
-                format_timestamp(cursor.time.unwrap_or(0), &mut text);
                 conditions.push(format!(
-                    "({time}, {id}) > (toDateTime({{cursor_time}}), toUUID({{cursor_id}}))",
-                    id = self.id_column
+                    "({time}, {id}) > (toDateTime({{cursor_time}}), {id_bound})"
                 ));
-                values.push(("cursor_time".into(), std::mem::take(&mut text)));
+                values.push(("cursor_time".into(), utc(cursor.time.unwrap_or(0))));
                 values.push(("cursor_id".into(), cursor.id.clone()));
             }
             (Start::After(cursor), None) => {
-                let bound = if self.id_is_uuid {
-                    "toUUID({cursor_id})"
-                } else {
-                    "{cursor_id}"
-                };
-                conditions.push(format!("{} > {bound}", self.id_column));
+                conditions.push(format!("{id} > {id_bound}"));
                 values.push(("cursor_id".into(), cursor.id.clone()));
             }
-            (Start::AtOrAfter(_), None) => {}
         }
         if let Some((column, since)) = self.since {
-            format_timestamp(since, &mut text);
             conditions.push(format!("{column} >= toDateTime({{since}})"));
-            values.push(("since".into(), std::mem::take(&mut text)));
+            values.push(("since".into(), utc(since)));
         }
         if !self.event_types.is_empty() {
             let names: Vec<String> = (0..self.event_types.len())
