@@ -116,14 +116,10 @@ pub async fn run_and_print(
         .map_err(stdout_failure)
 }
 
-/// A `KEY=VALUE` value: a JSON number, boolean or null (or a JSON-quoted string) when it parses
-/// as one, else the text as it is.
+/// A `KEY=VALUE` value: the JSON it spells when it parses as JSON (a number, boolean, null,
+/// quoted string, array or object), else the text as it is.
 pub fn loose_json(text: &str) -> Value {
-    match serde_json::from_str::<Value>(text) {
-        Ok(v @ (Value::Number(_) | Value::Bool(_) | Value::Null | Value::String(_))) => v,
-        Ok(v @ (Value::Array(_) | Value::Object(_))) => v,
-        Err(_) => Value::String(text.to_owned()),
-    }
+    serde_json::from_str::<Value>(text).unwrap_or_else(|_| Value::String(text.to_owned()))
 }
 
 /// `template list`.

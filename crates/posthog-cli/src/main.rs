@@ -202,13 +202,9 @@ async fn agent_command(
 async fn project_token(config: &ExtractConfig) -> Result<secrecy::SecretString, Failure> {
     let client = posthog_osiris::connect(config, None)?;
     let project = client.project().await.map_err(agent::client_failure)?;
-    match project
-        .extra
-        .get("api_token")
-        .and_then(serde_json::Value::as_str)
-    {
-        Some(token) if !token.is_empty() => Ok(secrecy::SecretString::from(token.to_owned())),
-        _ => Err(Failure::from(posthog_osiris::ConfigError::new(
+    match project.api_token() {
+        Some(token) => Ok(secrecy::SecretString::from(token.to_owned())),
+        None => Err(Failure::from(posthog_osiris::ConfigError::new(
             "--project-api-key-file",
             format!(
                 "the project does not report its api_token; pass --project-api-key-file PATH \

@@ -191,13 +191,16 @@ pub fn write(path: &Path, table: &str, summary: Option<&RunFigures>) -> std::io:
         .unwrap_or_else(|| "metrics.prom".into());
     // node_exporter ignores files not ending in .prom, so the temp file is never half-read.
     let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let mut file = fs::File::create(&temp)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    drop(file);
-    fs::rename(&temp, path).inspect_err(|_| {
+    let written = fs::File::create(&temp)
+        .and_then(|mut file| {
+            file.write_all(text.as_bytes())?;
+            file.sync_all()
+        })
+        .and_then(|()| fs::rename(&temp, path));
+    if written.is_err() {
         let _ = fs::remove_file(&temp);
-    })
+    }
+    written
 }
 
 #[cfg(test)]

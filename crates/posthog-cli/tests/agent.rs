@@ -119,15 +119,7 @@ fn query_binds_vars_and_prints_every_format() {
     assert_eq!(json["row_count"], 1);
     assert_eq!(json["types"][1][0], "n");
 
-    let sent = env
-        .server()
-        .requests()
-        .into_iter()
-        .rev()
-        .find(|r| r.route == RouteClass::Query)
-        .unwrap()
-        .body
-        .unwrap();
+    let sent = env.last_body(RouteClass::Query);
     assert_eq!(sent["query"]["query"], hogql, "the text is sent untouched");
     assert_eq!(sent["query"]["values"]["name"], "$pageview");
 
@@ -422,15 +414,7 @@ fn flags_are_listed_and_evaluated_for_a_person() {
     assert_eq!(out["key"], key);
     assert!(out["enabled"].is_boolean());
     assert!(out["reason"]["code"].is_string());
-    let sent = env
-        .server()
-        .requests()
-        .into_iter()
-        .rev()
-        .find(|r| r.route == RouteClass::Flags)
-        .unwrap()
-        .body
-        .unwrap();
+    let sent = env.last_body(RouteClass::Flags);
     assert_eq!(sent["distinct_id"], "user-1");
 
     let (code, stdout, _) =

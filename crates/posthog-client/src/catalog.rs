@@ -314,10 +314,13 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn fields(&self, entity: Entity) -> Result<Vec<FieldInfo>, Error> {
-        let mut fields = match entity.hogql_table() {
-            Some(table) => self.schema_fields(entity, table).await?,
-            None => Vec::new(),
+        let table = match (entity.hogql_table(), entity.resource()) {
+            (Some(table), _) => table,
+            (None, Some(resource)) => return self.sampled_fields(entity, resource).await,
+            // Every entity has a table or a resource (a unit test checks it).
+            (None, None) => return Ok(Vec::new()),
         };
+        let mut fields = self.schema_fields(entity, table).await?;
         let properties = match entity {
             Entity::Events => Some(PropertyKind::Event),
             Entity::Persons => Some(PropertyKind::Person),
@@ -333,11 +336,6 @@ impl Client {
                     source: FieldSource::PropertyDefinition,
                 });
             }
-        }
-        if entity.hogql_table().is_none()
-            && let Some(resource) = entity.resource()
-        {
-            fields = self.sampled_fields(entity, resource).await?;
         }
         Ok(fields)
     }

@@ -362,8 +362,9 @@ struct QueryStatus {
     error: bool,
     #[serde(default)]
     error_message: Option<String>,
+    /// The finished response, kept as PostHog's bytes so it is parsed once, by the caller.
     #[serde(default)]
-    results: Option<Value>,
+    results: Option<Box<serde_json::value::RawValue>>,
 }
 
 fn finished(status: QueryStatus, endpoint: &str) -> Result<Bytes, Error> {
@@ -374,13 +375,8 @@ fn finished(status: QueryStatus, endpoint: &str) -> Result<Bytes, Error> {
         return Err(query_failed(&message));
     }
     match status.results {
-        Some(results @ Value::Object(_)) => {
-            serde_json::to_vec(&results)
-                .map(Bytes::from)
-                .map_err(|e| Error::Decode {
-                    endpoint: endpoint.to_owned(),
-                    message: format!("cannot re-encode the query results: {e}"),
-                })
+        Some(results) if results.get().starts_with('{') => {
+            Ok(Bytes::copy_from_slice(results.get().as_bytes()))
         }
         _ => Err(Error::Decode {
             endpoint: endpoint.to_owned(),

@@ -138,6 +138,15 @@ pub enum PropertyKind {
     Person,
 }
 
+/// The items of a stream of pages, one page in memory at a time.
+fn items<T>(
+    pages: impl Stream<Item = Result<Page<T>, Error>>,
+) -> impl Stream<Item = Result<T, Error>> {
+    pages
+        .map_ok(|page| stream::iter(page.results.into_iter().map(Ok)))
+        .try_flatten()
+}
+
 /// A cohort to create with [`Client::create_cohort`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NewCohort {
@@ -194,6 +203,17 @@ pub struct Project {
     /// Everything else PostHog sent.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+impl Project {
+    /// The project API key (`phc_…`, PostHog's `api_token`) that capture and flag evaluation
+    /// need, when PostHog included it.
+    pub fn api_token(&self) -> Option<&str> {
+        self.extra
+            .get("api_token")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+    }
 }
 
 impl std::fmt::Debug for Project {
@@ -282,9 +302,7 @@ impl Client {
         resource: Resource,
         params: ListParams,
     ) -> impl Stream<Item = Result<T, Error>> + Send + 'static {
-        self.list_pages::<T>(resource, params)
-            .map_ok(|page| stream::iter(page.results.into_iter().map(Ok)))
-            .try_flatten()
+        items(self.list_pages::<T>(resource, params))
     }
 
     /// Cohorts, as JSON objects.
@@ -335,9 +353,7 @@ impl Client {
             filters: Vec::new(),
         };
         let first = self.first_page_url(&format!("/cohorts/{cohort_id}/persons/"), &params);
-        self.pages_from::<Value>(first, EndpointClass::Analytics)
-            .map_ok(|page| stream::iter(page.results.into_iter().map(Ok)))
-            .try_flatten()
+        items(self.pages_from::<Value>(first, EndpointClass::Analytics))
     }
 
     /// Creates a cohort (`POST …/cohorts/`) and returns it as PostHog stored it (with its `id`).
@@ -493,6 +509,7 @@ mod tests {
             "id": 1, "name": "p", "timezone": "UTC", "api_token": "phc_SecretToken123"
         }))
         .unwrap();
+        assert_eq!(project.api_token(), Some("phc_SecretToken123"));
         let shown = format!("{project:?}");
         assert!(!shown.contains("SecretToken123"), "{shown}");
         assert!(shown.contains("phc_***"), "{shown}");

@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use posthog_mock::{MockConfig, MockServer};
+use posthog_mock::{MockConfig, MockServer, RouteClass};
 use serde_json::Value;
 
 pub const KEY: &str = "phx_mock_personal_key";
@@ -47,6 +47,17 @@ impl Env {
 
     pub fn server(&self) -> &MockServer {
         self.server.as_ref().expect("running")
+    }
+
+    /// The JSON body of the last request of this route class the mock received.
+    pub fn last_body(&self, route: RouteClass) -> Value {
+        self.server()
+            .requests()
+            .into_iter()
+            .rev()
+            .find(|r| r.route == route)
+            .and_then(|r| r.body)
+            .unwrap_or_else(|| panic!("no {route:?} request with a JSON body"))
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
