@@ -493,7 +493,7 @@ fn rows_value(result: &QueryResult) -> Value {
         .results
         .iter()
         .take(MAX_ROWS)
-        .map(|row| Value::Object(crate::rows::object(&result.columns, row)))
+        .map(|row| Value::Object(result.row_object(row)))
         .collect();
     let capped = total > rows.len();
     let more_in_posthog = result.has_more == Some(true);

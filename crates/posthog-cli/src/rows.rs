@@ -3,7 +3,7 @@
 use std::io::{self, Write};
 
 use posthog_client::QueryResult;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::cli::RowFormat;
 
@@ -17,7 +17,7 @@ pub fn write(out: &mut impl Write, result: &QueryResult, format: RowFormat) -> i
         RowFormat::Json => write_json(out, result),
         RowFormat::Jsonl => {
             for row in &result.results {
-                serde_json::to_writer(&mut *out, &object(&result.columns, row))?;
+                serde_json::to_writer(&mut *out, &result.row_object(row))?;
                 out.write_all(b"\n")?;
             }
             Ok(())
@@ -47,7 +47,7 @@ fn write_json(out: &mut impl Write, result: &QueryResult) -> io::Result<()> {
         if i > 0 {
             out.write_all(b",")?;
         }
-        serde_json::to_writer(&mut *out, &object(&result.columns, row))?;
+        serde_json::to_writer(&mut *out, &result.row_object(row))?;
     }
     out.write_all(b"],\"row_count\":")?;
     serde_json::to_writer(&mut *out, &result.results.len())?;
@@ -56,25 +56,6 @@ fn write_json(out: &mut impl Write, result: &QueryResult) -> io::Result<()> {
     out.write_all(b",\"client_query_id\":")?;
     serde_json::to_writer(&mut *out, &result.client_query_id)?;
     out.write_all(b"}\n")
-}
-
-/// One row as an object; a column name seen twice keeps both values (`n`, `n_2`).
-pub fn object(columns: &[String], row: &[Value]) -> Map<String, Value> {
-    let mut map = Map::with_capacity(columns.len());
-    for (i, value) in row.iter().enumerate() {
-        let base = columns
-            .get(i)
-            .cloned()
-            .unwrap_or_else(|| format!("column_{i}"));
-        let mut name = base.clone();
-        let mut n = 2;
-        while map.contains_key(&name) {
-            name = format!("{base}_{n}");
-            n += 1;
-        }
-        map.insert(name, value.clone());
-    }
-    map
 }
 
 /// A value as CSV/table text: strings as they are, null empty, everything else as JSON.

@@ -173,17 +173,41 @@ impl QueryResult {
                     ),
                 });
             }
-            let object: Map<String, Value> = self
-                .columns
-                .iter()
-                .cloned()
-                .zip(row.iter().cloned())
-                .collect();
-            serde_json::from_value(Value::Object(object)).map_err(|e| Error::Decode {
+            serde_json::from_value(Value::Object(self.row_object(row))).map_err(|e| Error::Decode {
                 endpoint: "query".into(),
                 message: format!("row {i}: {e}"),
             })
         })
+    }
+
+    /// One row as an object of column name → value. A name that occurs twice (`select n, n`)
+    /// keeps every value: the later ones become `n_2`, `n_3`, …; a value beyond the named
+    /// columns is `column_<index>`.
+    ///
+    /// ```
+    /// # use posthog_client::QueryResult;
+    /// let result: QueryResult = serde_json::from_str(
+    ///     r#"{"columns":["n","n"],"results":[[1,2]]}"#).unwrap();
+    /// let row = result.row_object(&result.results[0]);
+    /// assert_eq!((row["n"].as_i64(), row["n_2"].as_i64()), (Some(1), Some(2)));
+    /// ```
+    pub fn row_object(&self, row: &[Value]) -> Map<String, Value> {
+        let mut map = Map::new();
+        for (i, value) in row.iter().enumerate() {
+            let base = self
+                .columns
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| format!("column_{i}"));
+            let mut name = base.clone();
+            let mut n = 2;
+            while map.contains_key(&name) {
+                name = format!("{base}_{n}");
+                n += 1;
+            }
+            map.insert(name, value.clone());
+        }
+        map
     }
 
     /// Number of rows.
