@@ -83,4 +83,7 @@ mod readme_examples {
     struct ClientReadme;
     #[doc = include_str!("../../../README.md")]
     struct WorkspaceReadme;
+    /// `docs/library.md`: every example is compiled and run against the in-process mock.
+    #[doc = include_str!("../../../docs/library.md")]
+    struct LibraryGuide;
 }

@@ -19,7 +19,7 @@
 //! | `source.incremental_field` | `timestamp` for events, none (snapshot) otherwise | events: `timestamp`, `created_at`; persons: `created_at` |
 //! | `source.deduplication_enabled` | true | |
 //! | `destination.table_name` | `posthog_<data_type>` | `^[A-Za-z_][A-Za-z0-9_]{0,127}$` |
-//! | `destination.primary_key` | `[uuid]` for events, `[id]` otherwise | non-empty names |
+//! | `destination.primary_key` | `[uuid]` for events, `[session_id]` for sessions, `[id]` otherwise | non-empty names |
 //! | `output.format` | `parquet` | `parquet`, `jsonl`, `csv` |
 //! | `output.part_rows` | 1000000 | 1000..=100000000 |
 //! | `logging.level` / `verbose_http` | `info` / false | `error`, `warn` (`warning`), `info`, `debug`, `trace` |

@@ -179,7 +179,13 @@ fn snapshot_types_default_their_table_key_and_mode() {
         let cfg = load(&set(nested_base(), "config.source.data_type", json!(name))).unwrap();
         assert_eq!(cfg.source.data_type, data_type);
         assert_eq!(cfg.destination.table_name, format!("posthog_{name}"));
-        assert_eq!(cfg.destination.primary_key, ["id"]);
+        // The key is a column the table has: sessions are rows of `session_id`.
+        let key = if data_type == DataType::Sessions {
+            "session_id"
+        } else {
+            "id"
+        };
+        assert_eq!(cfg.destination.primary_key, [key], "{name}");
         assert_eq!(cfg.source.incremental_field, None, "{name} is a snapshot");
         assert!(!data_type.is_incremental());
     }

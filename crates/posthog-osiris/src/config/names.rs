@@ -172,10 +172,12 @@ impl DataType {
         }
     }
 
-    /// The primary key columns used when the config names none.
+    /// The primary key columns used when the config names none: a column every row of the
+    /// table has (sessions are keyed by `session_id`, the column they are paged on).
     pub const fn default_primary_key(self) -> &'static [&'static str] {
         match self {
             DataType::Events => &["uuid"],
+            DataType::Sessions => &["session_id"],
             _ => &["id"],
         }
     }

@@ -224,7 +224,8 @@ pub(crate) struct RawDestination {
     /// Table name, also the output directory name (default `posthog_<data_type>`).
     #[schemars(pattern(TABLE_NAME_PATTERN))]
     pub table_name: Option<String>,
-    /// Primary key columns (default `[uuid]` for events, `[id]` otherwise).
+    /// Primary key columns (default `[uuid]` for events, `[session_id]` for sessions, `[id]`
+    /// otherwise).
     #[schemars(length(min = 1), inner(length(min = 1)))]
     pub primary_key: Option<Vec<String>>,
 }
