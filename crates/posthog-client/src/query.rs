@@ -235,11 +235,7 @@ impl Client {
     /// Runs a HogQL query and returns its rows.
     pub async fn query(&self, query: &HogQlQuery) -> Result<QueryResult, Error> {
         let raw = self.query_raw(query).await?;
-        let mut result: QueryResult =
-            serde_json::from_slice(&raw.body).map_err(|e| Error::Decode {
-                endpoint: "POST /query/".into(),
-                message: format!("query response is not a HogQL result: {e}"),
-            })?;
+        let mut result = parse_result(&raw.body)?;
         result.client_query_id = raw.client_query_id;
         Ok(result)
     }
@@ -370,6 +366,15 @@ impl Client {
     }
 }
 
+/// Reads a query response body as a [`QueryResult`], or a [`Error::Decode`] saying what is
+/// wrong with it (the path of the value at fault, serde's message, its line and column).
+fn parse_result(body: &[u8]) -> Result<QueryResult, Error> {
+    crate::transport::from_json(body).map_err(|e| Error::Decode {
+        endpoint: "POST /query/".into(),
+        message: format!("query response is not a HogQL result: {e}"),
+    })
+}
+
 /// `{"query_status": QueryStatus}`, the answer of a queued query.
 #[derive(Deserialize)]
 struct StatusEnvelope {
@@ -422,5 +427,299 @@ fn query_failed(message: &str) -> Error {
         })),
         body: None,
         retry_after: None,
+    }
+}
+
+/// The query response parsers as outside input: whatever PostHog (or a proxy in front of it)
+/// sends, a result or a [`Error::Decode`] that says what is wrong, never a panic.
+#[cfg(test)]
+mod parse_props {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    /// A response as PostHog sends it for the extractor's events query (properties as a JSON
+    /// string, `types` as pairs, a non-UTC time zone).
+    fn real_body() -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "cache_key": "cache_8f0d3c",
+            "clickhouse": "SELECT ...",
+            "columns": ["uuid", "event", "timestamp", "distinct_id", "properties"],
+            "types": [
+                ["uuid", "UUID"],
+                ["event", "String"],
+                ["timestamp", "DateTime64(6, 'UTC')"],
+                ["distinct_id", "String"],
+                ["properties", "String"]
+            ],
+            "results": [
+                ["0194274e-99c2-7d74-b879-70edbe884e6a", "$pageview",
+                 "2025-01-02T13:57:30.178957Z", "user-1",
+                 "{\"$browser\": \"Firefox\", \"n\": 3, \"x\": [1, 2.5, null]}"],
+                ["0194274e-99c2-7d74-b879-70edbe884e6b", "$autocapture",
+                 "2025-01-02T13:57:31Z", "user-\u{e9}", "{}"]
+            ],
+            "hasMore": false,
+            "limit": 100,
+            "timezone": "Europe/Prague",
+            "is_cached": false
+        }))
+        .unwrap()
+    }
+
+    fn assert_decode_error(result: Result<QueryResult, Error>) -> String {
+        match result {
+            Err(err @ Error::Decode { .. }) => {
+                assert_eq!(err.category(), crate::ErrorCategory::Data);
+                let msg = err.to_string();
+                assert!(
+                    msg.starts_with(
+                        "unexpected response from POST /query/: query response is not a HogQL \
+                         result: "
+                    ),
+                    "{msg}"
+                );
+                msg
+            }
+            other => panic!("expected a decode error, got {other:?}"),
+        }
+    }
+
+    /// Any JSON value, with huge, negative and fractional numbers, odd strings and nesting.
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("JSON has no NaN or infinity", |f| f.is_finite())
+                .prop_map(Value::from),
+            any::<String>().prop_map(Value::from),
+            Just(json!("2025-01-02T13:57:30.178957Z")),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map("[a-z]{1,6}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Values that survive a JSON round trip exactly (serde_json may read a float back one
+    /// unit in the last place off, so floats are fixed ones).
+    fn exact_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            Just(json!(2.5)),
+            Just(json!(-0.125)),
+            any::<String>().prop_map(Value::from),
+        ];
+        leaf.prop_recursive(2, 8, 3, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..3).prop_map(Value::from),
+                prop::collection::btree_map("[a-z$]{1,6}", inner, 0..3)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn status_body() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            any::<Vec<u8>>(),
+            (
+                prop::option::of(json_value()),
+                prop::option::of(json_value()),
+                prop::option::of(json_value()),
+                prop::option::of(json_value()),
+                prop::option::of(json_value()),
+            )
+                .prop_map(|(id, complete, error, message, results)| {
+                    let mut status = Map::new();
+                    for (key, value) in [
+                        ("id", id),
+                        ("complete", complete),
+                        ("error", error),
+                        ("error_message", message),
+                        ("results", results),
+                    ] {
+                        if let Some(value) = value {
+                            status.insert(key.into(), value);
+                        }
+                    }
+                    serde_json::to_vec(&json!({ "query_status": status })).unwrap()
+                }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_bytes_are_a_decode_error_or_a_result(body in any::<Vec<u8>>()) {
+            if let Err(err) = parse_result(&body) {
+                assert_decode_error(Err(err));
+            }
+        }
+
+        /// One top-level field of a real body replaced by any JSON value: the body still reads
+        /// (the value is acceptable there) or the error names that field.
+        #[test]
+        fn a_wrong_value_in_a_field_is_refused_naming_it(
+            field in prop::sample::select(vec!["columns", "types", "results", "hasMore", "limit", "timezone"]),
+            value in json_value(),
+        ) {
+            let mut body: Value = serde_json::from_slice(&real_body()).unwrap();
+            body[field] = value;
+            let result = parse_result(&serde_json::to_vec(&body).unwrap());
+            if result.is_err() {
+                let msg = assert_decode_error(result);
+                prop_assert!(msg.contains(&format!("result: {field}")), "{}", msg);
+            }
+        }
+
+        /// A value inside a row or a type pair replaced: any JSON value is a valid row value;
+        /// a type pair must stay a pair of strings.
+        #[test]
+        fn values_inside_rows_and_types(row in 0usize..2, col in 0usize..5, value in exact_value()) {
+            let mut body: Value = serde_json::from_slice(&real_body()).unwrap();
+            body["results"][row][col] = value.clone();
+            let result = parse_result(&serde_json::to_vec(&body).unwrap()).expect("any value fits a row");
+            prop_assert_eq!(&result.results[row][col], &value);
+
+            let mut body: Value = serde_json::from_slice(&real_body()).unwrap();
+            body["types"][col][1] = value.clone();
+            let result = parse_result(&serde_json::to_vec(&body).unwrap());
+            if value.is_string() {
+                prop_assert!(result.is_ok());
+            } else {
+                let msg = assert_decode_error(result);
+                prop_assert!(msg.contains(&format!("types[{col}][1]")), "{}", msg);
+            }
+        }
+
+        /// Bytes of a real body flipped, dropped or inserted (invalid UTF-8 included).
+        #[test]
+        fn mutated_bodies_are_a_decode_error_or_a_result(
+            edits in prop::collection::vec((any::<prop::sample::Index>(), 0u8..3, any::<u8>()), 1..6),
+        ) {
+            let mut body = real_body();
+            for (at, kind, byte) in edits {
+                let i = at.index(body.len());
+                match kind {
+                    0 => body[i] = byte,
+                    1 => { body.remove(i); }
+                    _ => body.insert(i, byte),
+                }
+            }
+            if let Err(err) = parse_result(&body) {
+                assert_decode_error(Err(err));
+            }
+        }
+
+        /// A valid result reads back as it was written.
+        #[test]
+        fn valid_results_round_trip(
+            columns in prop::collection::vec("[a-z_$]{1,8}", 0..5),
+            rows in prop::collection::vec(prop::collection::vec(exact_value(), 0..5), 0..4),
+            has_more in prop::option::of(any::<bool>()),
+            limit in prop::option::of(any::<u64>()),
+            timezone in prop::option::of("[A-Za-z/_]{1,20}"),
+        ) {
+            let types: Vec<(String, String)> =
+                columns.iter().map(|c| (c.clone(), "String".to_owned())).collect();
+            let body = serde_json::to_vec(&json!({
+                "columns": columns, "types": types, "results": rows,
+                "hasMore": has_more, "limit": limit, "timezone": timezone,
+            }))
+            .unwrap();
+            let result = parse_result(&body).expect("valid body");
+            prop_assert_eq!(result, QueryResult {
+                columns, types, results: rows, has_more, limit, timezone,
+                client_query_id: String::new(),
+            });
+        }
+
+        /// The answer of a queued query: whatever its shape, polling gets a status or a decode
+        /// error, and a completed status gives a results object or an error.
+        #[test]
+        fn queued_query_statuses_never_panic(body in status_body()) {
+            let response = Response {
+                status: 202,
+                body: Bytes::from(body),
+                endpoint: "POST /api/projects/1/query/".into(),
+            };
+            match response.json::<StatusEnvelope>() {
+                Ok(envelope) => match finished(envelope.query_status, &response.endpoint) {
+                    Ok(results) => prop_assert!(results.starts_with(b"{"), "{:?}", results),
+                    Err(err) => prop_assert!(!err.to_string().is_empty()),
+                },
+                Err(err) => prop_assert_eq!(err.category(), crate::ErrorCategory::Data),
+            }
+        }
+    }
+
+    /// Every prefix of a real body (a connection cut, a proxy's size limit) is a decode error.
+    #[test]
+    fn every_truncation_of_a_real_body_is_a_decode_error() {
+        let body = real_body();
+        assert!(parse_result(&body).is_ok());
+        for cut in 0..body.len() {
+            let msg = assert_decode_error(parse_result(&body[..cut]));
+            assert!(
+                msg.contains("EOF while parsing") || cut == 0,
+                "cut at {cut}: {msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn deep_nesting_and_huge_numbers_are_decode_errors() {
+        let deep = format!(
+            r#"{{"columns":["a"],"results":[[{}{}]]}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let msg = assert_decode_error(parse_result(deep.as_bytes()));
+        assert!(msg.contains("recursion limit"), "{msg}");
+
+        let msg = assert_decode_error(parse_result(br#"{"columns":["a"],"results":[[1e400]]}"#));
+        assert!(msg.contains("number out of range"), "{msg}");
+
+        // Past u64 but within f64: kept as a float, not refused.
+        let result =
+            parse_result(br#"{"columns":["a"],"results":[[18446744073709551616]]}"#).unwrap();
+        assert_eq!(
+            result.results[0][0].as_f64(),
+            Some(18_446_744_073_709_551_616.0)
+        );
+
+        let msg = assert_decode_error(parse_result(
+            br#"{"columns":["a"],"limit":-1,"results":[]}"#,
+        ));
+        assert!(msg.contains("result: limit: invalid value"), "{msg}");
+    }
+
+    #[test]
+    fn invalid_utf8_and_missing_results_are_decode_errors() {
+        let msg = assert_decode_error(parse_result(b"{\"columns\":[\"\xff\"],\"results\":[]}"));
+        assert!(
+            msg.contains("invalid unicode") || msg.contains("UTF-8"),
+            "{msg}"
+        );
+        let msg = assert_decode_error(parse_result(br#"{"columns":["a"]}"#));
+        assert!(msg.contains("missing field `results`"), "{msg}");
+        let msg = assert_decode_error(parse_result(br#"{"columns":["a"],"results":[[1]]}]"#));
+        assert!(msg.contains("trailing characters"), "{msg}");
+        let msg = assert_decode_error(parse_result(br#"{"columns":["a"],"results":[[1]]]}"#));
+        assert!(
+            msg.contains("result: expected `,` or `}` at line 1"),
+            "{msg}"
+        );
     }
 }

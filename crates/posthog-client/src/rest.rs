@@ -515,3 +515,260 @@ mod tests {
         assert!(shown.contains("phc_***"), "{shown}");
     }
 }
+
+/// DRF pages as outside input: whatever a list endpoint sends, a page or a [`Error::Decode`]
+/// naming the endpoint (and the value at fault), never a panic; a `next` link is followed only
+/// to the configured origin.
+#[cfg(test)]
+mod parse_props {
+    use bytes::Bytes;
+    use proptest::prelude::*;
+    use serde_json::json;
+    use serde_json::value::RawValue;
+
+    use super::*;
+    use crate::transport::Response;
+
+    const ENDPOINT: &str = "GET /api/projects/1/cohorts/";
+
+    fn response(body: Vec<u8>) -> Response {
+        Response {
+            status: 200,
+            body: Bytes::from(body),
+            endpoint: ENDPOINT.into(),
+        }
+    }
+
+    fn real_page() -> Value {
+        json!({
+            "count": 3,
+            "next": "https://posthog.example.com/api/projects/1/cohorts/?limit=2&offset=2",
+            "previous": null,
+            "results": [
+                {"id": 1, "name": "Pro users", "filters": {"properties": {"type": "AND", "values": []}},
+                 "is_static": false, "count": 120, "created_at": "2025-01-02T13:57:30.178957Z"},
+                {"id": 2, "name": "Beta \u{e9}", "filters": null, "is_static": true, "count": null}
+            ]
+        })
+    }
+
+    /// Parses as both item types the crate reads pages into: JSON objects (agents) and raw
+    /// slices (the extractor). What reads as objects reads as slices; slices also take nesting
+    /// deeper than serde_json's recursion limit (they are skipped over, not built).
+    fn parse(body: &[u8]) -> Result<Page<Value>, Error> {
+        let response = response(body.to_vec());
+        let values = response.json::<Page<Value>>();
+        let raws = response.json::<Page<Box<RawValue>>>();
+        if let Err(err) = &raws {
+            assert_decode_error(err);
+            assert!(values.is_err(), "objects read where slices did not: {err}");
+        }
+        if let Err(err) = &values {
+            assert_decode_error(err);
+        }
+        values
+    }
+
+    fn assert_decode_error(err: &Error) -> String {
+        assert!(matches!(err, Error::Decode { .. }), "{err:?}");
+        assert_eq!(err.category(), crate::ErrorCategory::Data);
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(&format!(
+                "unexpected response from {ENDPOINT}: invalid JSON body: "
+            )),
+            "{msg}"
+        );
+        msg
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("JSON has no NaN or infinity", |f| f.is_finite())
+                .prop_map(Value::from),
+            any::<String>().prop_map(Value::from),
+            Just(json!(
+                "https://evil.example.net/api/projects/1/cohorts/?offset=2"
+            )),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map("[a-z]{1,6}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// One client for every case: building one (TLS roots) takes milliseconds.
+    fn client() -> Client {
+        static CLIENT: std::sync::LazyLock<Client> = std::sync::LazyLock::new(|| {
+            Client::builder()
+                .base_url("https://posthog.example.com")
+                .unwrap()
+                .personal_api_key("phx_test_key")
+                .project_id("1")
+                .build()
+                .unwrap()
+        });
+        CLIENT.clone()
+    }
+
+    /// A `next` link: relative or absolute, to our origin or elsewhere, well formed or not.
+    fn link() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            "[a-z/?=&.:%-]{0,30}",
+            Just("https://posthog.example.com/api/projects/1/cohorts/?offset=2".to_owned()),
+            Just("http://posthog.example.com/api/projects/1/cohorts/?offset=2".to_owned()),
+            Just("https://posthog.example.com:8443/api/projects/1/cohorts/".to_owned()),
+            Just("//evil.example.net/steal".to_owned()),
+            Just("https://posthog.example.com.evil.net/".to_owned()),
+            Just("https://user:pass@posthog.example.com/x".to_owned()),
+            Just("?offset=4".to_owned()),
+            Just("".to_owned()),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_bytes_are_a_decode_error_or_a_page(body in any::<Vec<u8>>()) {
+            let _ = parse(&body);
+        }
+
+        /// One field of a real page replaced by any JSON value: a page (the value is acceptable)
+        /// or an error naming the field.
+        #[test]
+        fn a_wrong_value_in_a_field_is_refused_naming_it(
+            field in prop::sample::select(vec!["count", "next", "results"]),
+            value in json_value(),
+        ) {
+            let mut page = real_page();
+            page[field] = value;
+            if let Err(err) = parse(&serde_json::to_vec(&page).unwrap()) {
+                let msg = assert_decode_error(&err);
+                prop_assert!(msg.contains(&format!("body: {field}")), "{}", msg);
+            }
+        }
+
+        /// Bytes of a real page flipped, dropped or inserted (invalid UTF-8 included).
+        #[test]
+        fn mutated_pages_are_a_decode_error_or_a_page(
+            edits in prop::collection::vec((any::<prop::sample::Index>(), 0u8..3, any::<u8>()), 1..6),
+        ) {
+            let mut body = serde_json::to_vec(&real_page()).unwrap();
+            for (at, kind, byte) in edits {
+                let i = at.index(body.len());
+                match kind {
+                    0 => body[i] = byte,
+                    1 => { body.remove(i); }
+                    _ => body.insert(i, byte),
+                }
+            }
+            let _ = parse(&body);
+        }
+
+        /// A valid page reads back as written.
+        #[test]
+        fn valid_pages_round_trip(
+            count in prop::option::of(any::<u64>()),
+            next in prop::option::of("[a-z/?=&]{0,20}"),
+            ids in prop::collection::vec(any::<i64>(), 0..5),
+        ) {
+            let results: Vec<Value> = ids.iter().map(|id| json!({"id": id})).collect();
+            let body = serde_json::to_vec(&json!({"count": count, "next": next, "results": results})).unwrap();
+            let page = parse(&body).expect("valid page");
+            prop_assert_eq!(page, Page { count, next, results });
+        }
+
+        /// Whatever `next` says, following it gives a URL on the configured origin (scheme, host
+        /// and port) that is not the current page, or a decode error naming the endpoint.
+        #[test]
+        fn next_links_stay_on_the_configured_origin(link in link()) {
+            let client = client();
+            let current = Url::parse("https://posthog.example.com/api/projects/1/cohorts/?limit=2").unwrap();
+            match client.follow(&current, &link, ENDPOINT) {
+                Ok(next) => {
+                    prop_assert_eq!(next.scheme(), "https");
+                    prop_assert_eq!(next.host_str(), Some("posthog.example.com"));
+                    prop_assert_eq!(next.port_or_known_default(), Some(443));
+                    prop_assert_ne!(next, current);
+                }
+                Err(err) => {
+                    prop_assert!(matches!(err, Error::Decode { .. }), "{:?}", err);
+                    prop_assert!(err.to_string().contains(ENDPOINT), "{}", err);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_truncation_of_a_real_page_is_a_decode_error() {
+        let body = serde_json::to_vec(&real_page()).unwrap();
+        assert!(parse(&body).is_ok());
+        for cut in 0..body.len() {
+            let err = parse(&body[..cut]).expect_err("a truncated page");
+            let msg = assert_decode_error(&err);
+            assert!(msg.contains("EOF while parsing"), "cut at {cut}: {msg}");
+        }
+    }
+
+    #[test]
+    fn deep_nesting_huge_numbers_and_missing_results() {
+        let deep = format!(
+            r#"{{"results":[{}{}]}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let msg = assert_decode_error(&parse(deep.as_bytes()).unwrap_err());
+        assert!(msg.contains("recursion limit"), "{msg}");
+        let msg = assert_decode_error(&parse(br#"{"count": 1e400, "results": []}"#).unwrap_err());
+        assert!(msg.contains("number out of range"), "{msg}");
+        let msg = assert_decode_error(&parse(br#"{"count": -1, "results": []}"#).unwrap_err());
+        assert!(
+            msg.contains("body: count: invalid value: integer `-1`"),
+            "{msg}"
+        );
+        let msg = assert_decode_error(&parse(br#"{"next": null}"#).unwrap_err());
+        assert!(msg.contains("missing field `results`"), "{msg}");
+        let msg = assert_decode_error(&parse(b"<html>502 Bad Gateway</html>").unwrap_err());
+        assert!(msg.contains("expected value at line 1 column 1"), "{msg}");
+    }
+
+    #[test]
+    fn links_to_other_origins_are_refused() {
+        let client = client();
+        let current = Url::parse("https://posthog.example.com/api/projects/1/cohorts/").unwrap();
+        for link in [
+            "https://evil.example.net/api/projects/1/cohorts/?offset=2",
+            "//evil.example.net/x",
+            "https://posthog.example.com:8443/x",
+        ] {
+            let err = client.follow(&current, link, ENDPOINT).unwrap_err();
+            assert!(
+                err.to_string().contains("refusing to send credentials"),
+                "{link}: {err}"
+            );
+        }
+        let err = client.follow(&current, "", ENDPOINT).unwrap_err();
+        assert!(err.to_string().contains("same page again"), "{err}");
+        let next = client
+            .follow(
+                &current,
+                "http://posthog.example.com/api/projects/1/cohorts/?offset=2",
+                ENDPOINT,
+            )
+            .unwrap();
+        assert_eq!(
+            next.as_str(),
+            "https://posthog.example.com/api/projects/1/cohorts/?offset=2"
+        );
+    }
+}

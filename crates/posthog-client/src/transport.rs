@@ -52,11 +52,30 @@ pub(crate) struct Response {
 impl Response {
     /// Parses the body as JSON, or reports a [`Error::Decode`] naming the endpoint.
     pub(crate) fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, Error> {
-        serde_json::from_slice(&self.body).map_err(|e| Error::Decode {
+        from_json(&self.body).map_err(|message| Error::Decode {
             endpoint: self.endpoint.clone(),
-            message: format!("invalid JSON body: {e}"),
+            message: format!("invalid JSON body: {message}"),
         })
     }
+}
+
+/// Parses a JSON body as `T`. The error names the value at fault by its path in the document
+/// (`results[3].id: invalid type: …`) when it has one, then gives serde's message with its line
+/// and column: in a body of megabytes on one line, a column alone does not say which field.
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| {
+        // Only after a failure: parse again, tracking the path, to name the value.
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let path = match serde_path_to_error::deserialize::<_, T>(&mut de) {
+            Err(located) => located.path().to_string(),
+            Ok(_) => String::new(),
+        };
+        match path.as_str() {
+            // `?`: serde_path_to_error's "somewhere unknown", e.g. between two fields.
+            "" | "." | "?" => e.to_string(),
+            path => format!("{path}: {e}"),
+        }
+    })
 }
 
 /// Releases a half-open probe if the call is dropped before its outcome is recorded, so a

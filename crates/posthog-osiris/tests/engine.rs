@@ -558,7 +558,7 @@ async fn recorded_columns_that_cannot_be_used_are_a_config_error_naming_them() {
     assert_eq!(err.category().as_str(), "config");
     assert!(
         err.to_string().starts_with(
-            "state.posthog_events.columns[1]: cannot be used: unknown type \"varchar\""
+            "inputs.state.posthog_events.columns[1]: cannot be used: unknown type \"varchar\""
         ),
         "{err}"
     );

@@ -22,7 +22,8 @@ pub enum StateError {
     /// The state file is not valid JSON or not in the state shape. It was left untouched.
     #[error(
         "state file {} is corrupt: {reason}; it was left untouched: inspect it, fix it or move \
-         it aside (the next run then starts from empty state)",
+         it aside (the next run then starts from empty state: it extracts the table again and \
+         removes the part files no state names)",
         path.display()
     )]
     Corrupt {
@@ -32,13 +33,13 @@ pub enum StateError {
         reason: String,
     },
 
-    /// A table entry carries a `format_version` this build cannot read, usually because a newer
-    /// release wrote it. The file was left untouched.
+    /// A table entry carries a `format_version` this build cannot read: a newer release wrote
+    /// it, or (version 0) no release did. The file was left untouched.
     #[error(
         "state file {}: table {table:?} has format_version {found}, which this build cannot \
-         read (it reads versions 1 through {supported}); use the release that wrote it, or move \
-         the file aside",
-        path.display()
+         read (it reads versions 1 through {supported}); {}",
+        path.display(),
+        version_advice(*found, *supported)
     )]
     UnsupportedVersion {
         /// The state file.
@@ -72,6 +73,16 @@ pub enum StateError {
         #[source]
         source: io::Error,
     },
+}
+
+/// What to do about an entry of an unreadable version, which depends on which side it is on.
+fn version_advice(found: u64, supported: u32) -> &'static str {
+    if found > u64::from(supported) {
+        "a newer release wrote it: run that release (or a later one), or move the file aside"
+    } else {
+        "no release writes that version (was the file edited, or written by another program?): \
+         fix the entry or move the file aside"
+    }
 }
 
 impl StateError {

@@ -11,11 +11,12 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize as _;
 use serde_json::{Map, Value};
 
+use crate::model::UNVERSIONED_FORMAT;
 use crate::{FORMAT_VERSION, StateError, StateStore, TableState};
 
 /// A [`StateStore`] in one JSON file, an object keyed by table name whose values are
 /// [`TableState`] entries (the seed's shape; entries without a `format_version` are read as
-/// version 1).
+/// version 1, and every version this build reads is migrated to [`FORMAT_VERSION`] on load).
 ///
 /// - **One run at a time.** [`JsonFileStore::open`] takes an exclusive lock on `<path>.lock` and
 ///   holds it until the store is dropped; a second open fails at once with
@@ -129,17 +130,14 @@ impl JsonFileStore {
 }
 
 impl StateStore for JsonFileStore {
+    /// The table's entry, migrated to [`FORMAT_VERSION`]. The file keeps the entry as it was
+    /// read until this table's next commit writes it in the current version.
     fn load(&self, table: &str) -> Result<Option<TableState>, StateError> {
         let Some(entry) = self.tables.get(table) else {
             return Ok(None);
         };
         // Checked on open and on commit, so this only fails if those checks have a gap.
-        TableState::deserialize(entry)
-            .map(Some)
-            .map_err(|e| StateError::Corrupt {
-                path: self.path.clone(),
-                reason: format!("table {table:?}: {e}"),
-            })
+        read_entry(&self.path, table, entry).map(Some)
     }
 
     fn commit(&mut self, table: &str, state: &TableState) -> Result<(), StateError> {
@@ -167,6 +165,10 @@ impl StateStore for JsonFileStore {
         // The new file is in place; the entry stays in memory even if the directory sync fails,
         // because that is what the file now says.
         sync_dir(&parent_dir(&self.path))
+    }
+
+    fn location(&self) -> Option<&Path> {
+        Some(&self.path)
     }
 }
 
@@ -278,12 +280,15 @@ fn parse_tables(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, Value>, St
         )));
     };
     for (table, entry) in &tables {
-        check_entry(path, table, entry)?;
+        read_entry(path, table, entry)?;
     }
     Ok(tables.into_iter().collect())
 }
 
-fn check_entry(path: &Path, table: &str, entry: &Value) -> Result<(), StateError> {
+/// Reads one table's entry: checks its version, loads it, checks it, and migrates it to
+/// [`FORMAT_VERSION`]. Every error names the file, the table and, when one is at fault, the
+/// field.
+fn read_entry(path: &Path, table: &str, entry: &Value) -> Result<TableState, StateError> {
     let corrupt = |reason: String| StateError::Corrupt {
         path: path.to_path_buf(),
         reason: format!("table {table:?}: {reason}"),
@@ -296,9 +301,13 @@ fn check_entry(path: &Path, table: &str, entry: &Value) -> Result<(), StateError
     };
     // The version decides how to read the rest, so it is checked before anything else: a newer
     // entry must be reported as newer, not as corrupt.
-    if let Some(version) = fields.get("format_version") {
-        match version.as_u64() {
-            Some(found) if (1..=u64::from(FORMAT_VERSION)).contains(&found) => {}
+    let version = match fields.get("format_version") {
+        None => UNVERSIONED_FORMAT,
+        Some(version) => match version.as_u64() {
+            Some(found) if (1..=u64::from(FORMAT_VERSION)).contains(&found) => {
+                // In range, so it fits.
+                u32::try_from(found).unwrap_or(FORMAT_VERSION)
+            }
             Some(found) => {
                 return Err(StateError::UnsupportedVersion {
                     path: path.to_path_buf(),
@@ -308,18 +317,31 @@ fn check_entry(path: &Path, table: &str, entry: &Value) -> Result<(), StateError
                 });
             }
             None => {
+                let found = match version {
+                    Value::Number(n) => format!("the number {n}"),
+                    other => kind(other).to_owned(),
+                };
                 return Err(corrupt(format!(
-                    "format_version must be a positive integer, found {}",
-                    kind(version)
+                    "format_version must be a positive integer, found {found}"
                 )));
             }
-        }
-    }
-    let state = TableState::deserialize(entry).map_err(|e| match blame_field(fields) {
+        },
+    };
+    let mut state = TableState::deserialize(entry).map_err(|e| match blame_field(fields) {
         Some(field) => corrupt(format!("field {field:?}: {e}")),
         None => corrupt(e.to_string()),
     })?;
-    state.problem().map_err(corrupt)
+    state.problem().map_err(corrupt)?;
+    migrate(&mut state, version);
+    Ok(state)
+}
+
+/// Brings an entry read as `version` to [`FORMAT_VERSION`]. Version 1 is the current one, so
+/// there is nothing to convert yet; a later version adds its step here (`1 => …, 2 => …`) and
+/// keeps the older ones, so an entry of any supported version is read in one pass.
+fn migrate(state: &mut TableState, version: u32) {
+    debug_assert!((1..=FORMAT_VERSION).contains(&version));
+    state.format_version = FORMAT_VERSION;
 }
 
 /// The first field that does not load on its own, to name it in the error (serde's messages

@@ -11,7 +11,22 @@ use crate::StateError;
 
 /// The newest state format this build writes and reads. Entries without a `format_version`
 /// (the seed's shape, or Osiris `inputs.state`) are read as version 1.
+///
+/// Versions so far:
+///
+/// - **1**: the seed's four fields plus `parts`, `next_part_seq`, `dedup_window`, `rows_total`,
+///   `updated_at`, `run_id`. `format_version` may be absent (it then means 1), and `columns` may
+///   be the seed's list of column names instead of column records: names alone carry no types,
+///   so they are read as "no columns recorded" and the table's schema is learned again from the
+///   data (every part file describes its own schema).
+///
+/// A store reads every version from 1 to this one and migrates an entry to this version when it
+/// loads it; the file keeps the old entry until that table's next commit. Versions outside that
+/// range are refused, never guessed at.
 pub const FORMAT_VERSION: u32 = 1;
+
+/// The version of an entry that has no `format_version` field.
+pub(crate) const UNVERSIONED_FORMAT: u32 = 1;
 
 /// The field names [`TableState`] knows. Keys in [`TableState::extra`] with one of these names
 /// are never written, so a serialized entry has each key once. A test keeps the list in step
@@ -38,7 +53,9 @@ const KNOWN_FIELDS: [&str; 11] = [
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TableState {
-    /// Format of this entry; [`FORMAT_VERSION`] for everything this build writes.
+    /// Format of this entry; [`FORMAT_VERSION`] for everything this build writes (and for what a
+    /// store's `load` returns, migrated), 1 when an entry does not say.
+    #[serde(default = "unversioned")]
     pub format_version: u32,
     /// The high-water mark of the incremental field, RFC 3339 text (for example
     /// `2026-11-20T10:00:00.123456Z`), or `None` before the first run.
@@ -49,7 +66,9 @@ pub struct TableState {
     /// its dedup set in [`TableState::dedup_window`].
     #[serde(deserialize_with = "null_as_empty")]
     pub recent_uuids: Vec<String>,
-    /// The table's columns as last written, or `None` before the first part.
+    /// The table's columns as last written, or `None` before the first part. The seed's list of
+    /// bare column names reads as `None` (see [`FORMAT_VERSION`]).
+    #[serde(deserialize_with = "column_records_or_seed_names")]
     pub columns: Option<Vec<ColumnRecord>>,
     /// The engine's compact dedup window as standard base64 text (with padding). Opaque here;
     /// see [`TableState::set_dedup_window_bytes`] and [`TableState::dedup_window_bytes`].
@@ -156,10 +175,10 @@ impl TableState {
             ));
         }
         self.decode_dedup_window()?;
-        for part in &self.parts {
+        for (n, part) in self.parts.iter().enumerate() {
             if !is_plain_relative_path(&part.file) {
                 return Err(format!(
-                    "part file {:?} is not a plain path inside the table's directory",
+                    "parts[{n}]: part file {:?} is not a plain path inside the table's directory",
                     part.file
                 ));
             }
@@ -210,6 +229,39 @@ where
     T: Deserialize<'de>,
 {
     Ok(Option::<Vec<T>>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+fn unversioned() -> u32 {
+    UNVERSIONED_FORMAT
+}
+
+/// `columns` as written by this toolkit (a list of [`ColumnRecord`] objects), or as the seed
+/// writes it (a list of column names, read as no columns recorded), or null.
+fn column_records_or_seed_names<'de, D>(
+    deserializer: D,
+) -> Result<Option<Vec<ColumnRecord>>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Columns {
+        Records(Vec<ColumnRecord>),
+        Names(Vec<String>),
+    }
+    match Option::<Value>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(value) => match Columns::deserialize(&value) {
+            Ok(Columns::Records(records)) => Ok(Some(records)),
+            // Names without types cannot rebuild a schema; the data will, on the next run.
+            Ok(Columns::Names(_names)) => Ok(None),
+            // Report why the records did not load (the toolkit's own shape), not that neither
+            // shape matched.
+            Err(_) => Vec::<ColumnRecord>::deserialize(&value)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+        },
+    }
 }
 
 fn serialize_unknown_only<S: Serializer>(

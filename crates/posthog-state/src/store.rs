@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::{StateError, TableState};
 
@@ -22,6 +22,12 @@ pub trait StateStore {
     /// are durable before the state that lists them), but nothing in between. A state that
     /// fails [`TableState::validate`] is refused before anything is written.
     fn commit(&mut self, table: &str, state: &TableState) -> Result<(), StateError>;
+
+    /// The file the store keeps its entries in, if it has one, so that a caller refusing a
+    /// loaded entry's values can name it ([`StateError::Corrupt`]). `None` by default.
+    fn location(&self) -> Option<&Path> {
+        None
+    }
 }
 
 /// A [`StateStore`] in memory, for tests of the engine: it validates commits like the file

@@ -11,7 +11,7 @@ use posthog_core::{
     DedupWindow, OutputFormat as CoreFormat, UnixMicros, WriterOptions, parse_timestamp,
     writer::sync_dir,
 };
-use posthog_state::{StateStore, TableState};
+use posthog_state::{StateError, StateStore, TableState};
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
@@ -82,21 +82,25 @@ pub(crate) async fn run(
     let client = super::build_client(config, ctx)?;
     let table = config.destination.table_name.clone();
     let table_dir = ctx.base_path.join(&table);
-    let prior = load_state(store, config, &table)?;
-    std::fs::create_dir_all(&table_dir)
-        .map_err(|e| DriverError::io("create the output directory", &table_dir, e))?;
-    remove_uncommitted(&table_dir, &prior)?;
+    let (prior, stored) = load_state(store, config, &table)?;
+    // Values of a stored state that cannot be used are the state file's fault, not the
+    // config's: they are reported naming the file, before anything on disk changes.
+    let location = store.location().map(Path::to_path_buf);
+    let unusable = |e: DriverError| match stored {
+        true => stored_state_unusable(location.as_deref(), &table, e),
+        false => seeded_state_unusable(e),
+    };
 
     let incremental = source.is_incremental();
     let lookback = Duration::from_secs(u64::from(config.source.lookback_window_minutes) * 60);
     let dedup_on = incremental && config.source.deduplication_enabled;
     let watermark = if incremental {
-        watermark_of(&prior, &table)?
+        watermark_of(&prior, &table).map_err(unusable)?
     } else {
         None
     };
     let dedup = if dedup_on {
-        Some(dedup_window(&prior, &table, lookback, watermark.as_ref())?)
+        Some(dedup_window(&prior, &table, lookback, watermark.as_ref()).map_err(unusable)?)
     } else {
         None
     };
@@ -112,10 +116,13 @@ pub(crate) async fn run(
         Source::Rest(_) => (Source::rest_fields(), None, None),
     };
     let known_columns = if incremental {
-        super::sink::known_columns(&prior, &table)?
+        super::sink::known_columns(&prior, &table).map_err(unusable)?
     } else {
         Vec::new()
     };
+    std::fs::create_dir_all(&table_dir)
+        .map_err(|e| DriverError::io("create the output directory", &table_dir, e))?;
+    remove_uncommitted(&table_dir, &prior)?;
     let run_id = uuid::Uuid::new_v4().to_string();
     tracing::info!(
         table = %table,
@@ -364,28 +371,80 @@ async fn fetch_rest(
     Ok(())
 }
 
-/// The table's state from the store, or seeded from the config's `inputs.state`.
+/// The table's state from the store (`true`), or seeded from the config's `inputs.state`
+/// (`false`).
 fn load_state(
     store: &dyn StateStore,
     config: &ExtractConfig,
     table: &str,
-) -> Result<TableState, DriverError> {
+) -> Result<(TableState, bool), DriverError> {
     if let Some(state) = store.load(table)? {
-        return Ok(state);
+        return Ok((state, true));
     }
-    match config.inputs_state.get(table) {
+    let seeded = match config.inputs_state.get(table) {
         None | Some(serde_json::Value::Null) => Ok(TableState::default()),
         Some(value) => {
-            let state: TableState = serde_json::from_value(value.clone()).map_err(|e| {
-                ConfigError::new(
-                    format!("inputs.state.{table}"),
-                    format!("is not a table state: {e}"),
-                )
+            let state: TableState = serde_path_to_error::deserialize(value).map_err(|e| {
+                let path = e.path().to_string();
+                match path.as_str() {
+                    "" | "." => ConfigError::new(
+                        format!("inputs.state.{table}"),
+                        format!("is not a table state: {}", e.inner()),
+                    ),
+                    field => ConfigError::new(
+                        format!("inputs.state.{table}.{field}"),
+                        e.inner().to_string(),
+                    ),
+                }
             })?;
-            state.validate(table)?;
+            state.validate(table).map_err(|e| match e {
+                StateError::InvalidState { reason, .. } => {
+                    DriverError::Config(ConfigError::new(format!("inputs.state.{table}"), reason))
+                }
+                other => DriverError::State(other),
+            })?;
             Ok(state)
         }
+    };
+    seeded.map(|state| (state, false))
+}
+
+/// An error about a value of a state seeded from the config, named by its path in the config
+/// (`inputs.state.<table>.<field>`).
+fn seeded_state_unusable(err: DriverError) -> DriverError {
+    match err {
+        DriverError::Config(e) if e.field.starts_with("state.") => {
+            DriverError::Config(ConfigError::new(format!("inputs.{}", e.field), e.message))
+        }
+        other => other,
     }
+}
+
+/// An error about a value of a stored state (named `state.<table>.<field>`, as for a state
+/// seeded from the config), restated as the store's own: [`StateError::Corrupt`] naming the
+/// state file when the store has one, else [`StateError::InvalidState`]. Either is a data error:
+/// the file was left as it was, and the user must fix or move it, not the config.
+fn stored_state_unusable(location: Option<&Path>, table: &str, err: DriverError) -> DriverError {
+    let reason = match err {
+        DriverError::Config(e) => {
+            let prefix = format!("state.{table}.");
+            match e.field.strip_prefix(&prefix) {
+                Some(field) => format!("{field}: {}", e.message),
+                None => e.to_string(),
+            }
+        }
+        other => return other,
+    };
+    DriverError::State(match location {
+        Some(path) => StateError::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!("table {table:?}: {reason}"),
+        },
+        None => StateError::InvalidState {
+            table: table.to_owned(),
+            reason,
+        },
+    })
 }
 
 /// The state's keyset position, with its timestamp checked.
@@ -414,8 +473,12 @@ fn dedup_window(
     watermark: Option<&Cursor>,
 ) -> Result<DedupWindow, DriverError> {
     if let Some(bytes) = state.dedup_window_bytes(table)? {
-        return DedupWindow::from_bytes(lookback, &bytes)
-            .map_err(|e| DriverError::Protocol(format!("state of table {table:?}: {e}")));
+        return DedupWindow::from_bytes(lookback, &bytes).map_err(|e| {
+            DriverError::Config(ConfigError::new(
+                format!("state.{table}.dedup_window"),
+                format!("cannot be used: {e}"),
+            ))
+        });
     }
     let mut window = DedupWindow::new(lookback);
     if let Some(at) = watermark.and_then(|w| w.time) {

@@ -1,0 +1,237 @@
+//! State files of every format version that existed, and of versions that did not: older
+//! entries are migrated on load (and written in the current version only when their table is
+//! next committed); version 0 and newer versions are refused with a message naming the file, the
+//! table, the version found and the versions supported, and the file is left byte for byte.
+//!
+//! History (`git log -p -- crates/posthog-state`): only version 1 was ever written. It exists in
+//! three shapes, each with a fixture under `tests/fixtures/`:
+//!
+//! - `v1_seed_shape.json`: the seed's state (the Python component, Osiris `inputs.state`): no
+//!   `format_version`, `columns` as bare names;
+//! - `v1_columns_without_source.json`: as the first release of this crate wrote it, column
+//!   records without `field`/`key`/`fallback`;
+//! - `v1_current.json`: as this build writes it.
+//!
+//! `v0_fabricated.json` and `v2_future.json` are versions no release of this build reads.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use posthog_state::{FORMAT_VERSION, JsonFileStore, StateError, StateStore, TableState};
+use serde_json::Value;
+use tempfile::TempDir;
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A scratch directory holding `state.json` with the fixture's bytes.
+fn with_fixture(name: &str) -> (TempDir, PathBuf, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    let bytes = fixture(name);
+    fs::write(&path, &bytes).unwrap();
+    (dir, path, bytes)
+}
+
+fn entry(path: &Path, table: &str) -> Value {
+    let value: Value = serde_json::from_slice(&fs::read(path).unwrap()).unwrap();
+    value[table].clone()
+}
+
+#[test]
+fn seed_shaped_state_is_migrated_on_load_and_rewritten_only_on_commit() {
+    let (_dir, path, bytes) = with_fixture("v1_seed_shape.json");
+    let mut store = JsonFileStore::open(&path).unwrap();
+    let state = store.load("posthog_events").unwrap().expect("entry");
+    assert_eq!(state.format_version, FORMAT_VERSION, "migrated in memory");
+    assert_eq!(
+        state.last_timestamp.as_deref(),
+        Some("2025-11-08T10:30:00Z")
+    );
+    assert_eq!(
+        state.last_uuid.as_deref(),
+        Some("0190f1c2-0000-7000-8000-000000000003")
+    );
+    assert_eq!(state.recent_uuids.len(), 3);
+    assert_eq!(
+        state.columns, None,
+        "bare column names carry no types: the schema is learned again"
+    );
+    assert!(state.parts.is_empty());
+    let persons = store.load("posthog_persons").unwrap().expect("entry");
+    assert_eq!(persons, TableState::default());
+    assert_eq!(fs::read(&path).unwrap(), bytes, "loading writes nothing");
+
+    // Committing one table rewrites that entry in the current version; the other stays as read.
+    store.commit("posthog_events", &state).unwrap();
+    let events = entry(&path, "posthog_events");
+    assert_eq!(events["format_version"], u64::from(FORMAT_VERSION));
+    assert_eq!(events["columns"], Value::Null);
+    let persons = entry(&path, "posthog_persons");
+    assert!(
+        persons.get("format_version").is_none(),
+        "an entry not committed is written back as read: {persons}"
+    );
+    drop(store);
+    let store = JsonFileStore::open(&path).unwrap();
+    assert_eq!(store.load("posthog_events").unwrap(), Some(state));
+}
+
+#[test]
+fn first_release_shape_loads_unchanged() {
+    let (_dir, path, bytes) = with_fixture("v1_columns_without_source.json");
+    let store = JsonFileStore::open(&path).unwrap();
+    let state = store.load("posthog_events").unwrap().expect("entry");
+    assert_eq!(state.format_version, FORMAT_VERSION);
+    let columns = state.columns.clone().expect("columns");
+    assert_eq!(columns.len(), 2);
+    assert_eq!(columns[1].name, "properties_$browser");
+    assert_eq!(columns[1].field, None, "no source recorded in this shape");
+    assert_eq!(state.parts.len(), 1);
+    assert_eq!(state.rows_total, 5000);
+    assert_eq!(
+        state.dedup_window_bytes("posthog_events").unwrap(),
+        Some(vec![7; 45])
+    );
+    assert_eq!(fs::read(&path).unwrap(), bytes);
+}
+
+#[test]
+fn current_shape_round_trips_byte_for_byte() {
+    let (_dir, path, bytes) = with_fixture("v1_current.json");
+    let mut store = JsonFileStore::open(&path).unwrap();
+    let state = store.load("posthog_events").unwrap().expect("entry");
+    assert_eq!(
+        state.columns.as_ref().unwrap()[1].key.as_deref(),
+        Some("$browser")
+    );
+    store.commit("posthog_events", &state).unwrap();
+    assert_eq!(
+        String::from_utf8(fs::read(&path).unwrap()).unwrap(),
+        String::from_utf8(bytes).unwrap(),
+        "the fixture is exactly what this build writes"
+    );
+}
+
+#[test]
+fn an_entry_without_format_version_is_version_1_not_the_newest() {
+    // Today both are 1; the rule matters the day FORMAT_VERSION grows, so it is checked on the
+    // model, not only through the store.
+    let state: TableState = serde_json::from_str(r#"{"last_timestamp": null}"#).unwrap();
+    assert_eq!(state.format_version, 1);
+}
+
+/// Opens the fixture, expects `UnsupportedVersion` for `table` at `found`, and returns the
+/// message after checking the file was not touched.
+fn refused(name: &str, table: &str, found: u64) -> String {
+    let (_dir, path, bytes) = with_fixture(name);
+    let err = JsonFileStore::open(&path).unwrap_err();
+    match &err {
+        StateError::UnsupportedVersion {
+            path: reported,
+            table: t,
+            found: f,
+            supported,
+        } => {
+            assert_eq!(reported, &path);
+            assert_eq!(t, table);
+            assert_eq!(*f, found);
+            assert_eq!(*supported, FORMAT_VERSION);
+        }
+        other => panic!("expected UnsupportedVersion, got {other:?}"),
+    }
+    assert_eq!(err.category(), "data");
+    assert_eq!(
+        fs::read(&path).unwrap(),
+        bytes,
+        "a refused file is left as it was"
+    );
+    let msg = err.to_string();
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+    assert!(msg.contains(&format!("table {table:?}")), "{msg}");
+    assert!(msg.contains(&format!("format_version {found}")), "{msg}");
+    assert!(
+        msg.contains(&format!("versions 1 through {FORMAT_VERSION}")),
+        "{msg}"
+    );
+    msg
+}
+
+#[test]
+fn version_0_is_refused_as_one_no_release_wrote() {
+    let msg = refused("v0_fabricated.json", "posthog_events", 0);
+    assert!(msg.contains("no release writes that version"), "{msg}");
+}
+
+#[test]
+fn a_future_version_is_refused_as_written_by_a_newer_release() {
+    let msg = refused("v2_future.json", "posthog_events", 2);
+    assert!(msg.contains("a newer release wrote it"), "{msg}");
+}
+
+#[test]
+fn a_version_beyond_u32_is_refused_as_newer_not_as_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    let text = r#"{"t": {"format_version": 18446744073709551615}}"#;
+    fs::write(&path, text).unwrap();
+    let err = JsonFileStore::open(&path).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StateError::UnsupportedVersion {
+                found: u64::MAX,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(fs::read_to_string(&path).unwrap(), text);
+}
+
+#[test]
+fn a_version_that_is_not_a_positive_integer_is_corrupt_and_quoted() {
+    for (version, found) in [
+        ("-1", "the number -1"),
+        ("1.5", "the number 1.5"),
+        ("\"1\"", "a string"),
+        ("null", "null"),
+        ("[1]", "an array"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let text = format!(r#"{{"t": {{"format_version": {version}}}}}"#);
+        fs::write(&path, &text).unwrap();
+        let err = JsonFileStore::open(&path).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(err, StateError::Corrupt { .. }),
+            "{version}: {err:?}"
+        );
+        assert!(
+            msg.contains(&format!(
+                "table \"t\": format_version must be a positive integer, found {found}"
+            )),
+            "{msg}"
+        );
+        assert_eq!(fs::read_to_string(&path).unwrap(), text);
+    }
+}
+
+#[test]
+fn seed_column_names_and_records_cannot_be_mixed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    let text = r#"{"t": {"columns": ["uuid", {"name": "event", "type": "utf8"}]}}"#;
+    fs::write(&path, text).unwrap();
+    let err = JsonFileStore::open(&path).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains(r#"table "t": field "columns": invalid type: string "uuid""#),
+        "{msg}"
+    );
+}
