@@ -22,6 +22,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 use sha2::{Digest, Sha256};
 
 use crate::schema::{ColumnSpec, ColumnType};
@@ -239,6 +240,10 @@ pub fn open_part(
     })
 }
 
+/// Columns whose every value is distinct: a dictionary would only cost the hashing of each
+/// value and a dictionary page as large as the data.
+const UNIQUE_PER_ROW: [&str; 3] = ["uuid", "id", "properties_$insert_id"];
+
 struct ParquetPart {
     pending: PendingFile,
     writer: ArrowWriter<HashingWriter>,
@@ -256,7 +261,7 @@ impl ParquetPart {
         let level = ZstdLevel::try_new(options.zstd_level)
             .map_err(|e| CoreError::Parquet(e.to_string()))?;
         let columns_json = serde_json::to_string(columns).unwrap_or_default();
-        let props = WriterProperties::builder()
+        let mut props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(level))
             .set_max_row_group_row_count(Some(options.row_group_rows.max(1)))
             .set_dictionary_enabled(true)
@@ -265,8 +270,13 @@ impl ParquetPart {
             .set_key_value_metadata(Some(vec![KeyValue::new(
                 "posthog.columns".to_owned(),
                 columns_json,
-            )]))
-            .build();
+            )]));
+        for name in UNIQUE_PER_ROW {
+            if columns.iter().any(|c| c.name == name) {
+                props = props.set_column_dictionary_enabled(ColumnPath::from(name), false);
+            }
+        }
+        let props = props.build();
         let writer = ArrowWriter::try_new(out, schema, Some(props))
             .map_err(|e| CoreError::Parquet(e.to_string()))?;
         Ok(ParquetPart {
@@ -553,14 +563,14 @@ impl std::fmt::Debug for TableWriter {
 }
 
 impl TableWriter {
-    /// A writer for parts in `dir` (created if missing) named `<prefix>-00001.<ext>`, ...
+    /// A writer for parts in `dir` named `<prefix>-00001.<ext>`, ... The directory is created
+    /// (if missing) when the first part opens: a writer that writes nothing leaves no trace.
     pub fn new(
         dir: impl Into<PathBuf>,
         prefix: impl Into<String>,
         options: WriterOptions,
     ) -> Result<Self, CoreError> {
         let dir = dir.into();
-        fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
         Ok(TableWriter {
             dir,
             prefix: prefix.into(),
@@ -597,6 +607,7 @@ impl TableWriter {
                 self.options.format.extension()
             );
             self.next_index += 1;
+            fs::create_dir_all(&self.dir).map_err(io_err("create directory", &self.dir))?;
             let part = open_part(self.dir.join(name), schema.clone(), columns, &self.options)?;
             self.current = Some((part, schema));
         }
