@@ -729,6 +729,12 @@ pub struct RunArgs {
     /// text format, for node_exporter's textfile collector (name it *.prom)
     #[arg(long, value_name = "PATH")]
     pub metrics_file: Option<PathBuf>,
+
+    /// Send every request the run would send and read every page, then discard it: no part
+    /// file written, no state committed. The summary says status "dry_run" and rows_read.
+    /// Shows what a run would read and how fast PostHog serves it
+    #[arg(long, conflicts_with = "metrics_file")]
+    pub dry_run: bool,
 }
 
 impl RunArgs {

@@ -235,7 +235,7 @@ fn run(
         format = %config.output.format,
         "starting run"
     );
-    let mut ctx = Context::new(&args.output_dir);
+    let mut ctx = Context::new(&args.output_dir).with_dry_run(args.dry_run);
     if show_progress {
         ctx = ctx.with_observer(Arc::new(BarObserver::new(bar.clone())));
     }

@@ -334,6 +334,59 @@ fn run_twice_second_run_outputs_nothing_new() {
 }
 
 #[test]
+fn dry_run_sends_the_same_requests_and_writes_nothing() {
+    let env = Env::new();
+    let config = env.config("c.yaml", Some(KEY), "");
+    let config = config.to_str().expect("utf-8 path");
+
+    let (code, stdout, stderr) = output(env.cli().args(["run", "--dry-run", "--config", config]));
+    assert_eq!(code, 0, "{stderr}\n{stdout}");
+    let dry = one_json_object(&stdout);
+    assert_eq!(dry["status"], "dry_run", "{dry}");
+    assert_eq!(dry["rows_read"], 1000, "{dry}");
+    assert_eq!(dry["rows_output"], 0, "{dry}");
+    assert_eq!(dry["files"], Value::Array(Vec::new()), "{dry}");
+    assert!(
+        !env.path("posthog-output/posthog_events").exists(),
+        "a dry run creates no table directory"
+    );
+    assert!(
+        !env.path("posthog-output/state.json").exists(),
+        "a dry run commits no state"
+    );
+    let dry_queries = env.server().request_count(RouteClass::Query);
+
+    // The real run from the same (empty) state sends exactly the same number of queries.
+    let real = run_ok(&env, &["run", "--config", config]);
+    assert_eq!(real["rows_output"], 1000, "{real}");
+    assert_eq!(
+        env.server().request_count(RouteClass::Query) - dry_queries,
+        dry_queries,
+        "a dry run's requests are the run's requests"
+    );
+
+    // A dry run after it neither rewinds nor advances the committed state.
+    let committed = std::fs::read(env.path("posthog-output/state.json")).expect("state");
+    let (code, stdout, _) = output(env.cli().args(["run", "--dry-run", "--config", config]));
+    assert_eq!(code, 0);
+    assert_eq!(one_json_object(&stdout)["status"], "dry_run");
+    assert_eq!(
+        std::fs::read(env.path("posthog-output/state.json")).expect("state"),
+        committed
+    );
+
+    let (code, _, stderr) = output(env.cli().args([
+        "run",
+        "--dry-run",
+        "--metrics-file",
+        "m.prom",
+        "--config",
+        config,
+    ]));
+    assert_eq!(code, 2, "a dry run records no metrics: {stderr}");
+}
+
+#[test]
 fn extract_is_an_alias_of_run_and_the_overrides_apply() {
     let env = Env::new();
     let config = env.config("c.yaml", Some(KEY), "");

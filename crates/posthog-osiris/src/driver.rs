@@ -26,6 +26,11 @@ pub struct Context {
     pub doctor_timeout: Duration,
     /// Client-side request budgets; `None` for PostHog's documented limits.
     pub rate_limits: Option<posthog_client::RateLimits>,
+    /// A dry run sends every request the run would send and reads every page, then discards
+    /// it: no part file, no directory, no state commit. Its summary has `status: "dry_run"`
+    /// and `rows_read`; it measures what a run would read and how fast the source serves it
+    /// (the fetch-only floor of `cargo xtask bench run`).
+    pub dry_run: bool,
 }
 
 impl std::fmt::Debug for Context {
@@ -34,6 +39,7 @@ impl std::fmt::Debug for Context {
             .field("base_path", &self.base_path)
             .field("observer", &self.observer.is_some())
             .field("doctor_timeout", &self.doctor_timeout)
+            .field("dry_run", &self.dry_run)
             .finish_non_exhaustive()
     }
 }
@@ -46,6 +52,7 @@ impl Context {
             observer: None,
             doctor_timeout: Duration::from_secs(2),
             rate_limits: None,
+            dry_run: false,
         }
     }
 
@@ -58,6 +65,12 @@ impl Context {
     /// Sets how long `doctor` may take.
     pub fn with_doctor_timeout(mut self, timeout: Duration) -> Self {
         self.doctor_timeout = timeout;
+        self
+    }
+
+    /// Makes `run` a dry run: every page is requested and read, nothing is written or committed.
+    pub fn with_dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
         self
     }
 
@@ -103,7 +116,9 @@ pub struct Progress {
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
 pub struct RunSummary {
-    /// Always `"success"`.
+    /// `"success"`, or `"dry_run"` when [`Context::dry_run`] was set (nothing was written or
+    /// committed; `rows_deduplicated`, `rows_output` and `files` are empty, `state` is the state
+    /// the run started from).
     pub status: &'static str,
     /// The table extracted.
     pub table: String,

@@ -120,9 +120,12 @@ pub(crate) async fn run(
     } else {
         Vec::new()
     };
-    std::fs::create_dir_all(&table_dir)
-        .map_err(|e| DriverError::io("create the output directory", &table_dir, e))?;
-    remove_uncommitted(&table_dir, &prior)?;
+    let dry_run = ctx.dry_run;
+    if !dry_run {
+        std::fs::create_dir_all(&table_dir)
+            .map_err(|e| DriverError::io("create the output directory", &table_dir, e))?;
+        remove_uncommitted(&table_dir, &prior)?;
+    }
     let run_id = uuid::Uuid::new_v4().to_string();
     tracing::info!(
         table = %table,
@@ -156,6 +159,7 @@ pub(crate) async fn run(
         run_id,
         observer: ctx.observer.clone(),
         span,
+        dry_run,
     })?;
     let (pages_tx, pages_rx) = mpsc::channel(1);
     let (checkpoints_tx, checkpoints_rx) = mpsc::unbounded_channel();
@@ -212,6 +216,25 @@ pub(crate) async fn run(
         rows_deduplicated,
         rows_output,
     } = outcome;
+    if dry_run {
+        let client_stats = client.stats();
+        tracing::info!(table = %table, rows_read, requests = client_stats.requests, "dry run finished");
+        return Ok(RunSummary {
+            status: "dry_run",
+            table,
+            rows_read,
+            rows_deduplicated: 0,
+            rows_output: 0,
+            files: Vec::new(),
+            requests: client_stats.requests,
+            retries: client_stats.retries + stats.page_shrinks + stats.rate_limit_pauses,
+            throttled: client_stats.throttled,
+            page_shrinks: stats.page_shrinks,
+            breaker_trips: client_stats.breaker_trips,
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            state: prior,
+        });
+    }
     pipeline.store.commit(&table, &state)?;
     if !incremental {
         remove_replaced(&table_dir, &prior, &state)?;

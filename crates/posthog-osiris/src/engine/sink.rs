@@ -86,6 +86,8 @@ pub(crate) struct SinkSetup {
     pub observer: Option<Arc<dyn Observer>>,
     /// The time range the scan covers, for progress fractions: (start, end) in µs.
     pub span: Option<(i64, i64)>,
+    /// Read and count pages, write nothing (see `Context::dry_run`).
+    pub dry_run: bool,
 }
 
 pub(crate) struct Sink {
@@ -191,6 +193,9 @@ impl Sink {
         let _ = reply.send(Some(info.clone()));
         self.pages += 1;
         self.rows_read += page.results.len() as u64;
+        if self.setup.dry_run {
+            return Ok(());
+        }
         let (time_idx, id_idx) = self.keys.unwrap_or((None, 0));
         for (n, row) in page.results.iter().enumerate() {
             if let Some(window) = &mut self.setup.dedup {
@@ -266,6 +271,9 @@ impl Sink {
     fn objects(&mut self, objects: &[Box<RawValue>]) -> Result<(), DriverError> {
         self.pages += 1;
         self.rows_read += objects.len() as u64;
+        if self.setup.dry_run {
+            return Ok(());
+        }
         for object in objects {
             self.builder.append_object_row(object)?;
             if self.builder.len() >= self.setup.batch_size {
