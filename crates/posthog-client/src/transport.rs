@@ -1,4 +1,4 @@
-//! The one path every request takes: circuit breaker → token bucket → HTTP → classify → retry.
+//! The one path every request takes: circuit breaker → rate limits → HTTP → classify → retry.
 //!
 //! Endpoint methods build a [`Request`] and call [`Client::execute`]; none of them retries,
 //! throttles or logs on its own, so every endpoint gets the same resilience and tracing.
@@ -147,10 +147,13 @@ impl Client {
             drop(permit);
             let latency_ms = sent_at.elapsed().as_millis() as u64;
 
-            let healthy = outcome
-                .as_ref()
-                .err()
-                .is_none_or(|e| !e.is_server_failure());
+            // A timeout the caller answers by asking for less (`fail_fast_on_timeout`: the
+            // extractor halves its page) is the server saying "too heavy", not "unwell":
+            // counting it would open the circuit before the page is small enough to succeed.
+            let healthy = outcome.as_ref().err().is_none_or(|e| {
+                !e.is_server_failure()
+                    || (!request.retry_timeouts && e.category() == ErrorCategory::Timeout)
+            });
             if guard.record(healthy) {
                 Counters::bump(&inner.stats.breaker_trips);
                 tracing::warn!(endpoint, "circuit breaker opened after repeated failures");

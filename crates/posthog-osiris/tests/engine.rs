@@ -229,6 +229,24 @@ async fn checkpoints_commit_each_full_part() {
     server.shutdown().await;
 }
 
+/// Six server timeouts in a row, more than the circuit breaker's threshold of five: each one
+/// halves the page (the query is answered, only too heavy), so the breaker stays closed and the
+/// run finishes at a page size that works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_server_timeouts_shrink_the_page_without_opening_the_breaker() {
+    let (server, dataset) = mock(1_500, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = MemoryStore::new();
+    for _ in 0..6 {
+        server.push_fault(RouteClass::Query, Fault::status(504));
+    }
+    let summary = run(&events_config(&server, 6_400), &mut store, dir.path()).await;
+    assert_eq!(summary.page_shrinks, 6, "6400 halved six times is 100");
+    assert_eq!(summary.breaker_trips, 0);
+    assert_exactly_once(&dir.path().join("posthog_events"), all_uuids(&dataset));
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_timeout_halves_the_page_and_loses_nothing() {
     let (server, dataset) = mock(1_500, 0).await;
