@@ -53,6 +53,17 @@ fn main() -> ExitCode {
     let code = match execute(&cli) {
         Ok(code) => code,
         Err(failure) => {
+            // A run that failed before it reached the extraction (bad config, key file, state
+            // store) still counts in its metrics file.
+            if let Command::Run(RunArgs {
+                metrics_file: Some(path),
+                ..
+            }) = &cli.command
+                && !metrics::written()
+                && let Err(e) = metrics::write_early_failure(path)
+            {
+                tracing::error!(path = %path.display(), error = %e, "cannot write the metrics file");
+            }
             failure.report();
             failure.exit_code
         }
@@ -227,7 +238,17 @@ fn run(
         config.output.format = format;
     }
     let state_path = args.state_path();
-    let mut store = JsonFileStore::open(&state_path)?;
+    let mut store = match JsonFileStore::open(&state_path) {
+        Ok(store) => store,
+        Err(e) => {
+            if let Some(path) = &args.metrics_file
+                && let Err(write_error) = metrics::write(path, &config.destination.table_name, None)
+            {
+                tracing::error!(path = %path.display(), error = %write_error, "cannot write the metrics file");
+            }
+            return Err(e.into());
+        }
+    };
     tracing::info!(
         table = %config.destination.table_name,
         output_dir = %args.output_dir.display(),

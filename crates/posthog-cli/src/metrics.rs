@@ -8,6 +8,7 @@
 use std::fs;
 use std::io::Write as _;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use posthog_osiris::RunSummary;
 use time::OffsetDateTime;
@@ -176,8 +177,30 @@ fn escape(label: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// Set once a metrics file was written (or tried) by this process.
+static WRITTEN: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process already wrote (or tried to write) its metrics file.
+pub fn written() -> bool {
+    WRITTEN.load(Ordering::Relaxed)
+}
+
+/// Records a run that failed before it knew its table (an invalid config, an unreadable key
+/// file): the failure counts against the table the previous file names, else `unknown`, so
+/// `consecutive_failures` sees every failed run.
+pub fn write_early_failure(path: &Path) -> std::io::Result<()> {
+    let previous = fs::read_to_string(path).unwrap_or_default();
+    let table = previous
+        .lines()
+        .find_map(|l| l.split_once("{table=\"")?.1.split_once("\"}"))
+        // Table names are identifiers (`[A-Za-z_][A-Za-z0-9_]*`): nothing to unescape.
+        .map_or_else(|| "unknown".to_owned(), |(t, _)| t.to_owned());
+    write(path, &table, None)
+}
+
 /// Writes the metrics of a run to `path`, replacing the file atomically.
 pub fn write(path: &Path, table: &str, summary: Option<&RunFigures>) -> std::io::Result<()> {
+    WRITTEN.store(true, Ordering::Relaxed);
     let previous = fs::read_to_string(path).unwrap_or_default();
     let now = OffsetDateTime::now_utc().unix_timestamp_nanos() as f64 / 1e9;
     let text = render(table, summary, now, &previous);

@@ -570,6 +570,42 @@ fn metrics_file_reports_a_run_and_then_a_failure_in_prometheus_text() {
         metric(&text, "last_success_timestamp_seconds"),
         Some(success_at)
     );
+
+    // Failures before the extraction starts count too: an invalid config (the table is the one
+    // the file already names), then a state file that is not JSON.
+    let invalid = env.config("invalid.yaml", Some(KEY), "");
+    let text = std::fs::read_to_string(&invalid)
+        .unwrap()
+        .replace("page_size: 200", "page_size: 70000");
+    std::fs::write(&invalid, text).unwrap();
+    let (code, _, _) = output(env.cli().args([
+        "run",
+        "--config",
+        invalid.to_str().unwrap(),
+        "--metrics-file",
+        metrics_arg,
+    ]));
+    assert_eq!(code, 2);
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    assert_eq!(metric(&text, "consecutive_failures"), Some(2.0), "{text}");
+    assert_eq!(
+        metric(&text, "last_success_timestamp_seconds"),
+        Some(success_at)
+    );
+
+    let state = env.path("posthog-output/state.json");
+    std::fs::write(&state, "{not json").unwrap();
+    let (code, _, _) = output(env.cli().args([
+        "run",
+        "--config",
+        good.to_str().unwrap(),
+        "--metrics-file",
+        metrics_arg,
+    ]));
+    assert_eq!(code, 1);
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    assert_eq!(metric(&text, "consecutive_failures"), Some(3.0), "{text}");
+    assert_eq!(metric(&text, "last_run_success"), Some(0.0));
 }
 
 #[test]
