@@ -263,7 +263,8 @@ impl ClientBuilder {
         self
     }
 
-    /// Client-side token buckets per endpoint class.
+    /// Client-side budgets per endpoint class: sliding windows, like PostHog's throttle, and an
+    /// even pace between requests.
     pub fn rate_limits(mut self, limits: RateLimits) -> Self {
         self.rate_limits = limits;
         self

@@ -14,10 +14,10 @@
 //! - **Long queries** run [asynchronously](HogQlQuery::asynchronous): queued, then polled.
 //!
 //! Every request goes through one path: a [circuit breaker](BreakerConfig), client-side
-//! [token buckets](RateLimits) per endpoint class, then retries of what is retryable
-//! (connect errors, timeouts, 429, 500, 502, 503, 504) honouring `Retry-After`, else with capped
-//! exponential backoff and full jitter ([`RetryPolicy`]). Failures are one [`Error`] enum whose
-//! [`category`](Error::category) maps to exit codes.
+//! [budgets](RateLimits) per endpoint class (sliding windows at an even pace), then retries of
+//! what is retryable (connect errors, timeouts, 429, 500, 502, 503, 504) honouring
+//! `Retry-After`, else with capped exponential backoff and full jitter ([`RetryPolicy`]).
+//! Failures are one [`Error`] enum whose [`category`](Error::category) maps to exit codes.
 //!
 //! Keys are held as secrets: they never appear in `Debug` output, errors or logs, at any level,
 //! `verbose_http` included. The crate reads no environment variables and touches no files.

@@ -1,16 +1,35 @@
-//! Client-side token buckets, one set per endpoint class, so a client never exceeds the budget
-//! PostHog documents (or one the caller configures). Callers wait for a token; they never fail.
+//! Client-side rate limiting, one limiter per endpoint class, so a client never exceeds the
+//! budget PostHog documents (or one the caller configures). Callers wait their turn; they never
+//! fail. The rule is documented for users on [`RateLimits`]; in short:
 //!
-//! Each class may carry several budgets at once (PostHog's are per minute *and* per hour); a
-//! request takes one token from every budget of its class. Waiting on one budget after another
-//! may leave a token taken and unused, which only ever errs on the side of sending less.
+//! PostHog throttles with Django REST framework's `SimpleRateThrottle`: a sliding-window *log*.
+//! A request is refused with 429 when the last `per` already holds `requests` requests. A token
+//! bucket (GCRA) with a burst of `requests` does not fit that rule: it sends `requests` at once,
+//! then one every `per / requests`, so some window of length `per` sees nearly twice the budget
+//! and the server answers 429. The limiter here mirrors the server instead:
+//!
+//! - **Every budget is a sliding-window log** of the instants requests were admitted (at most
+//!   `requests` of them). A request may go when fewer than `requests` were admitted in the last
+//!   `per × 1.01`; the 1 % margin absorbs network latency jitter and clock differences between
+//!   client and server, so the server never counts one request too many.
+//! - **Requests of a class are paced** at least `per / requests` of the class's
+//!   *shortest-period* budget apart (PostHog's 240/min for `/query` means one every 250 ms). A
+//!   configured `R` per minute thus gives an even rate: `Q` requests take about `Q / R` minutes.
+//!   An even pace never bursts into PostHog's limit of 3 concurrent queries per project either.
+//!   Longer budgets (per hour) are only logs: the hour's budget may be used at the paced rate,
+//!   after which requests wait until the oldest ones leave the hour.
+//!
+//! A request is recorded in every budget of its class at the moment it is admitted, under the
+//! same lock that checked the budgets, so concurrent callers can never overrun a budget. The lock
+//! is never held while waiting: a caller computes how long to wait, releases it, sleeps and checks
+//! again. Time is [`tokio::time::Instant`], so tests can run on tokio's paused clock.
 
-use std::num::NonZeroU32;
+use std::collections::VecDeque;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, Quota};
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 
 use crate::error::Error;
 
@@ -40,10 +59,13 @@ impl EndpointClass {
     }
 }
 
-/// A budget: at most `requests` per `per`, replenished continuously.
+/// A budget: at most `requests` in any window of length `per`, PostHog's sliding-window rule.
+///
+/// The client keeps a margin of 1 % on the window and spaces requests evenly; see
+/// [`RateLimits`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Budget {
-    /// Requests allowed per period; also the burst size.
+    /// Requests allowed in any window of length `per`.
     pub requests: u32,
     /// The period.
     pub per: Duration,
@@ -66,25 +88,46 @@ impl Budget {
         }
     }
 
-    fn quota(self, field: &'static str) -> Result<Quota, Error> {
-        let invalid = || Error::Config {
-            field,
-            message: format!(
-                "budget of {} requests per {:?} is invalid; both must be positive",
-                self.requests, self.per
-            ),
-        };
-        let burst = NonZeroU32::new(self.requests).ok_or_else(invalid)?;
-        let interval = self.per / self.requests;
-        Quota::with_period(interval)
-            .map(|q| q.allow_burst(burst))
-            .ok_or_else(invalid)
+    fn validate(self, field: &'static str) -> Result<Self, Error> {
+        if self.requests == 0 || self.per.is_zero() {
+            return Err(Error::Config {
+                field,
+                message: format!(
+                    "budget of {} requests per {:?} is invalid; both must be positive",
+                    self.requests, self.per
+                ),
+            });
+        }
+        Ok(self)
+    }
+
+    /// The window the client keeps: `per` plus a 1 % margin.
+    fn window(self) -> Duration {
+        self.per.saturating_add(self.per / 100)
     }
 }
 
 /// Budgets per endpoint class. The defaults are PostHog's documented limits:
 /// `/query` 240/min and 2400/h; analytics 240/min and 1200/h; CRUD 480/min and 4800/h.
 /// Some accounts are on an older 120/h query limit: configure `query` accordingly.
+///
+/// # How budgets are kept
+///
+/// PostHog counts requests in sliding windows (Django REST framework's `SimpleRateThrottle`): a
+/// request is refused with 429 when the last `per` already holds `requests` requests. A token
+/// bucket that allows a burst of `requests` would send them all at once and then keep going at
+/// the average rate, so some window would see nearly twice the budget. The client follows the
+/// server's rule instead:
+///
+/// - Each [`Budget`] is a sliding window: a request goes only when fewer than `requests` were
+///   sent in the last `per` plus 1 % (a margin for network and clock differences between client
+///   and server).
+/// - Requests of a class are spaced at least `per / requests` of its *shortest-period* budget
+///   apart: the defaults send one query every 250 ms, and `R` per minute sends `Q` requests in
+///   about `Q / R` minutes. An even pace never bursts into PostHog's limit of 3 concurrent
+///   queries either.
+/// - Longer budgets (per hour) are windows only: the hour's budget can be used at the paced
+///   rate, after which requests wait until the oldest leave the hour.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimits {
     /// Budgets for `/query`.
@@ -120,12 +163,12 @@ impl RateLimits {
     }
 }
 
-/// The live token buckets built from [`RateLimits`].
+/// The live limiters built from [`RateLimits`].
 #[derive(Debug)]
 pub(crate) struct RateLimiter {
-    query: Vec<DefaultDirectRateLimiter>,
-    analytics: Vec<DefaultDirectRateLimiter>,
-    crud: Vec<DefaultDirectRateLimiter>,
+    query: Option<ClassLimiter>,
+    analytics: Option<ClassLimiter>,
+    crud: Option<ClassLimiter>,
     queries_in_flight: Semaphore,
 }
 
@@ -134,14 +177,116 @@ pub(crate) struct Permit<'a> {
     _slot: Option<tokio::sync::SemaphorePermit<'a>>,
 }
 
+/// The budgets of one endpoint class: their sliding-window logs and the pace between requests.
+#[derive(Debug)]
+struct ClassLimiter {
+    /// Least time between two admissions: `per / requests` of the shortest-period budget (the
+    /// tightest of them if several share that period).
+    pace: Duration,
+    state: Mutex<ClassState>,
+}
+
+#[derive(Debug)]
+struct ClassState {
+    /// When the last request was admitted.
+    last: Option<Instant>,
+    logs: Vec<WindowLog>,
+}
+
+/// One budget's sliding-window log: the instants of the requests admitted within `window`.
+#[derive(Debug)]
+struct WindowLog {
+    requests: usize,
+    /// `per` plus the 1 % margin.
+    window: Duration,
+    /// Admission instants, oldest first; never more than `requests`.
+    sent: VecDeque<Instant>,
+}
+
+impl ClassLimiter {
+    /// `None` when the class has no budgets (never waits).
+    fn new(budgets: &[Budget], field: &'static str) -> Result<Option<Self>, Error> {
+        let budgets = budgets
+            .iter()
+            .map(|b| b.validate(field))
+            .collect::<Result<Vec<_>, _>>()?;
+        let Some(shortest) = budgets.iter().map(|b| b.per).min() else {
+            return Ok(None);
+        };
+        let pace = budgets
+            .iter()
+            .filter(|b| b.per == shortest)
+            .map(|b| b.per / b.requests)
+            .max()
+            .unwrap_or_default();
+        let logs = budgets
+            .iter()
+            .map(|b| WindowLog {
+                requests: b.requests as usize,
+                window: b.window(),
+                sent: VecDeque::new(),
+            })
+            .collect();
+        Ok(Some(ClassLimiter {
+            pace,
+            state: Mutex::new(ClassState { last: None, logs }),
+        }))
+    }
+
+    /// Admits a request now and records it in every budget, or says how long to wait before
+    /// asking again. Checking and recording happen under one lock, so concurrent callers can
+    /// never both take the last place in a window.
+    fn try_admit(&self) -> Result<(), Duration> {
+        // Nothing below can panic with the state half-updated, so a poisoned lock is still sound.
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        // Read the clock under the lock so every log stays in admission order.
+        let now = Instant::now();
+        let mut wait = state.last.map_or(Duration::ZERO, |last| {
+            self.pace.saturating_sub(now.duration_since(last))
+        });
+        for log in &mut state.logs {
+            while log
+                .sent
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= log.window)
+            {
+                log.sent.pop_front();
+            }
+            if log.sent.len() >= log.requests {
+                // The window is full: wait until its oldest request leaves it.
+                let oldest = log.sent[log.sent.len() - log.requests];
+                wait = wait.max(log.window.saturating_sub(now.duration_since(oldest)));
+            }
+        }
+        if !wait.is_zero() {
+            return Err(wait);
+        }
+        for log in &mut state.logs {
+            log.sent.push_back(now);
+        }
+        state.last = Some(now);
+        Ok(())
+    }
+
+    /// Waits until a request may be sent and records it; returns how long that took. The lock is
+    /// released while sleeping, and a cancelled wait leaves nothing recorded.
+    async fn admit(&self) -> Duration {
+        let started = Instant::now();
+        let mut slept = false;
+        while let Err(wait) = self.try_admit() {
+            slept = true;
+            tokio::time::sleep(wait).await;
+        }
+        if slept {
+            started.elapsed()
+        } else {
+            Duration::ZERO
+        }
+    }
+}
+
 impl RateLimiter {
     pub(crate) fn new(limits: &RateLimits) -> Result<Self, Error> {
-        let build = |budgets: &[Budget], field| -> Result<Vec<_>, Error> {
-            budgets
-                .iter()
-                .map(|b| Ok(DefaultDirectRateLimiter::direct(b.quota(field)?)))
-                .collect()
-        };
         if !(1..=Semaphore::MAX_PERMITS).contains(&limits.max_concurrent_queries) {
             return Err(Error::Config {
                 field: "rate_limits.max_concurrent_queries",
@@ -153,54 +298,98 @@ impl RateLimiter {
             });
         }
         Ok(RateLimiter {
-            query: build(&limits.query, "rate_limits.query")?,
-            analytics: build(&limits.analytics, "rate_limits.analytics")?,
-            crud: build(&limits.crud, "rate_limits.crud")?,
+            query: ClassLimiter::new(&limits.query, "rate_limits.query")?,
+            analytics: ClassLimiter::new(&limits.analytics, "rate_limits.analytics")?,
+            crud: ClassLimiter::new(&limits.crud, "rate_limits.crud")?,
             queries_in_flight: Semaphore::new(limits.max_concurrent_queries),
         })
     }
 
     /// Waits until a request of `class` may be sent, and returns a permit to hold while it is.
-    /// Returns how long it waited for tokens, for tracing.
+    /// Returns how long it waited for the class's budgets (not for a query slot), for tracing.
     pub(crate) async fn acquire(&self, class: EndpointClass) -> (Permit<'_>, Duration) {
         let slot = match class {
             // The semaphore is never closed, so acquire cannot fail.
             EndpointClass::Query => self.queries_in_flight.acquire().await.ok(),
             _ => None,
         };
-        let buckets = match class {
+        let limiter = match class {
             EndpointClass::Query => &self.query,
             EndpointClass::Analytics => &self.analytics,
             EndpointClass::Crud => &self.crud,
-            EndpointClass::Public => return (Permit { _slot: slot }, Duration::ZERO),
+            EndpointClass::Public => &None,
         };
-        let mut waited = Duration::ZERO;
-        for bucket in buckets {
-            while let Err(not_until) = bucket.check() {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
-                waited = waited.saturating_add(wait);
-                tokio::time::sleep(wait).await;
-            }
-        }
+        let waited = match limiter {
+            Some(limiter) => limiter.admit().await,
+            None => Duration::ZERO,
+        };
         (Permit { _slot: slot }, waited)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+
+    fn crud_only(budgets: Vec<Budget>) -> RateLimiter {
+        RateLimiter::new(&RateLimits {
+            crud: budgets,
+            ..RateLimits::unlimited()
+        })
+        .unwrap()
+    }
+
+    /// Admission instants of `n` requests made one after another.
+    async fn admit_in_turn(limiter: &RateLimiter, n: usize) -> Vec<Instant> {
+        let mut at = Vec::with_capacity(n);
+        for _ in 0..n {
+            let _ = limiter.acquire(EndpointClass::Crud).await;
+            at.push(Instant::now());
+        }
+        at
+    }
+
+    /// Panics unless every window of `window` (half-open, starting at any instant) holds at most
+    /// `requests` of the sorted instants `at`.
+    fn assert_no_window_overrun(at: &[Instant], requests: usize, window: Duration) {
+        for (i, pair) in at.windows(requests + 1).enumerate() {
+            let span = pair[requests].duration_since(pair[0]);
+            assert!(
+                span >= window,
+                "requests {i}..={} fall within {span:?}: more than {requests} per {window:?}",
+                i + requests
+            );
+        }
+    }
+
+    fn assert_spaced(at: &[Instant], pace: Duration) {
+        for (i, pair) in at.windows(2).enumerate() {
+            let gap = pair[1].duration_since(pair[0]);
+            assert!(gap >= pace, "requests {i} and {} are {gap:?} apart", i + 1);
+        }
+    }
 
     #[test]
     fn zero_budgets_are_rejected_with_the_field_name() {
-        let limits = RateLimits {
-            query: vec![Budget {
+        for budget in [
+            Budget {
                 requests: 0,
                 per: Duration::from_secs(1),
-            }],
-            ..RateLimits::default()
-        };
-        let err = RateLimiter::new(&limits).unwrap_err();
-        assert!(err.to_string().contains("rate_limits.query"), "{err}");
+            },
+            Budget {
+                requests: 1,
+                per: Duration::ZERO,
+            },
+        ] {
+            let limits = RateLimits {
+                query: vec![budget],
+                ..RateLimits::default()
+            };
+            let err = RateLimiter::new(&limits).unwrap_err();
+            assert!(err.to_string().contains("rate_limits.query"), "{err}");
+        }
     }
 
     #[test]
@@ -215,34 +404,123 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_burst_is_allowed_then_requests_wait() {
-        let limits = RateLimits {
-            crud: vec![Budget {
-                requests: 3,
-                per: Duration::from_millis(300),
-            }],
-            ..RateLimits::unlimited()
-        };
-        let limiter = RateLimiter::new(&limits).unwrap();
-        for _ in 0..3 {
-            let (_p, waited) = limiter.acquire(EndpointClass::Crud).await;
-            assert_eq!(waited, Duration::ZERO, "burst of 3 is immediate");
-        }
+    #[test]
+    fn the_pace_comes_from_the_shortest_period_budget() {
+        let limiter = RateLimiter::new(&RateLimits::default()).unwrap();
+        let pace = |l: &Option<ClassLimiter>| l.as_ref().unwrap().pace;
+        assert_eq!(pace(&limiter.query), Duration::from_millis(250));
+        assert_eq!(pace(&limiter.analytics), Duration::from_millis(250));
+        assert_eq!(pace(&limiter.crud), Duration::from_millis(125));
+        // Two budgets over the same shortest period: the tighter one sets the pace.
+        let limiter = crud_only(vec![
+            Budget::per_hour(10),
+            Budget::per_minute(120),
+            Budget::per_minute(60),
+        ]);
+        assert_eq!(pace(&limiter.crud), Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_are_paced_not_burst() {
+        let limiter = crud_only(vec![Budget {
+            requests: 3,
+            per: Duration::from_millis(300),
+        }]);
         let (_p, waited) = limiter.acquire(EndpointClass::Crud).await;
-        assert!(waited > Duration::ZERO, "fourth request had to wait");
+        assert_eq!(waited, Duration::ZERO, "the first request goes at once");
+        for _ in 0..2 {
+            let (_p, waited) = limiter.acquire(EndpointClass::Crud).await;
+            assert_eq!(waited, Duration::from_millis(100), "one every 300 ms / 3");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ten_per_minute_is_an_even_pace_that_never_overruns_a_window() {
+        let limiter = crud_only(vec![Budget::per_minute(10)]);
+        let at = admit_in_turn(&limiter, 25).await;
+        assert_spaced(&at, Duration::from_secs(6));
+        assert_no_window_overrun(&at, 10, Duration::from_millis(60_600));
+        // 24 gaps of 6 s, plus the 1 % margin (0.6 s) each time a full window slides: ≈ 144 s.
+        let total = at[24].duration_since(at[0]);
+        assert!(
+            (Duration::from_secs(144)..=Duration::from_millis(146_200)).contains(&total),
+            "25 requests took {total:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn several_budgets_are_each_kept_and_the_shortest_sets_the_pace() {
+        let short = Budget {
+            requests: 5,
+            per: Duration::from_secs(10),
+        };
+        let long = Budget {
+            requests: 8,
+            per: Duration::from_secs(60),
+        };
+        let limiter = crud_only(vec![long, short]);
+        let at = admit_in_turn(&limiter, 20).await;
+        assert_no_window_overrun(&at, 5, Duration::from_millis(10_100));
+        assert_no_window_overrun(&at, 8, Duration::from_millis(60_600));
+        assert_spaced(&at, Duration::from_secs(2));
+        // Paced by 10 s / 5, not by 60 s / 8: the first five go 2 s apart.
+        for pair in at[..5].windows(2) {
+            assert_eq!(pair[1].duration_since(pair[0]), Duration::from_secs(2));
+        }
+        // The long budget holds the ninth back until the first leaves its 60.6 s window.
+        assert_eq!(at[8].duration_since(at[0]), Duration::from_millis(60_600));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_callers_never_exceed_the_budget() {
+        let limiter = Arc::new(crud_only(vec![Budget {
+            requests: 4,
+            per: Duration::from_secs(1),
+        }]));
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let limiter = limiter.clone();
+                tokio::spawn(async move {
+                    let _ = limiter.acquire(EndpointClass::Crud).await;
+                    Instant::now()
+                })
+            })
+            .collect();
+        let mut at = Vec::new();
+        for task in tasks {
+            at.push(task.await.unwrap());
+        }
+        at.sort();
+        assert_eq!(at.len(), 20);
+        assert_spaced(&at, Duration::from_millis(250));
+        assert_no_window_overrun(&at, 4, Duration::from_millis(1010));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_wait_takes_no_place_in_the_budget() {
+        let limiter = crud_only(vec![Budget {
+            requests: 2,
+            per: Duration::from_secs(10),
+        }]);
+        let start = Instant::now();
+        let _ = limiter.acquire(EndpointClass::Crud).await;
+        let gave_up =
+            tokio::time::timeout(Duration::from_secs(1), limiter.acquire(EndpointClass::Crud))
+                .await;
+        assert!(gave_up.is_err(), "the second request has to wait 5 s");
+        let _ = limiter.acquire(EndpointClass::Crud).await;
+        assert_eq!(start.elapsed(), Duration::from_secs(5));
+        // Two admitted, so the third waits for the first to leave the 10.1 s window.
+        let _ = limiter.acquire(EndpointClass::Crud).await;
+        assert_eq!(start.elapsed(), Duration::from_millis(10_100));
     }
 
     #[tokio::test]
     async fn public_endpoints_are_not_limited() {
-        let limits = RateLimits {
-            crud: vec![Budget {
-                requests: 1,
-                per: Duration::from_secs(3600),
-            }],
-            ..RateLimits::unlimited()
-        };
-        let limiter = RateLimiter::new(&limits).unwrap();
+        let limiter = crud_only(vec![Budget {
+            requests: 1,
+            per: Duration::from_secs(3600),
+        }]);
         for _ in 0..100 {
             let (_p, waited) = limiter.acquire(EndpointClass::Public).await;
             assert_eq!(waited, Duration::ZERO);
