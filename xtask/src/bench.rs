@@ -30,8 +30,11 @@ enum BenchWhat {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
-    /// `posthog-cli run` end to end against the release mock: wall, CPU, peak RSS, requests.
+    /// `posthog-cli run` end to end against the release mock, alternating with dry runs (the
+    /// fetch-only floor: same requests, pages discarded): wall, CPU, peak RSS, requests.
     Run(RunBench),
+    /// The client's request budget against a mock that throttles like PostHog.
+    Rate(RateBench),
 }
 
 /// Options of `cargo xtask bench run`.
@@ -58,6 +61,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.what {
         BenchWhat::Core { events, runs } => core(&events, runs.max(1)),
         BenchWhat::Run(args) => run_bench(&args),
+        BenchWhat::Rate(args) => rate_bench(&args),
     }
 }
 
@@ -108,17 +112,23 @@ fn core(counts: &[u64], runs: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One measured `posthog-cli run`.
+/// One measured `posthog-cli run` (or dry run).
 struct Measured {
     wall_s: f64,
     cpu_s: f64,
     peak_rss_mib: f64,
     query_requests: u64,
+    /// Rows read.
     rows: u64,
+    /// Rows written (0 for a dry run).
+    written: u64,
+    mock_cpu_s: f64,
+    throttled: u64,
 }
 
-fn run_bench(args: &RunBench) -> anyhow::Result<()> {
-    if !args.no_build {
+/// Builds the release CLI and mock unless told not to; returns their paths.
+fn release_binaries(no_build: bool) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
+    if !no_build {
         crate::cargo_build(&[
             "--release",
             "--locked",
@@ -129,73 +139,216 @@ fn run_bench(args: &RunBench) -> anyhow::Result<()> {
         ])?;
     }
     let release = crate::target_dir().join("release");
-    let (cli, mock_bin) = (release.join("posthog-cli"), release.join("posthog-mock"));
+    Ok((release.join("posthog-cli"), release.join("posthog-mock")))
+}
+
+/// A config for the mock: events from 2020 on, `extra` appended (YAML lines).
+fn bench_config(mock: &Mock, page_size: u32, format: &str, performance: &str) -> String {
+    format!(
+        "resolved_connection: {{api_key: {key}, project_id: \"{project}\", \
+         region: self_hosted, custom_base_url: \"{url}\"}}\n\
+         config:\n  source: {{data_type: events, page_size: {page_size}, \
+         initial_since: \"2020-01-01T00:00:00Z\"}}\n  destination: {{}}\n\
+         output: {{format: {format}}}\n\
+         performance: {{{performance}}}\n",
+        key = mock.key,
+        project = mock.project_id,
+        url = mock.base_url,
+    )
+}
+
+/// Runs the CLI once from empty state against `mock` and measures it.
+fn measured_run(
+    cli: &Path,
+    mock: &Mock,
+    dir: &Path,
+    config: &str,
+    extra: &[&str],
+) -> anyhow::Result<Measured> {
+    std::fs::create_dir_all(dir)?;
+    let config_path = dir.join("config.yaml");
+    std::fs::write(&config_path, config)?;
+    mock.reset_counters()?;
+    let mock_cpu = mock.cpu_seconds()?;
+    let measured = measure(cli, &config_path, &dir.join("out"), extra)?;
+    let result = Measured {
+        query_requests: mock.query_requests()?,
+        mock_cpu_s: mock.cpu_seconds()? - mock_cpu,
+        ..measured
+    };
+    std::fs::remove_dir_all(dir)?;
+    Ok(result)
+}
+
+fn median(results: &[Measured], f: impl Fn(&Measured) -> f64) -> f64 {
+    let mut v: Vec<f64> = results.iter().map(f).collect();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn run_bench(args: &RunBench) -> anyhow::Result<()> {
+    let (cli, mock_bin) = release_binaries(args.no_build)?;
     println!(
-        "{:>9} {:>6} {:>8} {:>8} {:>9} {:>10} {:>11}",
-        "events", "runs", "wall s", "cpu s", "RSS MiB", "queries", "events/s"
+        "| events | what | runs | wall s | CLI CPU s | CLI CPU s / M | peak RSS MiB | mock CPU s | \
+         query requests | events / s | wall / floor |"
     );
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &n in &args.events {
         let work = tempfile::tempdir()?;
         let mock = Mock::start(&mock_bin, &MockOptions::new(n, 1), work.path())?;
-        let mut results = Vec::new();
-        for run in 0..args.runs.max(1) {
-            let dir = work.path().join(format!("run-{run}"));
-            std::fs::create_dir_all(&dir)?;
-            let config = dir.join("config.yaml");
-            std::fs::write(
-                &config,
-                format!(
-                    "resolved_connection: {{api_key: {key}, project_id: \"{project}\", \
-                     region: self_hosted, custom_base_url: \"{url}\"}}\n\
-                     config:\n  source: {{data_type: events, page_size: {page}, \
-                     initial_since: \"2020-01-01T00:00:00Z\"}}\n  destination: {{}}\n\
-                     output: {{format: {format}}}\n\
-                     performance: {{batch_size: 10000, query_requests_per_minute: 100000, \
-                     query_requests_per_hour: 6000000}}\n",
-                    key = mock.key,
-                    project = mock.project_id,
-                    url = mock.base_url,
-                    page = args.page_size,
-                    format = args.format,
-                ),
-            )?;
-            mock.reset_counters()?;
-            let measured = measure(&cli, &config, &dir.join("out"))?;
-            let queries = mock.query_requests()?;
-            if measured.rows != n as u64 {
-                bail!("run wrote {} rows, the mock serves {n}", measured.rows);
-            }
-            results.push(Measured {
-                query_requests: queries,
-                ..measured
-            });
-            std::fs::remove_dir_all(&dir)?;
-        }
-        let median = |f: &dyn Fn(&Measured) -> f64| {
-            let mut v: Vec<f64> = results.iter().map(f).collect();
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
-        let wall = median(&|m| m.wall_s);
-        println!(
-            "{:>9} {:>6} {:>8.2} {:>8.2} {:>9.1} {:>10} {:>11.0}",
-            n,
-            results.len(),
-            wall,
-            median(&|m| m.cpu_s),
-            median(&|m| m.peak_rss_mib),
-            median(&|m| m.query_requests as f64),
-            n as f64 / wall,
+        // The client's own budgets are raised: the benchmark measures the pipeline, not
+        // PostHog's 240/min (see `bench rate` for that).
+        let config = bench_config(
+            &mock,
+            args.page_size,
+            &args.format,
+            "query_requests_per_minute: 100000, query_requests_per_hour: 6000000",
         );
+        let (mut floor, mut full) = (Vec::new(), Vec::new());
+        // Alternating, so drift in the machine's load hits both alike.
+        for run in 0..args.runs.max(1) {
+            let dry = measured_run(
+                &cli,
+                &mock,
+                &work.path().join(format!("floor-{run}")),
+                &config,
+                &["--dry-run"],
+            )?;
+            let real = measured_run(
+                &cli,
+                &mock,
+                &work.path().join(format!("run-{run}")),
+                &config,
+                &[],
+            )?;
+            for (what, m) in [("floor", &dry), ("run", &real)] {
+                if m.rows != n as u64 {
+                    bail!("{what} read {} rows, the mock serves {n}", m.rows);
+                }
+            }
+            if real.written != n as u64 || dry.written != 0 {
+                bail!(
+                    "the run wrote {} rows and the dry run {}; expected {n} and 0",
+                    real.written,
+                    dry.written
+                );
+            }
+            if dry.query_requests != real.query_requests {
+                bail!(
+                    "the dry run sent {} queries, the run {}: not the same requests",
+                    dry.query_requests,
+                    real.query_requests
+                );
+            }
+            eprintln!(
+                "  {n} events, round {}: floor {:.2} s, run {:.2} s",
+                run + 1,
+                dry.wall_s,
+                real.wall_s
+            );
+            floor.push(dry);
+            full.push(real);
+        }
+        let floor_wall = median(&floor, |m| m.wall_s);
+        for (what, results) in [("fetch-only floor", &floor), ("`run`", &full)] {
+            let wall = median(results, |m| m.wall_s);
+            let cpu = median(results, |m| m.cpu_s);
+            println!(
+                "| {n} | {what} | {} | {wall:.2} | {cpu:.2} | {:.2} | {:.1} | {:.2} | {} | {:.0} | {:.2} |",
+                results.len(),
+                cpu / (n as f64 / 1e6),
+                median(results, |m| m.peak_rss_mib),
+                median(results, |m| m.mock_cpu_s),
+                median(results, |m| m.query_requests as f64),
+                n as f64 / wall,
+                wall / floor_wall,
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Options of `cargo xtask bench rate`.
+#[derive(Args)]
+struct RateBench {
+    /// Events the mock serves.
+    #[arg(long, default_value_t = 44_500)]
+    events: usize,
+    /// Rows per keyset page.
+    #[arg(long, default_value_t = 1_000)]
+    page_size: u32,
+    /// Query requests per minute: the mock's limit and the client's budget.
+    #[arg(long, default_value_t = 30)]
+    per_minute: u32,
+    /// Use the binaries already in target/release.
+    #[arg(long)]
+    no_build: bool,
+}
+
+/// The mock refuses more than R private-API requests in any 60 s (a sliding window, as
+/// PostHog's throttle); the client is configured to R per minute. The run must take
+/// ⌈N/page⌉ / R minutes (within 5 %) and never be refused.
+fn rate_bench(args: &RateBench) -> anyhow::Result<()> {
+    let (cli, mock_bin) = release_binaries(args.no_build)?;
+    let work = tempfile::tempdir()?;
+    let limit: &'static str = Box::leak(format!("{}/60s", args.per_minute).into_boxed_str());
+    let mut opts = MockOptions::new(args.events, 1);
+    opts.rate_limit = Some(limit);
+    let mock = Mock::start(&mock_bin, &opts, work.path())?;
+    let config = bench_config(
+        &mock,
+        args.page_size,
+        "parquet",
+        &format!(
+            "query_requests_per_minute: {}, query_requests_per_hour: 6000000",
+            args.per_minute
+        ),
+    );
+    let m = measured_run(&cli, &mock, &work.path().join("rate"), &config, &[])?;
+    let throttled = mock.throttled_responses()?;
+    let pages = args.events.div_ceil(args.page_size as usize) as f64;
+    let expected_s = pages / f64::from(args.per_minute) * 60.0;
+    let deviation = (m.wall_s - expected_s) / expected_s;
+    println!(
+        "| events | page | R / min | query requests | expected s (⌈N/page⌉ / R) | wall s | deviation | 429 received |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| {} | {} | {} | {} | {expected_s:.1} | {:.1} | {:+.1} % | {} |",
+        args.events,
+        args.page_size,
+        args.per_minute,
+        m.query_requests,
+        m.wall_s,
+        deviation * 100.0,
+        throttled.max(m.throttled),
+    );
+    if m.written != args.events as u64 {
+        bail!(
+            "the run wrote {} rows, the mock serves {}",
+            m.written,
+            args.events
+        );
+    }
+    if throttled > 0 || m.throttled > 0 {
+        bail!(
+            "the run was refused {} times (429)",
+            throttled.max(m.throttled)
+        );
+    }
+    if deviation.abs() > 0.05 {
+        bail!("wall time is {:+.1} % off the budget", deviation * 100.0);
     }
     Ok(())
 }
 
 /// Runs `posthog-cli run` and reads its wall time, CPU time and peak RSS from `wait4`.
-fn measure(cli: &Path, config: &Path, out: &Path) -> anyhow::Result<Measured> {
+fn measure(cli: &Path, config: &Path, out: &Path, extra: &[&str]) -> anyhow::Result<Measured> {
     let started = Instant::now();
     let mut child = Command::new(cli)
-        .args(["--quiet", "--log-level", "warn", "run", "--config"])
+        .args(["--quiet", "--log-level", "warn", "run"])
+        .args(extra)
+        .arg("--config")
         .arg(config)
         .arg("--output-dir")
         .arg(out)
@@ -227,6 +380,10 @@ fn measure(cli: &Path, config: &Path, out: &Path) -> anyhow::Result<Measured> {
         // Linux reports ru_maxrss in KiB.
         peak_rss_mib: usage.ru_maxrss as f64 / 1024.0,
         query_requests: 0,
-        rows: summary["rows_output"].as_u64().unwrap_or(0),
+        // A dry run outputs nothing; what both read is what the mock served.
+        rows: summary["rows_read"].as_u64().unwrap_or(0),
+        written: summary["rows_output"].as_u64().unwrap_or(0),
+        mock_cpu_s: 0.0,
+        throttled: summary["throttled"].as_u64().unwrap_or(0),
     })
 }

@@ -166,6 +166,29 @@ impl Mock {
         })
     }
 
+    /// CPU seconds (user + system) the mock process has used so far, from `/proc`.
+    pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .context("reading the mock's /proc stat")?;
+        // Fields after the command name (which may hold spaces) start after the last ')'.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| -> anyhow::Result<f64> {
+            Ok(fields.get(i).context("short /proc stat")?.parse::<f64>()?)
+        };
+        // utime and stime are fields 14 and 15 of stat(5); `rest` starts at field 3.
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        Ok((ticks(11)? + ticks(12)?) / hz)
+    }
+
+    /// Responses with status 429 in the mock's request log.
+    pub fn throttled_responses(&self) -> anyhow::Result<u64> {
+        let log = self.control("GET", "/_mock/requests", None)?;
+        let entries = log.as_array().context("request log is not an array")?;
+        Ok(entries.iter().filter(|r| r["status"] == 429).count() as u64)
+    }
+
     pub fn stats(&self) -> anyhow::Result<Value> {
         self.control("GET", "/_mock/stats", None)
     }
