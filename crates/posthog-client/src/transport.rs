@@ -139,7 +139,7 @@ impl Client {
             if !waited.is_zero() {
                 tracing::debug!(
                     waited_ms = waited.as_millis() as u64,
-                    "waited for rate-limit token"
+                    "waited for the rate limit"
                 );
             }
             let sent_at = Instant::now();

@@ -294,7 +294,7 @@ async fn client_errors_do_not_trip_the_breaker() {
 #[tokio::test]
 async fn a_configured_budget_is_never_exceeded_at_the_server() {
     let mock = mock().await;
-    // 4 requests per second: a burst of 4, then one every 250 ms.
+    // 4 requests per second: evenly paced, one every 250 ms.
     let client = builder(&mock)
         .rate_limits(RateLimits {
             crud: vec![Budget {
@@ -322,7 +322,8 @@ async fn a_configured_budget_is_never_exceeded_at_the_server() {
         .collect();
     arrivals.sort();
     assert_eq!(arrivals.len(), 12);
-    // GCRA: the k-th request (0-based) cannot arrive before (k - 4) × 250 ms after the first.
+    // Even pacing is stricter than this bound (the k-th request goes k × 250 ms after the
+    // first): the k-th request (0-based) cannot arrive before (k - 4) × 250 ms after the first.
     // Allow 100 ms for the first request's own latency to the server (it sets the origin).
     for (k, at) in arrivals.iter().enumerate().skip(4) {
         let earliest = Duration::from_millis(250) * (k as u32 - 3);
