@@ -32,6 +32,10 @@ const GROW_BACK_AFTER: u32 = 4;
 const MAX_RATE_LIMIT_WAITS: u32 = 12;
 /// The longest pause between rate-limited attempts when PostHog gave no `Retry-After`.
 const MAX_RATE_LIMIT_PAUSE: Duration = Duration::from_secs(60);
+/// The longest `Retry-After` the run waits out (PostHog's longest window is an hour); a longer
+/// one ends the run as rate limited, for the next scheduled run to continue, instead of
+/// stalling it for as long as the server says.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// Counters the fetch loop keeps.
 #[derive(Debug, Default)]
@@ -365,10 +369,11 @@ fn rate_limit_pause(error: &ClientError, waits: u32) -> Option<Duration> {
         ClientError::Api { retry_after, .. } => *retry_after,
         _ => None,
     };
-    Some(
-        retry_after
-            .unwrap_or_else(|| Duration::from_secs(1u64 << waits.min(6)).min(MAX_RATE_LIMIT_PAUSE)),
-    )
+    match retry_after {
+        Some(wait) if wait > MAX_RETRY_AFTER => None,
+        Some(wait) => Some(wait),
+        None => Some(Duration::from_secs(1u64 << waits.min(6)).min(MAX_RATE_LIMIT_PAUSE)),
+    }
 }
 
 /// Reads a REST list page by page into the sink.
@@ -661,6 +666,15 @@ mod tests {
         assert_eq!(
             rate_limit_pause(&throttled(Some(Duration::from_secs(7))), 1),
             Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            rate_limit_pause(&throttled(Some(MAX_RETRY_AFTER)), 1),
+            Some(MAX_RETRY_AFTER)
+        );
+        assert_eq!(
+            rate_limit_pause(&throttled(Some(Duration::from_secs(86_400))), 1),
+            None,
+            "a day-long Retry-After ends the run instead of stalling it"
         );
         assert_eq!(
             rate_limit_pause(&throttled(None), 1),
