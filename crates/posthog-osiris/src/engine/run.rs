@@ -220,29 +220,17 @@ pub(crate) async fn run(
         rows_deduplicated,
         rows_output,
     } = outcome;
-    if dry_run {
-        let client_stats = client.stats();
-        tracing::info!(table = %table, rows_read, requests = client_stats.requests, "dry run finished");
-        return Ok(RunSummary {
-            status: "dry_run",
-            table,
-            rows_read,
-            rows_deduplicated: 0,
-            rows_output: 0,
-            files: Vec::new(),
-            requests: client_stats.requests,
-            retries: client_stats.retries + stats.page_shrinks + stats.rate_limit_pauses,
-            throttled: client_stats.throttled,
-            page_shrinks: stats.page_shrinks,
-            breaker_trips: client_stats.breaker_trips,
-            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            state: prior,
-        });
-    }
-    pipeline.store.commit(&table, &state)?;
-    if !incremental {
-        remove_replaced(&table_dir, &prior, &state)?;
-    }
+    // A dry run wrote nothing (the sink stopped after each page's answer): nothing to commit,
+    // and its summary reports the state it started from.
+    let state = if dry_run {
+        prior
+    } else {
+        pipeline.store.commit(&table, &state)?;
+        if !incremental {
+            remove_replaced(&table_dir, &prior, &state)?;
+        }
+        state
+    };
     let client_stats = client.stats();
     tracing::info!(
         table = %table,
@@ -251,10 +239,11 @@ pub(crate) async fn run(
         rows_output,
         parts = files.len(),
         requests = client_stats.requests,
+        dry_run,
         "extraction finished"
     );
     Ok(RunSummary {
-        status: "success",
+        status: if dry_run { "dry_run" } else { "success" },
         table,
         rows_read,
         rows_deduplicated,
