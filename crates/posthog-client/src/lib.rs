@@ -59,6 +59,8 @@ mod region;
 mod rest;
 mod retry;
 pub mod templates;
+#[cfg(test)]
+mod test_support;
 mod transport;
 
 pub use breaker::{BreakerConfig, BreakerState};

@@ -438,6 +438,7 @@ mod parse_props {
     use serde_json::json;
 
     use super::*;
+    use crate::test_support::json_value;
 
     /// A response as PostHog sends it for the extractor's events query (properties as a JSON
     /// string, `types` as pairs, a non-UTC time zone).
@@ -486,28 +487,6 @@ mod parse_props {
         }
     }
 
-    /// Any JSON value, with huge, negative and fractional numbers, odd strings and nesting.
-    fn json_value() -> impl Strategy<Value = Value> {
-        let leaf = prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::from),
-            any::<i64>().prop_map(Value::from),
-            any::<u64>().prop_map(Value::from),
-            any::<f64>()
-                .prop_filter("JSON has no NaN or infinity", |f| f.is_finite())
-                .prop_map(Value::from),
-            any::<String>().prop_map(Value::from),
-            Just(json!("2025-01-02T13:57:30.178957Z")),
-        ];
-        leaf.prop_recursive(3, 16, 4, |inner| {
-            prop_oneof![
-                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
-                prop::collection::btree_map("[a-z]{1,6}", inner, 0..4)
-                    .prop_map(|m| Value::Object(m.into_iter().collect())),
-            ]
-        })
-    }
-
     /// Values that survive a JSON round trip exactly (serde_json may read a float back one
     /// unit in the last place off, so floats are fixed ones).
     fn exact_value() -> impl Strategy<Value = Value> {
@@ -533,11 +512,11 @@ mod parse_props {
         prop_oneof![
             any::<Vec<u8>>(),
             (
-                prop::option::of(json_value()),
-                prop::option::of(json_value()),
-                prop::option::of(json_value()),
-                prop::option::of(json_value()),
-                prop::option::of(json_value()),
+                prop::option::of(json_value("2025-01-02T13:57:30.178957Z")),
+                prop::option::of(json_value("2025-01-02T13:57:30.178957Z")),
+                prop::option::of(json_value("2025-01-02T13:57:30.178957Z")),
+                prop::option::of(json_value("2025-01-02T13:57:30.178957Z")),
+                prop::option::of(json_value("2025-01-02T13:57:30.178957Z")),
             )
                 .prop_map(|(id, complete, error, message, results)| {
                     let mut status = Map::new();
@@ -572,7 +551,7 @@ mod parse_props {
         #[test]
         fn a_wrong_value_in_a_field_is_refused_naming_it(
             field in prop::sample::select(vec!["columns", "types", "results", "hasMore", "limit", "timezone"]),
-            value in json_value(),
+            value in json_value("2025-01-02T13:57:30.178957Z"),
         ) {
             let mut body: Value = serde_json::from_slice(&real_body()).unwrap();
             body[field] = value;
