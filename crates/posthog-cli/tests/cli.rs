@@ -7,31 +7,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-
-use common::{Env, KEY, KEY_ENV, assert_error_json, one_json_object, output};
+use common::{Env, KEY, KEY_ENV, assert_error_json, files_under, one_json_object, output};
 use posthog_mock::RouteClass;
 use serde_json::Value;
-
-/// Every file under `dir`, recursively.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries {
-            let path = entry.expect("dir entry").path();
-            if path.is_dir() {
-                pending.push(path);
-            } else {
-                files.push(path);
-            }
-        }
-    }
-    files
-}
 
 fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack

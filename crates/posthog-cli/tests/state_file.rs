@@ -9,28 +9,18 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use common::{Env, KEY, assert_error_json, one_json_object, output};
+use common::{Env, KEY, assert_error_json, files_under, one_json_object, output};
 use serde_json::Value;
 
 /// Every file under `dir`, recursively, with its bytes.
 fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut files = BTreeMap::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries {
-            let path = entry.expect("dir entry").path();
-            if path.is_dir() {
-                pending.push(path);
-            } else {
-                let bytes = std::fs::read(&path).expect("read");
-                files.insert(path, bytes);
-            }
-        }
-    }
-    files
+    files_under(dir)
+        .into_iter()
+        .map(|path| {
+            let bytes = std::fs::read(&path).expect("read");
+            (path, bytes)
+        })
+        .collect()
 }
 
 /// The state file's entry for the events table, as JSON.
