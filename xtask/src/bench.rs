@@ -126,22 +126,6 @@ struct Measured {
     throttled: u64,
 }
 
-/// Builds the release CLI and mock unless told not to; returns their paths.
-fn release_binaries(no_build: bool) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
-    if !no_build {
-        crate::cargo_build(&[
-            "--release",
-            "--locked",
-            "-p",
-            "posthog-cli",
-            "-p",
-            "posthog-mock",
-        ])?;
-    }
-    let release = crate::target_dir().join("release");
-    Ok((release.join("posthog-cli"), release.join("posthog-mock")))
-}
-
 /// A config for the mock: events from 2020 on, `extra` appended (YAML lines).
 fn bench_config(mock: &Mock, page_size: u32, format: &str, performance: &str) -> String {
     format!(
@@ -187,7 +171,7 @@ fn median(results: &[Measured], f: impl Fn(&Measured) -> f64) -> f64 {
 }
 
 fn run_bench(args: &RunBench) -> anyhow::Result<()> {
-    let (cli, mock_bin) = release_binaries(args.no_build)?;
+    let (cli, mock_bin) = crate::release_binaries(args.no_build)?;
     println!(
         "| events | what | runs | wall s | CLI CPU s | CLI CPU s / M | peak RSS MiB | mock CPU s | \
          query requests | events / s | wall / floor |"
@@ -289,11 +273,10 @@ struct RateBench {
 /// PostHog's throttle); the client is configured to R per minute. The run must take
 /// ⌈N/page⌉ / R minutes (within 5 %) and never be refused.
 fn rate_bench(args: &RateBench) -> anyhow::Result<()> {
-    let (cli, mock_bin) = release_binaries(args.no_build)?;
+    let (cli, mock_bin) = crate::release_binaries(args.no_build)?;
     let work = tempfile::tempdir()?;
-    let limit: &'static str = Box::leak(format!("{}/60s", args.per_minute).into_boxed_str());
     let mut opts = MockOptions::new(args.events, 1);
-    opts.rate_limit = Some(limit);
+    opts.rate_limit = Some(format!("{}/60s", args.per_minute));
     let mock = Mock::start(&mock_bin, &opts, work.path())?;
     let config = bench_config(
         &mock,

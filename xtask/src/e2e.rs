@@ -191,19 +191,11 @@ pub fn run(args: E2eArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     if !args.no_build {
         println!("building posthog-cli and posthog-mock (release)…");
-        crate::cargo_build(&[
-            "--release",
-            "--locked",
-            "-p",
-            "posthog-cli",
-            "-p",
-            "posthog-mock",
-        ])?;
     }
-    let release = crate::target_dir().join("release");
+    let (cli, mock) = crate::release_binaries(args.no_build)?;
     let env = Env {
-        cli: existing(release.join("posthog-cli"))?,
-        mock: existing(release.join("posthog-mock"))?,
+        cli: existing(cli)?,
+        mock: existing(mock)?,
         keep: args.keep,
         kill_seed: args.kill_seed.unwrap_or_else(clock_seed),
     };

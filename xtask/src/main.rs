@@ -57,6 +57,25 @@ pub(crate) fn target_dir() -> std::path::PathBuf {
         .map_or_else(|| workspace_root().join("target"), std::path::PathBuf::from)
 }
 
+/// Builds the release `posthog-cli` and `posthog-mock` (unless `no_build`) and returns their
+/// paths, for the tasks that drive the two binaries (`e2e`, `bench run`, `bench rate`).
+pub(crate) fn release_binaries(
+    no_build: bool,
+) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
+    if !no_build {
+        cargo_build(&[
+            "--release",
+            "--locked",
+            "-p",
+            "posthog-cli",
+            "-p",
+            "posthog-mock",
+        ])?;
+    }
+    let release = target_dir().join("release");
+    Ok((release.join("posthog-cli"), release.join("posthog-mock")))
+}
+
 /// Runs `cargo build <args>` in the workspace root (the binaries the tasks drive).
 pub(crate) fn cargo_build(args: &[&str]) -> anyhow::Result<()> {
     let status = std::process::Command::new(env!("CARGO"))

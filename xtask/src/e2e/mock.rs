@@ -20,7 +20,7 @@ pub struct MockOptions {
     pub cluster: Option<usize>,
     /// `(offset, name)`, e.g. `("-05:00", "America/New_York")`; `None` keeps the mock's default.
     pub tz: Option<(&'static str, &'static str)>,
-    pub rate_limit: Option<&'static str>,
+    pub rate_limit: Option<String>,
     pub fault_rate: f64,
     pub reset_rate: f64,
     pub throttle_rate: f64,
@@ -82,8 +82,8 @@ impl MockOptions {
                 name.into(),
             ]);
         }
-        if let Some(r) = self.rate_limit {
-            a.extend(["--rate-limit".into(), r.into()]);
+        if let Some(r) = &self.rate_limit {
+            a.extend(["--rate-limit".into(), r.clone()]);
         }
         for (flag, rate) in [
             ("--fault-rate", self.fault_rate),

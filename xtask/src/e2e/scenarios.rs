@@ -473,7 +473,7 @@ pub fn faults(env: &Env, ck: &mut Checks) -> anyhow::Result<()> {
 /// run needs ~40 query requests, so it must wait and still finish exactly once.
 pub fn rate_limit(env: &Env, ck: &mut Checks) -> anyhow::Result<()> {
     let mut opts = MockOptions::new(39_000, 17);
-    opts.rate_limit = Some("30/60s");
+    opts.rate_limit = Some("30/60s".to_owned());
     let ctx = Ctx::start(env, "rate-limit", opts)?;
     let expected = verify::expected_map(ctx.opts.expected_events());
     let config = cli::base_config(&ctx.mock, "parquet");
