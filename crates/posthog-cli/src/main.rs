@@ -237,33 +237,7 @@ fn run(
     if let Some(format) = args.format {
         config.output.format = format;
     }
-    let state_path = args.state_path();
-    let mut store = match JsonFileStore::open(&state_path) {
-        Ok(store) => store,
-        Err(e) => {
-            if let Some(path) = &args.metrics_file
-                && let Err(write_error) = metrics::write(path, &config.destination.table_name, None)
-            {
-                tracing::error!(path = %path.display(), error = %write_error, "cannot write the metrics file");
-            }
-            return Err(e.into());
-        }
-    };
-    tracing::info!(
-        table = %config.destination.table_name,
-        output_dir = %args.output_dir.display(),
-        state_file = %state_path.display(),
-        format = %config.output.format,
-        "starting run"
-    );
-    let mut ctx = Context::new(&args.output_dir).with_dry_run(args.dry_run);
-    if show_progress {
-        ctx = ctx.with_observer(Arc::new(BarObserver::new(bar.clone())));
-    }
-    let summary = runtime.block_on(PostHogDriver.run(&config, &mut store, &ctx));
-    bar.finish_and_clear();
-    // The lock is released only once the run is over, whatever its outcome.
-    drop(store);
+    let summary = extract(runtime, &config, args, bar, show_progress);
     if let Some(path) = &args.metrics_file {
         let figures = summary.as_ref().ok().map(metrics::RunFigures::from);
         // The run's outcome stands either way: its parts and state are committed (or not)
@@ -275,6 +249,32 @@ fn run(
     let summary = summary?;
     print(&serde_json::to_string(&summary))?;
     Ok(0)
+}
+
+/// Opens the state store (held until the run is over, whatever its outcome) and extracts.
+fn extract(
+    runtime: &tokio::runtime::Runtime,
+    config: &ExtractConfig,
+    args: &RunArgs,
+    bar: ProgressBar,
+    show_progress: bool,
+) -> Result<posthog_osiris::RunSummary, Failure> {
+    let state_path = args.state_path();
+    let mut store = JsonFileStore::open(&state_path)?;
+    tracing::info!(
+        table = %config.destination.table_name,
+        output_dir = %args.output_dir.display(),
+        state_file = %state_path.display(),
+        format = %config.output.format,
+        "starting run"
+    );
+    let mut ctx = Context::new(&args.output_dir).with_dry_run(args.dry_run);
+    if show_progress {
+        ctx = ctx.with_observer(Arc::new(BarObserver::new(bar.clone())));
+    }
+    let summary = runtime.block_on(PostHogDriver.run(config, &mut store, &ctx));
+    bar.finish_and_clear();
+    Ok(summary?)
 }
 
 /// `discover`: prints the resources and their fingerprint.
