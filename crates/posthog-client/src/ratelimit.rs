@@ -252,10 +252,12 @@ impl ClassLimiter {
             {
                 log.sent.pop_front();
             }
-            if log.sent.len() >= log.requests {
-                // The window is full: wait until its oldest request leaves it.
-                let oldest = log.sent[log.sent.len() - log.requests];
-                wait = wait.max(log.window.saturating_sub(now.duration_since(oldest)));
+            // The log never holds more than `requests`: when it is full, wait until its oldest
+            // request leaves the window.
+            if log.sent.len() >= log.requests
+                && let Some(oldest) = log.sent.front()
+            {
+                wait = wait.max(log.window.saturating_sub(now.duration_since(*oldest)));
             }
         }
         if !wait.is_zero() {
