@@ -354,6 +354,7 @@ async fn experiment_results_count_exposures_and_conversions_per_variant() {
             person_id: None,
             properties,
             elements_chain: String::new(),
+            person_properties: serde_json::Map::new(),
         });
     };
     add(1, "a", "$pageview", Some("control"));

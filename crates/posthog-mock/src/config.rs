@@ -1,4 +1,5 @@
-//! Server configuration: keys, project, time zone, data, throttling and random faults.
+//! Server configuration: keys, project, time zone, data, LIMIT clamp, throttling and random
+//! faults.
 
 use std::time::Duration;
 
@@ -63,6 +64,22 @@ pub struct RandomFaults {
     pub throttle_rate: f64,
 }
 
+/// PostHog's cap on a top-level HogQL `LIMIT` for API queries (`MAX_SELECT_RETURNED_ROWS`, see
+/// posthog-api.md §1): the default of [`MockConfig::limit_clamp`].
+pub const DEFAULT_LIMIT_CLAMP: usize = 50_000;
+
+/// One scheduled change of the LIMIT clamp: once `after_queries` query requests have reached
+/// the server, the clamp becomes `limit_clamp` (so request `after_queries + 1` is the first to
+/// see it). Query requests are `POST …/query/` requests (route class `Query`), faulted ones
+/// included, counted from the server's start (never reset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitClampChange {
+    /// Number of query requests after which the change takes effect.
+    pub after_queries: u64,
+    /// The new clamp.
+    pub limit_clamp: usize,
+}
+
 /// Everything a [`crate::MockServer`] needs to start.
 #[derive(Debug, Clone)]
 pub struct MockConfig {
@@ -89,12 +106,20 @@ pub struct MockConfig {
     pub random_faults: Option<RandomFaults>,
     /// Number of `GET …/query/{id}/` polls answered 202 before an async query completes.
     pub async_polls: u32,
+    /// The cap on a top-level HogQL `LIMIT` at start (default [`DEFAULT_LIMIT_CLAMP`]): as
+    /// PostHog does, `LIMIT n` silently becomes `min(n, clamp)`. A query without `LIMIT` is
+    /// not affected (it gets PostHog's 100-row page with `hasMore`).
+    pub limit_clamp: usize,
+    /// Changes of the clamp during the run, applied in `after_queries` order (PostHog's cap
+    /// has moved between releases without notice). The clamp can also be set at once with
+    /// [`crate::MockServer::set_limit_clamp`] or `POST /_mock/config`.
+    pub limit_clamp_changes: Vec<LimitClampChange>,
 }
 
 impl Default for MockConfig {
-    /// Default keys, project 1 in `Asia/Kolkata`, gzip on, one async poll, no throttling or
-    /// faults, and the dataset of [`GenSpec::default`] (1 000 events, 50 persons) plus the REST
-    /// fixtures.
+    /// Default keys, project 1 in `Asia/Kolkata`, gzip on, one async poll, LIMIT clamp 50 000
+    /// with no scheduled changes, no throttling or faults, and the dataset of
+    /// [`GenSpec::default`] (1 000 events, 50 persons) plus the REST fixtures.
     fn default() -> Self {
         MockConfig::with_dataset(Dataset::generate(&GenSpec::default()))
     }
@@ -115,6 +140,8 @@ impl MockConfig {
             rate_limit: None,
             random_faults: None,
             async_polls: 1,
+            limit_clamp: DEFAULT_LIMIT_CLAMP,
+            limit_clamp_changes: Vec::new(),
         }
     }
 }

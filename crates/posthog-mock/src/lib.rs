@@ -3,8 +3,9 @@
 //! It **evaluates** requests over its data: HogQL queries are parsed, type-checked and run
 //! over `events`, `persons` and a `sessions` table derived from the events, with subqueries in
 //! FROM (keyset tuple comparison in ClickHouse UUID order, ORDER BY, aggregates, date and
-//! interval functions, LIMIT clamped to 50 000, OFFSET rejected as PostHog rejects it for
-//! personal API keys); REST lists paginate their fixtures with DRF's limit/offset links;
+//! interval functions, person properties as of the event, LIMIT clamped to a configurable
+//! maximum that can change mid-run, OFFSET rejected as PostHog rejects it for personal API
+//! keys); REST lists paginate their fixtures with DRF's limit/offset links;
 //! cohorts are created and their persons computed from their property filters; capture and
 //! flags validate and record. Nothing is replayed from canned pages keyed by query text.
 //!
@@ -38,7 +39,9 @@ mod server;
 mod store;
 mod timefmt;
 
-pub use config::{MockConfig, ProjectTimezone, RandomFaults, RateLimit};
+pub use config::{
+    DEFAULT_LIMIT_CLAMP, LimitClampChange, MockConfig, ProjectTimezone, RandomFaults, RateLimit,
+};
 pub use data::{DataError, Dataset, Event, GenSpec, Person};
 pub use fault::{Fault, InvalidFault, RouteClass, UnknownRouteClass};
 pub use server::{MockServer, RecordedRequest};

@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use posthog_mock::{
-    Dataset, GenSpec, MockConfig, MockServer, ProjectTimezone, RandomFaults, RateLimit,
+    DEFAULT_LIMIT_CLAMP, Dataset, GenSpec, LimitClampChange, MockConfig, MockServer,
+    ProjectTimezone, RandomFaults, RateLimit,
 };
 
 /// A mock PostHog server that evaluates HogQL over generated events and injects faults.
@@ -58,6 +59,12 @@ struct Args {
     /// Never gzip responses.
     #[arg(long)]
     no_gzip: bool,
+    /// Cap on a top-level HogQL LIMIT at start: LIMIT n returns at most min(n, N) rows.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_LIMIT_CLAMP, value_parser = parse_clamp)]
+    limit_clamp: usize,
+    /// After Q query requests the LIMIT clamp becomes N (repeatable), e.g. 3:1000.
+    #[arg(long, value_name = "Q:N", value_parser = parse_clamp_change)]
+    limit_clamp_after: Vec<LimitClampChange>,
     /// Write the sample events (GenSpec::sample, overridden by --seed/--events/--persons/
     /// --cluster) as JSONL to PATH and exit.
     #[arg(long, value_name = "PATH")]
@@ -92,6 +99,31 @@ fn parse_rate_limit(s: &str) -> anyhow::Result<RateLimit> {
     Ok(RateLimit {
         max_requests,
         per: Duration::from_secs(secs),
+    })
+}
+
+fn parse_clamp(s: &str) -> anyhow::Result<usize> {
+    let n: usize = s
+        .trim()
+        .parse()
+        .with_context(|| format!("`{s}` is not a row count"))?;
+    if n == 0 {
+        bail!("the LIMIT clamp must be at least 1");
+    }
+    Ok(n)
+}
+
+fn parse_clamp_change(s: &str) -> anyhow::Result<LimitClampChange> {
+    let (after, clamp) = s
+        .split_once(':')
+        .context("expected Q:N (after Q query requests the clamp becomes N), e.g. 3:1000")?;
+    let after_queries: u64 = after
+        .trim()
+        .parse()
+        .with_context(|| format!("`{after}` is not a number of query requests"))?;
+    Ok(LimitClampChange {
+        after_queries,
+        limit_clamp: parse_clamp(clamp)?,
     })
 }
 
@@ -145,6 +177,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .context("--rate-limit")?,
         random_faults,
         async_polls: args.async_polls,
+        limit_clamp: args.limit_clamp,
+        limit_clamp_changes: args.limit_clamp_after.clone(),
         ..MockConfig::with_dataset(Dataset::generate_lazy(&spec(&args, GenSpec::default())))
     };
     let announce = serde_json::json!({
@@ -215,5 +249,49 @@ mod tests {
         );
         assert!(parse_rate_limit("30").is_err());
         assert!(parse_rate_limit("0/1s").is_err());
+    }
+
+    #[test]
+    fn limit_clamp_flags_parse_and_reject_nonsense() {
+        assert_eq!(parse_clamp("1000").unwrap(), 1000);
+        assert!(parse_clamp("0").is_err());
+        assert!(parse_clamp("lots").is_err());
+        assert_eq!(
+            parse_clamp_change("3:777").unwrap(),
+            LimitClampChange {
+                after_queries: 3,
+                limit_clamp: 777
+            }
+        );
+        assert!(parse_clamp_change("3").is_err());
+        assert!(parse_clamp_change("x:5").is_err());
+        assert!(parse_clamp_change("3:0").is_err());
+        let args = Args::try_parse_from([
+            "posthog-mock",
+            "--limit-clamp",
+            "2000",
+            "--limit-clamp-after",
+            "2:1000",
+            "--limit-clamp-after",
+            "5:50000",
+        ])
+        .unwrap();
+        assert_eq!(args.limit_clamp, 2000);
+        assert_eq!(
+            args.limit_clamp_after,
+            vec![
+                LimitClampChange {
+                    after_queries: 2,
+                    limit_clamp: 1000
+                },
+                LimitClampChange {
+                    after_queries: 5,
+                    limit_clamp: 50_000
+                },
+            ]
+        );
+        let defaults = Args::try_parse_from(["posthog-mock"]).unwrap();
+        assert_eq!(defaults.limit_clamp, DEFAULT_LIMIT_CLAMP);
+        assert!(defaults.limit_clamp_after.is_empty());
     }
 }

@@ -25,7 +25,7 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::api::{self, ApiResponse, RequestCtx};
-use crate::config::MockConfig;
+use crate::config::{LimitClampChange, MockConfig};
 use crate::data::Event;
 use crate::fault::{Fault, RouteClass};
 use crate::store::{EventStore, PersonStore};
@@ -77,6 +77,52 @@ pub(crate) struct AsyncQuery {
     pub end_time: OffsetDateTime,
 }
 
+/// The LIMIT clamp in effect and its pending schedule.
+#[derive(Debug)]
+pub(crate) struct ClampState {
+    /// The clamp the next query request gets.
+    pub current: usize,
+    /// Scheduled changes not yet applied, in `after_queries` order.
+    pub pending: VecDeque<LimitClampChange>,
+    /// Query requests received since the server started (never reset).
+    pub queries: u64,
+}
+
+impl ClampState {
+    fn new(initial: usize, changes: &[LimitClampChange]) -> ClampState {
+        let mut changes = changes.to_vec();
+        // Stable: two changes after the same count apply in the order given (the last wins).
+        changes.sort_by_key(|c| c.after_queries);
+        let mut state = ClampState {
+            current: initial,
+            pending: changes.into(),
+            queries: 0,
+        };
+        state.apply_due();
+        state
+    }
+
+    /// Applies every scheduled change whose request count has been reached.
+    fn apply_due(&mut self) {
+        while let Some(change) = self
+            .pending
+            .front()
+            .filter(|c| c.after_queries <= self.queries)
+        {
+            self.current = change.limit_clamp;
+            self.pending.pop_front();
+        }
+    }
+
+    /// Counts one query request and returns the clamp it gets.
+    fn arrive(&mut self) -> usize {
+        let clamp = self.current;
+        self.queries += 1;
+        self.apply_due();
+        clamp
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct RequestLog {
     /// Bumped on reset so in-flight requests do not update entries that were cleared.
@@ -100,6 +146,8 @@ pub(crate) struct Shared {
     pub throttle: Mutex<VecDeque<Instant>>,
     pub random: Mutex<fastrand::Rng>,
     pub queries: Mutex<HashMap<String, AsyncQuery>>,
+    /// The LIMIT clamp: not reset by `/_mock/reset`.
+    pub clamp: Mutex<ClampState>,
 }
 
 /// Locks a mutex, ignoring poisoning: every critical section leaves the data consistent.
@@ -125,6 +173,10 @@ impl Shared {
             throttle: Mutex::new(VecDeque::new()),
             random: Mutex::new(fastrand::Rng::with_seed(seed)),
             queries: Mutex::new(HashMap::new()),
+            clamp: Mutex::new(ClampState::new(
+                config.limit_clamp,
+                &config.limit_clamp_changes,
+            )),
             config,
         }
     }
@@ -157,6 +209,16 @@ impl Shared {
         lock(&self.captured).clear();
         lock(&self.queries).clear();
         lock(&self.throttle).clear();
+    }
+
+    /// Sets the LIMIT clamp at once; scheduled changes not yet reached still apply later.
+    pub(crate) fn set_limit_clamp(&self, clamp: usize) {
+        lock(&self.clamp).current = clamp;
+    }
+
+    /// The LIMIT clamp the next query request gets.
+    pub(crate) fn limit_clamp(&self) -> usize {
+        lock(&self.clamp).current
     }
 
     pub(crate) fn count(&self, route: RouteClass) -> usize {
@@ -303,6 +365,18 @@ impl MockServer {
     /// Zeroes the counters and clears the request log.
     pub fn reset_counters(&self) {
         self.shared.reset_counters();
+    }
+
+    /// Sets the cap on a top-level HogQL `LIMIT` at once (as `POST /_mock/config
+    /// {"limit_clamp": N}` does). Changes scheduled in [`MockConfig::limit_clamp_changes`] whose
+    /// request count has not been reached yet still apply when it is.
+    pub fn set_limit_clamp(&self, clamp: usize) {
+        self.shared.set_limit_clamp(clamp);
+    }
+
+    /// The cap on a top-level HogQL `LIMIT` the next query request gets.
+    pub fn limit_clamp(&self) -> usize {
+        self.shared.limit_clamp()
     }
 
     /// Adds events (late or new arrivals); queries see them immediately.
@@ -489,8 +563,10 @@ async fn handle(
         serde_json::from_slice(&raw).ok()
     };
 
-    // Count and record before anything else, so faulted requests are counted too.
+    // Count and record before anything else, so faulted requests are counted too (and a
+    // query request moves the LIMIT clamp's schedule on whether or not it is faulted).
     lock(&shared.counts)[class.index()] += 1;
+    let limit_clamp = (class == RouteClass::Query).then(|| lock(&shared.clamp).arrive());
     let log_slot = if class == RouteClass::Control {
         None
     } else {
@@ -557,6 +633,7 @@ async fn handle(
                 raw_body: raw,
                 host,
                 routed,
+                limit_clamp,
             };
             api::dispatch(&shared, ctx).await
         }

@@ -24,17 +24,19 @@ pub(crate) fn uuid_key(uuid: &Uuid) -> UuidKey {
     (second, first)
 }
 
-/// Property map and elements chain of an event that was handed to the server.
+/// Property maps and elements chain of an event that was handed to the server.
 #[derive(Debug)]
 pub(crate) struct ExplicitBody {
     pub properties: Map<String, Value>,
     pub elements_chain: String,
+    pub person_properties: Map<String, Value>,
 }
 
 /// Where an event's properties come from.
 #[derive(Debug)]
 pub(crate) enum EventBody {
     /// Regenerated from the generator: generation index and person index (`u32::MAX` = none).
+    /// The person's properties as of the event are borrowed from the generator's histories.
     Generated { index: u32, person: u32 },
     /// Stored as given.
     Explicit(Box<ExplicitBody>),
@@ -276,6 +278,22 @@ impl EventStore {
         }
     }
 
+    /// The person's properties as of the event (`person.properties`): stored ones as given,
+    /// generated ones from the person's history (borrowed, nothing is regenerated); empty for
+    /// an event without a person.
+    pub(crate) fn person_properties<'a>(
+        &'a self,
+        e: &'a StoredEvent,
+    ) -> Cow<'a, Map<String, Value>> {
+        match (&e.body, &self.generator) {
+            (EventBody::Explicit(b), _) => Cow::Borrowed(&b.person_properties),
+            (EventBody::Generated { person, .. }, Some(g)) if *person != u32::MAX => g
+                .person_properties_at(*person, e.ts)
+                .map_or_else(|| Cow::Owned(Map::new()), Cow::Borrowed),
+            (EventBody::Generated { .. }, _) => Cow::Owned(Map::new()),
+        }
+    }
+
     /// The full event at storage position `pos`.
     #[cfg(test)]
     pub(crate) fn event(&self, pos: usize) -> Event {
@@ -290,6 +308,7 @@ impl EventStore {
             person_id: e.person_id,
             properties: self.properties(e).into_owned(),
             elements_chain: self.elements_chain(e).into_owned(),
+            person_properties: self.person_properties(e).into_owned(),
         }
     }
 }
@@ -322,6 +341,7 @@ fn stored_explicit(e: Event) -> StoredEvent {
         body: EventBody::Explicit(Box::new(ExplicitBody {
             properties: e.properties,
             elements_chain: e.elements_chain,
+            person_properties: e.person_properties,
         })),
     }
 }

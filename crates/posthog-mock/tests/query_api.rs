@@ -77,6 +77,7 @@ async fn clickhouse_uuid_order_differs_from_string_order() {
         person_id: None,
         properties: serde_json::Map::new(),
         elements_chain: String::new(),
+        person_properties: serde_json::Map::new(),
     };
     let dataset = Dataset {
         events: vec![mk(a), mk(b)],
@@ -328,6 +329,7 @@ async fn late_events_inserted_between_runs_are_visible() {
         person_id: None,
         properties: serde_json::Map::new(),
         elements_chain: String::new(),
+        person_properties: serde_json::Map::new(),
     }]);
     let (_, body) = h
         .query(
@@ -443,5 +445,199 @@ async fn subqueries_intervals_and_sessions_over_http() {
             .unwrap()
             .contains("Illegal type String"),
         "{body}"
+    );
+}
+
+/// The extractor's page query, verbatim in shape.
+const EXTRACT: &str = "select uuid, event, timestamp, distinct_id, person_id, created_at, \
+    elements_chain, properties, person.properties as person_properties from events \
+    where timestamp >= toDateTime({since}) order by timestamp, uuid limit {limit}";
+
+#[tokio::test]
+async fn the_extractors_query_returns_person_properties_as_of_each_event() {
+    let spec = GenSpec {
+        events: 300,
+        persons: 8,
+        ..GenSpec::default()
+    };
+    let expected: std::collections::HashMap<String, Event> = Dataset::generate(&spec)
+        .events
+        .into_iter()
+        .map(|e| (e.uuid.to_string(), e))
+        .collect();
+    let h = Harness::start(config_with(spec)).await;
+    let (status, body) = h
+        .query(
+            EXTRACT,
+            json!({"since": "2025-01-01T00:00:00Z", "limit": 1000}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["columns"],
+        json!([
+            "uuid",
+            "event",
+            "timestamp",
+            "distinct_id",
+            "person_id",
+            "created_at",
+            "elements_chain",
+            "properties",
+            "person_properties"
+        ])
+    );
+    assert_eq!(body["types"][8], json!(["person_properties", "String"]));
+    let rows = body["results"].as_array().unwrap();
+    assert_eq!(rows.len(), 300);
+    let mut personless = 0;
+    let mut plans_by_person: std::collections::HashMap<&str, HashSet<String>> =
+        std::collections::HashMap::new();
+    for row in rows {
+        let event = &expected[row[0].as_str().unwrap()];
+        // A JSON string, like `properties`, holding the person as of the event.
+        let text = row[8].as_str().expect("person_properties is a JSON string");
+        let parsed: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(parsed, Value::Object(event.person_properties.clone()));
+        match row[4].as_str() {
+            None => {
+                personless += 1;
+                assert_eq!(text, "{}");
+            }
+            Some(person) => {
+                plans_by_person
+                    .entry(person)
+                    .or_default()
+                    .insert(parsed["visits"].to_string());
+            }
+        }
+    }
+    assert!(personless > 0);
+    assert!(
+        plans_by_person.values().any(|v| v.len() > 1),
+        "a person's properties differ between its events"
+    );
+}
+
+#[tokio::test]
+async fn persons_table_serves_the_current_properties() {
+    let spec = GenSpec {
+        events: 300,
+        persons: 8,
+        ..GenSpec::default()
+    };
+    let dataset = Dataset::generate(&spec);
+    let h = Harness::start(config_with(spec)).await;
+    let (_, body) = h
+        .query(
+            "SELECT toString(id), properties FROM persons LIMIT 100",
+            json!({}),
+        )
+        .await;
+    let rows = body["results"].as_array().unwrap();
+    assert_eq!(rows.len(), 8);
+    for row in rows {
+        let person = dataset
+            .persons
+            .iter()
+            .find(|p| p.id.to_string() == row[0].as_str().unwrap())
+            .unwrap();
+        let parsed: Value = serde_json::from_str(row[1].as_str().unwrap()).unwrap();
+        assert_eq!(parsed, Value::Object(person.properties.clone()));
+    }
+    // Events before a person's change instant saw other properties than the current ones;
+    // events after it see exactly the current ones.
+    let current = |e: &Event| {
+        dataset
+            .persons
+            .iter()
+            .find(|p| Some(p.id) == e.person_id)
+            .map(|p| &p.properties)
+    };
+    let with_person: Vec<&Event> = dataset
+        .events
+        .iter()
+        .filter(|e| e.person_id.is_some())
+        .collect();
+    assert!(
+        with_person
+            .iter()
+            .any(|e| current(e) != Some(&e.person_properties))
+    );
+    assert!(
+        with_person
+            .iter()
+            .any(|e| current(e) == Some(&e.person_properties))
+    );
+}
+
+#[tokio::test]
+async fn inserted_events_keep_their_person_properties() {
+    let h = Harness::start(MockConfig::with_dataset(Dataset::fixtures())).await;
+    let ts = datetime!(2025-03-01 12:00 UTC);
+    h.server.insert_events(vec![Event {
+        uuid: Uuid::parse_str("0194227b-0000-7000-8000-0000000000a1").unwrap(),
+        event: "library".into(),
+        distinct_id: "d".into(),
+        timestamp: ts,
+        created_at: ts,
+        person_id: Some(Uuid::parse_str("0194227b-0000-4000-8000-0000000000ff").unwrap()),
+        properties: serde_json::Map::new(),
+        elements_chain: String::new(),
+        person_properties: serde_json::from_value(json!({"plan": "pro", "visits": 9})).unwrap(),
+    }]);
+    let posted = json!([
+        {"uuid": "0194227b-0000-7000-8000-0000000000a2", "event": "control-object",
+         "distinct_id": "d", "timestamp": "2025-03-01T12:00:01Z",
+         "person_properties": {"plan": "enterprise", "key with spaces": true}},
+        {"uuid": "0194227b-0000-7000-8000-0000000000a3", "event": "control-text",
+         "distinct_id": "d", "timestamp": "2025-03-01T12:00:02Z",
+         "person_properties": "{\"plan\":\"free\"}"},
+        {"uuid": "0194227b-0000-7000-8000-0000000000a4", "event": "control-none",
+         "distinct_id": "d", "timestamp": "2025-03-01T12:00:03Z"}
+    ]);
+    let inserted: Value = h
+        .http
+        .post(h.url("/_mock/events"))
+        .json(&posted)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(inserted["inserted"], 3);
+    let bad = h
+        .http
+        .post(h.url("/_mock/events"))
+        .json(
+            &json!([{"uuid": "0194227b-0000-7000-8000-0000000000a5", "event": "x",
+            "distinct_id": "d", "timestamp": "2025-03-01T12:00:04Z", "person_properties": [1]}]),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
+    let (status, body) = h
+        .query(
+            "SELECT event, person.properties.plan, person.properties['key with spaces'], \
+             person.properties FROM events ORDER BY timestamp",
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["results"],
+        json!([
+            ["library", "pro", null, "{\"plan\":\"pro\",\"visits\":9}"],
+            [
+                "control-object",
+                "enterprise",
+                "true",
+                "{\"key with spaces\":true,\"plan\":\"enterprise\"}"
+            ],
+            ["control-text", "free", null, "{\"plan\":\"free\"}"],
+            ["control-none", null, null, "{}"]
+        ])
     );
 }

@@ -160,3 +160,93 @@ fn write_sample_flag_regenerates_the_sample() {
         "--write-sample output differs from the committed sample"
     );
 }
+
+#[tokio::test]
+async fn binary_limit_clamp_flags_and_control_route() {
+    let mut child = Running(
+        Command::new(env!("CARGO_BIN_EXE_posthog-mock"))
+            .args([
+                "--events",
+                "400",
+                "--limit-clamp",
+                "250",
+                "--limit-clamp-after",
+                "1:100",
+                "--limit-clamp-after",
+                "2:300",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("binary starts"),
+    );
+    let stdout = child.0.stdout.take().expect("piped stdout");
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    })
+    .await
+    .unwrap()
+    .expect("a line");
+    let info: Value = serde_json::from_str(&line).expect("JSON line");
+    let base = info["base_url"].as_str().unwrap().to_owned();
+    let key = info["personal_api_key"].as_str().unwrap().to_owned();
+    let http = reqwest::Client::new();
+    let page = || async {
+        let body: Value = http
+            .post(format!("{base}/api/projects/1/query/"))
+            .bearer_auth(&key)
+            .json(&json!({"query": {"kind": "HogQLQuery",
+                "query": "SELECT uuid, person.properties FROM events ORDER BY timestamp, uuid LIMIT 1000"}}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["results"].as_array().unwrap().len()
+    };
+    assert_eq!(page().await, 250, "--limit-clamp");
+    assert_eq!(page().await, 100, "after 1 query request");
+    assert_eq!(page().await, 300, "after 2 query requests");
+    let set: Value = http
+        .post(format!("{base}/_mock/config"))
+        .json(&json!({"limit_clamp": 7}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(set["limit_clamp"], 7);
+    assert_eq!(page().await, 7, "POST /_mock/config");
+    let stats: Value = http
+        .get(format!("{base}/_mock/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["limit_clamp"], 7);
+    assert_eq!(stats["query_requests_seen"], 4);
+}
+
+#[test]
+fn binary_rejects_a_zero_or_malformed_clamp() {
+    for args in [
+        ["--limit-clamp", "0"],
+        ["--limit-clamp-after", "5"],
+        ["--limit-clamp-after", "2:0"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_posthog-mock"))
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("limit-clamp"), "{args:?}: {stderr}");
+    }
+}

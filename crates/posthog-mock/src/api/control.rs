@@ -1,5 +1,6 @@
 //! The `/_mock/…` control API, for black-box tests driving the binary: stats, request log,
-//! captured events, event insertion, fault scripting and reset. Never faulted or throttled.
+//! captured events, event insertion, fault scripting, the LIMIT clamp and reset. Never faulted
+//! or throttled.
 
 use serde_json::{Map, Value, json};
 
@@ -17,6 +18,7 @@ pub(super) fn handle(shared: &Shared, ctx: &RequestCtx, sub: &str) -> ApiRespons
         }
         ("POST", "events") => insert_events(shared, ctx),
         ("POST", "faults") => push_faults(shared, ctx),
+        ("POST", "config") => set_config(shared, ctx),
         ("DELETE", "faults") => {
             lock(&shared.faults).clear();
             ApiResponse::json(200, &json!({"cleared": true}))
@@ -31,7 +33,8 @@ pub(super) fn handle(shared: &Shared, ctx: &RequestCtx, sub: &str) -> ApiRespons
         }
         (
             _,
-            "stats" | "requests" | "captured" | "events" | "faults" | "reset" | "reset_counters",
+            "stats" | "requests" | "captured" | "events" | "faults" | "config" | "reset"
+            | "reset_counters",
         ) => ApiResponse::method_not_allowed(&ctx.method),
         _ => ApiResponse::not_found(),
     }
@@ -49,6 +52,15 @@ fn stats(shared: &Shared) -> ApiResponse {
         .read()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .len();
+    let (limit_clamp, clamp_changes, query_requests) = {
+        let clamp = lock(&shared.clamp);
+        let pending: Vec<Value> = clamp
+            .pending
+            .iter()
+            .map(|c| json!({"after_queries": c.after_queries, "limit_clamp": c.limit_clamp}))
+            .collect();
+        (clamp.current, pending, clamp.queries)
+    };
     ApiResponse::json(
         200,
         &json!({
@@ -58,6 +70,9 @@ fn stats(shared: &Shared) -> ApiResponse {
             "captured_unique_uuids": shared.captured_unique_uuids(),
             "events": events,
             "faults_pending": pending,
+            "limit_clamp": limit_clamp,
+            "limit_clamp_changes_pending": clamp_changes,
+            "query_requests_seen": query_requests,
         }),
     )
 }
@@ -100,6 +115,34 @@ fn insert_events(shared: &Shared, ctx: &RequestCtx) -> ApiResponse {
         }
         Err(e) => ApiResponse::invalid_input(e.to_string()),
     }
+}
+
+/// `POST /_mock/config`: `{"limit_clamp": N}` (N ≥ 1) sets the LIMIT clamp at once; answers
+/// `{"limit_clamp": N}`. Other keys are a 400, so a typo is not silently ignored.
+fn set_config(shared: &Shared, ctx: &RequestCtx) -> ApiResponse {
+    let Some(Value::Object(body)) = &ctx.body else {
+        return ApiResponse::invalid_input(
+            "expected a JSON object such as {\"limit_clamp\": 1000}",
+        );
+    };
+    if let Some(unknown) = body.keys().find(|k| k.as_str() != "limit_clamp") {
+        return ApiResponse::invalid_input(format!(
+            "unknown setting `{unknown}`: /_mock/config accepts `limit_clamp`"
+        ));
+    }
+    let clamp = match body.get("limit_clamp") {
+        None => return ApiResponse::invalid_input("`limit_clamp` is required"),
+        Some(v) => match v.as_u64().and_then(|n| usize::try_from(n).ok()) {
+            Some(n) if n >= 1 => n,
+            _ => {
+                return ApiResponse::invalid_input(format!(
+                    "`limit_clamp` must be a positive integer, got {v}"
+                ));
+            }
+        },
+    };
+    shared.set_limit_clamp(clamp);
+    ApiResponse::json(200, &json!({"limit_clamp": clamp}))
 }
 
 /// Accepts `{"route": "query", "fault": {...}, "times": 2}` or an array of them.

@@ -35,6 +35,8 @@ pub(crate) struct RequestCtx {
     /// The `Host` header, for absolute `next`/`previous` URLs.
     pub host: String,
     pub routed: Routed,
+    /// For a query request: the LIMIT clamp it gets (fixed when it arrived).
+    pub limit_clamp: Option<usize>,
 }
 
 /// Answers one request that was not faulted.

@@ -122,9 +122,13 @@ fn parse_request(ctx: &RequestCtx, path_kind: Option<&str>) -> Result<QueryReque
     })
 }
 
-/// Evaluates the query over the current data. Runs on a blocking thread: a scan of a large
-/// dataset must not stall the connection tasks.
-async fn evaluate(shared: &Arc<Shared>, req: &QueryRequest) -> Result<Value, String> {
+/// Evaluates the query over the current data with the given LIMIT clamp. Runs on a blocking
+/// thread: a scan of a large dataset must not stall the connection tasks.
+async fn evaluate(
+    shared: &Arc<Shared>,
+    req: &QueryRequest,
+    limit_clamp: usize,
+) -> Result<Value, String> {
     let shared = shared.clone();
     let sql = req.sql.clone();
     let values = req.values.clone();
@@ -139,6 +143,7 @@ async fn evaluate(shared: &Arc<Shared>, req: &QueryRequest) -> Result<Value, Str
             project_tz_name: &tz.name,
             convert_to_project_tz: convert_tz,
             now: micros_of(now),
+            limit_clamp,
         };
         let events = shared.events.read().unwrap_or_else(PoisonError::into_inner);
         let tables = Tables {
@@ -207,7 +212,8 @@ pub(super) async fn create(
         Err(e) => return e,
     };
     let start = OffsetDateTime::now_utc();
-    let outcome = evaluate(shared, &req).await;
+    let limit_clamp = ctx.limit_clamp.unwrap_or_else(|| shared.limit_clamp());
+    let outcome = evaluate(shared, &req, limit_clamp).await;
     if !req.asynchronous {
         return match outcome {
             Ok(body) => ApiResponse::json(200, &body),

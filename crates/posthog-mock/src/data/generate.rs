@@ -5,6 +5,12 @@
 //! timestamps) from one RNG seeded with `seed`, and each event's properties and elements chain
 //! come from an RNG seeded with `(seed, index)` alone, so they can be produced on demand, in any
 //! order, and always come out the same.
+//!
+//! Persons change over time, so that "the person as of the event" (persons-on-events) is
+//! observable: most persons have one change instant inside the span at which `visits` grows and
+//! either `plan` is upgraded (free → pro, pro → enterprise) or `last_seen_browser` changes.
+//! A person's properties at an instant are therefore a function of (person, instant) alone, and
+//! an event's `person_properties` can be produced on demand like its other columns.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,6 +91,19 @@ pub(crate) struct Generator {
     spec: GenSpec,
     persons: Vec<Person>,
     distinct_ids: Vec<Vec<Arc<str>>>,
+    /// Per person (same index as `persons`): its properties over time.
+    histories: Vec<PersonHistory>,
+}
+
+/// One person's properties over time: `before` until `change_at`, then the person's current
+/// properties (`Person::properties`, what the `persons` table serves). Without a change
+/// instant the properties never change within the span and `before` equals the current ones.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct PersonHistory {
+    /// The properties before `change_at`.
+    pub before: Map<String, Value>,
+    /// The instant (µs) from which the current properties apply.
+    pub change_at: Option<i64>,
 }
 
 const EVENT_NAMES: &[(&str, u8)] = &[
@@ -172,12 +191,17 @@ const NAMES: &[&str] = &[
     "Jürgen \"JJ\" Schmidt",
     "Siddharth Rao",
 ];
+const NICKNAMES: &[&str] = &["Zo", "小李", "أبو علي", "J-J", "Ωmega 🚀"];
+const COLOURS: &[&str] = &["teal", "bleu ciel", "赤", "أخضر", "mauve 💜"];
+const COUNTRIES: &[&str] = &["España", "日本", "Deutschland", "Brasil", "مصر", "Ελλάδα"];
+const THEMES: &[&str] = &["dark", "light", "system"];
+const LANGUAGES: &[&str] = &["en", "de", "ja", "ar", "pt-BR"];
 const LOREM: &str = "Lorem ipsum dolor sit amet, consectetur adipiscing elit — 日本語のテキスト — \
     نص عربي — emoji 🚀🔥 — sed do eiusmod tempor incididunt ut labore et dolore magna aliqua. ";
 
 impl Generator {
     pub(crate) fn new(spec: GenSpec) -> Self {
-        let persons = generate_persons(&spec);
+        let (persons, histories) = generate_persons(&spec);
         let distinct_ids = persons
             .iter()
             .map(|p| {
@@ -191,11 +215,30 @@ impl Generator {
             spec,
             persons,
             distinct_ids,
+            histories,
         }
     }
 
     pub(crate) fn persons(&self) -> &[Person] {
         &self.persons
+    }
+
+    /// Person `person`'s properties as of `ts` (µs): the current ones from its change instant
+    /// on, the earlier ones before it. `None` for an unknown person index.
+    pub(crate) fn person_properties_at(&self, person: u32, ts: i64) -> Option<&Map<String, Value>> {
+        let i = person as usize;
+        let history = self.histories.get(i)?;
+        match history.change_at {
+            Some(at) if ts < at => Some(&history.before),
+            _ => self.persons.get(i).map(|p| &p.properties),
+        }
+    }
+
+    /// The `person_properties` of one event: its person's properties as of its timestamp, or
+    /// nothing (`{}`) for a personless event.
+    pub(crate) fn person_properties(&self, core: &CoreEvent) -> Option<&Map<String, Value>> {
+        core.person
+            .and_then(|p| self.person_properties_at(p, core.ts))
     }
 
     /// Every event, fully materialised, in generation order.
@@ -211,6 +254,7 @@ impl Generator {
                 person_id: core.person_id,
                 properties: self.properties(core),
                 elements_chain: self.elements_chain(core),
+                person_properties: self.person_properties(core).cloned().unwrap_or_default(),
             })
             .collect()
     }
@@ -290,6 +334,8 @@ impl Generator {
     pub(crate) fn properties(&self, core: &CoreEvent) -> Map<String, Value> {
         let mut rng = event_rng(self.spec.seed, core.index, 1);
         let person = core.person.and_then(|p| self.persons.get(p as usize));
+        // The person as of the event: its plan may have changed since.
+        let person_now = self.person_properties(core);
         let mut p = Map::new();
         let Head {
             host,
@@ -382,8 +428,8 @@ impl Generator {
             _ => json!(rng.u32(..1000)),
         };
         p.insert("plan_price".into(), plan_price);
-        let plan = person
-            .and_then(|p| p.properties.get("plan").cloned())
+        let plan = person_now
+            .and_then(|p| p.get("plan").cloned())
             .unwrap_or_else(|| json!(pick(&mut rng, PLANS)));
         p.insert("plan".into(), plan.clone());
         p.insert("key with spaces".into(), json!("value with spaces"));
@@ -567,7 +613,7 @@ fn head(rng: &mut fastrand::Rng) -> Head {
     }
 }
 
-fn generate_persons(spec: &GenSpec) -> Vec<Person> {
+fn generate_persons(spec: &GenSpec) -> (Vec<Person>, Vec<PersonHistory>) {
     let mut rng = fastrand::Rng::with_seed(spec.seed ^ 0x9E37_79B9_7F4A_7C15);
     let start = micros_of(spec.start);
     (0..spec.persons)
@@ -607,15 +653,102 @@ fn generate_persons(spec: &GenSpec) -> Vec<Person> {
             bytes[..8].copy_from_slice(&rng.u64(..).to_be_bytes());
             bytes[8..].copy_from_slice(&rng.u64(..).to_be_bytes());
             let id = uuid::Builder::from_random_bytes(bytes).into_uuid();
-            Person {
+            // The draws above are the persons' original ones; what follows comes from a
+            // per-person stream, so adding it changed no existing person or event core.
+            let history = person_history(spec, i, created, &mut props);
+            let person = Person {
                 id,
                 created_at: datetime_of(created),
                 properties: props,
                 is_identified: identified,
                 distinct_ids,
-            }
+            };
+            (person, history)
         })
-        .collect()
+        .unzip()
+}
+
+/// Adds the typed and time-varying properties to a person's current properties `props` and
+/// returns its history: properties of every JSON type (bool, null, a nested object with an
+/// array, a float, an ISO date-time string), a key with a space and a non-ASCII key, and, for
+/// about three persons in four, a change instant inside the span at which `visits` grows and
+/// either `plan` is upgraded (the earlier plan is one step lower) or `last_seen_browser`
+/// changes. `props` ends as the properties at the end of the span.
+fn person_history(
+    spec: &GenSpec,
+    index: usize,
+    created: i64,
+    props: &mut Map<String, Value>,
+) -> PersonHistory {
+    let key = spec.seed.wrapping_mul(0xA076_1D64_78BD_642F)
+        ^ (index as u64 + 1).wrapping_mul(0xE703_7ED1_A0B4_28DB);
+    let mut rng = fastrand::Rng::with_seed(key);
+    props.insert("is_beta".into(), json!(rng.u8(..4) == 0));
+    props.insert(
+        "nickname".into(),
+        if rng.bool() {
+            Value::Null
+        } else {
+            json!(pick(&mut rng, NICKNAMES))
+        },
+    );
+    let languages: Vec<Value> = (0..1 + rng.usize(..3))
+        .map(|_| json!(pick(&mut rng, LANGUAGES)))
+        .collect();
+    props.insert(
+        "preferences".into(),
+        json!({
+            "theme": pick(&mut rng, THEMES),
+            "notifications": {"email": rng.bool(), "push": rng.bool()},
+            "languages": languages,
+        }),
+    );
+    props.insert("favourite colour".into(), json!(pick(&mut rng, COLOURS)));
+    props.insert("país".into(), json!(pick(&mut rng, COUNTRIES)));
+    props.insert(
+        "lifetime_value".into(),
+        json!(f64::from(rng.u32(..100_000)) / 100.0),
+    );
+    props.insert(
+        "signed_up_at".into(),
+        json!(crate::timefmt::isoformat(created, time::UtcOffset::UTC)),
+    );
+    let visits = 2 + rng.u32(..200);
+    let browser = pick(&mut rng, BROWSERS);
+    props.insert("visits".into(), json!(visits));
+    props.insert("last_seen_browser".into(), json!(browser));
+
+    let mut before = props.clone();
+    let changes = rng.u8(..4) != 0;
+    if !changes {
+        return PersonHistory {
+            before,
+            change_at: None,
+        };
+    }
+    let span = u64::try_from(spec.span.as_micros())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    let change_at = offset(micros_of(spec.start), rng.u64(..span));
+    before.insert("visits".into(), json!(visits - 1 - rng.u32(..visits - 1)));
+    let earlier_plan = match props.get("plan").and_then(Value::as_str) {
+        Some("pro") => Some("free"),
+        Some("enterprise") => Some("pro"),
+        _ => None,
+    };
+    match earlier_plan {
+        Some(plan) => {
+            before.insert("plan".into(), json!(plan));
+        }
+        None => {
+            let others: Vec<&str> = BROWSERS.iter().copied().filter(|b| *b != browser).collect();
+            before.insert("last_seen_browser".into(), json!(pick(&mut rng, &others)));
+        }
+    }
+    PersonHistory {
+        before,
+        change_at: Some(change_at),
+    }
 }
 
 fn offset(base: i64, delta: u64) -> i64 {
@@ -740,5 +873,104 @@ mod tests {
                 .any(|e| e.properties.contains_key("long_text"))
         );
         assert!(events.iter().any(|e| !e.elements_chain.is_empty()));
+    }
+
+    #[test]
+    fn events_carry_their_persons_properties_as_of_the_event() {
+        let spec = GenSpec::default();
+        let generator = Generator::new(spec.clone());
+        let events = generator.events();
+        let cores = generator.cores();
+        let end = micros_of(spec.start) + i64::try_from(spec.span.as_micros()).unwrap();
+        let mut states: HashMap<u32, std::collections::HashSet<String>> = HashMap::new();
+        for (event, core) in events.iter().zip(&cores) {
+            match core.person {
+                None => assert!(event.person_properties.is_empty(), "personless → {{}}"),
+                Some(p) => {
+                    let history = &generator.histories[p as usize];
+                    let current = &generator.persons[p as usize].properties;
+                    let expected = match history.change_at {
+                        Some(at) if core.ts < at => &history.before,
+                        _ => current,
+                    };
+                    assert_eq!(&event.person_properties, expected);
+                    // The event's own `plan` is the person's plan at that time.
+                    assert_eq!(event.properties.get("plan"), expected.get("plan"));
+                    states
+                        .entry(p)
+                        .or_default()
+                        .insert(Value::Object(event.person_properties.clone()).to_string());
+                }
+            }
+        }
+        assert!(
+            states.values().filter(|s| s.len() == 2).count() >= 5,
+            "several persons are seen both before and after their change"
+        );
+        // The `persons` table serves the properties as of the end of the span.
+        for (i, person) in generator.persons.iter().enumerate() {
+            let at_end = generator.person_properties_at(i as u32, end).unwrap();
+            assert_eq!(at_end, &person.properties);
+        }
+    }
+
+    #[test]
+    fn person_changes_grow_visits_and_upgrade_the_plan_or_switch_browser() {
+        let generator = Generator::new(GenSpec {
+            persons: 200,
+            ..GenSpec::default()
+        });
+        let (mut changed, mut unchanged, mut upgrades, mut browser_switches) = (0, 0, 0, 0);
+        let start = micros_of(GenSpec::default().start);
+        for (person, history) in generator.persons.iter().zip(&generator.histories) {
+            let now = &person.properties;
+            let Some(at) = history.change_at else {
+                assert_eq!(&history.before, now);
+                unchanged += 1;
+                continue;
+            };
+            changed += 1;
+            assert!((start..start + 7 * 86_400_000_000).contains(&at));
+            assert!(history.before["visits"].as_u64() < now["visits"].as_u64());
+            let differing: Vec<&String> = now
+                .keys()
+                .filter(|k| history.before.get(*k) != now.get(*k))
+                .collect();
+            assert_eq!(differing.len(), 2, "{differing:?}");
+            match (history.before["plan"].as_str(), now["plan"].as_str()) {
+                (Some("free"), Some("pro")) | (Some("pro"), Some("enterprise")) => upgrades += 1,
+                (a, b) if a == b => {
+                    assert_ne!(
+                        history.before["last_seen_browser"],
+                        now["last_seen_browser"]
+                    );
+                    browser_switches += 1;
+                }
+                other => panic!("unexpected plan change {other:?}"),
+            }
+        }
+        assert!(changed > 100 && unchanged > 20, "{changed} / {unchanged}");
+        assert!(upgrades > 20 && browser_switches > 20);
+    }
+
+    #[test]
+    fn person_properties_mix_every_json_type_and_awkward_keys() {
+        let generator = Generator::new(GenSpec::default());
+        let all: Vec<&Map<String, Value>> =
+            generator.persons.iter().map(|p| &p.properties).collect();
+        let has = |f: &dyn Fn(&Map<String, Value>) -> bool| all.iter().any(|m| f(m));
+        assert!(has(&|m| m.get("is_beta").is_some_and(Value::is_boolean)));
+        assert!(has(&|m| m.get("nickname").is_some_and(Value::is_null)));
+        assert!(has(&|m| m.get("preferences").is_some_and(Value::is_object)));
+        assert!(has(&|m| m.get("visits").is_some_and(Value::is_u64)));
+        assert!(has(&|m| m.get("lifetime_value").is_some_and(Value::is_f64)));
+        assert!(has(&|m| m.get("age").is_some_and(Value::is_string)));
+        assert!(all.iter().all(|m| m.contains_key("$initial_browser")
+            && m.contains_key("favourite colour")
+            && m.contains_key("país")));
+        assert!(has(&|m| m
+            .get("favourite colour")
+            .and_then(Value::as_str)
+            .is_some_and(|s| !s.is_ascii())));
     }
 }

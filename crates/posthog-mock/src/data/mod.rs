@@ -56,11 +56,16 @@ pub struct Event {
     pub properties: Map<String, Value>,
     /// Autocapture elements chain (empty for other events).
     pub elements_chain: String,
+    /// The person's properties as of the event's timestamp (PostHog's persons-on-events
+    /// `events.person_properties`, read in HogQL as `person.properties`); empty for an event
+    /// without a person.
+    pub person_properties: Map<String, Value>,
 }
 
 impl Event {
-    /// The export shape as a JSON value: `uuid`, `event`, `properties` (an object),
-    /// `distinct_id`, `timestamp`, `created_at` (ISO 8601 UTC), `elements_chain`, `person_id`.
+    /// The export shape as a JSON value, keys in this order: `uuid`, `event`, `properties` (an
+    /// object), `distinct_id`, `timestamp`, `created_at` (ISO 8601 UTC), `elements_chain`,
+    /// `person_id` (a string or null), `person_properties` (an object, `{}` without a person).
     pub fn to_export_json(&self) -> Value {
         let mut m = Map::new();
         m.insert("uuid".into(), Value::String(self.uuid.to_string()));
@@ -81,11 +86,16 @@ impl Event {
             self.person_id
                 .map_or(Value::Null, |p| Value::String(p.to_string())),
         );
+        m.insert(
+            "person_properties".into(),
+            Value::Object(self.person_properties.clone()),
+        );
         Value::Object(m)
     }
 
-    /// One JSONL line (no trailing newline) of the export shape, with a fixed top-level key
-    /// order and property keys sorted, so the bytes do not depend on `serde_json` features.
+    /// One JSONL line (no trailing newline) of the export shape, with the fixed top-level key
+    /// order of [`Event::to_export_json`] and the keys of `properties` and `person_properties`
+    /// sorted at every level, so the bytes do not depend on `serde_json` features.
     pub fn to_export_line(&self) -> String {
         let mut out = String::with_capacity(1024);
         out.push_str("{\"uuid\":");
@@ -107,12 +117,15 @@ impl Event {
             Some(p) => push_json_str(&mut out, &p.to_string()),
             None => out.push_str("null"),
         }
+        out.push_str(",\"person_properties\":");
+        write_canonical_object(&mut out, &self.person_properties);
         out.push('}');
         out
     }
 
-    /// Reads the export shape. `properties` may be an object or a JSON string (as the query API
-    /// returns it); `created_at` defaults to `timestamp`; `uuid` must be present.
+    /// Reads the export shape. `properties` and `person_properties` may be objects or JSON
+    /// strings (as the query API returns them) and default to `{}`; `created_at` defaults to
+    /// `timestamp`; `uuid` must be present.
     pub fn from_export_json(value: &Value) -> Result<Event, DataError> {
         let obj = value.as_object().ok_or(DataError::Invalid {
             field: "event",
@@ -125,25 +138,8 @@ impl Event {
         let timestamp = time_field(obj, "timestamp")?.ok_or(DataError::Missing("timestamp"))?;
         let created_at = time_field(obj, "created_at")?.unwrap_or(timestamp);
         let person_id = parse_uuid_field(obj, "person_id")?;
-        let properties = match obj.get("properties") {
-            None | Some(Value::Null) => Map::new(),
-            Some(Value::Object(m)) => m.clone(),
-            Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
-                Ok(Value::Object(m)) => m,
-                _ => {
-                    return Err(DataError::Invalid {
-                        field: "properties",
-                        reason: "string is not a JSON object".into(),
-                    });
-                }
-            },
-            Some(_) => {
-                return Err(DataError::Invalid {
-                    field: "properties",
-                    reason: "expected an object".into(),
-                });
-            }
-        };
+        let properties = object_field(obj, "properties")?;
+        let person_properties = object_field(obj, "person_properties")?;
         let elements_chain = str_field(obj, "elements_chain")?.unwrap_or_default();
         Ok(Event {
             uuid,
@@ -154,6 +150,7 @@ impl Event {
             person_id,
             properties,
             elements_chain,
+            person_properties,
         })
     }
 
@@ -202,7 +199,8 @@ pub struct Dataset {
     pub events: Vec<Event>,
     /// Events generated on demand from this spec, in addition to `events`: the same rows
     /// [`Dataset::generate`] would produce, but properties are materialised only for rows a
-    /// query touches, so a million events cost ~150 MB instead of several GB.
+    /// query touches (person properties are shared per person and change instant), so a
+    /// million events cost ~130 MB instead of several GB.
     pub lazy_events: Option<GenSpec>,
     /// Persons served by the `persons` table and `…/persons/`.
     pub persons: Vec<Person>,
@@ -297,6 +295,28 @@ fn str_field(obj: &Map<String, Value>, field: &'static str) -> Result<Option<Str
         Some(_) => Err(DataError::Invalid {
             field,
             reason: "expected a string".into(),
+        }),
+    }
+}
+
+/// A JSON object field, given as an object or as the JSON text of one; absent or null is `{}`.
+fn object_field(
+    obj: &Map<String, Value>,
+    field: &'static str,
+) -> Result<Map<String, Value>, DataError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(Map::new()),
+        Some(Value::Object(m)) => Ok(m.clone()),
+        Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
+            Ok(Value::Object(m)) => Ok(m),
+            _ => Err(DataError::Invalid {
+                field,
+                reason: "string is not a JSON object".into(),
+            }),
+        },
+        Some(_) => Err(DataError::Invalid {
+            field,
+            reason: "expected an object".into(),
         }),
     }
 }
@@ -401,5 +421,69 @@ mod tests {
         let e = Event::from_export_json(&v).unwrap();
         assert_eq!(e.properties.get("a"), Some(&Value::from(1)));
         assert_eq!(e.created_at, e.timestamp);
+        assert!(
+            e.person_properties.is_empty(),
+            "absent person_properties → {{}}"
+        );
+    }
+
+    #[test]
+    fn person_properties_are_an_object_or_its_json_text_and_close_the_export_line() {
+        let base = serde_json::json!({
+            "uuid": "0190a1b2-0000-7000-8000-000000000001",
+            "event": "e", "distinct_id": "d", "timestamp": "2025-01-01T00:00:00Z",
+        });
+        let with = |pp: Value| {
+            let mut v = base.clone();
+            v["person_properties"] = pp;
+            Event::from_export_json(&v)
+        };
+        let object = with(serde_json::json!({"plan": "pro", "n": 2})).unwrap();
+        assert_eq!(
+            object.person_properties.get("plan"),
+            Some(&Value::from("pro"))
+        );
+        let text = with(Value::from("{\"plan\":\"pro\",\"n\":2}")).unwrap();
+        assert_eq!(text, object);
+        assert!(with(Value::Null).unwrap().person_properties.is_empty());
+        for bad in [Value::from(3), Value::from("[1]"), serde_json::json!([1])] {
+            let err = with(bad).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    DataError::Invalid {
+                        field: "person_properties",
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+        }
+        // Fixed key order; person_properties last, its keys sorted.
+        let line = object.to_export_line();
+        let order = [
+            "uuid",
+            "event",
+            "properties",
+            "distinct_id",
+            "timestamp",
+            "created_at",
+            "elements_chain",
+            "person_id",
+            "person_properties",
+        ];
+        let positions: Vec<usize> = order
+            .iter()
+            .map(|k| line.find(&format!("\"{k}\":")).unwrap())
+            .collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "{line}");
+        assert!(
+            line.ends_with(",\"person_properties\":{\"n\":2,\"plan\":\"pro\"}}"),
+            "{line}"
+        );
+        assert_eq!(
+            Event::from_export_json(&serde_json::from_str(&line).unwrap()).unwrap(),
+            object
+        );
     }
 }

@@ -18,9 +18,6 @@ use super::eval::{RowCtx, eval};
 use super::value::{IntervalUnit, Kind, Ty, Val};
 use crate::timefmt::local_day;
 
-/// PostHog's cap on rows returned by one query (`MAX_SELECT_RETURNED_ROWS`).
-pub(crate) const MAX_LIMIT: usize = 50_000;
-
 /// The tables the mock knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Table {
@@ -40,6 +37,9 @@ pub(crate) enum Col {
     CreatedAt,
     PersonId,
     Properties,
+    /// `person.properties` / `poe.properties` on `events`: the person's properties as of the
+    /// event (persons-on-events `events.person_properties`). Not listed by `SELECT *`.
+    PersonProperties,
     ElementsChain,
     Id,
     IsIdentified,
@@ -130,6 +130,7 @@ impl Col {
             Col::Event
             | Col::DistinctId
             | Col::Properties
+            | Col::PersonProperties
             | Col::ElementsChain
             | Col::SessionId => Ty::of(Kind::Str),
             Col::Timestamp | Col::CreatedAt | Col::SessionStart | Col::SessionEnd => {
@@ -249,8 +250,9 @@ pub(crate) enum BExpr {
     Col(Col),
     /// Column `n` of a subquery's result row.
     Slot(usize),
-    /// A path inside `properties`, read as a string (PostHog's `properties.x` semantics).
-    Prop(Vec<String>),
+    /// A path inside a JSON column (`Col::Properties` or `Col::PersonProperties`), read as a
+    /// string (PostHog's `properties.x` semantics).
+    Prop(Col, Vec<String>),
     Tuple(Vec<BExpr>),
     Func(Func, Vec<BExpr>),
     /// The value of aggregate slot `n` for the current group.
@@ -285,7 +287,7 @@ impl BExpr {
 
     fn children(&self) -> Vec<&BExpr> {
         match self {
-            BExpr::Const(_) | BExpr::Col(_) | BExpr::Slot(_) | BExpr::Prop(_) | BExpr::Agg(_) => {
+            BExpr::Const(_) | BExpr::Col(_) | BExpr::Slot(_) | BExpr::Prop(..) | BExpr::Agg(_) => {
                 Vec::new()
             }
             BExpr::Tuple(items) | BExpr::Func(_, items) | BExpr::And(items) | BExpr::Or(items) => {
@@ -305,7 +307,7 @@ impl BExpr {
     /// True when the expression reads no row and no aggregate.
     fn is_foldable(&self) -> bool {
         match self {
-            BExpr::Col(_) | BExpr::Slot(_) | BExpr::Prop(_) | BExpr::Agg(_) => false,
+            BExpr::Col(_) | BExpr::Slot(_) | BExpr::Prop(..) | BExpr::Agg(_) => false,
             BExpr::Const(_) => true,
             _ => self.children().iter().all(|c| c.is_foldable()),
         }
@@ -347,8 +349,8 @@ pub(crate) struct Plan {
     pub having: Option<BExpr>,
     pub order_by: Vec<OrderTerm>,
     pub distinct: bool,
-    /// The query's own LIMIT, as written (the caller clamps the top-level one to
-    /// [`MAX_LIMIT`]); `None` when it had none.
+    /// The query's own LIMIT, as written (the caller clamps the top-level one to the server's
+    /// current LIMIT clamp); `None` when it had none.
     pub limit: Option<usize>,
 }
 
@@ -423,7 +425,7 @@ pub(crate) fn bind(q: &SelectQuery, ctx: &BindCtx<'_>) -> Result<Plan, HogQlErro
                 let (bound, ty) = b.bind(expr)?;
                 let name = match (alias, expr) {
                     (Some(a), _) => a.clone(),
-                    (None, Expr::Field(chain)) => chain.last().cloned().unwrap_or_default(),
+                    (None, Expr::Field(chain)) => field_column_name(chain, &bound),
                     (None, other) => other.to_string(),
                 };
                 // Aliases are visible to later SELECT items, WHERE, GROUP BY, HAVING and
@@ -520,6 +522,40 @@ pub(crate) fn bind(q: &SelectQuery, ctx: &BindCtx<'_>) -> Result<Plan, HogQlErro
     })
 }
 
+/// The name of an unaliased field in SELECT, as PostHog's resolver names it (a hidden alias):
+/// a column by its last name (`person.properties` → `properties`, `events.uuid` → `uuid`), a
+/// property path by its keys joined with `__` (`properties.$browser` → `$browser`,
+/// `properties.a.b` → `a__b`). A SELECT alias used as a field keeps the alias's name.
+fn field_column_name(chain: &[String], bound: &BExpr) -> String {
+    match bound {
+        // The chain spells the path out (it is not a reference to an alias of it).
+        BExpr::Prop(_, path) if chain.len() > path.len() => path.join("__"),
+        _ => chain.last().cloned().unwrap_or_default(),
+    }
+}
+
+/// `person.…` / `poe.…` on `events` (`rest` is the chain after `person`/`poe`): the
+/// persons-on-events sub-table, of which the mock serves `properties` (String, JSON text) and
+/// paths inside it.
+fn person_field(name: &str, rest: &[String]) -> Result<(BExpr, Ty), HogQlError> {
+    match rest.split_first() {
+        None => Err(HogQlError::new(format!(
+            "Can't select a table when a column is expected: {name}. Select `{name}.properties` or a property of it."
+        ))),
+        Some((field, [])) if field == "properties" => Ok((
+            BExpr::Col(Col::PersonProperties),
+            Col::PersonProperties.ty(),
+        )),
+        Some((field, path)) if field == "properties" => Ok((
+            BExpr::Prop(Col::PersonProperties, path.to_vec()),
+            Ty::nullable(Kind::Str),
+        )),
+        Some((field, _)) => Err(HogQlError::new(format!(
+            "Unable to resolve field: {name}.{field}. The mock's `events.{name}` has only `properties`."
+        ))),
+    }
+}
+
 fn no_aggregates(e: &BExpr, clause: &str) -> Result<(), HogQlError> {
     if e.has_agg() {
         return Err(HogQlError::new(format!(
@@ -545,7 +581,7 @@ fn check_grouped(expr: &BExpr, keys: &[BExpr], what: &str) -> Result<(), HogQlEr
         return Ok(());
     }
     match expr {
-        BExpr::Col(_) | BExpr::Slot(_) | BExpr::Prop(_) => Err(HogQlError::new(format!(
+        BExpr::Col(_) | BExpr::Slot(_) | BExpr::Prop(..) => Err(HogQlError::new(format!(
             "Column `{what}` is not under an aggregate function and not in GROUP BY keys"
         ))),
         _ => expr
@@ -678,15 +714,15 @@ impl Binder<'_, '_> {
                     _ => return Err(HogQlError::new("Property keys in [] must be constants")),
                 };
                 match base {
-                    BExpr::Col(Col::Properties) => {
-                        Ok((BExpr::Prop(vec![key]), Ty::nullable(Kind::Str)))
+                    BExpr::Col(col @ (Col::Properties | Col::PersonProperties)) => {
+                        Ok((BExpr::Prop(col, vec![key]), Ty::nullable(Kind::Str)))
                     }
-                    BExpr::Prop(mut path) => {
+                    BExpr::Prop(col, mut path) => {
                         path.push(key);
-                        Ok((BExpr::Prop(path), Ty::nullable(Kind::Str)))
+                        Ok((BExpr::Prop(col, path), Ty::nullable(Kind::Str)))
                     }
                     _ => Err(HogQlError::new(
-                        "Array access is only supported on `properties`",
+                        "Array access is only supported on `properties` and `person.properties`",
                     )),
                 }
             }
@@ -927,6 +963,9 @@ impl Binder<'_, '_> {
                 }
                 Ok((BExpr::Slot(i), cols[i].1.clone()))
             }
+            Scope::Table(Table::Events) if name == "person" || name == "poe" => {
+                person_field(name, &chain[1..])
+            }
             Scope::Table(table) => {
                 let table = *table;
                 let Some(col) = table.lookup(name) else {
@@ -945,7 +984,10 @@ impl Binder<'_, '_> {
                     return Ok((BExpr::Col(col), col.ty()));
                 }
                 if col == Col::Properties {
-                    return Ok((BExpr::Prop(chain[1..].to_vec()), Ty::nullable(Kind::Str)));
+                    return Ok((
+                        BExpr::Prop(col, chain[1..].to_vec()),
+                        Ty::nullable(Kind::Str),
+                    ));
                 }
                 Err(HogQlError::new(format!(
                     "Can not access property `{}` on field `{name}`",

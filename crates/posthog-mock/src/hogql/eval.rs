@@ -26,11 +26,12 @@ pub(crate) enum Row<'r> {
     Values(&'r [Val<'static>]),
 }
 
-/// Everything an expression may read: the row, its properties (materialised at most once),
-/// and the current group's aggregate values.
+/// Everything an expression may read: the row, its properties and person properties (each
+/// materialised at most once), and the current group's aggregate values.
 pub(crate) struct RowCtx<'r> {
     row: Option<Row<'r>>,
     props: OnceCell<Cow<'r, Map<String, Json>>>,
+    person_props: OnceCell<Cow<'r, Map<String, Json>>>,
     aggs: &'r [Val<'static>],
     display_tz: UtcOffset,
 }
@@ -41,6 +42,7 @@ impl<'r> RowCtx<'r> {
         RowCtx {
             row: None,
             props: OnceCell::new(),
+            person_props: OnceCell::new(),
             aggs: &[],
             display_tz,
         }
@@ -55,6 +57,7 @@ impl<'r> RowCtx<'r> {
         RowCtx {
             row,
             props: OnceCell::new(),
+            person_props: OnceCell::new(),
             aggs,
             display_tz,
         }
@@ -71,6 +74,23 @@ impl<'r> RowCtx<'r> {
             // Excluded above: only events and persons have properties.
             Row::Session(_) | Row::Values(_) => Cow::Owned(Map::new()),
         }))
+    }
+
+    /// The JSON document behind `col` (`properties` or `person.properties`), if the row has it.
+    fn json_column(&self, col: Col) -> Option<&Map<String, Json>> {
+        match col {
+            Col::Properties => self.properties(),
+            Col::PersonProperties => self.person_properties(),
+            _ => None,
+        }
+    }
+
+    /// The event's person properties as of the event (events rows only).
+    fn person_properties(&self) -> Option<&Map<String, Json>> {
+        let Some(Row::Event(store, e)) = self.row else {
+            return None;
+        };
+        Some(self.person_props.get_or_init(|| store.person_properties(e)))
     }
 
     /// Column `i` of a subquery row.
@@ -113,7 +133,8 @@ impl<'r> RowCtx<'r> {
                 .as_deref()
                 .map_or(Val::Null, |u| Val::Str(Cow::Borrowed(u))),
             (Row::Session(s), Col::IsBounce) => Val::Bool(s.is_bounce()),
-            // `properties` is handled by the caller (it borrows from the context).
+            // `properties` and `person.properties` are handled by the caller (they borrow
+            // from the context).
             _ => Val::Null,
         }
     }
@@ -127,14 +148,14 @@ fn count(n: u64) -> i64 {
 pub(crate) fn eval<'c>(e: &'c BExpr, ctx: &'c RowCtx<'_>) -> Result<Val<'c>, HogQlError> {
     Ok(match e {
         BExpr::Const(v) => v.borrowed(),
-        BExpr::Col(Col::Properties) => match ctx.properties() {
+        BExpr::Col(c @ (Col::Properties | Col::PersonProperties)) => match ctx.json_column(*c) {
             // Serialising a map of JSON values cannot fail.
             Some(m) => Val::Str(Cow::Owned(serde_json::to_string(m).unwrap_or_default())),
             None => Val::Null,
         },
         BExpr::Col(c) => ctx.column(*c),
         BExpr::Slot(i) => ctx.slot(*i),
-        BExpr::Prop(path) => match ctx.properties() {
+        BExpr::Prop(c, path) => match ctx.json_column(*c) {
             Some(m) => property(m, path),
             None => Val::Null,
         },
@@ -579,7 +600,9 @@ fn json_extract<'c>(
         });
     }
     // `properties` is already parsed: walk it instead of serialising and re-parsing.
-    if let (BExpr::Col(Col::Properties), Some(map)) = (doc, ctx.properties()) {
+    if let BExpr::Col(col @ (Col::Properties | Col::PersonProperties)) = doc
+        && let Some(map) = ctx.json_column(*col)
+    {
         let found = match path.split_first() {
             Some((PathStep::Key(k), rest)) => map
                 .get(k.as_ref())

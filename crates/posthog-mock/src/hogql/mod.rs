@@ -19,7 +19,7 @@ use time::UtcOffset;
 
 pub(crate) use exec::Tables;
 
-use bind::{BindCtx, MAX_LIMIT};
+use bind::BindCtx;
 
 /// PostHog's page size when the query has no LIMIT (`DEFAULT_RETURNED_ROWS`).
 pub(crate) const DEFAULT_ROWS: usize = 100;
@@ -49,6 +49,9 @@ pub(crate) struct QuerySettings<'a> {
     pub convert_to_project_tz: bool,
     /// `now()`, µs since the epoch.
     pub now: i64,
+    /// The server's current cap on a top-level LIMIT (PostHog's `MAX_SELECT_RETURNED_ROWS`):
+    /// `LIMIT n` returns at most `min(n, limit_clamp)` rows.
+    pub limit_clamp: usize,
 }
 
 /// A finished query, ready to be put in the response.
@@ -86,8 +89,12 @@ pub(crate) fn run(
     };
     let plan = bind::bind(&ast, &ctx)?;
     let paginated = plan.limit.is_none();
-    // The clamp and the paginator apply to the top-level query only.
-    let effective_limit = plan.limit.unwrap_or(DEFAULT_ROWS + 1).min(MAX_LIMIT);
+    // The clamp and the paginator apply to the top-level query only; the paginator's
+    // `LIMIT 101` is not clamped.
+    let effective_limit = match plan.limit {
+        Some(n) => n.min(settings.limit_clamp),
+        None => DEFAULT_ROWS + 1,
+    };
     let mut rows = exec::execute(&plan, tables, effective_limit, display_tz)?;
     let has_more = if paginated {
         let more = rows.len() > DEFAULT_ROWS;

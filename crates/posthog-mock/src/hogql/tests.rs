@@ -21,6 +21,7 @@ fn event(uuid: &str, ts: time::OffsetDateTime, name: &str) -> Event {
         )
         .unwrap(),
         elements_chain: String::new(),
+        person_properties: serde_json::Map::new(),
     }
 }
 
@@ -46,6 +47,16 @@ impl Fixture {
     }
 
     fn run_with(&self, q: &str, values: Json, convert: bool) -> Result<QueryResult, String> {
+        self.run_clamped(q, values, convert, crate::config::DEFAULT_LIMIT_CLAMP)
+    }
+
+    fn run_clamped(
+        &self,
+        q: &str,
+        values: Json,
+        convert: bool,
+        limit_clamp: usize,
+    ) -> Result<QueryResult, String> {
         let values: Map<String, Json> = serde_json::from_value(values).unwrap();
         let settings = QuerySettings {
             values: &values,
@@ -53,6 +64,7 @@ impl Fixture {
             project_tz_name: "Asia/Kolkata",
             convert_to_project_tz: convert,
             now: 0,
+            limit_clamp,
         };
         let tables = Tables {
             events: &self.events,
@@ -544,6 +556,9 @@ fn random_token_soup_never_panics() {
         "$browser",
         "properties.$browser",
         "properties.nested.a",
+        "person.properties",
+        "poe.properties.plan",
+        "person",
         "id",
         "is_identified",
         "count()",
@@ -666,6 +681,10 @@ fn random_expr(rng: &mut fastrand::Rng, depth: usize) -> String {
         "properties.plan_price",
         "properties.$set.nested.list.2",
         "properties['key with spaces']",
+        "person.properties",
+        "person.properties.plan",
+        "poe.properties['favourite colour']",
+        "JSONExtractString(person.properties, 'plan')",
         "toDateTime({ts})",
         "toDateTime('2025-01-03')",
         "toUUID({u})",
@@ -788,6 +807,7 @@ fn ev(n: u32, distinct_id: &str, ts: time::OffsetDateTime, name: &str, props: Js
         person_id: None,
         properties: serde_json::from_value(props).unwrap(),
         elements_chain: String::new(),
+        person_properties: serde_json::Map::new(),
     }
 }
 
@@ -1733,4 +1753,298 @@ fn template_shaped_queries_run() {
         r.results,
         vec![vec![json!("free"), json!(2)], vec![json!("pro"), json!(3)]]
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Person properties on events (persons-on-events) and the LIMIT clamp.
+
+/// Three events: `u` before and after their plan upgrade, and one personless event.
+fn poe_fixture() -> Fixture {
+    let t = datetime!(2025-01-06 10:00 UTC);
+    let person = Uuid::from_u64_pair(0x0194_0000_0000_4000, 0x8000_0000_0000_0001);
+    let with_person = |n: u32, ts: time::OffsetDateTime, props: Json| Event {
+        person_id: Some(person),
+        person_properties: serde_json::from_value(props).unwrap(),
+        ..ev(n, "u", ts, "$pageview", json!({"plan": "event-level"}))
+    };
+    Fixture::new(vec![
+        with_person(
+            1,
+            t,
+            json!({"plan": "free", "visits": 3, "is_beta": false, "nickname": null,
+                   "prefs": {"theme": "dark", "langs": ["en", "ja"]},
+                   "key with spaces": "v1", "$initial_browser": "Firefox", "país": "日本"}),
+        ),
+        with_person(
+            2,
+            t + time::Duration::hours(1),
+            json!({"plan": "pro", "visits": 4.5, "is_beta": true, "nickname": "Zo",
+                   "prefs": {"theme": "light", "langs": []},
+                   "key with spaces": "v2", "$initial_browser": "Firefox", "país": "日本"}),
+        ),
+        ev(
+            3,
+            "anon",
+            t + time::Duration::hours(2),
+            "$pageview",
+            json!({}),
+        ),
+    ])
+}
+
+#[test]
+fn person_properties_on_events_are_json_text_as_of_the_event() {
+    let f = poe_fixture();
+    let r = f
+        .run(
+            "SELECT person.properties, person.properties.plan, person.properties.visits, \
+             person.properties.is_beta, person.properties.nickname, person.properties.prefs.theme, \
+             person.properties['key with spaces'], person.properties.$initial_browser, \
+             person.properties.prefs, person.properties.país, properties.plan \
+             FROM events ORDER BY timestamp",
+        )
+        .unwrap();
+    let first: Json = serde_json::from_str(r.results[0][0].as_str().unwrap()).unwrap();
+    assert_eq!(first["plan"], json!("free"));
+    assert_eq!(first["prefs"]["langs"], json!(["en", "ja"]));
+    assert_eq!(
+        r.results[0][1..].to_vec(),
+        vec![
+            json!("free"),
+            json!("3"),
+            json!("false"),
+            Json::Null,
+            json!("dark"),
+            json!("v1"),
+            json!("Firefox"),
+            json!("{\"langs\":[\"en\",\"ja\"],\"theme\":\"dark\"}"),
+            json!("日本"),
+            json!("event-level"),
+        ]
+    );
+    // The same person one hour later, after the upgrade.
+    assert_eq!(
+        r.results[1][1..6].to_vec(),
+        vec![
+            json!("pro"),
+            json!("4.5"),
+            json!("true"),
+            json!("Zo"),
+            json!("light")
+        ]
+    );
+    // A personless event: `{}` and NULL properties.
+    assert_eq!(r.results[2][0], json!("{}"));
+    assert_eq!(r.results[2][1], Json::Null);
+    assert_eq!(r.types[0].1, "String");
+    assert_eq!(r.types[1].1, "Nullable(String)");
+}
+
+#[test]
+fn person_properties_spellings_agree() {
+    let f = poe_fixture();
+    let plans = |q: &str| f.column(q, json!({"k": "plan"}));
+    let expected = vec![json!("free"), json!("pro"), Json::Null];
+    for q in [
+        "SELECT person.properties.plan FROM events ORDER BY timestamp",
+        "SELECT poe.properties.plan FROM events ORDER BY timestamp",
+        "SELECT events.person.properties.plan FROM events ORDER BY timestamp",
+        "SELECT e.poe.properties.plan FROM events AS e ORDER BY timestamp",
+        "SELECT person.properties['plan'] FROM events ORDER BY timestamp",
+    ] {
+        assert_eq!(plans(q), expected, "{q}");
+    }
+    // JSONExtractString over the JSON text: '' (not NULL) when missing.
+    for q in [
+        "SELECT JSONExtractString(person.properties, 'plan') FROM events ORDER BY timestamp",
+        "SELECT JSONExtractString(poe.properties, {k}) FROM events ORDER BY timestamp",
+    ] {
+        assert_eq!(
+            plans(q),
+            vec![json!("free"), json!("pro"), json!("")],
+            "{q}"
+        );
+    }
+    assert_eq!(
+        f.column(
+            "SELECT JSONExtractString(person.properties, 'prefs', 'theme') FROM events ORDER BY timestamp",
+            json!({})
+        ),
+        vec![json!("dark"), json!("light"), json!("")]
+    );
+    assert_eq!(
+        f.column(
+            "SELECT JSONExtractInt(person.properties, 'visits') FROM events ORDER BY timestamp",
+            json!({})
+        ),
+        vec![json!(3), json!(4), json!(0)]
+    );
+    // Filters and aggregates read it like any string.
+    assert_eq!(
+        one(
+            &f,
+            "SELECT count() FROM events WHERE person.properties.plan = 'pro'"
+        ),
+        json!(1)
+    );
+    assert_eq!(
+        one(
+            &f,
+            "SELECT argMax(person.properties.plan, timestamp) FROM events WHERE person_id IS NOT NULL"
+        ),
+        json!("pro")
+    );
+    assert_eq!(
+        f.column(
+            "SELECT count() FROM events GROUP BY person.properties.plan ORDER BY person.properties.plan",
+            json!({})
+        ),
+        vec![json!(1), json!(1), json!(1)]
+    );
+}
+
+#[test]
+fn unaliased_person_properties_are_named_as_posthog_names_them() {
+    let f = poe_fixture();
+    let r = f
+        .run(
+            "SELECT person.properties, person.properties.plan, person.properties.prefs.theme, \
+             person.properties AS person_properties, properties.nested.a FROM events LIMIT 1",
+        )
+        .unwrap();
+    assert_eq!(
+        r.columns,
+        vec![
+            "properties",
+            "plan",
+            "prefs__theme",
+            "person_properties",
+            "nested__a"
+        ]
+    );
+    // `SELECT *` lists the table's columns only, as PostHog's asterisk does.
+    let star = f.run("SELECT * FROM events LIMIT 1").unwrap();
+    assert!(!star.columns.iter().any(|c| c.contains("person_properties")));
+    // A subquery exposes it under its alias.
+    assert_eq!(
+        f.column(
+            "SELECT JSONExtractString(pp, 'plan') FROM (SELECT timestamp, person.properties AS pp FROM events) ORDER BY timestamp",
+            json!({})
+        ),
+        vec![json!("free"), json!("pro"), json!("")]
+    );
+}
+
+#[test]
+fn person_properties_exist_on_events_only() {
+    let f = Fixture::generated(GenSpec {
+        events: 20,
+        persons: 3,
+        ..GenSpec::default()
+    });
+    for q in [
+        "SELECT person.properties FROM persons",
+        "SELECT person.properties.plan FROM sessions",
+        "SELECT poe.properties FROM persons",
+        "SELECT person.properties FROM (SELECT uuid FROM events)",
+    ] {
+        let err = f.run(q).unwrap_err();
+        assert!(err.starts_with("Unable to resolve field"), "{q}: {err}");
+    }
+    for (q, needle) in [
+        ("SELECT person FROM events", "Can't select a table"),
+        ("SELECT poe FROM events", "Can't select a table"),
+        (
+            "SELECT person.id FROM events",
+            "Unable to resolve field: person.id",
+        ),
+        (
+            "SELECT person.properties[1] FROM persons",
+            "Unable to resolve field",
+        ),
+    ] {
+        let err = f.run(q).unwrap_err();
+        assert!(err.contains(needle), "{q}: {err}");
+    }
+    // A persons table aliased `person` still means the persons table.
+    assert_eq!(
+        f.run("SELECT person.properties FROM persons AS person")
+            .unwrap()
+            .results
+            .len(),
+        3
+    );
+}
+
+#[test]
+fn lazily_generated_person_properties_match_the_materialised_events() {
+    let spec = GenSpec {
+        events: 400,
+        persons: 12,
+        ..GenSpec::default()
+    };
+    let eager: std::collections::HashMap<String, Event> = Dataset::generate(&spec)
+        .events
+        .into_iter()
+        .map(|e| (e.uuid.to_string(), e))
+        .collect();
+    let f = Fixture::generated(spec);
+    let r = f
+        .run("SELECT uuid, person.properties, person.properties.visits FROM events ORDER BY timestamp, uuid LIMIT 1000")
+        .unwrap();
+    assert_eq!(r.results.len(), 400);
+    let mut visits_by_person: std::collections::HashMap<String, std::collections::HashSet<String>> =
+        std::collections::HashMap::new();
+    for row in &r.results {
+        let e = &eager[row[0].as_str().unwrap()];
+        let text: Json = serde_json::from_str(row[1].as_str().unwrap()).unwrap();
+        assert_eq!(text, Json::Object(e.person_properties.clone()));
+        if let Some(p) = e.person_id {
+            visits_by_person
+                .entry(p.to_string())
+                .or_default()
+                .insert(row[2].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(
+        visits_by_person.values().any(|v| v.len() == 2),
+        "some person's visits grow within the span"
+    );
+}
+
+#[test]
+fn the_limit_clamp_is_the_servers_setting() {
+    let f = Fixture::generated(GenSpec {
+        events: 1_200,
+        persons: 5,
+        ..GenSpec::default()
+    });
+    let q = "SELECT uuid FROM events ORDER BY timestamp, uuid LIMIT 1000";
+    let clamped = f.run_clamped(q, json!({}), true, 777).unwrap();
+    assert_eq!(clamped.results.len(), 777);
+    assert_eq!(
+        (clamped.has_more, clamped.limit, clamped.offset),
+        (None, None, None)
+    );
+    assert!(clamped.hogql.ends_with("LIMIT 777"), "{}", clamped.hogql);
+    // The clamped page is the head of the unclamped one.
+    let full = f.run_clamped(q, json!({}), true, 5_000).unwrap();
+    assert_eq!(full.results.len(), 1000);
+    assert_eq!(full.results[..777], clamped.results[..]);
+    // No LIMIT: PostHog's 100-row page with hasMore, whatever the clamp.
+    let page = f
+        .run_clamped("SELECT uuid FROM events", json!({}), true, 50)
+        .unwrap();
+    assert_eq!(page.results.len(), 100);
+    assert_eq!(page.has_more, Some(true));
+    // Inner queries are not clamped.
+    let inner = f
+        .run_clamped(
+            "SELECT count() FROM (SELECT uuid FROM events LIMIT 1000)",
+            json!({}),
+            true,
+            777,
+        )
+        .unwrap();
+    assert_eq!(inner.results[0][0], json!(1000));
 }
