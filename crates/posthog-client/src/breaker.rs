@@ -116,7 +116,7 @@ impl CircuitBreaker {
             return false;
         }
         let open = Inner::Open {
-            until: Instant::now() + self.config.open_for,
+            until: crate::retry::deadline_after(self.config.open_for),
         };
         match (&mut *inner, admission) {
             (Inner::Closed { failures }, _) => {

@@ -16,7 +16,10 @@
 //! Every request goes through one path: a [circuit breaker](BreakerConfig), client-side
 //! [budgets](RateLimits) per endpoint class (sliding windows at an even pace), then retries of
 //! what is retryable (connect errors, timeouts, 429, 500, 502, 503, 504) honouring
-//! `Retry-After`, else with capped exponential backoff and full jitter ([`RetryPolicy`]).
+//! `Retry-After`, else with capped exponential backoff and full jitter ([`RetryPolicy`]). A
+//! `Retry-After` longer than the policy's `max_retry_after` ends the call at once with the
+//! server's wait in the error; a huge one saturates at [`RETRY_AFTER_CEILING`] and is never
+//! slept on. Every number the server sends is bounded or refused with an error naming it.
 //! Failures are one [`Error`] enum whose [`category`](Error::category) maps to exit codes.
 //!
 //! Keys are held as secrets: they never appear in `Debug` output, errors or logs, at any level,
@@ -76,7 +79,7 @@ pub use region::Region;
 pub use rest::{
     CurrentUser, ListParams, NewCohort, Page, Project, PropertyDefinition, PropertyKind, Resource,
 };
-pub use retry::RetryPolicy;
+pub use retry::{RETRY_AFTER_CEILING, RetryPolicy};
 
 /// The examples of the READMEs, compiled as doctests so they cannot drift from the API.
 #[cfg(doctest)]

@@ -193,6 +193,11 @@ impl QueryResult {
     /// ```
     pub fn row_object(&self, row: &[Value]) -> Map<String, Value> {
         let mut map = Map::new();
+        // The next suffix to try per base name. A name once taken stays taken, so resuming
+        // where the last search for a base stopped gives the same names as starting at 2, in
+        // linear time: columns named alike by the thousand cannot make a row quadratic.
+        let mut next_suffix: std::collections::HashMap<String, u64> =
+            std::collections::HashMap::new();
         for (i, value) in row.iter().enumerate() {
             let base = self
                 .columns
@@ -200,10 +205,15 @@ impl QueryResult {
                 .cloned()
                 .unwrap_or_else(|| format!("column_{i}"));
             let mut name = base.clone();
-            let mut n = 2;
-            while map.contains_key(&name) {
-                name = format!("{base}_{n}");
-                n += 1;
+            if map.contains_key(&name) {
+                let n = next_suffix.entry(base.clone()).or_insert(2);
+                loop {
+                    name = format!("{base}_{n}");
+                    *n += 1;
+                    if !map.contains_key(&name) {
+                        break;
+                    }
+                }
             }
             map.insert(name, value.clone());
         }
@@ -302,8 +312,19 @@ impl Client {
                 endpoint: accepted.endpoint.clone(),
                 message: "queued query has no query_status.id".into(),
             })?;
+        // The id becomes a path segment of the polls and of the cancelling DELETE: one that
+        // could climb out of `query/` (`../cohorts/5`) or add a query string is refused.
+        if !is_query_id(&id) {
+            return Err(Error::Decode {
+                endpoint: accepted.endpoint.clone(),
+                message: format!(
+                    "queued query has an unusable query_status.id {:?}",
+                    id.chars().take(80).collect::<String>()
+                ),
+            });
+        }
         let url = self.project_url(&format!("/query/{id}/"))?;
-        let deadline = tokio::time::Instant::now() + self.inner.async_query_timeout;
+        let deadline = crate::retry::deadline_after(self.inner.async_query_timeout);
         let mut delay = Duration::from_millis(100);
         let mut current = status.query_status;
         loop {
@@ -364,6 +385,16 @@ impl Client {
             tracing::debug!(error = %e, "could not cancel the timed-out query");
         }
     }
+}
+
+/// Whether a queued query's id is safe as one path segment: PostHog's are UUIDs or hex, maybe
+/// prefixed with the team id.
+fn is_query_id(id: &str) -> bool {
+    (1..=256).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        && !id.bytes().all(|b| b == b'.')
 }
 
 /// Reads a query response body as a [`QueryResult`], or a [`Error::Decode`] saying what is
@@ -682,6 +713,57 @@ mod parse_props {
             br#"{"columns":["a"],"limit":-1,"results":[]}"#,
         ));
         assert!(msg.contains("result: limit: invalid value"), "{msg}");
+    }
+
+    /// Column names are server input too: many alike must not make naming a row quadratic,
+    /// and the names stay those of the simple rule (`n`, `n_2`, `n_3`, … skipping taken ones).
+    #[test]
+    fn duplicate_column_names_are_suffixed_in_linear_time() {
+        let result = QueryResult {
+            columns: ["n", "n_3", "n", "n", "n", "n_2"]
+                .map(String::from)
+                .to_vec(),
+            types: Vec::new(),
+            results: vec![(0..7).map(Value::from).collect()],
+            has_more: None,
+            limit: None,
+            timezone: None,
+            client_query_id: String::new(),
+        };
+        let row = result.row_object(&result.results[0]);
+        let names: Vec<(&str, i64)> = row
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_i64().unwrap()))
+            .collect();
+        let mut expected = vec![
+            ("n", 0),
+            ("n_3", 1),
+            ("n_2", 2),
+            ("n_4", 3),
+            ("n_5", 4),
+            ("n_2_2", 5),
+            ("column_6", 6),
+        ];
+        let mut got = names.clone();
+        got.sort();
+        expected.sort();
+        assert_eq!(got, expected);
+
+        let many = 50_000;
+        let result = QueryResult {
+            columns: vec!["a".to_owned(); many],
+            results: vec![vec![Value::Null; many]],
+            ..result
+        };
+        let started = std::time::Instant::now();
+        let row = result.row_object(&result.results[0]);
+        assert_eq!(row.len(), many);
+        assert!(row.contains_key(&format!("a_{many}")));
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]

@@ -3,6 +3,16 @@
 //! A list is a [`Stream`] that follows DRF's `next` links page by page, so callers never handle
 //! offsets, and memory holds one page at a time. A `next` link that points to another host is
 //! refused: the key must never travel anywhere but the configured base URL.
+//!
+//! A `next` link must also make progress, so a server cannot keep a stream going forever over
+//! the same items: its `offset` must be a non-negative integer (of any length: compared as
+//! digits, never parsed into a machine integer) greater than the current page's, and a link
+//! already followed in this stream is refused. `count` is read as a `u64`; a negative,
+//! fractional or out-of-range `count` is a [`Error::Decode`] naming it. The client does no
+//! arithmetic on `count`, `limit` or `offset`.
+
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
 
 use futures_core::Stream;
 use futures_util::stream::{self, TryStreamExt};
@@ -270,11 +280,20 @@ impl Client {
         class: EndpointClass,
     ) -> impl Stream<Item = Result<Page<T>, Error>> + Send + 'static {
         let client = self.clone();
-        stream::try_unfold(Some(first), move |next| {
+        // Hashes of the pages already fetched: a cycle of `next` links ends with an error
+        // instead of streaming the same items forever. 8 bytes a page.
+        let visited = HashSet::<u64>::new();
+        stream::try_unfold((Some(first), visited), move |(next, mut visited)| {
             let client = client.clone();
             async move {
                 let Some(url) = next else { return Ok(None) };
                 let url = url?;
+                if !visited.insert(url_hash(&url)) {
+                    return Err(Error::Decode {
+                        endpoint: format!("GET {}", url.path()),
+                        message: "pagination links lead back to a page already read".into(),
+                    });
+                }
                 let response = client
                     .execute(Request {
                         method: Method::GET,
@@ -291,7 +310,7 @@ impl Client {
                     Some(link) => Some(client.follow(&url, link, &response.endpoint)),
                     None => None,
                 };
-                Ok(Some((page, next)))
+                Ok(Some((page, (next, visited))))
             }
         })
     }
@@ -495,13 +514,90 @@ impl Client {
         if &next == current {
             return Err(bad("pagination link points to the same page again".into()));
         }
+        check_offset_advances(current, &next).map_err(bad)?;
         Ok(next)
     }
+}
+
+fn url_hash(url: &Url) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    url.as_str().hash(&mut hasher);
+    hasher.finish()
+}
+
+/// The `offset` query parameter of a URL, if any.
+fn offset_of(url: &Url) -> Option<String> {
+    url.query_pairs()
+        .find(|(k, _)| k == "offset")
+        .map(|(_, v)| v.into_owned())
+}
+
+/// A `next` link with an `offset` must move forward: DRF reads an offset that is not a
+/// non-negative integer as 0 (the first page again), and one that does not grow repeats items.
+/// Offsets are compared as decimal digits, so no value can overflow.
+fn check_offset_advances(current: &Url, next: &Url) -> Result<(), String> {
+    let Some(to) = offset_of(next) else {
+        return Ok(());
+    };
+    let shown = |v: &str| v.chars().take(40).collect::<String>();
+    let digits = |v: &str| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
+    if !digits(&to) {
+        return Err(format!(
+            "pagination link has offset {:?}, not a non-negative integer",
+            shown(&to)
+        ));
+    }
+    let from = offset_of(current).unwrap_or_else(|| "0".to_owned());
+    if digits(&from) && cmp_decimal(&to, &from) != std::cmp::Ordering::Greater {
+        return Err(format!(
+            "pagination link does not advance: offset {} after offset {}",
+            shown(&to),
+            shown(&from)
+        ));
+    }
+    Ok(())
+}
+
+/// Compares two strings of ASCII digits as the numbers they write, whatever their length.
+fn cmp_decimal(a: &str, b: &str) -> std::cmp::Ordering {
+    let a = a.trim_start_matches('0');
+    let b = b.trim_start_matches('0');
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn offsets_compare_as_numbers_of_any_length() {
+        use std::cmp::Ordering::*;
+        assert_eq!(cmp_decimal("10", "9"), Greater);
+        assert_eq!(cmp_decimal("007", "7"), Equal);
+        assert_eq!(cmp_decimal("0", "000"), Equal);
+        let huge = format!("1{}", "0".repeat(400));
+        assert_eq!(cmp_decimal(&huge, "18446744073709551615"), Greater);
+        assert_eq!(cmp_decimal("18446744073709551615", &huge), Less);
+
+        let url = |q: &str| Url::parse(&format!("https://h/api/projects/1/cohorts/{q}")).unwrap();
+        assert!(check_offset_advances(&url(""), &url("?offset=100")).is_ok());
+        assert!(
+            check_offset_advances(&url("?offset=100"), &url(&format!("?offset={huge}"))).is_ok()
+        );
+        assert!(check_offset_advances(&url("?cursor=a"), &url("?cursor=b")).is_ok());
+        for (from, to) in [
+            ("", "?offset=0"),
+            ("?offset=100", "?offset=100"),
+            ("?offset=100", "?offset=99"),
+        ] {
+            let err = check_offset_advances(&url(from), &url(to)).unwrap_err();
+            assert!(err.contains("does not advance"), "{from} → {to}: {err}");
+        }
+        for to in ["?offset=-1", "?offset=1e3", "?offset=", "?offset=%2B5"] {
+            let err = check_offset_advances(&url(""), &url(to)).unwrap_err();
+            assert!(err.contains("not a non-negative integer"), "{to}: {err}");
+        }
+    }
 
     #[test]
     fn project_debug_output_never_shows_the_project_api_key() {

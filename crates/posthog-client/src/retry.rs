@@ -1,6 +1,14 @@
 //! When to retry and how long to wait: `Retry-After` when the server sends it, otherwise
 //! capped exponential backoff with full jitter.
 //!
+//! `Retry-After` is outside input and is read saturating: a delay of any size (delta-seconds of
+//! any number of digits, a float such as `1e308`, a date in the year 9999) becomes at most
+//! [`RETRY_AFTER_CEILING`], so "longer than we will wait" is never mistaken for "no
+//! `Retry-After`". Such a wait is above any sane [`RetryPolicy::max_retry_after`]: the call ends
+//! at once with the 429 (or 503) error, whose `retry_after` carries the ceiling. Only what is not
+//! a delay at all (negative, NaN, text that is neither a number nor an HTTP date) is ignored, and
+//! backoff applies.
+//!
 //! backon builds the capped exponential schedule (`initial · factorⁿ`, at most `max_delay`);
 //! full jitter ("sleep a uniformly random time between 0 and the schedule's delay", as in the
 //! AWS architecture note) is applied on top, because backon's own jitter only adds to the delay.
@@ -32,7 +40,9 @@ pub struct RetryPolicy {
     /// would cross it is not made.
     pub total_budget: Duration,
     /// Longest `Retry-After` we are willing to honour; a longer one ends the call with the
-    /// rate-limit error (carrying the server's `retry_after`) instead of sleeping.
+    /// rate-limit error (carrying the server's `retry_after`) instead of sleeping. A
+    /// `Retry-After` that reached [`RETRY_AFTER_CEILING`] (a huge or absurd value) is never
+    /// slept on, whatever this is set to.
     pub max_retry_after: Duration,
 }
 
@@ -69,26 +79,59 @@ impl RetryPolicy {
     }
 }
 
+/// `now + after` on tokio's clock, saturating at about 30 years from now (as
+/// `tokio::time::sleep` does) instead of panicking on a huge `after`.
+pub(crate) fn deadline_after(after: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(after)
+        .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 24 * 60 * 60))
+}
+
 /// Full jitter: a uniformly random duration in `[0, delay]`.
 pub(crate) fn full_jitter(delay: Duration) -> Duration {
     delay.mul_f64(fastrand::f64())
 }
 
-/// Parses `Retry-After` as delta-seconds or an HTTP date (RFC 9110 §10.2.3). A date in the
-/// past means "now". Anything unparseable is ignored (we fall back to backoff).
+/// The longest wait a `Retry-After` is read as: about a century. A server asking for longer
+/// (`Retry-After: 1180591620717411303424`, `1e308`, a date in the year 9999) gets this instead,
+/// in [`Error::Api::retry_after`](crate::Error::Api), so callers comparing it with their own
+/// limit see "too long" and callers adding it to a clock (`Instant`, `SystemTime`, a
+/// `time::OffsetDateTime`) cannot overflow. The client never sleeps on a wait this long.
+///
+/// ```
+/// use posthog_client::RETRY_AFTER_CEILING;
+/// assert_eq!(RETRY_AFTER_CEILING.as_secs(), 100 * 365 * 24 * 60 * 60);
+/// ```
+pub const RETRY_AFTER_CEILING: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
+/// Parses `Retry-After` as delta-seconds or an HTTP date (RFC 9110 §10.2.3), saturating at
+/// [`RETRY_AFTER_CEILING`]:
+///
+/// - delta-seconds of any number of digits; past `u64` seconds it saturates;
+/// - a non-negative decimal (`1.5`, `-0`, `1e308`, `inf`: PostHog sends integers, proxies may
+///   not); one too large for a [`Duration`] saturates;
+/// - an HTTP date; one in the past means "now", one far in the future saturates.
+///
+/// Anything else (negative, NaN, text, an empty or non-ASCII value) is no `Retry-After` at all:
+/// we fall back to backoff.
 pub(crate) fn parse_retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    if let Ok(secs) = value.parse::<f64>()
-        && secs.is_finite()
-        && secs >= 0.0
-    {
-        return Duration::try_from_secs_f64(secs).ok();
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+    let wait = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Only digits: the one way `parse` can fail is a value past u64 seconds.
+        value
+            .parse::<u64>()
+            .map_or(Duration::MAX, Duration::from_secs)
+    } else if let Ok(secs) = value.parse::<f64>() {
+        if secs.is_nan() || secs < 0.0 {
+            return None;
+        }
+        // Positive and not NaN: the one way this can fail is a value too large (or infinite).
+        Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
+    } else {
+        let at = httpdate::parse_http_date(value).ok()?;
+        at.duration_since(now).unwrap_or(Duration::ZERO)
+    };
+    Some(wait.min(RETRY_AFTER_CEILING))
 }
 
 #[cfg(test)]
@@ -125,6 +168,125 @@ mod tests {
         assert_eq!(parse_retry_after(&headers("soon"), now), None);
         assert_eq!(parse_retry_after(&headers("-3"), now), None);
         assert_eq!(parse_retry_after(&HeaderMap::new(), now), None);
+    }
+
+    /// Regression: `Retry-After: 2^70` failed `parse::<u64>`, then `Duration::try_from_secs_f64`
+    /// overflowed and the header was dropped, so the call fell back to backoff and kept
+    /// retrying instead of ending with "wait longer than we will".
+    #[test]
+    fn retry_after_2_pow_70_seconds_saturates_instead_of_being_ignored() {
+        let now = SystemTime::now();
+        assert_eq!(
+            parse_retry_after(&headers("1180591620717411303424"), now),
+            Some(RETRY_AFTER_CEILING)
+        );
+        assert!(RETRY_AFTER_CEILING > Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn huge_retry_after_values_of_every_form_saturate() {
+        let now = httpdate::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").unwrap();
+        let digits_300 = "9".repeat(300);
+        for value in [
+            "18446744073709551615", // u64::MAX seconds: fits a u64, above the ceiling
+            "18446744073709551616", // u64::MAX + 1
+            digits_300.as_str(),    // far past any integer type
+            "00000000000000000000000000000000000000000000000000000000000000000000004000000000",
+            "1e308",
+            "1.7976931348623157e308", // f64::MAX
+            "1e400",                  // parses as +inf
+            "inf",
+            "+Infinity",
+            "3155760000.5",
+            "Fri, 31 Dec 9999 23:59:59 GMT",
+        ] {
+            assert_eq!(
+                parse_retry_after(&headers(value), now),
+                Some(RETRY_AFTER_CEILING),
+                "{value}"
+            );
+        }
+        // Just below the ceiling is kept as sent.
+        let below = RETRY_AFTER_CEILING.as_secs() - 1;
+        assert_eq!(
+            parse_retry_after(&headers(&below.to_string()), now),
+            Some(Duration::from_secs(below))
+        );
+    }
+
+    #[test]
+    fn what_is_not_a_delay_stays_no_retry_after() {
+        let now = httpdate::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").unwrap();
+        for value in [
+            "",
+            " ",
+            "-1",
+            "-1e400",
+            "-inf",
+            "NaN",
+            "-NaN",
+            "0x10",
+            "1 0",
+            "1_000",
+            "+-1",
+            "Sun, 06 Nov 1900 08:49:37 GMT", // before 1970: httpdate refuses it
+            "Sat, 01 Jan 10000 00:00:00 GMT",
+            "Fri, 32 Dec 9999 23:59:59 GMT",
+        ] {
+            assert_eq!(parse_retry_after(&headers(value), now), None, "{value:?}");
+        }
+        assert_eq!(
+            parse_retry_after(&headers("-0"), now),
+            Some(Duration::ZERO),
+            "-0 is zero, not negative"
+        );
+        assert_eq!(
+            parse_retry_after(&headers(" \t 12 \t"), now),
+            Some(Duration::from_secs(12))
+        );
+        let mut non_ascii = HeaderMap::new();
+        non_ascii.insert(RETRY_AFTER, HeaderValue::from_bytes(b"1\xff").unwrap());
+        assert_eq!(parse_retry_after(&non_ascii, now), None);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 2048, failure_persistence: None, ..Default::default()
+        })]
+
+        /// Any header value: never a panic, never above the ceiling, and every run of digits
+        /// is a delay (saturated when huge), never "no Retry-After".
+        #[test]
+        fn any_retry_after_is_a_bounded_delay_or_none(
+            value in "[ \t]{0,2}([0-9]{1,60}|[-+]?[0-9]{0,5}(\\.[0-9]{0,5})?([eE][-+]?[0-9]{1,4})?|[-+]?(inf|infinity|NaN)|[ -~]{0,40})[ \t]{0,2}",
+            now_secs in 0u64..253_402_300_799,
+        ) {
+            let Ok(header) = HeaderValue::from_str(&value) else { return Ok(()) };
+            let mut h = HeaderMap::new();
+            h.insert(RETRY_AFTER, header);
+            let now = SystemTime::UNIX_EPOCH + Duration::from_secs(now_secs);
+            let parsed = parse_retry_after(&h, now);
+            if let Some(wait) = parsed {
+                proptest::prop_assert!(wait <= RETRY_AFTER_CEILING);
+            }
+            let trimmed = value.trim();
+            if !trimmed.is_empty() && trimmed.bytes().all(|b| b.is_ascii_digit()) {
+                let expected = trimmed
+                    .parse::<u64>()
+                    .map_or(RETRY_AFTER_CEILING, |s| Duration::from_secs(s).min(RETRY_AFTER_CEILING));
+                proptest::prop_assert_eq!(parsed, Some(expected));
+            }
+        }
+
+        /// Any HTTP date httpdate can write, against any clock: a bounded delay, zero when past.
+        #[test]
+        fn any_http_date_is_a_bounded_delay(at in 0u64..253_402_300_799, now in 0u64..253_402_300_799) {
+            let at = SystemTime::UNIX_EPOCH + Duration::from_secs(at);
+            let now = SystemTime::UNIX_EPOCH + Duration::from_secs(now);
+            let parsed = parse_retry_after(&headers(&httpdate::fmt_http_date(at)), now);
+            let expected = at.duration_since(now).unwrap_or(Duration::ZERO).min(RETRY_AFTER_CEILING);
+            proptest::prop_assert_eq!(parsed, Some(expected));
+        }
     }
 
     #[test]

@@ -2,6 +2,13 @@
 //!
 //! Endpoint methods build a [`Request`] and call [`Client::execute`]; none of them retries,
 //! throttles or logs on its own, so every endpoint gets the same resilience and tracing.
+//!
+//! Numbers the server sends are bounded before they steer anything: `Retry-After` saturates at
+//! [`RETRY_AFTER_CEILING`] and a wait that long (or longer than the policy's
+//! `max_retry_after`) ends the call at once; a `Content-Length` over `max_response_bytes` is
+//! refused before a byte of the body is read; an error response's body is read only up to
+//! [`ERROR_BODY_BYTES`], best effort, so a lying length or a cut body cannot hide its status
+//! and `Retry-After`.
 
 use std::time::{Duration, SystemTime};
 
@@ -17,10 +24,14 @@ use crate::client::{Client, Counters};
 use crate::error::{Error, ErrorCategory};
 use crate::ratelimit::EndpointClass;
 use crate::redact::redact_secrets;
-use crate::retry::{full_jitter, parse_retry_after};
+use crate::retry::{RETRY_AFTER_CEILING, full_jitter, parse_retry_after};
 
 /// Bytes of a body shown by `verbose_http` logging.
 const VERBOSE_BODY_BYTES: usize = 4096;
+
+/// Bytes of a non-2xx body read: enough for PostHog's error document (the error keeps 512
+/// characters of anything else).
+const ERROR_BODY_BYTES: usize = 64 * 1024;
 
 /// One request, described before it is sent so it can be sent again unchanged.
 #[derive(Debug, Clone)]
@@ -137,15 +148,12 @@ impl Client {
             };
             let (permit, waited) = inner.limiter.acquire(request.class).await;
             if !waited.is_zero() {
-                tracing::debug!(
-                    waited_ms = waited.as_millis() as u64,
-                    "waited for the rate limit"
-                );
+                tracing::debug!(waited_ms = millis(waited), "waited for the rate limit");
             }
             let sent_at = Instant::now();
             let outcome = self.attempt(request, endpoint, attempt).await;
             drop(permit);
-            let latency_ms = sent_at.elapsed().as_millis() as u64;
+            let latency_ms = millis(sent_at.elapsed());
 
             // A timeout the caller answers by asking for less (`fail_fast_on_timeout`: the
             // extractor halves its page) is the server saying "too heavy", not "unwell":
@@ -185,7 +193,13 @@ impl Client {
                     },
                     _,
                 ) => {
-                    if *wait > inner.retry.max_retry_after {
+                    // A saturated wait (a huge or absurd `Retry-After`) is never slept on, even
+                    // under a policy that would honour a century.
+                    if *wait > inner.retry.max_retry_after || *wait >= RETRY_AFTER_CEILING {
+                        tracing::debug!(
+                            retry_after_s = wait.as_secs(),
+                            "Retry-After is longer than we wait; giving up with the server's wait"
+                        );
                         return Err(err);
                     }
                     *wait
@@ -206,7 +220,7 @@ impl Client {
                 attempt,
                 reason = err.category().as_str(),
                 status = err.status(),
-                delay_ms = delay.as_millis() as u64,
+                delay_ms = millis(delay),
                 "retrying request"
             );
             tokio::time::sleep(delay).await;
@@ -253,28 +267,23 @@ impl Client {
         if status == 429 {
             Counters::bump(&inner.stats.throttled);
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| transport_error(e, endpoint, inner.request_timeout))?
-        {
-            if body.len() + chunk.len() > inner.max_response_bytes {
-                return Err(Error::Decode {
-                    endpoint: endpoint.to_owned(),
-                    message: format!(
-                        "response body exceeds the {} byte limit",
-                        inner.max_response_bytes
-                    ),
-                });
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let success = (200..300).contains(&status);
+        let body = if success {
+            read_body(
+                &mut response,
+                endpoint,
+                inner.max_response_bytes,
+                inner.request_timeout,
+            )
+            .await?
+        } else {
+            read_error_body(&mut response, endpoint).await
+        };
         let body = Bytes::from(body);
         if inner.verbose_http && tracing::enabled!(Level::TRACE) {
             tracing::trace!(status, body = %preview(&body), "response body");
         }
-        if (200..300).contains(&status) {
+        if success {
             Ok(Response {
                 status,
                 body,
@@ -284,6 +293,79 @@ impl Client {
             Err(Error::from_response(status, &body, retry_after))
         }
     }
+}
+
+/// Reads a 2xx body in full, refusing one over `limit` bytes: at once when its
+/// `Content-Length` says so (nothing read, nothing allocated), else when the bytes do.
+async fn read_body(
+    response: &mut reqwest::Response,
+    endpoint: &str,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Vec<u8>, Error> {
+    let too_large = |what: String| Error::Decode {
+        endpoint: endpoint.to_owned(),
+        message: format!("{what} exceeds the {limit} byte limit"),
+    };
+    if let Some(declared) = response.content_length()
+        && declared > u64::try_from(limit).unwrap_or(u64::MAX)
+    {
+        return Err(too_large(format!(
+            "response body of {declared} bytes (its Content-Length)"
+        )));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| transport_error(e, endpoint, timeout))?
+    {
+        if body.len().saturating_add(chunk.len()) > limit {
+            return Err(too_large("response body".into()));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Reads the start of a non-2xx body, best effort: at most [`ERROR_BODY_BYTES`], nothing when
+/// `Content-Length` announces more, and whatever arrived when the body is cut or stalls. The
+/// status and `Retry-After` are what matter; a body the server lies about must not turn a 429
+/// into a network error that is retried on backoff, ignoring the server's wait.
+async fn read_error_body(response: &mut reqwest::Response, endpoint: &str) -> Vec<u8> {
+    let mut body = Vec::new();
+    if let Some(declared) = response.content_length()
+        && declared > ERROR_BODY_BYTES as u64
+    {
+        tracing::debug!(
+            endpoint,
+            declared,
+            "error body announced over {ERROR_BODY_BYTES} bytes; not read"
+        );
+        return body;
+    }
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = ERROR_BODY_BYTES - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                if body.len() >= ERROR_BODY_BYTES {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!(endpoint, error = %e, "error body cut short; keeping what arrived");
+                break;
+            }
+        }
+    }
+    body
+}
+
+/// Milliseconds for logs, saturating instead of truncating `u128` to `u64`.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// `timeout` is the client's request timeout: reqwest reports that one happened, not after how
