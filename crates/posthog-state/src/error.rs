@@ -75,6 +75,15 @@ pub enum StateError {
     },
 }
 
+/// Whether the file system refused an operation as not permitted (a read-only directory or
+/// mount, a file owned by someone else): the user must change permissions, not retry.
+pub(crate) fn is_permission(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem
+    )
+}
+
 /// What to do about an entry of an unreadable version, which depends on which side it is on.
 fn version_advice(found: u64, supported: u32) -> &'static str {
     if found > u64::from(supported) {
@@ -87,11 +96,13 @@ fn version_advice(found: u64, supported: u32) -> &'static str {
 
 impl StateError {
     /// The failure's category, as the toolkit names them for exit codes: `"config"` for a
-    /// store locked by another run (the user started two runs on one store), `"data"` for
+    /// store locked by another run (the user started two runs on one store), `"permission"`
+    /// for I/O the file system refused as not permitted (a read-only directory), `"data"` for
     /// everything else (a state file or state that cannot be used, or I/O failing).
     pub fn category(&self) -> &'static str {
         match self {
             StateError::Locked { .. } => "config",
+            StateError::Io { source, .. } if is_permission(source) => "permission",
             StateError::Corrupt { .. }
             | StateError::UnsupportedVersion { .. }
             | StateError::InvalidState { .. }
@@ -118,9 +129,15 @@ mod tests {
             action: "read the state file",
             source: io::Error::other("boom"),
         };
+        let denied = StateError::Io {
+            path: PathBuf::from("s.json"),
+            action: "create a file in the state directory",
+            source: io::Error::from(io::ErrorKind::PermissionDenied),
+        };
         assert_eq!(locked.category(), "config");
         assert_eq!(corrupt.category(), "data");
         assert_eq!(io.category(), "data");
+        assert_eq!(denied.category(), "permission");
     }
 
     #[test]

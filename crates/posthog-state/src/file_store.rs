@@ -167,6 +167,26 @@ impl StateStore for JsonFileStore {
         sync_dir(&parent_dir(&self.path))
     }
 
+    /// Creates and removes an empty temporary sibling of the state file: what a commit needs
+    /// first.
+    fn check_writable(&mut self) -> Result<(), StateError> {
+        let temp_path = self.next_temp_path();
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp_path)
+            .map_err(|source| StateError::Io {
+                path: temp_path.clone(),
+                action: "create a file in the state directory",
+                source,
+            })?;
+        fs::remove_file(&temp_path).map_err(|source| StateError::Io {
+            path: temp_path,
+            action: "remove a file from the state directory",
+            source,
+        })
+    }
+
     fn location(&self) -> Option<&Path> {
         Some(&self.path)
     }
@@ -336,9 +356,10 @@ fn read_entry(path: &Path, table: &str, entry: &Value) -> Result<TableState, Sta
     Ok(state)
 }
 
-/// Brings an entry read as `version` to [`FORMAT_VERSION`]. Version 1 is the current one, so
-/// there is nothing to convert yet; a later version adds its step here (`1 => …, 2 => …`) and
-/// keeps the older ones, so an entry of any supported version is read in one pass.
+/// Brings an entry read as `version` to [`FORMAT_VERSION`]. Each version adds its step here
+/// (`1 => …, 2 => …`) and keeps the older ones, so an entry of any supported version is read in
+/// one pass. 1 → 2 converts nothing: version 2 only adds the optional part ranges, and a
+/// version 1 part has none (its range is unknown).
 fn migrate(state: &mut TableState, version: u32) {
     debug_assert!((1..=FORMAT_VERSION).contains(&version));
     state.format_version = FORMAT_VERSION;

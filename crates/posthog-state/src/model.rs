@@ -19,11 +19,14 @@ use crate::StateError;
 ///   be the seed's list of column names instead of column records: names alone carry no types,
 ///   so they are read as "no columns recorded" and the table's schema is learned again from the
 ///   data (every part file describes its own schema).
+/// - **2**: each part may record the range of the incremental field its rows cover
+///   (`first_timestamp`, `last_timestamp`), so a part that goes missing can be named with its
+///   range and re-extracted exactly. Version 1 parts load with no range.
 ///
 /// A store reads every version from 1 to this one and migrates an entry to this version when it
 /// loads it; the file keeps the old entry until that table's next commit. Versions outside that
 /// range are refused, never guessed at.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The version of an entry that has no `format_version` field.
 pub(crate) const UNVERSIONED_FORMAT: u32 = 1;
@@ -122,6 +125,14 @@ pub struct PartRecord {
     pub bytes: u64,
     /// SHA-256 of the file's bytes, lowercase hex.
     pub sha256: String,
+    /// The smallest value of the table's incremental field among the part's rows (RFC 3339),
+    /// for incremental tables; absent for snapshots and for parts written before format 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_timestamp: Option<String>,
+    /// The largest value of the incremental field among the part's rows; see
+    /// [`PartRecord::first_timestamp`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_timestamp: Option<String>,
 }
 
 impl Default for TableState {
@@ -300,8 +311,14 @@ mod tests {
         let seed =
             json!({"last_timestamp": null, "last_uuid": null, "recent_uuids": [], "columns": null});
         let state: TableState = serde_json::from_value(seed).unwrap();
-        assert_eq!(state, TableState::default());
-        assert_eq!(state.format_version, FORMAT_VERSION);
+        assert_eq!(
+            state,
+            TableState {
+                format_version: UNVERSIONED_FORMAT,
+                ..TableState::default()
+            },
+            "the seed's shape is version 1; a store migrates it on load"
+        );
     }
 
     #[test]
@@ -327,6 +344,8 @@ mod tests {
                 rows: 1000,
                 bytes: 123_456,
                 sha256: "ab".repeat(32),
+                first_timestamp: None,
+                last_timestamp: None,
             }],
             next_part_seq: 4,
             rows_total: 1000,
@@ -402,6 +421,8 @@ mod tests {
                     rows: 1,
                     bytes: 1,
                     sha256: String::new(),
+                    first_timestamp: None,
+                    last_timestamp: None,
                 }],
                 ..TableState::default()
             };
@@ -416,6 +437,8 @@ mod tests {
                 rows: 1,
                 bytes: 1,
                 sha256: String::new(),
+                first_timestamp: None,
+                last_timestamp: None,
             }],
             ..TableState::default()
         };

@@ -23,6 +23,13 @@ pub trait StateStore {
     /// fails [`TableState::validate`] is refused before anything is written.
     fn commit(&mut self, table: &str, state: &TableState) -> Result<(), StateError>;
 
+    /// Checks that a commit could be written now (the file system takes new files where the
+    /// store writes them), so a run can refuse to start instead of failing after its first
+    /// requests. Writes nothing that stays. `Ok` by default.
+    fn check_writable(&mut self) -> Result<(), StateError> {
+        Ok(())
+    }
+
     /// The file the store keeps its entries in, if it has one, so that a caller refusing a
     /// loaded entry's values can name it ([`StateError::Corrupt`]). `None` by default.
     fn location(&self) -> Option<&Path> {

@@ -3,16 +3,18 @@
 //! next committed); version 0 and newer versions are refused with a message naming the file, the
 //! table, the version found and the versions supported, and the file is left byte for byte.
 //!
-//! History (`git log -p -- crates/posthog-state`): only version 1 was ever written. It exists in
-//! three shapes, each with a fixture under `tests/fixtures/`:
+//! History (`git log -p -- crates/posthog-state`): version 1 exists in three shapes, version 2
+//! (parts with the range of the incremental field they cover) in one, each with a fixture under
+//! `tests/fixtures/`:
 //!
 //! - `v1_seed_shape.json`: the seed's state (the Python component, Osiris `inputs.state`): no
 //!   `format_version`, `columns` as bare names;
 //! - `v1_columns_without_source.json`: as the first release of this crate wrote it, column
 //!   records without `field`/`key`/`fallback`;
-//! - `v1_current.json`: as this build writes it.
+//! - `v1_current.json`: as the last version 1 release wrote it;
+//! - `v2_current.json`: as this build writes it.
 //!
-//! `v0_fabricated.json` and `v2_future.json` are versions no release of this build reads.
+//! `v0_fabricated.json` and `v3_future.json` are versions no release of this build reads.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -101,13 +103,43 @@ fn first_release_shape_loads_unchanged() {
 }
 
 #[test]
-fn current_shape_round_trips_byte_for_byte() {
+fn last_version_1_shape_is_migrated_with_parts_of_unknown_range() {
     let (_dir, path, bytes) = with_fixture("v1_current.json");
+    let mut store = JsonFileStore::open(&path).unwrap();
+    let state = store.load("posthog_events").unwrap().expect("entry");
+    assert_eq!(state.format_version, FORMAT_VERSION);
+    assert_eq!(state.parts.len(), 1);
+    assert_eq!(
+        state.parts[0].first_timestamp, None,
+        "version 1 records no range"
+    );
+    assert_eq!(state.parts[0].last_timestamp, None);
+    assert_eq!(fs::read(&path).unwrap(), bytes, "loading writes nothing");
+    store.commit("posthog_events", &state).unwrap();
+    let events = entry(&path, "posthog_events");
+    assert_eq!(events["format_version"], u64::from(FORMAT_VERSION));
+    assert!(
+        events["parts"][0].get("first_timestamp").is_none(),
+        "an unknown range is left out, not written as null: {events}"
+    );
+}
+
+#[test]
+fn current_shape_round_trips_byte_for_byte() {
+    let (_dir, path, bytes) = with_fixture("v2_current.json");
     let mut store = JsonFileStore::open(&path).unwrap();
     let state = store.load("posthog_events").unwrap().expect("entry");
     assert_eq!(
         state.columns.as_ref().unwrap()[1].key.as_deref(),
         Some("$browser")
+    );
+    assert_eq!(
+        state.parts[0].first_timestamp.as_deref(),
+        Some("2026-11-19T00:00:00Z")
+    );
+    assert_eq!(
+        state.parts[0].last_timestamp.as_deref(),
+        Some("2026-11-20T10:00:00.123456Z")
     );
     store.commit("posthog_events", &state).unwrap();
     assert_eq!(
@@ -119,8 +151,9 @@ fn current_shape_round_trips_byte_for_byte() {
 
 #[test]
 fn an_entry_without_format_version_is_version_1_not_the_newest() {
-    // Today both are 1; the rule matters the day FORMAT_VERSION grows, so it is checked on the
-    // model, not only through the store.
+    // Checked on the model, not only through the store: an unversioned entry is the seed's
+    // shape, version 1, whatever the newest version is.
+    assert!(FORMAT_VERSION > 1);
     let state: TableState = serde_json::from_str(r#"{"last_timestamp": null}"#).unwrap();
     assert_eq!(state.format_version, 1);
 }
@@ -169,7 +202,7 @@ fn version_0_is_refused_as_one_no_release_wrote() {
 
 #[test]
 fn a_future_version_is_refused_as_written_by_a_newer_release() {
-    let msg = refused("v2_future.json", "posthog_events", 2);
+    let msg = refused("v3_future.json", "posthog_events", 3);
     assert!(msg.contains("a newer release wrote it"), "{msg}");
 }
 

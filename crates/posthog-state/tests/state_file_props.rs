@@ -46,6 +46,8 @@ fn full_state() -> TableState {
             rows: 5000,
             bytes: 812_345,
             sha256: "0f".repeat(32),
+            first_timestamp: None,
+            last_timestamp: None,
         }],
         next_part_seq: 1,
         rows_total: 5000,
