@@ -12,12 +12,15 @@
 //! - [`DedupWindow`]: the UUIDs emitted inside the lookback window, bounded by time.
 //! - [`writer`]: parts are written under a temporary name, fsynced and renamed when complete,
 //!   and report their path, rows, bytes and SHA-256.
+//! - [`reader`]: the id and incremental time of every row of a part, read back from any of the
+//!   three formats (what a repair must not write again).
 //!
 //! [`RecordBatch`]: arrow_array::RecordBatch
 
 mod batch;
 mod dedup;
 mod page;
+pub mod reader;
 pub mod schema;
 mod timestamp;
 pub mod value;
