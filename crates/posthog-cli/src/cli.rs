@@ -735,6 +735,14 @@ pub struct RunArgs {
     /// Shows what a run would read and how fast PostHog serves it
     #[arg(long, conflicts_with = "metrics_file")]
     pub dry_run: bool,
+
+    /// Re-extract the committed parts whose files are missing, instead of extracting: each
+    /// part's recorded range of the incremental field is read again, rows that the remaining
+    /// parts hold are skipped, and the new parts replace the lost ones in the state (exactly
+    /// once). The watermark does not move; the next run continues as before. The summary says
+    /// status "repaired" and lists the parts in "repaired"
+    #[arg(long, conflicts_with = "dry_run")]
+    pub repair: bool,
 }
 
 impl RunArgs {

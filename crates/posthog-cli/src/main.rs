@@ -37,7 +37,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser as _;
 use indicatif::ProgressBar;
-use posthog_osiris::{Context, Driver as _, ExtractConfig, PostHogDriver};
+use posthog_osiris::{Context, Driver as _, DriverError, ExtractConfig, PostHogDriver};
 use posthog_state::JsonFileStore;
 
 use crate::cli::{
@@ -261,6 +261,15 @@ fn extract(
 ) -> Result<posthog_osiris::RunSummary, Failure> {
     let state_path = args.state_path();
     let mut store = JsonFileStore::open(&state_path)?;
+    // The metrics file is written after the run whatever its outcome; a place it cannot be
+    // written is found now, before the first request, not after the run's work is done.
+    if let Some(path) = &args.metrics_file {
+        metrics::check_writable(path).map_err(|source| DriverError::Io {
+            action: "write the metrics file",
+            path: path.display().to_string(),
+            source,
+        })?;
+    }
     tracing::info!(
         table = %config.destination.table_name,
         output_dir = %args.output_dir.display(),
@@ -268,7 +277,9 @@ fn extract(
         format = %config.output.format,
         "starting run"
     );
-    let mut ctx = Context::new(&args.output_dir).with_dry_run(args.dry_run);
+    let mut ctx = Context::new(&args.output_dir)
+        .with_dry_run(args.dry_run)
+        .with_repair(args.repair);
     if show_progress {
         ctx = ctx.with_observer(Arc::new(BarObserver::new(bar.clone())));
     }

@@ -198,12 +198,17 @@ pub fn write_early_failure(path: &Path) -> std::io::Result<()> {
     write(path, &table, None)
 }
 
-/// Writes the metrics of a run to `path`, replacing the file atomically.
-pub fn write(path: &Path, table: &str, summary: Option<&RunFigures>) -> std::io::Result<()> {
-    WRITTEN.store(true, Ordering::Relaxed);
-    let previous = fs::read_to_string(path).unwrap_or_default();
-    let now = OffsetDateTime::now_utc().unix_timestamp_nanos() as f64 / 1e9;
-    let text = render(table, summary, now, &previous);
+/// Checks that the metrics file can be replaced: creates and removes the temporary file
+/// [`write`] would rename over it.
+pub fn check_writable(path: &Path) -> std::io::Result<()> {
+    let temp = temp_path(path);
+    fs::File::create(&temp)?;
+    fs::remove_file(&temp)
+}
+
+/// The temporary sibling [`write`] fills before renaming it over `path`. node_exporter ignores
+/// files not ending in .prom, so it is never half-read.
+fn temp_path(path: &Path) -> std::path::PathBuf {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -212,8 +217,16 @@ pub fn write(path: &Path, table: &str, summary: Option<&RunFigures>) -> std::io:
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "metrics.prom".into());
-    // node_exporter ignores files not ending in .prom, so the temp file is never half-read.
-    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    dir.join(format!(".{name}.{}.tmp", std::process::id()))
+}
+
+/// Writes the metrics of a run to `path`, replacing the file atomically.
+pub fn write(path: &Path, table: &str, summary: Option<&RunFigures>) -> std::io::Result<()> {
+    WRITTEN.store(true, Ordering::Relaxed);
+    let previous = fs::read_to_string(path).unwrap_or_default();
+    let now = OffsetDateTime::now_utc().unix_timestamp_nanos() as f64 / 1e9;
+    let text = render(table, summary, now, &previous);
+    let temp = temp_path(path);
     let written = fs::File::create(&temp)
         .and_then(|mut file| {
             file.write_all(text.as_bytes())?;

@@ -7,7 +7,9 @@
 
 mod common;
 
-use common::{Env, KEY, KEY_ENV, assert_error_json, files_under, one_json_object, output};
+use common::{
+    Env, KEY, KEY_ENV, assert_error_json, files_under, one_json_object, output, parts_under,
+};
 use posthog_mock::RouteClass;
 use serde_json::Value;
 
@@ -292,7 +294,7 @@ fn run_twice_second_run_outputs_nothing_new() {
     }
     let files = first["files"].as_array().expect("files");
     assert!(!files.is_empty(), "{first}");
-    let parts = files_under(&env.path("posthog-output/posthog_events"));
+    let parts = parts_under(&env.path("posthog-output/posthog_events"));
     assert!(!parts.is_empty());
     assert!(
         parts
@@ -385,7 +387,7 @@ fn extract_is_an_alias_of_run_and_the_overrides_apply() {
         ],
     );
     assert_eq!(summary["rows_output"], 1000, "{summary}");
-    let parts = files_under(&env.path("out/posthog_events"));
+    let parts = parts_under(&env.path("out/posthog_events"));
     assert!(!parts.is_empty());
     assert!(
         parts

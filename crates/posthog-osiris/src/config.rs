@@ -18,10 +18,12 @@
 //! | `source.page_size` | 1000 | 100..=50000 |
 //! | `source.incremental_field` | `timestamp` for events, none (snapshot) otherwise | events: `timestamp`, `created_at`; persons: `created_at` |
 //! | `source.deduplication_enabled` | true | |
+//! | `source.include_person_properties` | true for events | events only |
 //! | `destination.table_name` | `posthog_<data_type>` | `^[A-Za-z_][A-Za-z0-9_]{0,127}$` |
 //! | `destination.primary_key` | `[uuid]` for events, `[session_id]` for sessions, `[id]` otherwise | non-empty names |
 //! | `output.format` | `parquet` | `parquet`, `jsonl`, `csv` |
 //! | `output.part_rows` | 1000000 | 1000..=100000000 |
+//! | `output.flatten_properties` | true | |
 //! | `logging.level` / `verbose_http` | `info` / false | `error`, `warn` (`warning`), `info`, `debug`, `trace` |
 //! | `performance.batch_size` | 5000 | 100..=1000000 |
 //! | `performance.request_timeout` (s) | 30 | 1..=600 |
@@ -109,6 +111,9 @@ pub struct SourceConfig {
     pub incremental_field: Option<IncrementalField>,
     /// Drop rows whose UUID was already emitted inside the lookback window.
     pub deduplication_enabled: bool,
+    /// Events only: select the person's properties as of event time (`person.properties`)
+    /// next to the event's own.
+    pub include_person_properties: bool,
 }
 
 /// `config.destination`: the table written.
@@ -133,6 +138,9 @@ pub struct OutputConfig {
     /// closed part is a checkpoint: the state is committed after it, so a crash loses at most
     /// one part's worth of work.
     pub part_rows: u64,
+    /// Whether `properties` and `person_properties` become one column per key
+    /// (`properties_<key>`, the default) or stay one JSON text column each.
+    pub flatten_properties: bool,
 }
 
 impl Default for OutputConfig {
@@ -140,6 +148,7 @@ impl Default for OutputConfig {
         OutputConfig {
             format: OutputFormat::default(),
             part_rows: default_of(&raw::PART_ROWS),
+            flatten_properties: true,
         }
     }
 }
@@ -260,6 +269,7 @@ fn validate(raw: RawConfig) -> Result<ExtractConfig, ConfigError> {
         Some(o) => OutputConfig {
             format: o.format.unwrap_or_default(),
             part_rows: int_in("output.part_rows", o.part_rows, &raw::PART_ROWS)?,
+            flatten_properties: o.flatten_properties.unwrap_or(true),
         },
     };
     let logging = raw
@@ -398,7 +408,27 @@ impl SourceRules {
             page_size,
             incremental_field,
             deduplication_enabled: raw.deduplication_enabled.unwrap_or(true),
+            include_person_properties: self
+                .include_person_properties(raw.include_person_properties, data_type)?,
         })
+    }
+
+    fn include_person_properties(
+        &self,
+        given: Option<bool>,
+        data_type: DataType,
+    ) -> Result<bool, ConfigError> {
+        match given {
+            None => Ok(data_type == DataType::Events),
+            Some(include) if data_type == DataType::Events => Ok(include),
+            Some(_) => Err(ConfigError::new(
+                self.field("include_person_properties"),
+                format!(
+                    "only valid with data_type events ({data_type} rows carry no person \
+                     properties of their own)"
+                ),
+            )),
+        }
     }
 
     fn event_types(

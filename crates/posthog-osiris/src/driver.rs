@@ -31,6 +31,11 @@ pub struct Context {
     /// and `rows_read`; it measures what a run would read and how fast the source serves it
     /// (the fetch-only floor of `cargo xtask bench run`).
     pub dry_run: bool,
+    /// A repair: instead of extracting, the run re-extracts exactly the rows of committed parts
+    /// whose files are missing (each part records the range of the incremental field it
+    /// covers), skipping the rows the remaining parts hold, and commits the new parts in their
+    /// place. The watermark does not move. Its summary has `status: "repaired"`.
+    pub repair: bool,
 }
 
 impl std::fmt::Debug for Context {
@@ -40,6 +45,7 @@ impl std::fmt::Debug for Context {
             .field("observer", &self.observer.is_some())
             .field("doctor_timeout", &self.doctor_timeout)
             .field("dry_run", &self.dry_run)
+            .field("repair", &self.repair)
             .finish_non_exhaustive()
     }
 }
@@ -53,6 +59,7 @@ impl Context {
             doctor_timeout: Duration::from_secs(2),
             rate_limits: None,
             dry_run: false,
+            repair: false,
         }
     }
 
@@ -71,6 +78,12 @@ impl Context {
     /// Makes `run` a dry run: every page is requested and read, nothing is written or committed.
     pub fn with_dry_run(mut self, dry_run: bool) -> Self {
         self.dry_run = dry_run;
+        self
+    }
+
+    /// Makes `run` a repair of the table's lost parts (see [`Context::repair`]).
+    pub fn with_repair(mut self, repair: bool) -> Self {
+        self.repair = repair;
         self
     }
 
@@ -116,9 +129,9 @@ pub struct Progress {
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
 pub struct RunSummary {
-    /// `"success"`, or `"dry_run"` when [`Context::dry_run`] was set (nothing was written or
+    /// `"success"`; `"dry_run"` when [`Context::dry_run`] was set (nothing was written or
     /// committed; `rows_deduplicated`, `rows_output` and `files` are empty, `state` is the state
-    /// the run started from).
+    /// the run started from); `"repaired"` for a [`Context::repair`] run.
     pub status: &'static str,
     /// The table extracted.
     pub table: String,
@@ -130,6 +143,10 @@ pub struct RunSummary {
     pub rows_output: u64,
     /// Part files written by this run (paths under the base path).
     pub files: Vec<String>,
+    /// The lost parts a repair re-extracted (file names as the state recorded them); empty
+    /// for other runs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub repaired: Vec<String>,
     /// HTTP requests sent, retries included.
     pub requests: u64,
     /// Requests sent again: retried by the client, repeated with half the page after a

@@ -32,6 +32,58 @@ pub enum DriverError {
     #[error("{0}")]
     Protocol(String),
 
+    /// Another run holds the table's lock: one table, one run at a time, whatever state file
+    /// each uses. Nothing was requested or changed.
+    #[error(
+        "another run holds the table lock {}; only one run may write a table at a time",
+        lock.display()
+    )]
+    TableLocked {
+        /// The lock file, `<output dir>/<table>/.lock`.
+        lock: std::path::PathBuf,
+    },
+
+    /// The table's directory belongs to another state file: this run's cleanup would delete
+    /// the parts only that state names. Nothing was requested or changed.
+    #[error(
+        "the table directory {} is kept by the state file {}, not {}: run with --state-file {} \
+         (or another output directory); if you moved that state file on purpose, delete {}",
+        lock.parent().unwrap_or(lock).display(),
+        owner.display(),
+        state.display(),
+        owner.display(),
+        lock.display()
+    )]
+    TableOwned {
+        /// The table's lock file, which records the owning state file.
+        lock: std::path::PathBuf,
+        /// The state file that owns the table.
+        owner: std::path::PathBuf,
+        /// This run's state file.
+        state: std::path::PathBuf,
+    },
+
+    /// Committed parts are gone from the table's directory: their rows are no longer in the
+    /// table, and a run would never read them again. Nothing was requested or changed.
+    #[error("{}", missing_parts_message(table, dir, parts))]
+    MissingParts {
+        /// The table.
+        table: String,
+        /// Its output directory.
+        dir: std::path::PathBuf,
+        /// The committed parts whose files are missing.
+        parts: Vec<posthog_state::PartRecord>,
+    },
+
+    /// A repair cannot re-extract what was lost exactly. Nothing was requested or changed.
+    #[error("cannot repair table {table}: {reason}")]
+    Repair {
+        /// The table.
+        table: String,
+        /// Why not, and what to do instead.
+        reason: String,
+    },
+
     /// A file operation of the driver itself failed (creating the output directory, removing an
     /// uncommitted part).
     #[error("cannot {action} {path}: {source}")]
@@ -52,11 +104,11 @@ pub enum DriverError {
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Category {
-    /// Invalid config or arguments, or a state store locked by another run.
+    /// Invalid config or arguments, or a state store or table locked by another run.
     Config,
     /// The key is missing or invalid.
     Auth,
-    /// The key may not do this.
+    /// The key may not do this, or the file system refused a write (a read-only directory).
     Permission,
     /// The connection failed.
     Network,
@@ -104,11 +156,21 @@ impl DriverError {
             DriverError::Client(e) => client_category(e.category()),
             DriverError::State(e) => match e.category() {
                 "config" => Category::Config,
+                "permission" => Category::Permission,
                 _ => Category::Data,
             },
-            DriverError::Core(_) | DriverError::Protocol(_) | DriverError::Io { .. } => {
-                Category::Data
+            DriverError::TableLocked { .. } | DriverError::TableOwned { .. } => Category::Config,
+            DriverError::Io { source, .. } if is_permission(source) => Category::Permission,
+            DriverError::Core(posthog_core::CoreError::Io { source, .. })
+                if is_permission(source) =>
+            {
+                Category::Permission
             }
+            DriverError::Core(_)
+            | DriverError::Protocol(_)
+            | DriverError::Io { .. }
+            | DriverError::MissingParts { .. }
+            | DriverError::Repair { .. } => Category::Data,
         }
     }
 
@@ -119,6 +181,41 @@ impl DriverError {
             source,
         }
     }
+}
+
+/// Whether the file system refused an operation as not permitted (a read-only directory or
+/// mount): the user must change permissions, not retry.
+fn is_permission(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+    )
+}
+
+/// Names every missing part with the range of the incremental field it covered, and the way
+/// back.
+fn missing_parts_message(
+    table: &str,
+    dir: &std::path::Path,
+    parts: &[posthog_state::PartRecord],
+) -> String {
+    let listed: Vec<String> = parts
+        .iter()
+        .map(|p| match (&p.first_timestamp, &p.last_timestamp) {
+            (Some(first), Some(last)) => {
+                format!("{} ({} rows, {first} ..= {last})", p.file, p.rows)
+            }
+            _ => format!("{} ({} rows, range not recorded)", p.file, p.rows),
+        })
+        .collect();
+    format!(
+        "table {table}: {} committed part(s) missing from {}: {}; their rows are no longer in \
+         the table and no run reads them again. Put the files back, or run again with --repair \
+         to re-extract exactly those ranges",
+        parts.len(),
+        dir.display(),
+        listed.join(", ")
+    )
 }
 
 pub(crate) fn client_category(category: ClientCategory) -> Category {

@@ -253,7 +253,7 @@ fn the_flat_shape_table_maps_every_source_and_destination_key() {
             .unwrap_or_else(|e| panic!("flat key `{key}` is refused: {e}"));
         mapped += 1;
     }
-    assert_eq!(mapped, 9);
+    assert_eq!(mapped, 10);
 }
 
 #[test]

@@ -1,114 +1,17 @@
 //! The extraction engine against the in-process mock PostHog: exactly once across runs, late
 //! events, crashes at commit, server timeouts, request counts, snapshots.
 
+mod common;
+
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::Duration;
 
-use posthog_client::RateLimits;
-use posthog_mock::{Dataset, Event, Fault, GenSpec, MockConfig, MockServer, RouteClass};
-use posthog_osiris::{Context, DataType, Driver, ExtractConfig, PostHogDriver, RunSummary};
+use common::engine::*;
+use posthog_mock::{Dataset, Event, Fault, MockConfig, MockServer, RouteClass};
+use posthog_osiris::{DataType, Driver, PostHogDriver};
 use posthog_state::{MemoryStore, StateStore};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
-
-const KEY: &str = "phx_mock_personal_key";
-
-fn spec(events: usize, cluster: usize) -> GenSpec {
-    GenSpec {
-        seed: 7,
-        events,
-        same_timestamp_cluster: cluster,
-        ..GenSpec::default()
-    }
-}
-
-async fn mock(events: usize, cluster: usize) -> (MockServer, Dataset) {
-    let dataset = Dataset::generate(&spec(events, cluster));
-    let server = MockServer::start(MockConfig::with_dataset(dataset.clone()))
-        .await
-        .expect("mock starts");
-    (server, dataset)
-}
-
-fn config(server: &MockServer, source: Value, output: Value) -> ExtractConfig {
-    ExtractConfig::from_value(json!({
-        "resolved_connection": {
-            "api_key": KEY, "project_id": "1", "region": "self_hosted",
-            "custom_base_url": server.base_url(),
-        },
-        "config": {"source": source, "destination": {}},
-        "output": output,
-        "performance": {"batch_size": 500, "retries": {"max_attempts": 4, "backoff_factor": 0.01}},
-    }))
-    .expect("test config is valid")
-}
-
-fn events_config(server: &MockServer, page_size: u32) -> ExtractConfig {
-    config(
-        server,
-        json!({"data_type": "events", "page_size": page_size,
-               "initial_since": "2024-12-01T00:00:00Z", "lookback_window_minutes": 15}),
-        json!({"format": "jsonl", "part_rows": 1000}),
-    )
-}
-
-fn ctx(dir: &Path) -> Context {
-    Context::new(dir).with_rate_limits(RateLimits::unlimited())
-}
-
-async fn run(config: &ExtractConfig, store: &mut MemoryStore, dir: &Path) -> RunSummary {
-    PostHogDriver
-        .run(config, store, &ctx(dir))
-        .await
-        .unwrap_or_else(|e| panic!("run failed: {e}"))
-}
-
-/// Every row of every JSONL part file in the table directory, keyed by uuid with a count.
-fn uuids_on_disk(table_dir: &Path) -> HashMap<String, usize> {
-    let mut seen = HashMap::new();
-    for entry in std::fs::read_dir(table_dir).expect("table dir exists") {
-        let path = entry.expect("entry").path();
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        if !name.starts_with("part-") {
-            continue;
-        }
-        let text = std::fs::read_to_string(&path).expect("part readable");
-        for line in text.lines() {
-            let row: Value = serde_json::from_str(line).expect("JSONL row");
-            let key = row
-                .get("uuid")
-                .or(row.get("id"))
-                .or(row.get("session_id"))
-                .expect("id column");
-            let id = match key {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            *seen.entry(id).or_default() += 1;
-        }
-    }
-    seen
-}
-
-fn assert_exactly_once(table_dir: &Path, expected: impl IntoIterator<Item = String>) {
-    let seen = uuids_on_disk(table_dir);
-    let dupes: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(dupes.is_empty(), "duplicated rows: {dupes:?}");
-    let expected: Vec<String> = expected.into_iter().collect();
-    let missing: Vec<_> = expected.iter().filter(|u| !seen.contains_key(*u)).collect();
-    assert!(
-        missing.is_empty(),
-        "{} rows missing, e.g. {:?}",
-        missing.len(),
-        missing.first()
-    );
-    assert_eq!(seen.len(), expected.len(), "no extra rows");
-}
-
-fn all_uuids(dataset: &Dataset) -> Vec<String> {
-    dataset.events.iter().map(|e| e.uuid.to_string()).collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_run_reads_every_event_once_within_the_request_budget() {
@@ -119,8 +22,8 @@ async fn full_run_reads_every_event_once_within_the_request_budget() {
     assert_eq!(summary.rows_output, 4_321);
     assert_eq!(summary.rows_read, 4_321);
     assert_exactly_once(&dir.path().join("posthog_events"), all_uuids(&dataset));
-    // ⌊4321 / 500⌋ + 1 = 9 keyset pages, nothing else.
-    assert_eq!(server.request_count(RouteClass::Query), 9);
+    // ⌈4321 / 500⌉ = 9 keyset pages, then the empty page that ends the scan; nothing else.
+    assert_eq!(server.request_count(RouteClass::Query), 10);
     let state = store
         .load("posthog_events")
         .unwrap()
@@ -364,8 +267,16 @@ async fn snapshots_replace_the_previous_parts() {
     assert_eq!(first.rows_output as usize, live.len());
     assert_eq!(second.rows_output, first.rows_output);
     let table = dir.path().join("posthog_feature_flags");
-    let files: Vec<_> = std::fs::read_dir(&table).unwrap().collect();
-    assert_eq!(files.len(), 1, "only the second snapshot's part remains");
+    let parts: Vec<_> = std::fs::read_dir(&table)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name != ".lock")
+        .collect();
+    assert_eq!(
+        parts.len(),
+        1,
+        "only the second snapshot's part remains: {parts:?}"
+    );
     assert_ne!(first.files, second.files);
     let ids = live.iter().map(|f| f["id"].to_string());
     assert_exactly_once(&table, ids);

@@ -146,6 +146,18 @@ pub fn assert_error_json(stdout: &str, category: &str) -> Value {
 }
 
 /// Every file under `dir`, recursively.
+/// The part files (`part-*`) under `dir`: what a reader of the table sees, without the table's
+/// hidden lock file.
+pub fn parts_under(dir: &std::path::Path) -> Vec<PathBuf> {
+    files_under(dir)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("part-"))
+        })
+        .collect()
+}
+
 pub fn files_under(dir: &std::path::Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     let mut pending = vec![dir.to_path_buf()];

@@ -90,7 +90,7 @@ pub(crate) const COMPONENT_ID: &str = "posthog/osiris";
 
 /// Keys of `config.source` and `config.destination` that the flat shape puts at the top level.
 /// Seeing one next to `config` means the two shapes were mixed.
-pub(crate) const FLAT_SECTION_KEYS: [(&str, &str); 9] = [
+pub(crate) const FLAT_SECTION_KEYS: [(&str, &str); 10] = [
     ("data_type", "config.source"),
     ("event_types", "config.source"),
     ("lookback_window_minutes", "config.source"),
@@ -98,6 +98,7 @@ pub(crate) const FLAT_SECTION_KEYS: [(&str, &str); 9] = [
     ("page_size", "config.source"),
     ("incremental_field", "config.source"),
     ("deduplication_enabled", "config.source"),
+    ("include_person_properties", "config.source"),
     ("table_name", "config.destination"),
     ("primary_key", "config.destination"),
 ];
@@ -141,6 +142,7 @@ pub(crate) struct RawFlat {
     pub page_size: Option<i128>,
     pub incremental_field: Option<IncrementalField>,
     pub deduplication_enabled: Option<bool>,
+    pub include_person_properties: Option<bool>,
     pub table_name: Option<String>,
     pub primary_key: Option<Vec<String>>,
     pub inputs: Option<Section<RawInputs>>,
@@ -215,6 +217,10 @@ pub(crate) struct RawSource {
     /// Drop rows whose UUID was already emitted inside the lookback window.
     #[schemars(extend("default" = true))]
     pub deduplication_enabled: Option<bool>,
+    /// Events only: also read the person's properties as they were at event time (HogQL
+    /// `person.properties`), as `person_properties_*` columns.
+    #[schemars(extend("default" = true))]
+    pub include_person_properties: Option<bool>,
 }
 
 /// The table the data is written as.
@@ -254,6 +260,11 @@ pub(crate) struct RawOutput {
         extend("default" = PART_ROWS.default)
     )]
     pub part_rows: Option<i128>,
+    /// `true`: every key of `properties` (and `person_properties`) becomes its own
+    /// `properties_<key>` column; `false`: each stays one JSON text column, as PostHog
+    /// exports it.
+    #[schemars(extend("default" = true))]
+    pub flatten_properties: Option<bool>,
 }
 
 /// Logging.
@@ -575,6 +586,7 @@ impl RawConfig {
                 page_size: raw.page_size,
                 incremental_field: raw.incremental_field,
                 deduplication_enabled: raw.deduplication_enabled,
+                include_person_properties: raw.include_person_properties,
             },
             source_prefix: "",
             destination: RawDestination {

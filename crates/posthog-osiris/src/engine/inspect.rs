@@ -8,47 +8,44 @@ use posthog_client::{ErrorCategory, HogQlQuery, PropertyKind, RetryPolicy};
 use posthog_core::{ColumnType, FieldKind, FieldSpec};
 use sha2::{Digest, Sha256};
 
-use super::source::{event_fields, person_fields, session_fields};
+use super::source::{PERSON_PROPERTIES, Source, event_fields, person_fields, session_fields};
 use crate::driver::{Context, Discovery, DoctorReport, Field, Resource};
 use crate::{DataType, DriverError, ExtractConfig};
 
-/// Lists every data type this release extracts, with its columns. Events and persons include
-/// one `properties_<name>` column per property definition PostHog reports.
+/// Lists every data type this release extracts, with its columns, as the config would write
+/// them. Events and persons include one `properties_<name>` column per property definition
+/// PostHog reports, and events one `person_properties_<name>` per person property (unless the
+/// config leaves person properties out); with `output.flatten_properties: false` each is one
+/// JSON column instead.
 pub(crate) async fn discover(
     config: &ExtractConfig,
     ctx: &Context,
 ) -> Result<Discovery, DriverError> {
     let client = super::build_client(config, ctx)?;
+    let flatten = config.output.flatten_properties;
+    let event_properties = property_columns(&client, PropertyKind::Event, flatten).await?;
+    let person_properties = property_columns(&client, PropertyKind::Person, flatten).await?;
+    // Discovery describes every type; only an events config can turn person properties off.
+    let events_with_person =
+        config.source.data_type != DataType::Events || config.source.include_person_properties;
     let mut resources = Vec::new();
     for data_type in DataType::ALL {
-        let mut schema = match data_type {
-            DataType::Events => fixed_fields(&event_fields()),
-            DataType::Persons => fixed_fields(&person_fields()),
-            DataType::Sessions => fixed_fields(&session_fields()),
-            _ => vec![Field {
-                name: "id".into(),
-                data_type: "any".into(),
-                nullable: false,
-            }],
+        let (fields, property_sets) = match data_type {
+            DataType::Events if events_with_person => (
+                event_fields(true),
+                vec![
+                    ("properties", &event_properties),
+                    (PERSON_PROPERTIES, &person_properties),
+                ],
+            ),
+            DataType::Events => (event_fields(false), vec![("properties", &event_properties)]),
+            DataType::Persons => (person_fields(), vec![("properties", &person_properties)]),
+            DataType::Sessions => (session_fields(), Vec::new()),
+            _ => (Source::rest_fields(), Vec::new()),
         };
-        let kind = match data_type {
-            DataType::Events => Some(PropertyKind::Event),
-            DataType::Persons => Some(PropertyKind::Person),
-            _ => None,
-        };
-        if let Some(kind) = kind {
-            let mut properties: Vec<Field> = client
-                .property_definitions(kind)
-                .map_ok(|def| Field {
-                    name: format!("properties_{}", def.name),
-                    data_type: property_type(def.property_type.as_deref()).into(),
-                    nullable: true,
-                })
-                .try_collect()
-                .await?;
-            properties.sort_by(|a, b| a.name.cmp(&b.name));
-            properties.dedup_by(|a, b| a.name == b.name);
-            schema.extend(properties);
+        let mut schema = fixed_fields(&fields);
+        for (field, properties) in property_sets {
+            schema.extend(flattened(field, properties, flatten));
         }
         resources.push(Resource {
             name: data_type.as_str().to_owned(),
@@ -68,6 +65,46 @@ pub(crate) async fn discover(
     })
 }
 
+/// The property definitions PostHog reports for `kind`, sorted by name without repeats, as
+/// `(name, column type)`; empty when properties are not flattened (nothing to list).
+async fn property_columns(
+    client: &posthog_client::Client,
+    kind: PropertyKind,
+    flatten: bool,
+) -> Result<Vec<(String, &'static str)>, DriverError> {
+    if !flatten {
+        return Ok(Vec::new());
+    }
+    let mut properties: Vec<(String, &'static str)> = client
+        .property_definitions(kind)
+        .map_ok(|def| (def.name, property_type(def.property_type.as_deref())))
+        .try_collect()
+        .await?;
+    properties.sort_by(|a, b| a.0.cmp(&b.0));
+    properties.dedup_by(|a, b| a.0 == b.0);
+    Ok(properties)
+}
+
+/// The columns a flattened field becomes: `<field>_<name>` per property, or the field itself
+/// as one JSON column.
+fn flattened(field: &str, properties: &[(String, &'static str)], flatten: bool) -> Vec<Field> {
+    if !flatten {
+        return vec![Field {
+            name: field.to_owned(),
+            data_type: "json".into(),
+            nullable: true,
+        }];
+    }
+    properties
+        .iter()
+        .map(|(name, data_type)| Field {
+            name: format!("{field}_{name}"),
+            data_type: (*data_type).into(),
+            nullable: true,
+        })
+        .collect()
+}
+
 fn fixed_fields(fields: &[FieldSpec]) -> Vec<Field> {
     fields
         .iter()
@@ -77,7 +114,12 @@ fn fixed_fields(fields: &[FieldSpec]) -> Vec<Field> {
                 data_type: column_type(ty).into(),
                 nullable: !matches!(f.name.as_str(), "uuid" | "id" | "event" | "timestamp"),
             }),
-            _ => None,
+            FieldKind::Dynamic => Some(Field {
+                name: f.name.clone(),
+                data_type: "any".into(),
+                nullable: false,
+            }),
+            FieldKind::Flatten => None,
         })
         .collect()
 }

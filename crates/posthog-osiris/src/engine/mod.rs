@@ -5,13 +5,20 @@
 //! - `run.rs`: one run — state, cleanup of uncommitted parts, the fetch loop (page halving on
 //!   server timeouts, rate-limit pauses, the stop rule and the cursor-must-advance guard),
 //!   checkpoint and final commits.
-//! - `sink.rs`: the writer thread — parse, dedup, Arrow batches, part files, checkpoints.
+//! - `sink.rs`: the writer thread — parse, dedup, Arrow batches, part files (with the range
+//!   of the incremental field each covers), checkpoints.
+//! - `table_dir.rs`: the table's directory for one run — its lock, the check that it takes
+//!   files, leftovers removed, missing parts found, replaced snapshot parts deleted.
+//! - `repair.rs`: `run --repair` — the ranges of lost parts and the ids the remaining parts
+//!   hold in them.
 //! - `inspect.rs`: `discover` and `doctor`.
 
 mod inspect;
+mod repair;
 mod run;
 mod sink;
 mod source;
+mod table_dir;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

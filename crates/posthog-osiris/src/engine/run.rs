@@ -2,21 +2,23 @@
 //! writes them, commit checkpoints and the final state, and (snapshots) remove the parts the
 //! new snapshot replaces.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
 use posthog_client::{Client, Error as ClientError, ErrorCategory, ListParams};
 use posthog_core::{
-    DedupWindow, OutputFormat as CoreFormat, UnixMicros, WriterOptions, parse_timestamp,
-    writer::sync_dir,
+    DedupWindow, FlattenMode, OutputFormat as CoreFormat, UnixMicros, WriterOptions,
+    parse_timestamp,
 };
 use posthog_state::{StateError, StateStore, TableState};
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
+use super::repair::{self, KeyColumns, RepairPlan};
 use super::sink::{Checkpoint, PageInfo, Sink, SinkMsg, SinkOutcome, SinkSetup};
 use super::source::{Cursor, KeysetScan, Source, Start};
+use super::table_dir::{TableDir, missing_parts};
 use crate::driver::{Context, RunSummary};
 use crate::{ConfigError, DriverError, ExtractConfig, OutputFormat};
 
@@ -46,7 +48,8 @@ struct FetchStats {
 
 /// Everything needed to talk to the sink and commit what it hands back.
 struct Pipeline<'a> {
-    pages: mpsc::Sender<SinkMsg>,
+    /// Pages to the sink; `None` once the fetch side is done (the sink then ends).
+    pages: Option<mpsc::Sender<SinkMsg>>,
     checkpoints: mpsc::UnboundedReceiver<Checkpoint>,
     store: &'a mut dyn StateStore,
     table: &'a str,
@@ -71,9 +74,34 @@ impl Pipeline<'_> {
     /// when the sink failed (its error is reported when it is joined).
     async fn send_query(&mut self, body: bytes::Bytes) -> Option<PageInfo> {
         let (reply, answer) = oneshot::channel();
-        self.pages.send(SinkMsg::Query { body, reply }).await.ok()?;
+        self.send(SinkMsg::Query { body, reply }).await.ok()?;
         answer.await.ok().flatten()
     }
+
+    /// Sends a message to the sink; an error when the sink has stopped (it failed).
+    async fn send(&self, msg: SinkMsg) -> Result<(), ()> {
+        match &self.pages {
+            Some(pages) => pages.send(msg).await.map_err(|_| ()),
+            None => Err(()),
+        }
+    }
+
+    /// Ends the fetch side: `Finish` when every page was sent, so the sink closes the last part
+    /// and hands back the final state; otherwise only the channel closes and the sink discards
+    /// its open part.
+    async fn close(&mut self, complete: bool) {
+        if complete {
+            // The sink may already have stopped with an error; joining it reports that.
+            let _ = self.send(SinkMsg::Finish).await;
+        }
+        self.pages = None;
+    }
+}
+
+/// What a run does: extract (the normal run) or re-extract the ranges of lost parts.
+enum Job {
+    Extract,
+    Repair(RepairPlan),
 }
 
 pub(crate) async fn run(
@@ -85,7 +113,7 @@ pub(crate) async fn run(
     let source = Source::for_config(config, super::now_micros())?;
     let client = super::build_client(config, ctx)?;
     let table = config.destination.table_name.clone();
-    let table_dir = ctx.base_path.join(&table);
+    let table_path = ctx.base_path.join(&table);
     let (prior, stored) = load_state(store, config, &table)?;
     // Values of a stored state that cannot be used are the state file's fault, not the
     // config's: they are reported naming the file, before anything on disk changes.
@@ -110,11 +138,6 @@ pub(crate) async fn run(
     };
     let now = super::now_micros();
     let start = start_of(config, &source, watermark.as_ref(), dedup_on, lookback, now);
-    let span = match &start {
-        Start::AtOrAfter(t) => Some((*t, now)),
-        Start::After(Cursor { time: Some(t), .. }) => Some((*t, now)),
-        _ => None,
-    };
     let (fields, time_column, id_column) = match &source {
         Source::Keyset(scan) => (scan.fields.clone(), scan.time_column, Some(scan.id_column)),
         Source::Rest(_) => (Source::rest_fields(), None, None),
@@ -125,25 +148,64 @@ pub(crate) async fn run(
         Vec::new()
     };
     let dry_run = ctx.dry_run;
-    if !dry_run {
-        std::fs::create_dir_all(&table_dir)
-            .map_err(|e| DriverError::io("create the output directory", &table_dir, e))?;
-        remove_uncommitted(&table_dir, &prior)?;
-    }
     let run_id = uuid::Uuid::new_v4().to_string();
+
+    // From here the table is this run's alone, and every place it writes has taken a file
+    // before the first request: a run that cannot finish fails before it reads anything.
+    let table_dir = if dry_run {
+        None
+    } else {
+        let dir = TableDir::lock(&table_path, store.location())?;
+        dir.check_writable(&run_id)?;
+        store.check_writable()?;
+        dir.remove_uncommitted(&prior)?;
+        Some(dir)
+    };
+    let job = plan_job(config, &source, &table, &table_path, &prior, ctx.repair).await?;
+    let scans: Vec<(KeysetScan, Start)> = match (&source, &job) {
+        (Source::Keyset(scan), Job::Extract) => vec![(scan.clone(), start.clone())],
+        (Source::Keyset(scan), Job::Repair(plan)) => plan
+            .ranges
+            .iter()
+            .map(|&(first, last)| {
+                let range = KeysetScan {
+                    until: Some(last),
+                    ..scan.clone()
+                };
+                (range, Start::AtOrAfter(first))
+            })
+            .collect(),
+        (Source::Rest(_), _) => Vec::new(),
+    };
+    let span = match (&job, &start) {
+        (Job::Repair(_), _) => None,
+        (_, Start::AtOrAfter(t)) => Some((*t, now)),
+        (_, Start::After(Cursor { time: Some(t), .. })) => Some((*t, now)),
+        _ => None,
+    };
+    let (repair, repaired) = match job {
+        Job::Extract => (None, Vec::new()),
+        Job::Repair(plan) => (Some(plan.repair), plan.lost),
+    };
     tracing::info!(
         table = %table,
         data_type = %config.source.data_type,
         run_id = %run_id,
         incremental,
         start = ?start,
+        repair = repair.is_some(),
         "extraction starting"
     );
 
     let sink = Sink::new(SinkSetup {
         table: table.clone(),
-        table_dir: table_dir.clone(),
+        table_dir: table_path.clone(),
         fields,
+        flatten: if config.output.flatten_properties {
+            FlattenMode::Flatten
+        } else {
+            FlattenMode::Raw
+        },
         known_columns,
         writer: WriterOptions {
             format: core_format(config.output.format),
@@ -157,6 +219,7 @@ pub(crate) async fn run(
         time_column,
         id_column,
         dedup,
+        repair,
         base: prior.clone(),
         incremental,
         watermark,
@@ -169,7 +232,7 @@ pub(crate) async fn run(
     let (checkpoints_tx, checkpoints_rx) = mpsc::unbounded_channel();
     let sink_task = tokio::task::spawn_blocking(move || sink.run(pages_rx, checkpoints_tx));
     let mut pipeline = Pipeline {
-        pages: pages_tx,
+        pages: Some(pages_tx),
         checkpoints: checkpoints_rx,
         store,
         table: &table,
@@ -177,27 +240,23 @@ pub(crate) async fn run(
 
     let mut stats = FetchStats::default();
     let fetched = match &source {
-        Source::Keyset(scan) => {
-            fetch_keyset(
-                &client,
-                scan,
-                start,
-                config.source.page_size,
-                &mut pipeline,
-                &mut stats,
-            )
-            .await
+        Source::Keyset(_) => {
+            let mut fetched = Ok(());
+            for (scan, start) in scans {
+                let page_size = config.source.page_size;
+                fetched =
+                    fetch_keyset(&client, &scan, start, page_size, &mut pipeline, &mut stats).await;
+                if fetched.is_err() {
+                    break;
+                }
+            }
+            fetched
         }
         Source::Rest(resource) => {
             fetch_rest(&client, *resource, config.source.page_size, &mut pipeline).await
         }
     };
-    if fetched.is_ok() {
-        // The sink may already have stopped with an error; joining it below reports that.
-        let _ = pipeline.pages.send(SinkMsg::Finish).await;
-    }
-    // Closing the channel ends the sink's loop if `Finish` was not sent (the fetch failed).
-    drop(std::mem::replace(&mut pipeline.pages, mpsc::channel(1).0));
+    pipeline.close(fetched.is_ok()).await;
     let joined = sink_task
         .await
         .map_err(|e| DriverError::Protocol(format!("the writer task failed: {e}")))?;
@@ -222,14 +281,15 @@ pub(crate) async fn run(
     } = outcome;
     // A dry run wrote nothing (the sink stopped after each page's answer): nothing to commit,
     // and its summary reports the state it started from.
-    let state = if dry_run {
-        prior
-    } else {
-        pipeline.store.commit(&table, &state)?;
-        if !incremental {
-            remove_replaced(&table_dir, &prior, &state)?;
+    let state = match &table_dir {
+        None => prior,
+        Some(dir) => {
+            pipeline.store.commit(&table, &state)?;
+            if !incremental {
+                dir.remove_replaced(&prior, &state)?;
+            }
+            state
         }
-        state
     };
     let client_stats = client.stats();
     tracing::info!(
@@ -240,15 +300,21 @@ pub(crate) async fn run(
         parts = files.len(),
         requests = client_stats.requests,
         dry_run,
+        repaired = repaired.len(),
         "extraction finished"
     );
     Ok(RunSummary {
-        status: if dry_run { "dry_run" } else { "success" },
+        status: match (dry_run, ctx.repair) {
+            (true, _) => "dry_run",
+            (false, true) => "repaired",
+            (false, false) => "success",
+        },
         table,
         rows_read,
         rows_deduplicated,
         rows_output,
         files: files.iter().map(|p| p.display().to_string()).collect(),
+        repaired,
         requests: client_stats.requests,
         // Requests sent again: by the client, at half the page after a timeout, or after a
         // rate-limit pause.
@@ -261,8 +327,73 @@ pub(crate) async fn run(
     })
 }
 
-/// Reads pages by keyset until a short page, each request sent while the previous page is
+/// Decides what the run does about committed parts whose files are gone: an incremental
+/// table refuses to run over them (their rows would never be read again) unless asked to
+/// repair; a snapshot replaces every part anyway. A repair is planned here, before the first
+/// request: the lost ranges, and the ids the remaining parts hold in them.
+async fn plan_job(
+    config: &ExtractConfig,
+    source: &Source,
+    table: &str,
+    table_path: &Path,
+    prior: &TableState,
+    repair: bool,
+) -> Result<Job, DriverError> {
+    let missing = missing_parts(table_path, prior);
+    let scan = match source {
+        Source::Keyset(scan) if source.is_incremental() => scan,
+        _ if repair => {
+            return Err(DriverError::Config(ConfigError::new(
+                "--repair",
+                format!(
+                    "re-extracts lost parts of incremental tables; {} is extracted as a \
+                     snapshot, which every run replaces whole: run without --repair",
+                    config.source.data_type
+                ),
+            )));
+        }
+        _ => {
+            for part in &missing {
+                tracing::warn!(file = %part.file, "a part of the previous snapshot is missing; this run replaces the snapshot");
+            }
+            return Ok(Job::Extract);
+        }
+    };
+    if !repair {
+        if missing.is_empty() {
+            return Ok(Job::Extract);
+        }
+        return Err(DriverError::MissingParts {
+            table: table.to_owned(),
+            dir: table_path.to_path_buf(),
+            parts: missing,
+        });
+    }
+    let keys = KeyColumns {
+        id: scan.id_column,
+        time: scan.time_column.unwrap_or("timestamp"),
+    };
+    let (table, dir, state) = (table.to_owned(), table_path.to_path_buf(), prior.clone());
+    let plan =
+        tokio::task::spawn_blocking(move || repair::plan(&table, &dir, &state, &missing, keys))
+            .await
+            .map_err(|e| DriverError::Protocol(format!("the repair planner failed: {e}")))??;
+    tracing::info!(
+        lost = ?plan.lost,
+        ranges = plan.ranges.len(),
+        excluded = plan.repair.exclude.len(),
+        "repairing lost parts"
+    );
+    Ok(Job::Repair(plan))
+}
+
+/// Reads pages by keyset until an empty page, each request sent while the previous page is
 /// being written.
+///
+/// A page shorter than its LIMIT is not the end: PostHog clamps LIMIT silently, the clamp has
+/// changed between releases and differs by query context, and with an explicit LIMIT no
+/// `hasMore` says whether a short page was clamped. Only an empty page ends the scan, which
+/// costs one request per scan (⌈N / page⌉ + 1 in all).
 async fn fetch_keyset(
     client: &Client,
     scan: &KeysetScan,
@@ -289,19 +420,20 @@ async fn fetch_keyset(
                 info.rows
             )));
         }
-        // A short page is the end: the LIMIT we send never exceeds PostHog's 50 000 clamp, so
-        // fewer rows than asked means there are no more.
-        if info.rows < asked as usize {
-            return Ok(());
-        }
         let Some(last) = info.last else {
-            return Ok(());
+            return Ok(()); // an empty page: nothing after the cursor
         };
-        if let Start::After(previous) = &start
-            && *previous == last
-        {
+        if info.rows < asked as usize {
+            tracing::debug!(
+                rows = info.rows,
+                limit = asked,
+                "a short page (the server may clamp LIMIT): reading on until an empty page"
+            );
+        }
+        if !advanced(&start, &last) {
             return Err(DriverError::Protocol(format!(
-                "the keyset cursor did not advance past {:?} {}; refusing to loop",
+                "the keyset cursor did not advance past {:?} {} (the page's last row is not after \
+                 where it started); refusing to loop",
                 last.time, last.id
             )));
         }
@@ -311,6 +443,23 @@ async fn fetch_keyset(
             limit = limit.saturating_mul(2).min(page_size);
             full_pages_since_shrink = 0;
             tracing::info!(page_size = limit, "pages succeed again: doubling the page");
+        }
+    }
+}
+
+/// Whether a page's last row lies after where the page started. Times compare as instants;
+/// ids only for equality, because ClickHouse orders UUIDs by their second half first, which
+/// is not the order of their text.
+fn advanced(start: &Start, last: &Cursor) -> bool {
+    match start {
+        Start::Beginning => true,
+        Start::AtOrAfter(at) => last.time.is_none_or(|t| t >= *at),
+        Start::After(previous) => {
+            *previous != *last
+                && match (previous.time, last.time) {
+                    (Some(before), Some(now)) => now >= before,
+                    _ => true,
+                }
         }
     }
 }
@@ -376,12 +525,7 @@ async fn fetch_rest(
         client.list_pages::<Box<RawValue>>(resource, ListParams::default().page_size(page_size))
     );
     while let Some(page) = pages.try_next().await? {
-        if pipeline
-            .pages
-            .send(SinkMsg::Objects(page.results))
-            .await
-            .is_err()
-        {
+        if pipeline.send(SinkMsg::Objects(page.results)).await.is_err() {
             return Ok(()); // the sink failed; its error is reported when it is joined
         }
     }
@@ -547,81 +691,6 @@ fn start_of(
     }
 }
 
-/// Removes part files in the table directory that the committed state does not name (what a
-/// run interrupted between writing a part and committing its state leaves), and temporary
-/// files of parts never finished.
-fn remove_uncommitted(table_dir: &Path, state: &TableState) -> Result<(), DriverError> {
-    let committed: std::collections::HashSet<&str> =
-        state.parts.iter().map(|p| p.file.as_str()).collect();
-    let entries = std::fs::read_dir(table_dir)
-        .map_err(|e| DriverError::io("list the output directory", table_dir, e))?;
-    let mut removed = 0;
-    for entry in entries {
-        let entry =
-            entry.map_err(|e| DriverError::io("list the output directory", table_dir, e))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let leftover = (is_part_name(name) && !committed.contains(name))
-            || (name.starts_with(".part-") && name.ends_with(".tmp"));
-        if leftover {
-            let path = entry.path();
-            tracing::warn!(file = %path.display(), "removing a part no committed state names (left by an interrupted run)");
-            std::fs::remove_file(&path)
-                .map_err(|e| DriverError::io("remove the uncommitted part", &path, e))?;
-            removed += 1;
-        }
-    }
-    for part in &state.parts {
-        if !table_dir.join(&part.file).exists() {
-            tracing::warn!(file = %part.file, "a committed part is missing from the output directory");
-        }
-    }
-    if removed > 0 {
-        sync_dir(table_dir)?;
-    }
-    Ok(())
-}
-
-/// After a snapshot's state is committed, removes the parts of the snapshot it replaced.
-fn remove_replaced(
-    table_dir: &Path,
-    prior: &TableState,
-    state: &TableState,
-) -> Result<(), DriverError> {
-    let kept: std::collections::HashSet<&str> =
-        state.parts.iter().map(|p| p.file.as_str()).collect();
-    let mut removed = false;
-    for part in prior
-        .parts
-        .iter()
-        .filter(|p| !kept.contains(p.file.as_str()))
-    {
-        let path: PathBuf = table_dir.join(&part.file);
-        match std::fs::remove_file(&path) {
-            Ok(()) => removed = true,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(DriverError::io("remove a replaced part", &path, e)),
-        }
-    }
-    if removed {
-        sync_dir(table_dir)?;
-    }
-    Ok(())
-}
-
-/// `part-<digits>.<parquet|jsonl|csv>`: the names the engine gives parts.
-fn is_part_name(name: &str) -> bool {
-    let Some(rest) = name.strip_prefix("part-") else {
-        return false;
-    };
-    let Some((digits, ext)) = rest.split_once('.') else {
-        return false;
-    };
-    !digits.is_empty()
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && matches!(ext, "parquet" | "jsonl" | "csv")
-}
-
 fn core_format(format: OutputFormat) -> CoreFormat {
     match format {
         OutputFormat::Parquet => CoreFormat::Parquet,
@@ -635,13 +704,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_engine_part_names_are_cleaned_up() {
-        assert!(is_part_name("part-00001.parquet"));
-        assert!(is_part_name("part-12.csv"));
-        assert!(!is_part_name("part-.csv"));
-        assert!(!is_part_name("part-0001.txt"));
-        assert!(!is_part_name("notes.parquet"));
-        assert!(!is_part_name("part-0001-copy.jsonl"));
+    fn a_page_must_end_after_where_it_started() {
+        let at = |time: i64, id: &str| Cursor {
+            time: Some(time),
+            id: id.into(),
+        };
+        let from = Start::After(at(100, "b"));
+        assert!(
+            advanced(&from, &at(100, "a")),
+            "same instant, another id: UUID order is the server's"
+        );
+        assert!(advanced(&from, &at(101, "a")));
+        assert!(!advanced(&from, &at(100, "b")), "the same position again");
+        assert!(!advanced(&from, &at(99, "z")), "back in time");
+        assert!(advanced(&Start::AtOrAfter(100), &at(100, "a")));
+        assert!(!advanced(&Start::AtOrAfter(100), &at(99, "a")));
+        assert!(advanced(&Start::Beginning, &at(i64::MIN, "a")));
     }
 
     #[test]
@@ -664,6 +742,11 @@ mod tests {
             rate_limit_pause(&throttled(Some(Duration::from_secs(86_400))), 1),
             None,
             "a day-long Retry-After ends the run instead of stalling it"
+        );
+        assert_eq!(
+            rate_limit_pause(&throttled(Some(posthog_client::RETRY_AFTER_CEILING)), 1),
+            None,
+            "Retry-After: 2^70 reaches the run saturated, and ends it at once"
         );
         assert_eq!(
             rate_limit_pause(&throttled(None), 1),

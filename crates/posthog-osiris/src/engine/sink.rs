@@ -7,6 +7,7 @@
 //! complete at a page boundary it is closed (durable) and, for incremental tables, a
 //! checkpoint — the full table state that names it — goes back to the fetcher to commit.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,11 +15,12 @@ use std::time::Instant;
 use bytes::Bytes;
 use posthog_core::{
     BatchBuilder, ColumnSpec, ColumnType, DedupWindow, FieldSpec, FlattenMode, PartFile, QueryPage,
-    TableWriter, WriterOptions, format_timestamp, raw_timestamp, raw_uuid,
+    TableWriter, UnixMicros, WriterOptions, format_timestamp, raw_timestamp, raw_uuid,
 };
 use posthog_state::{ColumnRecord, PartRecord, TableState};
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
 
 use super::source::Cursor;
 use crate::driver::{Observer, Progress};
@@ -67,6 +69,8 @@ pub(crate) struct SinkSetup {
     pub table: String,
     pub table_dir: PathBuf,
     pub fields: Vec<FieldSpec>,
+    /// Whether flattened fields become a column per key or one JSON column.
+    pub flatten: FlattenMode,
     /// Columns already in the table (incremental runs), so types never change.
     pub known_columns: Vec<ColumnSpec>,
     pub writer: WriterOptions,
@@ -77,6 +81,8 @@ pub(crate) struct SinkSetup {
     pub id_column: Option<&'static str>,
     /// The dedup window, when rows are deduplicated by id.
     pub dedup: Option<DedupWindow>,
+    /// A repair: what it re-extracts for the parts that went missing (see [`Repair`]).
+    pub repair: Option<Repair>,
     /// The state this run starts from. Incremental runs keep its parts; snapshots replace them.
     pub base: TableState,
     pub incremental: bool,
@@ -88,6 +94,25 @@ pub(crate) struct SinkSetup {
     pub span: Option<(i64, i64)>,
     /// Read and count pages, write nothing (see `Context::dry_run`).
     pub dry_run: bool,
+}
+
+/// How a repair writes: the rows of lost parts again, and nothing that other parts hold.
+#[derive(Debug, Default)]
+pub(crate) struct Repair {
+    /// Ids the table's remaining parts hold inside the repaired ranges: never written again.
+    pub exclude: HashSet<Uuid>,
+    /// The lost parts' files; the state drops their records when the repair commits.
+    pub lost: HashSet<String>,
+}
+
+/// The smallest and largest incremental time among some rows.
+type TimeRange = (UnixMicros, UnixMicros);
+
+fn widen(range: Option<TimeRange>, with: Option<TimeRange>) -> Option<TimeRange> {
+    match (range, with) {
+        (Some((a, b)), Some((c, d))) => Some((a.min(c), b.max(d))),
+        (one, None) | (None, one) => one,
+    }
 }
 
 pub(crate) struct Sink {
@@ -105,11 +130,14 @@ pub(crate) struct Sink {
     rows_output: u64,
     pages: u64,
     started: Instant,
+    /// Incremental time range of the rows in the batch being built, and of the open part.
+    batch_range: Option<TimeRange>,
+    part_range: Option<TimeRange>,
 }
 
 impl Sink {
     pub(crate) fn new(setup: SinkSetup) -> Result<Sink, DriverError> {
-        let builder = BatchBuilder::new(&setup.fields, FlattenMode::Flatten, &setup.known_columns)
+        let builder = BatchBuilder::new(&setup.fields, setup.flatten, &setup.known_columns)
             .map_err(|e| {
                 DriverError::Protocol(format!(
                     "table {}: the columns recorded in the state cannot be used: {e}",
@@ -124,10 +152,16 @@ impl Sink {
         })?;
         let writer = TableWriter::new(&setup.table_dir, "part", setup.writer.clone())?
             .starting_at(first_index);
-        let parts = if setup.incremental {
-            setup.base.parts.clone()
-        } else {
-            Vec::new()
+        let parts = match (&setup.repair, setup.incremental) {
+            (Some(repair), _) => setup
+                .base
+                .parts
+                .iter()
+                .filter(|p| !repair.lost.contains(&p.file))
+                .cloned()
+                .collect(),
+            (None, true) => setup.base.parts.clone(),
+            (None, false) => Vec::new(),
         };
         Ok(Sink {
             watermark: setup.watermark.clone(),
@@ -141,6 +175,8 @@ impl Sink {
             rows_output: 0,
             pages: 0,
             started: Instant::now(),
+            batch_range: None,
+            part_range: None,
             setup,
         })
     }
@@ -158,7 +194,9 @@ impl Sink {
                 SinkMsg::Objects(objects) => self.objects(&objects)?,
                 SinkMsg::Finish => return self.finish().map(Some),
             }
-            if self.page_done()? {
+            // A repair commits once, at the end: a checkpoint without the lost parts' records
+            // would forget that they are lost before their rows are all written again.
+            if self.page_done()? && self.setup.repair.is_none() {
                 let state = self.state();
                 if checkpoints.send(Checkpoint(state)).is_err() {
                     return Ok(None);
@@ -197,25 +235,28 @@ impl Sink {
             return Ok(());
         }
         let (time_idx, id_idx) = self.keys.unwrap_or((None, 0));
+        let by_id = self.setup.dedup.is_some() || self.setup.repair.is_some();
         for (n, row) in page.results.iter().enumerate() {
-            if let Some(window) = &mut self.setup.dedup {
+            let at = match time_idx {
+                Some(t) => Some(raw_timestamp(row[t]).ok_or_else(|| bad_value(n, "time", row[t]))?),
+                None => None,
+            };
+            if by_id {
                 let id = raw_uuid(row[id_idx]).ok_or_else(|| bad_value(n, "id", row[id_idx]))?;
-                let at = match time_idx {
-                    Some(t) => raw_timestamp(row[t]).ok_or_else(|| bad_value(n, "time", row[t]))?,
-                    None => 0,
-                };
-                if !window.observe(id, at) {
+                if !self.admit(id, at.unwrap_or(0)) {
                     self.rows_deduplicated += 1;
                     continue;
                 }
             }
             self.builder.append_array_row(row)?;
+            self.batch_range = widen(self.batch_range, at.map(|t| (t, t)));
             if self.builder.len() >= self.setup.batch_size {
                 self.flush_batch()?;
             }
         }
         if let Some(last) = info.last
             && self.setup.time_column.is_some()
+            && self.setup.repair.is_none()
         {
             let advanced = match &self.watermark {
                 None => true,
@@ -226,6 +267,26 @@ impl Sink {
             }
         }
         Ok(())
+    }
+
+    /// Whether a row with this id is written. A run drops what its dedup window says was
+    /// emitted already; a repair drops what the table's other parts hold, and writes the rest
+    /// even when the window knows it (the window remembers the lost part's rows as emitted),
+    /// recording it there so the next run's lookback does not write it once more.
+    fn admit(&mut self, id: Uuid, at: UnixMicros) -> bool {
+        match (&self.setup.repair, &mut self.setup.dedup) {
+            (Some(repair), window) => {
+                if repair.exclude.contains(&id) {
+                    return false;
+                }
+                if let Some(window) = window {
+                    window.observe(id, at);
+                }
+                true
+            }
+            (None, Some(window)) => window.observe(id, at),
+            (None, None) => true,
+        }
     }
 
     /// Checks the page's columns (first page) and reads its last keyset position.
@@ -287,14 +348,23 @@ impl Sink {
         if let Some(batch) = self.builder.finish_batch()? {
             let specs = self.builder.schema().to_specs();
             self.rows_output += batch.num_rows() as u64;
+            let batch_range = self.batch_range.take();
+            // A part closed here (the schema widened) holds the rows before this batch.
             if let Some(part) = self.writer.write(&batch, &specs)? {
                 self.closed(part);
             }
+            self.part_range = widen(self.part_range, batch_range);
         }
         Ok(())
     }
 
     fn closed(&mut self, part: PartFile) {
+        let range = self.part_range.take().filter(|_| self.setup.incremental);
+        let text = |at: UnixMicros| {
+            let mut text = String::new();
+            format_timestamp(at, &mut text);
+            text
+        };
         let file = part
             .path
             .file_name()
@@ -305,6 +375,8 @@ impl Sink {
             rows: part.rows,
             bytes: part.bytes,
             sha256: part.sha256,
+            first_timestamp: range.map(|(first, _)| text(first)),
+            last_timestamp: range.map(|(_, last)| text(last)),
         });
         self.files.push(part.path);
     }

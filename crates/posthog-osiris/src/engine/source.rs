@@ -36,6 +36,9 @@ pub(crate) struct KeysetScan {
     /// A fixed lower bound on a time column that every page repeats (the sessions snapshot
     /// covers sessions started since `initial_since`, else the last 30 days).
     pub since: Option<(&'static str, UnixMicros)>,
+    /// The last instant of the time column to read, inclusive (a repair reads a closed range);
+    /// `None` reads to the end.
+    pub until: Option<UnixMicros>,
 }
 
 /// Where a keyset page starts.
@@ -67,7 +70,7 @@ impl Source {
         Ok(match config.source.data_type {
             DataType::Events => Source::Keyset(KeysetScan {
                 table: "events",
-                fields: event_fields(),
+                fields: event_fields(config.source.include_person_properties),
                 time_column: Some(match field {
                     Some(IncrementalField::CreatedAt) => "created_at",
                     _ => "timestamp",
@@ -76,6 +79,7 @@ impl Source {
                 id_is_uuid: true,
                 event_types: config.source.event_types.clone(),
                 since: None,
+                until: None,
             }),
             DataType::Persons => Source::Keyset(KeysetScan {
                 table: "persons",
@@ -85,6 +89,7 @@ impl Source {
                 id_is_uuid: true,
                 event_types: Vec::new(),
                 since: None,
+                until: None,
             }),
             DataType::Sessions => {
                 if field.is_some() {
@@ -106,6 +111,7 @@ impl Source {
                     id_is_uuid: false,
                     event_types: Vec::new(),
                     since: Some(("$start_timestamp", since)),
+                    until: None,
                 })
             }
             DataType::Cohorts => Source::Rest(Resource::Cohorts),
@@ -128,9 +134,10 @@ impl Source {
     }
 }
 
-/// The columns of `events`, in select and output order.
-pub(crate) fn event_fields() -> Vec<FieldSpec> {
-    vec![
+/// The columns of `events`, in select and output order; with `person_properties`, the
+/// person's properties as they were at event time (see [`select_expression`]).
+pub(crate) fn event_fields(person_properties: bool) -> Vec<FieldSpec> {
+    let mut fields = vec![
         FieldSpec::fixed("uuid", ColumnType::Utf8),
         FieldSpec::fixed("event", ColumnType::Utf8),
         FieldSpec::fixed("timestamp", ColumnType::Timestamp),
@@ -139,7 +146,24 @@ pub(crate) fn event_fields() -> Vec<FieldSpec> {
         FieldSpec::fixed("created_at", ColumnType::Timestamp),
         FieldSpec::fixed("elements_chain", ColumnType::Utf8),
         FieldSpec::flatten("properties"),
-    ]
+    ];
+    if person_properties {
+        fields.push(FieldSpec::flatten(PERSON_PROPERTIES));
+    }
+    fields
+}
+
+/// The events field holding the person's properties as of the event.
+pub(crate) const PERSON_PROPERTIES: &str = "person_properties";
+
+/// How a field is selected. `person_properties` is HogQL's `person.properties`, which on
+/// `events` is the persons-on-events column (the person as of the event, a JSON string); the
+/// alias fixes the response's column name whatever name PostHog would give the bare chain.
+pub(crate) fn select_expression(field: &str) -> std::borrow::Cow<'_, str> {
+    match field {
+        PERSON_PROPERTIES => "person.properties as person_properties".into(),
+        name => name.into(),
+    }
 }
 
 /// How far back a sessions snapshot reaches without `initial_since`: 30 days.
@@ -175,7 +199,11 @@ impl KeysetScan {
     /// The query for one page of at most `limit` rows from `start`. Cursor values are bound
     /// as HogQL placeholders (UTC, 6 digits, explicit `Z`), never spliced into the text.
     pub(crate) fn page_query(&self, start: &Start, limit: u32) -> HogQlQuery {
-        let select: Vec<&str> = self.fields.iter().map(|f| f.name.as_str()).collect();
+        let select: Vec<_> = self
+            .fields
+            .iter()
+            .map(|f| select_expression(&f.name))
+            .collect();
         let mut conditions: Vec<String> = Vec::new();
         let mut values: Vec<(String, String)> = Vec::new();
         let utc = |at: UnixMicros| {
@@ -206,6 +234,10 @@ impl KeysetScan {
                 conditions.push(format!("{id} > {id_bound}"));
                 values.push(("cursor_id".into(), cursor.id.clone()));
             }
+        }
+        if let (Some(until), Some(time)) = (self.until, self.time_column) {
+            conditions.push(format!("{time} <= toDateTime({{until}})"));
+            values.push(("until".into(), utc(until)));
         }
         if let Some((column, since)) = self.since {
             conditions.push(format!("{column} >= toDateTime({{since}})"));
@@ -247,11 +279,12 @@ mod tests {
     fn events(event_types: &[&str]) -> KeysetScan {
         KeysetScan {
             table: "events",
-            fields: event_fields(),
+            fields: event_fields(true),
             time_column: Some("timestamp"),
             id_column: "uuid",
             id_is_uuid: true,
             since: None,
+            until: None,
             event_types: event_types.iter().map(|s| (*s).to_owned()).collect(),
         }
     }
@@ -266,8 +299,9 @@ mod tests {
         assert_eq!(
             q.text(),
             "select uuid, event, timestamp, distinct_id, person_id, created_at, elements_chain, \
-             properties from events where (timestamp, uuid) > (toDateTime({cursor_time}), \
-             toUUID({cursor_id})) and event in ({event_0}) order by timestamp, uuid limit 500"
+             properties, person.properties as person_properties from events where \
+             (timestamp, uuid) > (toDateTime({cursor_time}), toUUID({cursor_id})) and \
+             event in ({event_0}) order by timestamp, uuid limit 500"
         );
         assert_eq!(q.values()["cursor_time"], "2023-11-14T22:13:20.123456Z");
         assert_eq!(q.values()["cursor_id"], cursor.id.as_str());
@@ -287,6 +321,24 @@ mod tests {
     }
 
     #[test]
+    fn a_repair_scan_reads_a_closed_range() {
+        let scan = KeysetScan {
+            until: Some(1_700_000_100_000_000),
+            ..events(&[])
+        };
+        let q = scan.page_query(&Start::AtOrAfter(1_700_000_000_000_000), 100);
+        assert!(
+            q.text().contains(
+                "where timestamp >= toDateTime({cursor_time}) and timestamp <= \
+                 toDateTime({until}) order by timestamp, uuid limit 100"
+            ),
+            "{}",
+            q.text()
+        );
+        assert_eq!(q.values()["until"], "2023-11-14T22:15:00.000000Z");
+    }
+
+    #[test]
     fn persons_snapshot_pages_on_id_alone() {
         let scan = KeysetScan {
             table: "persons",
@@ -296,6 +348,7 @@ mod tests {
             id_is_uuid: true,
             event_types: Vec::new(),
             since: None,
+            until: None,
         };
         let cursor = Cursor {
             time: None,
@@ -319,6 +372,7 @@ mod tests {
             id_is_uuid: false,
             event_types: Vec::new(),
             since: Some(("$start_timestamp", 1_700_000_000_000_000)),
+            until: None,
         };
         let cursor = Cursor {
             time: None,

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod engine;
+
 use std::path::PathBuf;
 
 use posthog_osiris::{ConfigError, ExtractConfig};
