@@ -621,6 +621,30 @@ fn discover_prints_sorted_resources_and_a_stable_fingerprint() {
         );
         assert!(names.is_sorted(), "{names:?}");
         assert!(discovery["discovered_at"].is_string());
+        let columns = |resource: &str| -> Vec<String> {
+            discovery["resources"]
+                .as_array()
+                .expect("resources")
+                .iter()
+                .find(|r| r["name"] == resource)
+                .expect("the resource")["schema"]
+                .as_array()
+                .expect("schema")
+                .iter()
+                .map(|f| f["name"].as_str().expect("name").to_owned())
+                .collect()
+        };
+        // The person's properties as of each event, from the person property definitions.
+        let events = columns("events");
+        assert!(
+            events.contains(&"person_properties_email".to_owned()),
+            "{events:?}"
+        );
+        assert!(
+            events.contains(&"properties_$current_url".to_owned()),
+            "{events:?}"
+        );
+        assert!(columns("persons").contains(&"properties_email".to_owned()));
         fingerprints.push(discovery["fingerprint"].as_str().expect("fp").to_owned());
     }
     assert_eq!(fingerprints[0], fingerprints[1]);
