@@ -139,9 +139,21 @@ pub(crate) fn missing_parts(dir: &Path, state: &TableState) -> Vec<PartRecord> {
 }
 
 /// Records `owner` in an empty lock file, or checks it is the one recorded.
+///
+/// A state file inside the output directory (the default, `DIR/state.json`) is recorded
+/// relative to the table's directory (`../state.json`), so the output directory can be moved or
+/// mounted elsewhere whole; any other is recorded as an absolute path.
 fn check_owner(file: &mut File, lock_path: &Path, owner: &Path) -> Result<(), DriverError> {
     let owner = std::path::absolute(owner).unwrap_or_else(|_| owner.to_path_buf());
-    let owner_text = owner.display().to_string();
+    let table = lock_path.parent().unwrap_or(Path::new("."));
+    let table = std::path::absolute(table).unwrap_or_else(|_| table.to_path_buf());
+    let owner_text = match table
+        .parent()
+        .and_then(|base| owner.strip_prefix(base).ok())
+    {
+        Some(inside) => Path::new("..").join(inside).display().to_string(),
+        None => owner.display().to_string(),
+    };
     let mut recorded = String::new();
     file.read_to_string(&mut recorded)
         .map_err(|e| DriverError::io("read the table lock file", lock_path, e))?;
@@ -154,9 +166,13 @@ fn check_owner(file: &mut File, lock_path: &Path, owner: &Path) -> Result<(), Dr
         return Ok(());
     }
     if recorded != owner_text {
+        let recorded = Path::new(recorded);
         return Err(DriverError::TableOwned {
             lock: lock_path.to_path_buf(),
-            owner: PathBuf::from(recorded),
+            owner: match (recorded.strip_prefix(".."), table.parent()) {
+                (Ok(inside), Some(base)) => base.join(inside),
+                _ => recorded.to_path_buf(),
+            },
             state: owner,
         });
     }
@@ -231,5 +247,36 @@ mod tests {
         assert!(matches!(err, DriverError::TableOwned { .. }), "{err:?}");
         assert!(msg.contains(&state_a.display().to_string()), "{msg}");
         assert!(msg.contains(&state_b.display().to_string()), "{msg}");
+    }
+
+    #[test]
+    fn an_output_directory_moved_whole_with_its_state_file_keeps_working() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = dir.path().join("before");
+        drop(
+            TableDir::lock(
+                &before.join("posthog_events"),
+                Some(&before.join("state.json")),
+            )
+            .unwrap(),
+        );
+        assert_eq!(
+            std::fs::read_to_string(before.join("posthog_events").join(LOCK_FILE)).unwrap(),
+            Path::new("..").join("state.json").display().to_string()
+        );
+        let after = dir.path().join("after");
+        std::fs::rename(&before, &after).unwrap();
+        TableDir::lock(
+            &after.join("posthog_events"),
+            Some(&after.join("state.json")),
+        )
+        .expect("the same state file, where the directory now is");
+        let elsewhere = dir.path().join("elsewhere.json");
+        let err = TableDir::lock(&after.join("posthog_events"), Some(&elsewhere)).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(&after.join("state.json").display().to_string()),
+            "{err}"
+        );
     }
 }
