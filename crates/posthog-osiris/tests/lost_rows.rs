@@ -410,3 +410,68 @@ async fn a_snapshot_refuses_repair_and_a_lost_snapshot_part_is_replaced_by_the_n
     assert_exactly_once(&dir.path().join("posthog_persons"), ids);
     server.shutdown().await;
 }
+
+/// The requests a scan of `n` rows at `page` costs when the server clamps LIMIT as `clamps`
+/// says (the clamp in force for request `q`, 1-based, is the last change whose `after` < q):
+/// pages of `min(page, clamp, rest)` rows until an empty one.
+fn expected_requests(n: usize, page: usize, first: usize, changes: &[(u64, usize)]) -> usize {
+    let (mut rest, mut q) = (n, 0u64);
+    loop {
+        q += 1;
+        let clamp = changes
+            .iter()
+            .filter(|(after, _)| *after < q)
+            .map(|(_, c)| *c)
+            .next_back()
+            .unwrap_or(first);
+        let rows = page.min(clamp).min(rest);
+        rest -= rows;
+        if rows == 0 {
+            return q as usize;
+        }
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: 24, failure_persistence: None, ..Default::default()
+    })]
+
+    /// Whatever LIMIT clamp the server applies, below, at or above the page, and however it
+    /// changes during the scan: every event exactly once, in exactly the pages the clamps allow
+    /// plus the empty one.
+    #[test]
+    fn any_clamp_schedule_reads_every_event_once(
+        n in 0usize..2_500,
+        page in 100u32..1_500,
+        first in 50usize..2_000,
+        changes in proptest::collection::vec((1u64..30, 50usize..2_000), 0..3),
+    ) {
+        let mut changes = changes;
+        changes.sort_by_key(|c| c.0);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let dataset = Dataset::generate(&spec(n, n / 10));
+            let schedule = changes
+                .iter()
+                .map(|&(after_queries, limit_clamp)| LimitClampChange { after_queries, limit_clamp })
+                .collect();
+            let server = mock_with(&dataset, first, schedule).await;
+            let dir = tempfile::tempdir().unwrap();
+            let summary = run(&events_config(&server, page), &mut MemoryStore::new(), dir.path()).await;
+            assert_eq!(summary.rows_output as usize, n);
+            if n > 0 {
+                assert_exactly_once(&dir.path().join("posthog_events"), all_uuids(&dataset));
+            }
+            assert_eq!(
+                server.request_count(RouteClass::Query),
+                expected_requests(n, page as usize, first, &changes)
+            );
+            server.shutdown().await;
+        });
+    }
+}
