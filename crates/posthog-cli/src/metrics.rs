@@ -199,14 +199,14 @@ pub fn write_early_failure(path: &Path) -> std::io::Result<()> {
 }
 
 /// Checks that the metrics file can be replaced: creates and removes the temporary file
-/// [`write`] would rename over it.
+/// [`write()`] would rename over it.
 pub fn check_writable(path: &Path) -> std::io::Result<()> {
     let temp = temp_path(path);
     fs::File::create(&temp)?;
     fs::remove_file(&temp)
 }
 
-/// The temporary sibling [`write`] fills before renaming it over `path`. node_exporter ignores
+/// The temporary sibling [`write()`] fills before renaming it over `path`. node_exporter ignores
 /// files not ending in .prom, so it is never half-read.
 fn temp_path(path: &Path) -> std::path::PathBuf {
     let dir = match path.parent() {
