@@ -479,6 +479,26 @@ fn events_only_fields_are_refused_for_other_data_types() {
 }
 
 #[test]
+fn person_properties_are_an_events_option_on_by_default() {
+    let field = "config.source.include_person_properties";
+    assert!(load(&nested_base()).unwrap().source.include_person_properties);
+    let off = load(&set(nested_base(), field, json!(false))).unwrap();
+    assert!(!off.source.include_person_properties);
+    let persons = set(nested_base(), "config.source.data_type", json!("persons"));
+    assert!(!load(&persons).unwrap().source.include_person_properties);
+    let err = load_err(&set(persons, field, json!(true)));
+    assert_eq!(
+        err.to_string(),
+        "config.source.include_person_properties: only valid with data_type events (persons \
+         rows carry no person properties of their own)"
+    );
+    let err = load_err(&set(nested_base(), field, json!("yes")));
+    assert_eq!(err.field, field);
+    let flat = set(flat_base(), "include_person_properties", json!(false));
+    assert!(!load(&flat).unwrap().source.include_person_properties);
+}
+
+#[test]
 fn yaml_syntax_errors_point_at_the_document_with_a_position() {
     let err = yaml_err("resolved_connection: [1, 2\nconfig: 3\n");
     assert_eq!(err.field, "<document>");

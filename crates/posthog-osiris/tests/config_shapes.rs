@@ -118,6 +118,8 @@ fn maximal_nested_config_sets_every_field() {
         Some(IncrementalField::CreatedAt)
     );
     assert!(!cfg.source.deduplication_enabled);
+    assert!(!cfg.source.include_person_properties);
+    assert!(!cfg.output.flatten_properties);
     assert_eq!(cfg.destination.table_name, "web_events");
     assert_eq!(cfg.destination.primary_key, ["uuid", "event"]);
     assert_eq!(cfg.output.format, OutputFormat::Csv);
