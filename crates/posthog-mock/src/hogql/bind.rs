@@ -148,18 +148,20 @@ impl Col {
 /// What `JSONExtract*` returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum JsonAs {
-    /// `JSONExtractString`: the string value, '' for anything else.
+    /// `JSONExtractString`: a string's value, another value's JSON text, '' for null or nothing.
     String,
-    /// `JSONExtractInt`: the number (or numeric string), 0 for anything else.
+    /// `JSONExtractInt`: the number (or numeric string) truncated, 0 for anything else (`true`).
     Int,
-    /// `JSONExtractFloat`: the number (or numeric string), 0 for anything else.
+    /// `JSONExtractFloat`: the number (or numeric string), 0 for anything else (`true`).
     Float,
 }
 
 /// Scalar functions. Those that depend on a time zone carry the zone they were bound with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Func {
-    /// `toDateTime(x)`; wall times without an offset are read in the given offset.
+    /// `toDateTime(x)`; wall times without an offset are read in the given offset (the zone
+    /// argument, else the display zone: the project's, or UTC without
+    /// `convertToProjectTimezone`).
     ToDateTime(UtcOffset),
     ToUuid,
     ToString,
@@ -1088,7 +1090,9 @@ impl Binder<'_, '_> {
                 } else {
                     bound.get(2)
                 };
-                let tz = self.tz_arg(name, tz_arg, self.ctx.project_tz)?;
+                // PostHog adds the printer's zone (`_get_timezone`): the project's, or UTC when
+                // `convertToProjectTimezone` is false — the display zone.
+                let tz = self.tz_arg(name, tz_arg, display_tz)?;
                 let t = arg_ty(0);
                 if !matches!(
                     t.kind,
@@ -1534,7 +1538,10 @@ impl Binder<'_, '_> {
                 Kind::UInt | Kind::Bool => Kind::UInt,
                 _ => Kind::Int,
             }),
-            (AggFunc::Avg, Some(t)) if numeric(t) => Ty::nullable(Kind::Float),
+            // ClickHouse: avg(NULL) is Nullable(Nothing); avg of a Nullable argument is
+            // Nullable(Float64) (NULL over no non-NULL rows); otherwise Float64 (nan over no rows).
+            (AggFunc::Avg, Some(t)) if t.kind == Kind::Nothing => Ty::null(),
+            (AggFunc::Avg, Some(t)) if numeric(t) => Ty::of(Kind::Float).or_null(t.nullable),
             (_, Some(t)) => {
                 return Err(HogQlError::new(format!(
                     "Illegal type {} of argument for aggregate function {name}",

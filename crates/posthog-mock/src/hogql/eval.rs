@@ -12,6 +12,7 @@ use super::HogQlError;
 use super::ast::{ArithOp, CmpOp};
 use super::bind::{BExpr, Col, Func, JsonAs};
 use super::dates;
+use super::json;
 use super::value::{Val, compare};
 use crate::store::{EventStore, Session, StoredEvent, StoredPerson};
 use crate::timefmt::{midnight, parse_datetime};
@@ -286,9 +287,10 @@ fn cmp<'c>(
     })
 }
 
-/// `properties.a.b` as PostHog returns it: strings as they are, other JSON as its text,
-/// JSON null or a missing key as NULL. Integer path segments index arrays (1-based, as
-/// ClickHouse's `JSONExtract*`).
+/// `properties.a.b` as PostHog's compiled SQL returns it (see [`json::property_text`]): the
+/// value's `JSONExtractRaw` text with the outer quotes cut, so strings keep their JSON escapes
+/// and numbers are ClickHouse's re-rendering; JSON null or a missing key is NULL. Integer path
+/// segments index arrays (1-based, as ClickHouse's `JSONExtract*`).
 fn property<'c>(map: &'c Map<String, Json>, path: &[String]) -> Val<'c> {
     let mut current = match map.get(&path[0]) {
         Some(v) => v,
@@ -309,12 +311,7 @@ fn property<'c>(map: &'c Map<String, Json>, path: &[String]) -> Val<'c> {
             None => return Val::Null,
         }
     }
-    match current {
-        Json::Null => Val::Null,
-        Json::String(s) => Val::Str(Cow::Borrowed(s)),
-        Json::Bool(b) => Val::Str(Cow::Borrowed(if *b { "true" } else { "false" })),
-        other => Val::Str(Cow::Owned(other.to_string())),
-    }
+    json::property_text(current).map_or(Val::Null, Val::Str)
 }
 
 fn func<'c>(f: Func, args: &'c [BExpr], ctx: &'c RowCtx<'_>) -> Result<Val<'c>, HogQlError> {
@@ -554,32 +551,14 @@ fn json_step<'j>(v: &'j Json, step: &PathStep<'_>) -> Option<&'j Json> {
 }
 
 /// The value `JSONExtract*` returns for `found` (`None`: the path does not exist or the text is
-/// not JSON): ClickHouse gives the type's default for missing values and values of another
-/// type. Numeric strings count as numbers for `JSONExtractInt`/`Float`.
+/// not JSON): ClickHouse's rules in [`json`] (`JSONExtractString` of a non-string is its JSON
+/// text, `JSONExtractInt`/`Float` of `true` is 0, numeric strings count as numbers), the
+/// type's default when nothing is found.
 fn json_value<'c>(as_: JsonAs, found: Option<&'c Json>) -> Val<'c> {
-    let number = |v: &Json| -> Option<f64> {
-        match v {
-            Json::Number(n) => n.as_f64(),
-            Json::Bool(b) => Some(f64::from(u8::from(*b))),
-            Json::String(s) => s.trim().parse::<f64>().ok(),
-            _ => None,
-        }
-    };
     match as_ {
-        JsonAs::String => match found {
-            Some(Json::String(s)) => Val::Str(Cow::Borrowed(s)),
-            _ => Val::Str(Cow::Borrowed("")),
-        },
-        JsonAs::Int => Val::Int(match found {
-            Some(Json::Number(n)) if n.as_i64().is_some() => n.as_i64().unwrap_or(0),
-            Some(Json::String(s)) if s.trim().parse::<i64>().is_ok() => {
-                s.trim().parse::<i64>().unwrap_or(0)
-            }
-            // `as` saturates and maps NaN to 0.
-            Some(v) => number(v).map_or(0, |f| f.trunc() as i64),
-            None => 0,
-        }),
-        JsonAs::Float => Val::Float(found.and_then(number).unwrap_or(0.0)),
+        JsonAs::String => Val::Str(found.map_or(Cow::Borrowed(""), json::extract_string)),
+        JsonAs::Int => Val::Int(found.map_or(0, json::extract_int)),
+        JsonAs::Float => Val::Float(found.map_or(0.0, json::extract_float)),
     }
 }
 
@@ -730,7 +709,8 @@ mod tests {
     #[test]
     fn property_reads_as_strings() {
         let m: Map<String, Json> = serde_json::from_str(
-            r#"{"s":"x","n":42.5,"b":true,"z":null,"o":{"a":[1,{"b":"deep"}]}}"#,
+            r#"{"s":"x","n":42.5,"b":true,"z":null,"o":{"a":[1,{"b":"deep"}]},
+                "t":"Settings\tBilling","q":"J\"JJ\"","f":1735690141.0,"w":{"three":3.0}}"#,
         )
         .unwrap();
         let p = |path: &[&str]| {
@@ -742,5 +722,12 @@ mod tests {
         assert_eq!(p(&["z"]), Val::Null);
         assert_eq!(p(&["missing"]), Val::Null);
         assert_eq!(p(&["o", "a", "2", "b"]), Val::Str("deep".into()));
+        // PostHog's trimmed JSONExtractRaw text, as chdb (ClickHouse 26.9) answers
+        // `replaceRegexpAll(nullIf(nullIf(JSONExtractRaw(j, k), ''), 'null'), '^"|"$', '')`:
+        // escapes stay, numbers are re-rendered.
+        assert_eq!(p(&["t"]), Val::Str("Settings\\tBilling".into()));
+        assert_eq!(p(&["q"]), Val::Str("J\\\"JJ\\\"".into()));
+        assert_eq!(p(&["f"]), Val::Str("1735690141".into()));
+        assert_eq!(p(&["w"]), Val::Str("{\"three\":3}".into()));
     }
 }

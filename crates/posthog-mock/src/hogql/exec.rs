@@ -542,6 +542,8 @@ impl Acc {
             Acc::Arg { best, .. } => best.map_or_else(|| default_of(ty), |(_, _, x)| x),
             Acc::SumInt(s) => Val::Int(s),
             Acc::SumFloat(s) => Val::Float(s),
+            // Over no (non-NULL) rows: NULL when Nullable, else nan (0 / 0), as in ClickHouse.
+            Acc::Avg(_, 0) if ty.nullable => Val::Null,
             Acc::Avg(s, n) => Val::Float(s / n as f64),
         }
     }

@@ -10,6 +10,7 @@ mod bind;
 mod dates;
 mod eval;
 mod exec;
+mod json;
 mod lexer;
 mod parser;
 mod value;

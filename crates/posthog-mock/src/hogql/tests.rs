@@ -248,7 +248,7 @@ fn datetimes_render_in_project_zone_unless_disabled() {
 }
 
 #[test]
-fn time_literals_without_offset_are_project_local() {
+fn time_literals_without_offset_are_read_in_the_display_zone() {
     let f = Fixture::new(vec![event(
         LOW_STRING_HIGH_CH,
         datetime!(2025-01-02 04:30:00 UTC),
@@ -269,6 +269,29 @@ fn time_literals_without_offset_are_project_local() {
         json!({}),
     );
     assert_eq!(explicit, vec![json!("a")]);
+    // Without convertToProjectTimezone PostHog's printer adds 'UTC' (`_get_timezone`), so the
+    // literal is read in UTC: chdb `parseDateTime64BestEffortOrNull('2025-01-02 04:30:00', 6,
+    // 'UTC')` = 2025-01-02 04:30:00 UTC, the event's instant.
+    let utc_mode = |q: &str| {
+        f.run_with(q, json!({}), false)
+            .unwrap()
+            .results
+            .into_iter()
+            .map(|r| r[0].clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        utc_mode("SELECT event FROM events WHERE timestamp = toDateTime('2025-01-02 04:30:00')"),
+        vec![json!("a")]
+    );
+    assert!(
+        utc_mode("SELECT event FROM events WHERE timestamp = toDateTime('2025-01-02 10:00:00')")
+            .is_empty()
+    );
+    assert_eq!(
+        utc_mode("SELECT toDateTime('2025-01-02 04:30:00') FROM events"),
+        vec![json!("2025-01-02T04:30:00Z")]
+    );
 }
 
 #[test]
@@ -1307,14 +1330,19 @@ fn json_extract_follows_clickhouse_defaults() {
              JSONExtractInt(properties, 'n'), JSONExtractInt(properties, 'missing'), JSONExtractInt(properties, 'ns'), \
              JSONExtractFloat(properties, 'f'), JSONExtractFloat(properties, 'nul'), \
              JSONExtractString('{\"a\": \"b\"}', 'a'), JSONExtractString('not json', 'a'), \
-             JSONExtractInt(properties, 'o', 'k', -2) FROM events",
+             JSONExtractInt(properties, 'o', 'k', -2), JSONExtractInt(properties, 'b'), \
+             JSONExtractFloat(properties, 'b'), JSONExtractString(properties, 'b') FROM events",
         )
         .unwrap();
+    // Checked against chdb (ClickHouse 26.9): JSONExtractString of a number (or bool, object,
+    // array) is its JSON text (`JSONExtractString('{"n":42}', 'n')` = '42', since ClickHouse
+    // 21.11); JSONExtractInt / JSONExtractFloat of `true` are 0
+    // (`JSONExtractInt('{"b":true}', 'b')` = 0).
     assert_eq!(
         r.results[0],
         vec![
             json!(""),
-            json!(""),
+            json!("42"),
             json!("x"),
             json!("z"),
             json!(42),
@@ -1325,18 +1353,22 @@ fn json_extract_follows_clickhouse_defaults() {
             json!("b"),
             json!(""),
             json!(10),
+            json!(0),
+            json!(0.0),
+            json!("true"),
         ]
     );
     assert_eq!(r.types[0].1, "String");
     assert_eq!(r.types[4].1, "Int64");
     assert_eq!(r.types[7].1, "Float64");
-    // Nullable input, NULL output.
+    // Nullable input, NULL output. `properties.o` is `{"k":[10,"z"]}`; chdb:
+    // `JSONExtractString('{"k":[10,"z"]}', 'k')` = `[10,"z"]`.
     assert_eq!(
         one(
             &f,
             "SELECT JSONExtractString(properties.o, 'k') FROM events"
         ),
-        json!("")
+        json!("[10,\"z\"]")
     );
     assert_eq!(
         one(
@@ -1668,6 +1700,18 @@ fn sessions_table_derives_duration_counts_and_bounce_from_events() {
             json!(50.0)
         ]]
     );
+    // chdb (ClickHouse 26.9): avg of a non-Nullable Int64 is Float64 (nan over no rows,
+    // rendered null), of a Nullable one Nullable(Float64) (NULL over no rows).
+    assert_eq!(r.types[2].1, "Float64");
+    let r = f
+        .run(
+            "select avg($session_duration) as a, round(avg($session_duration), 1) as r, \
+             avg(toInt(concat('x', session_id))) as n from sessions where session_id = 'none'",
+        )
+        .unwrap();
+    let types: Vec<&str> = r.types.iter().map(|t| t.1.as_str()).collect();
+    assert_eq!(types, ["Float64", "Float64", "Nullable(Float64)"]);
+    assert_eq!(r.results, vec![vec![Json::Null, Json::Null, Json::Null]]);
 }
 
 #[test]
