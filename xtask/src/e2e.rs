@@ -1,9 +1,11 @@
 //! `cargo xtask e2e`: the black-box end-to-end suite. It builds the release binaries
 //! `posthog-cli` and `posthog-mock`, starts one mock process per scenario, drives the CLI as a
 //! child process against it, and proves the extractor's contract (PRODUCT.md §3–§6) from the
-//! outside: every source event exactly once and value by value in the part files, across
-//! incremental runs, late events, faults, throttling, `kill -9`, time zones; secrets never
-//! printed; bad configs refused before any request; `doctor` fast and honest.
+//! outside: every source event exactly once and value by value in the part files (its person's
+//! properties as of the event included), across incremental runs, late events, faults,
+//! throttling, `kill -9`, time zones, LIMIT clamps below, at and above the page; secrets never
+//! printed; bad configs and unwritable destinations refused before any request; one run per
+//! table; lost parts named and repaired exactly once; `doctor` fast and honest.
 //!
 //! The expected events are regenerated in-process from the same `GenSpec` the mock serves,
 //! so every check compares against the source, not against another run.
@@ -12,11 +14,15 @@
 //! - [`cli`]: running `posthog-cli`, config files.
 //! - [`output`]: reading part files (Parquet, JSONL, CSV) union-by-name, state and part sets.
 //! - [`verify`]: the checks: exactly once, value by value, part bookkeeping.
-//! - [`scenarios`] and [`robustness`]: the scenarios.
+//! - [`scenarios`], [`robustness`], [`paging`] (LIMIT clamps, a hostile `Retry-After`) and
+//!   [`destination`] (read-only destinations, the table lock, lost parts and `--repair`): the
+//!   scenarios.
 
 mod cli;
+mod destination;
 pub(crate) mod mock;
 mod output;
+mod paging;
 mod robustness;
 mod scenarios;
 mod verify;
@@ -160,9 +166,39 @@ const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "request-budget",
-        about: "query requests ≤ ⌊N/page⌋ + 1 + 2 without faults",
+        about: "without faults, N events at page size p cost exactly ⌈N/p⌉ + 1 query requests",
         slow: false,
         run: scenarios::request_budget,
+    },
+    Scenario {
+        name: "limit-clamp",
+        about: "LIMIT clamped below/at/above the page and mid-run, 3 formats, persons: exactly once, ⌈N/rows⌉+1 queries",
+        slow: false,
+        run: paging::limit_clamp,
+    },
+    Scenario {
+        name: "hostile-retry-after",
+        about: "429 with Retry-After 2^70 s: exit 1 rate_limited at once after 1 query, nothing committed",
+        slow: false,
+        run: paging::hostile_retry_after,
+    },
+    Scenario {
+        name: "read-only-dest",
+        about: "unwritable table, --state-file or --metrics-file directory: exit 3 before any request",
+        slow: false,
+        run: destination::read_only_dest,
+    },
+    Scenario {
+        name: "table-lock",
+        about: "a second run on the table with another state file: exit 2 at once, no request, exactly once",
+        slow: false,
+        run: destination::table_lock,
+    },
+    Scenario {
+        name: "lost-part",
+        about: "deleted committed parts: the next run names them (exit 1); run --repair restores exactly once",
+        slow: false,
+        run: destination::lost_part,
     },
 ];
 

@@ -136,6 +136,18 @@ pub fn spawn(
     args: &[OsString],
     env: &[(&str, &str)],
 ) -> anyhow::Result<RunningCli> {
+    spawn_via(&[], bin, work, args, env)
+}
+
+/// [`spawn`] through a launcher: `PREFIX… posthog-cli ARGS` (e.g. `setpriv --reuid=65534 …`
+/// to run it as another user); an empty prefix runs the CLI itself.
+pub fn spawn_via(
+    prefix: &[OsString],
+    bin: &Path,
+    work: &Path,
+    args: &[OsString],
+    env: &[(&str, &str)],
+) -> anyhow::Result<RunningCli> {
     let seq = RUN_SEQ.fetch_add(1, Ordering::Relaxed);
     let stdout_path = work.join(format!("cli-{seq:03}.stdout"));
     let stderr_path = work.join(format!("cli-{seq:03}.stderr"));
@@ -143,7 +155,14 @@ pub fn spawn(
         .with_context(|| format!("creating {}", stdout_path.display()))?;
     let stderr = std::fs::File::create(&stderr_path)
         .with_context(|| format!("creating {}", stderr_path.display()))?;
-    let mut cmd = Command::new(bin);
+    let mut cmd = match prefix.split_first() {
+        None => Command::new(bin),
+        Some((launcher, rest)) => {
+            let mut c = Command::new(launcher);
+            c.args(rest).arg(bin);
+            c
+        }
+    };
     cmd.args(args)
         .current_dir(work)
         .stdin(Stdio::null())
@@ -155,8 +174,17 @@ pub fn spawn(
     for (k, v) in env {
         cmd.env(k, v);
     }
+    let launcher = if prefix.is_empty() {
+        String::new()
+    } else {
+        let words: Vec<String> = prefix
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        format!("{} ", words.join(" "))
+    };
     let label = format!(
-        "posthog-cli {}",
+        "{launcher}posthog-cli {}",
         args.iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect::<Vec<_>>()
@@ -164,7 +192,7 @@ pub fn spawn(
     );
     let child = cmd
         .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
+        .with_context(|| format!("starting {}{}", launcher, bin.display()))?;
     Ok(RunningCli {
         child,
         started: Instant::now(),

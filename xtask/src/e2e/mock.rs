@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use posthog_mock::{Dataset, Event, GenSpec};
+use posthog_mock::{Dataset, Event, GenSpec, Person};
 use serde_json::{Value, json};
 
 /// How a mock process is started; the same spec regenerates its events in-process.
@@ -25,6 +25,10 @@ pub struct MockOptions {
     pub reset_rate: f64,
     pub throttle_rate: f64,
     pub fault_seed: u64,
+    /// `--limit-clamp N`: the LIMIT clamp at start (`None`: the mock's 50 000).
+    pub limit_clamp: Option<usize>,
+    /// `--limit-clamp-after Q:N`, in order: after Q query requests the clamp becomes N.
+    pub limit_clamp_after: Vec<(u64, usize)>,
 }
 
 impl MockOptions {
@@ -40,6 +44,8 @@ impl MockOptions {
             reset_rate: 0.0,
             throttle_rate: 0.0,
             fault_seed: 1,
+            limit_clamp: None,
+            limit_clamp_after: Vec::new(),
         }
     }
 
@@ -57,6 +63,12 @@ impl MockOptions {
     /// The events the mock serves, value by value.
     pub fn expected_events(&self) -> Vec<Event> {
         Dataset::generate(&self.gen_spec()).events
+    }
+
+    /// The events and the persons the mock serves (persons with their current properties).
+    pub fn expected_dataset(&self) -> (Vec<Event>, Vec<Person>) {
+        let d = Dataset::generate(&self.gen_spec());
+        (d.events, d.persons)
     }
 
     fn args(&self) -> Vec<String> {
@@ -95,6 +107,12 @@ impl MockOptions {
             }
         }
         a.extend(["--fault-seed".into(), self.fault_seed.to_string()]);
+        if let Some(n) = self.limit_clamp {
+            a.extend(["--limit-clamp".into(), n.to_string()]);
+        }
+        for (after, n) in &self.limit_clamp_after {
+            a.extend(["--limit-clamp-after".into(), format!("{after}:{n}")]);
+        }
         a
     }
 }

@@ -332,8 +332,12 @@ pub struct PartSets {
     pub state_has_parts: bool,
     /// `part-*` files in the table directory.
     pub on_disk: BTreeSet<PathBuf>,
-    /// Hidden or temporary files in the table directory (an unfinished part, …).
+    /// Hidden or temporary files in the table directory (an unfinished part, …), the table
+    /// lock aside.
     pub leftovers: Vec<PathBuf>,
+    /// The table lock `<table>/.lock`'s content (the state file that owns the table), when
+    /// the file exists.
+    pub lock: Option<String>,
 }
 
 impl PartSets {
@@ -341,6 +345,10 @@ impl PartSets {
         self.in_state.iter().map(|p| p.path.clone()).collect()
     }
 }
+
+/// The table lock in a table directory: kept there for good, it records the state file
+/// that owns the table.
+pub const LOCK_FILE: &str = ".lock";
 
 pub fn part_sets(state: Option<&Value>, table_dir: &Path, table: &str) -> anyhow::Result<PartSets> {
     let mut sets = PartSets::default();
@@ -366,6 +374,11 @@ pub fn part_sets(state: Option<&Value>, table_dir: &Path, table: &str) -> anyhow
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with("part-") && !name.contains(".tmp") {
                 sets.on_disk.insert(entry.path());
+            } else if name == LOCK_FILE {
+                let path = entry.path();
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                sets.lock = Some(text);
             } else {
                 sets.leftovers.push(entry.path());
             }

@@ -1,14 +1,15 @@
 //! The checks: a scenario's check list, exactly-once over UUIDs, value-by-value comparison of
-//! every row with its source event under the documented type rule, and part bookkeeping
-//! (state parts = files on disk, sizes, hashes, no leftovers).
+//! every row with its source event (its `properties` and its person's properties as of the
+//! event, `person_properties`) or source person under the documented type rule, and part
+//! bookkeeping (state parts = files on disk, sizes, hashes, no leftovers).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use arrow_schema::{DataType, TimeUnit};
-use posthog_mock::Event;
-use serde_json::Value;
+use posthog_mock::{Event, Person};
+use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
@@ -65,6 +66,20 @@ pub type Expected = HashMap<Uuid, Event>;
 
 pub fn expected_map(events: impl IntoIterator<Item = Event>) -> Expected {
     events.into_iter().map(|e| (e.uuid, e)).collect()
+}
+
+/// The source persons by id.
+pub type Persons = HashMap<Uuid, Person>;
+
+pub fn persons_map(persons: impl IntoIterator<Item = Person>) -> Persons {
+    persons.into_iter().map(|p| (p.id, p)).collect()
+}
+
+/// What a table must hold: source events (keyed by `uuid`) or source persons (keyed by `id`).
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    Events(&'a Expected),
+    Persons(&'a Persons),
 }
 
 /// Output formats as the files name them.
@@ -151,6 +166,9 @@ pub struct TableReport {
     pub columns: usize,
     /// Rows in the largest part.
     pub largest_part: u64,
+    /// Non-null person properties (`person_properties_*` cells, or entries of the one
+    /// `person_properties` column) compared with the source, 0 without `values`.
+    pub person_cells: usize,
     /// What was read, for [`self_test`].
     pub table: TableRows,
     pub types: HashMap<String, String>,
@@ -209,6 +227,20 @@ pub fn table_with(
     look: &Look,
     expected: &Expected,
 ) -> anyhow::Result<TableReport> {
+    table_of(ck, look, Source::Events(expected))
+}
+
+/// [`table_with`] for a persons table: the committed parts hold each source person (by `id`)
+/// exactly once, with its current `created_at`, `is_identified` and properties.
+pub fn persons_table(
+    ck: &mut Checks,
+    look: &Look,
+    persons: &Persons,
+) -> anyhow::Result<TableReport> {
+    table_of(ck, look, Source::Persons(persons))
+}
+
+fn table_of(ck: &mut Checks, look: &Look, source: Source) -> anyhow::Result<TableReport> {
     let format = look.format;
     let state = if look.state.exists() {
         Some(output::load_state(&look.state)?)
@@ -280,6 +312,15 @@ pub fn table_with(
         Vec::new()
     };
     if look.complete {
+        let owner = lock_owner(look.out, &look.state);
+        let recorded = sets.lock.as_deref().map(str::trim);
+        ck.check(
+            recorded == Some(owner.as_str()),
+            format!(
+                "the table lock {} records the state file as {owner} (got {recorded:?})",
+                output::LOCK_FILE
+            ),
+        );
         ck.check(
             sets.leftovers.is_empty(),
             format!(
@@ -298,7 +339,12 @@ pub fn table_with(
         format!("every part is .{} {}", format.name(), first(&wrong_ext)),
     );
 
-    let only: Option<&[&str]> = if look.values { None } else { Some(&["uuid"]) };
+    let key = match source {
+        Source::Events(_) => "uuid",
+        Source::Persons(_) => "id",
+    };
+    let only_key = [key];
+    let only: Option<&[&str]> = if look.values { None } else { Some(&only_key) };
     let rows = output::read_parts_only(&parts, only)?;
     for problem in rows.problems.iter().take(5) {
         ck.fail(format!("reading the parts: {problem}"));
@@ -327,16 +373,28 @@ pub fn table_with(
         }
     }
     if format == Format::Parquet && look.values {
-        parquet_types(ck, &rows);
+        let time = match source {
+            Source::Events(_) => "timestamp",
+            Source::Persons(_) => "created_at",
+        };
+        parquet_types(ck, &rows, time);
     }
 
-    exactly_once_inner(ck, &rows, expected, look.complete);
+    match source {
+        Source::Events(expected) => exactly_once_inner(ck, &rows, key, expected, look.complete),
+        Source::Persons(persons) => exactly_once_inner(ck, &rows, key, persons, look.complete),
+    };
     let types = state.as_ref().map(column_types).unwrap_or_default();
+    let mut person_cells = 0;
     if look.values {
         if types.is_empty() {
             ck.fail("the state records no column types; comparing without them");
         }
-        compare_values(ck, &rows, expected, &types, format);
+        person_cells = match source {
+            Source::Events(expected) => compare_values(ck, &rows, expected, &types, format),
+            Source::Persons(persons) => compare_persons(ck, &rows, persons, &types, format),
+        }
+        .person_cells;
     }
     let columns = rows
         .rows
@@ -349,21 +407,36 @@ pub fn table_with(
         parts: parts.len(),
         columns,
         largest_part: rows.part_rows.iter().copied().max().unwrap_or(0),
+        person_cells,
         table: rows,
         types,
         format,
     })
 }
 
+/// How the table lock records the state file that owns the table: relative to the table's
+/// directory when the state is inside the output directory (`../state.json`), so the directory
+/// can move whole; else its absolute path.
+pub fn lock_owner(out: &Path, state: &Path) -> String {
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let state = absolute(state);
+    match state.strip_prefix(absolute(out)) {
+        Ok(inside) => Path::new("..").join(inside).display().to_string(),
+        Err(_) => state.display().to_string(),
+    }
+}
+
 /// Proves the checks are not vacuous on this very output: with one expected event's string
 /// property changed, another's timestamp moved by 1 µs, a third's integer property turned into
-/// text, and a fourth event dropped from the expectation, the comparison must report exactly
-/// those three rows and that one unknown UUID.
+/// text, three more events' person properties doctored the same ways (a string changed, an
+/// integer turned into text, one property dropped from the source), and one event dropped from
+/// the expectation, the comparison must report exactly those six rows and that one unknown UUID.
 pub fn self_test(ck: &mut Checks, report: &TableReport, expected: &Expected) {
     let mut doctored = expected.clone();
     let mut uuids: Vec<Uuid> = doctored.keys().copied().collect();
     uuids.sort();
     let mut changed = 0;
+    let mut person_changed = 0;
     let mut picks = uuids.iter();
     // A string property.
     for u in picks.by_ref() {
@@ -396,12 +469,47 @@ pub fn self_test(ck: &mut Checks, report: &TableReport, expected: &Expected) {
             break;
         }
     }
+    // The person as of the event: a string property changed, …
+    for u in picks.by_ref() {
+        let e = doctored.get_mut(u).map(|e| &mut e.person_properties);
+        if let Some(props) = e
+            && let Some(v) = props.get_mut("email")
+            && v.is_string()
+        {
+            *v = Value::String("someone.else@example.invalid".into());
+            person_changed += 1;
+            break;
+        }
+    }
+    // … an integer property now text, …
+    for u in picks.by_ref() {
+        let e = doctored.get_mut(u).map(|e| &mut e.person_properties);
+        if let Some(props) = e
+            && let Some(v) = props.get_mut("visits")
+            && let Some(n) = v.as_i64()
+        {
+            *v = Value::String(n.to_string());
+            person_changed += 1;
+            break;
+        }
+    }
+    // … and a property the source no longer has (the file's cell is then one too many).
+    for u in picks.by_ref() {
+        let e = doctored.get_mut(u).map(|e| &mut e.person_properties);
+        if let Some(props) = e
+            && props.get("name").is_some_and(|v| !v.is_null())
+        {
+            props.remove("name");
+            person_changed += 1;
+            break;
+        }
+    }
     if let Some(u) = picks.next() {
         doctored.remove(u);
     }
     let mut quiet = Checks::default();
     let once = exactly_once(&mut quiet, &report.table, &doctored);
-    let mismatches = compare_values(
+    let compared = compare_values(
         &mut quiet,
         &report.table,
         &doctored,
@@ -409,15 +517,20 @@ pub fn self_test(ck: &mut Checks, report: &TableReport, expected: &Expected) {
         report.format,
     );
     ck.check(
-        changed == 3 && mismatches == 3 && once.unknown == 1 && once.missing == 0,
+        changed == 3
+            && person_changed == 3
+            && compared.differ == 6
+            && once.unknown == 1
+            && once.missing == 0,
         format!(
-            "self-test: {changed} doctored source events → {mismatches} rows reported different (3), {} unknown UUID (1)",
-            once.unknown
+            "self-test: {changed} doctored events and {person_changed} doctored persons as of an event → {} rows reported different (6), {} unknown UUID (1)",
+            compared.differ, once.unknown
         ),
     );
 }
 
-fn parquet_types(ck: &mut Checks, rows: &TableRows) {
+/// The time columns are Timestamp(µs, UTC); `required` must be there.
+fn parquet_types(ck: &mut Checks, rows: &TableRows, required: &str) {
     for col in ["timestamp", "created_at"] {
         if let Some(dt) = rows.arrow_types.get(col) {
             let ok = matches!(dt, DataType::Timestamp(TimeUnit::Microsecond, Some(tz))
@@ -426,8 +539,8 @@ fn parquet_types(ck: &mut Checks, rows: &TableRows) {
                 ok,
                 format!("Parquet `{col}` is Timestamp(µs, UTC) (got {dt})"),
             );
-        } else if col == "timestamp" {
-            ck.fail("Parquet parts have no `timestamp` column");
+        } else if col == required {
+            ck.fail(format!("Parquet parts have no `{col}` column"));
         }
     }
 }
@@ -443,21 +556,23 @@ pub struct Once {
 
 /// Each expected UUID exactly once, nothing else.
 pub fn exactly_once(ck: &mut Checks, rows: &TableRows, expected: &Expected) -> Once {
-    exactly_once_inner(ck, rows, expected, true)
+    exactly_once_inner(ck, rows, "uuid", expected, true)
 }
 
-/// With `complete` false, missing UUIDs are allowed (a crashed run's committed prefix).
-fn exactly_once_inner(
+/// Each expected id (column `key`) exactly once, nothing else. With `complete` false, missing
+/// ids are allowed (a crashed run's committed prefix).
+fn exactly_once_inner<T>(
     ck: &mut Checks,
     rows: &TableRows,
-    expected: &Expected,
+    key: &str,
+    expected: &HashMap<Uuid, T>,
     complete: bool,
 ) -> Once {
     let mut seen: HashMap<Uuid, usize> = HashMap::with_capacity(rows.rows.len());
     let mut unreadable = 0usize;
     for row in &rows.rows {
         match row
-            .get("uuid")
+            .get(key)
             .and_then(Cell::text)
             .and_then(|s| Uuid::parse_str(s).ok())
         {
@@ -475,7 +590,7 @@ fn exactly_once_inner(
             && unknown.is_empty()
             && unreadable == 0,
         format!(
-            "{}: {} rows, {} expected UUIDs; {} missing{}, {} duplicated ({} extra rows){}, {} unknown, {} without a uuid",
+            "{}: {} rows, {} expected {key}s; {} missing{}, {} duplicated ({} extra rows){}, {} unknown, {} without a {key}",
             if complete { "exactly once" } else { "at most once" },
             rows.rows.len(),
             expected.len(),
@@ -514,38 +629,131 @@ pub fn column_types(state: &Value) -> HashMap<String, String> {
         .unwrap_or_default()
 }
 
-/// Every row against its source event.
+/// What a comparison found.
+#[derive(Debug, Default)]
+pub struct Compared {
+    /// Rows that differ from their source.
+    pub differ: usize,
+    /// Non-null person properties compared (events: `person_properties`; persons: none).
+    pub person_cells: usize,
+}
+
+/// Counters one row's comparison adds to.
+#[derive(Default)]
+struct Tally {
+    cells: usize,
+    person_cells: usize,
+}
+
+/// Every row against its source event: its columns, its `properties` and its person's
+/// properties as of the event (`person_properties`).
 fn compare_values(
     ck: &mut Checks,
     rows: &TableRows,
     expected: &Expected,
     types: &HashMap<String, String>,
     format: Format,
-) -> usize {
-    let present: HashSet<&str> = rows
-        .rows
+) -> Compared {
+    let present = present_columns(rows);
+    compare_rows(ck, rows, "uuid", expected, format, |row, e, tally| {
+        compare_row(row, e, types, &present, tally)
+    })
+}
+
+/// Every row of a persons table against its source person: `id`, `created_at`,
+/// `is_identified` and the current `properties`.
+fn compare_persons(
+    ck: &mut Checks,
+    rows: &TableRows,
+    persons: &Persons,
+    types: &HashMap<String, String>,
+    format: Format,
+) -> Compared {
+    let present = present_columns(rows);
+    compare_rows(ck, rows, "id", persons, format, |row, person, tally| {
+        let mut p = Vec::new();
+        tally.cells += 1;
+        match row.get("id").and_then(Cell::text).map(Uuid::parse_str) {
+            Some(Ok(u)) if u == person.id => {}
+            other => p.push(format!("id: {other:?} ≠ {}", person.id)),
+        }
+        tally.cells += 1;
+        let got = row.get("created_at");
+        let want = micros(person.created_at);
+        if got.and_then(cell_micros) != Some(want) {
+            p.push(format!("created_at: {} ≠ {want} µs", show(got)));
+        }
+        tally.cells += 1;
+        let got = row.get("is_identified");
+        let ok = match got {
+            Some(Cell::Bool(b)) => *b == person.is_identified,
+            Some(Cell::Json(Value::Bool(b))) => *b == person.is_identified,
+            Some(Cell::Text(t)) => {
+                t.as_str()
+                    == if person.is_identified {
+                        "true"
+                    } else {
+                        "false"
+                    }
+            }
+            _ => false,
+        };
+        if !ok {
+            p.push(format!(
+                "is_identified: {} ≠ {}",
+                show(got),
+                person.is_identified
+            ));
+        }
+        compare_props(
+            row,
+            "properties",
+            &person.properties,
+            types,
+            &present,
+            &mut tally.cells,
+            &mut p,
+        );
+        p
+    })
+}
+
+/// The columns any row of the table has.
+fn present_columns(rows: &TableRows) -> HashSet<&str> {
+    rows.rows
         .iter()
         .flat_map(|r| r.cells.keys().map(|k| &**k))
-        .collect();
-    let mut mismatches = 0usize;
+        .collect()
+}
+
+/// Each row whose `key` is an expected id, compared by `compare` (which returns what differs);
+/// one check line for the table.
+fn compare_rows<T>(
+    ck: &mut Checks,
+    rows: &TableRows,
+    key: &str,
+    expected: &HashMap<Uuid, T>,
+    format: Format,
+    mut compare: impl FnMut(&Row, &T, &mut Tally) -> Vec<String>,
+) -> Compared {
+    let mut differ = 0usize;
     let mut examples: Vec<String> = Vec::new();
-    let mut cells = 0usize;
+    let mut tally = Tally::default();
     for row in &rows.rows {
-        let Some(event) = row
-            .get("uuid")
+        let Some((id, source)) = row
+            .get(key)
             .and_then(Cell::text)
             .and_then(|s| Uuid::parse_str(s).ok())
-            .and_then(|u| expected.get(&u))
+            .and_then(|u| Some((u, expected.get(&u)?)))
         else {
             continue;
         };
-        let problems = compare_row(row, event, types, &present, &mut cells);
+        let problems = compare(row, source, &mut tally);
         if !problems.is_empty() {
-            mismatches += 1;
+            differ += 1;
             if examples.len() < 6 {
                 examples.push(format!(
-                    "{} (part {}): {}",
-                    event.uuid,
+                    "{id} (part {}): {}",
                     rows.parts
                         .get(row.part)
                         .map_or_else(String::new, |p| name(p)),
@@ -555,13 +763,14 @@ fn compare_values(
         }
     }
     ck.check(
-        mismatches == 0,
+        differ == 0,
         format!(
-            "value by value ({}): {} rows, {} cells compared, {} rows differ from the source{}",
+            "value by value ({}): {} rows, {} cells compared ({} person properties), {} rows differ from the source{}",
             format.name(),
             rows.rows.len(),
-            cells,
-            mismatches,
+            tally.cells,
+            tally.person_cells,
+            differ,
             if examples.is_empty() {
                 String::new()
             } else {
@@ -569,7 +778,10 @@ fn compare_values(
             }
         ),
     );
-    mismatches
+    Compared {
+        differ,
+        person_cells: tally.person_cells,
+    }
 }
 
 fn compare_row(
@@ -577,9 +789,10 @@ fn compare_row(
     e: &Event,
     types: &HashMap<String, String>,
     present: &HashSet<&str>,
-    cells: &mut usize,
+    tally: &mut Tally,
 ) -> Vec<String> {
     let mut p = Vec::new();
+    let cells = &mut tally.cells;
     let mut text_eq = |col: &str, want: &str, p: &mut Vec<String>| {
         *cells += 1;
         match row.get(col) {
@@ -633,12 +846,74 @@ fn compare_row(
             ));
         }
     }
+    compare_props(
+        row,
+        "properties",
+        &e.properties,
+        types,
+        present,
+        cells,
+        &mut p,
+    );
+    tally.person_cells += compare_props(
+        row,
+        "person_properties",
+        &e.person_properties,
+        types,
+        present,
+        &mut tally.cells,
+        &mut p,
+    );
+    p
+}
 
-    // Properties: each non-null value in `properties_<k>` or its `__json` sibling, never both;
-    // nulls nowhere; and no other property cell in the row.
-    let mut expected_cells = 0usize;
-    for (k, v) in &e.properties {
-        let col = format!("properties_{k}");
+/// A property map (`properties`, `person_properties`) against the row. Flattened (the usual
+/// case): each non-null value in `<column>_<key>` under the column's type or, as JSON text, in
+/// its `__json` sibling, never both; nulls nowhere; no other `<column>_*` cell. Not flattened
+/// (`output.flatten_properties: false`, the table has a `<column>` column): that one cell is
+/// the JSON text of the whole map, and no `<column>_*` cell exists. Returns the number of
+/// non-null values compared.
+fn compare_props(
+    row: &Row,
+    column: &str,
+    props: &Map<String, Value>,
+    types: &HashMap<String, String>,
+    present: &HashSet<&str>,
+    cells: &mut usize,
+    p: &mut Vec<String>,
+) -> usize {
+    let prefix = format!("{column}_");
+    let non_null = props.values().filter(|v| !v.is_null()).count();
+    if present.contains(column) {
+        *cells += 1;
+        let got = row.get(column);
+        let whole = Value::Object(props.clone());
+        let ok = match got {
+            Some(Cell::Text(s)) | Some(Cell::Json(Value::String(s))) => {
+                serde_json::from_str::<Value>(s).is_ok_and(|x| json_eq(&x, &whole))
+            }
+            Some(Cell::Json(x)) => json_eq(x, &whole),
+            // A map with nothing in it may be written as no value.
+            None => props.is_empty(),
+            Some(_) => false,
+        };
+        if !ok {
+            p.push(format!(
+                "{column} (one JSON column): {} ≠ {}",
+                show(got),
+                super::cli::clip(&whole.to_string(), 60)
+            ));
+        }
+        let flattened = row.cells.keys().filter(|k| k.starts_with(&prefix)).count();
+        if flattened > 0 {
+            p.push(format!(
+                "{flattened} `{prefix}*` cells next to the one `{column}` column"
+            ));
+        }
+        return non_null;
+    }
+    for (k, v) in props {
+        let col = format!("{prefix}{k}");
         let fb = format!("{col}__json");
         let typed = row.get(&col);
         let json = row.get(&fb);
@@ -653,7 +928,6 @@ fn compare_row(
             }
             continue;
         }
-        expected_cells += 1;
         let ty = types.get(&col).map(String::as_str);
         match (typed, json) {
             (Some(c), None) => {
@@ -684,28 +958,23 @@ fn compare_row(
             (None, None) => p.push(format!("{col}: missing (source {v})")),
         }
     }
-    let property_cells = row
-        .cells
-        .keys()
-        .filter(|k| k.starts_with("properties_"))
-        .count();
-    if property_cells != expected_cells {
-        let known: HashSet<String> = e
-            .properties
+    let prop_cells = row.cells.keys().filter(|k| k.starts_with(&prefix)).count();
+    if prop_cells != non_null {
+        let known: HashSet<String> = props
             .keys()
-            .flat_map(|k| [format!("properties_{k}"), format!("properties_{k}__json")])
+            .flat_map(|k| [format!("{prefix}{k}"), format!("{prefix}{k}__json")])
             .collect();
         let extra: Vec<&str> = row
             .cells
             .keys()
-            .filter(|k| k.starts_with("properties_") && !known.contains(&***k))
+            .filter(|k| k.starts_with(&prefix) && !known.contains(&***k))
             .map(|k| &**k)
             .collect();
         p.push(format!(
-            "{property_cells} property cells, {expected_cells} non-null source properties (extra: {extra:?})"
+            "{prop_cells} `{prefix}*` cells, {non_null} non-null source values (extra: {extra:?})"
         ));
     }
-    p
+    non_null
 }
 
 /// Whether a typed cell holds the source value under the column's type.
