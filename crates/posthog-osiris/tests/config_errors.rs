@@ -481,7 +481,12 @@ fn events_only_fields_are_refused_for_other_data_types() {
 #[test]
 fn person_properties_are_an_events_option_on_by_default() {
     let field = "config.source.include_person_properties";
-    assert!(load(&nested_base()).unwrap().source.include_person_properties);
+    assert!(
+        load(&nested_base())
+            .unwrap()
+            .source
+            .include_person_properties
+    );
     let off = load(&set(nested_base(), field, json!(false))).unwrap();
     assert!(!off.source.include_person_properties);
     let persons = set(nested_base(), "config.source.data_type", json!("persons"));
