@@ -32,20 +32,11 @@ impl Drop for Running {
     }
 }
 
-#[tokio::test]
-async fn binary_prints_one_json_line_and_serves_the_control_api() {
+/// Starts the binary with `args` and reads the one JSON line it prints on start.
+async fn start_binary(args: &[&str]) -> (Running, Value) {
     let mut child = Running(
         Command::new(env!("CARGO_BIN_EXE_posthog-mock"))
-            .args([
-                "--events",
-                "300",
-                "--seed",
-                "9",
-                "--cluster",
-                "20",
-                "--rate-limit",
-                "1000/60s",
-            ])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -60,6 +51,22 @@ async fn binary_prints_one_json_line_and_serves_the_control_api() {
     .unwrap()
     .expect("a line");
     let info: Value = serde_json::from_str(&line).expect("JSON line");
+    (child, info)
+}
+
+#[tokio::test]
+async fn binary_prints_one_json_line_and_serves_the_control_api() {
+    let (_child, info) = start_binary(&[
+        "--events",
+        "300",
+        "--seed",
+        "9",
+        "--cluster",
+        "20",
+        "--rate-limit",
+        "1000/60s",
+    ])
+    .await;
     let base = info["base_url"].as_str().unwrap().to_owned();
     assert!(base.starts_with("http://127.0.0.1:"));
     assert_eq!(info["project_id"], 1);
@@ -163,32 +170,17 @@ fn write_sample_flag_regenerates_the_sample() {
 
 #[tokio::test]
 async fn binary_limit_clamp_flags_and_control_route() {
-    let mut child = Running(
-        Command::new(env!("CARGO_BIN_EXE_posthog-mock"))
-            .args([
-                "--events",
-                "400",
-                "--limit-clamp",
-                "250",
-                "--limit-clamp-after",
-                "1:100",
-                "--limit-clamp-after",
-                "2:300",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("binary starts"),
-    );
-    let stdout = child.0.stdout.take().expect("piped stdout");
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map(|_| line)
-    })
-    .await
-    .unwrap()
-    .expect("a line");
-    let info: Value = serde_json::from_str(&line).expect("JSON line");
+    let (_child, info) = start_binary(&[
+        "--events",
+        "400",
+        "--limit-clamp",
+        "250",
+        "--limit-clamp-after",
+        "1:100",
+        "--limit-clamp-after",
+        "2:300",
+    ])
+    .await;
     let base = info["base_url"].as_str().unwrap().to_owned();
     let key = info["personal_api_key"].as_str().unwrap().to_owned();
     let http = reqwest::Client::new();
