@@ -270,8 +270,9 @@ struct RateBench {
 }
 
 /// The mock refuses more than R private-API requests in any 60 s (a sliding window, as
-/// PostHog's throttle); the client is configured to R per minute. The run must take
-/// ⌈N/page⌉ / R minutes (within 5 %) and never be refused.
+/// PostHog's throttle); the client is configured to R per minute. The run sends ⌈N/page⌉ + 1
+/// queries (the last one the empty page that ends the scan), paced 60/R s apart, so it must
+/// take ⌈N/page⌉ / R minutes (within 5 %) and never be refused.
 fn rate_bench(args: &RateBench) -> anyhow::Result<()> {
     let (cli, mock_bin) = crate::release_binaries(args.no_build)?;
     let work = tempfile::tempdir()?;
