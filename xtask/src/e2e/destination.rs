@@ -30,19 +30,25 @@ struct Runner {
     prefix: Vec<OsString>,
     /// The uid files and directories the CLI must write are given to (`None`: our own).
     uid: Option<u32>,
+    /// The CLI binary it runs: the build's own, or (as nobody) a copy in a directory nobody may
+    /// enter, since the checkout may live under a directory only root can traverse.
+    cli: PathBuf,
+    _copy: Option<tempfile::TempDir>,
 }
 
 impl Runner {
     /// `None` (and a failed check) when we are root and cannot drop privileges: the scenario
     /// then proves nothing, so it fails rather than skips.
-    fn new(ck: &mut Checks) -> Option<Runner> {
+    fn new(env: &Env, ck: &mut Checks) -> anyhow::Result<Option<Runner>> {
         // SAFETY: geteuid has no preconditions and cannot fail.
         let euid = unsafe { libc::geteuid() };
         if euid != 0 {
-            return Some(Runner {
+            return Ok(Some(Runner {
                 prefix: Vec::new(),
                 uid: None,
-            });
+                cli: env.cli.clone(),
+                _copy: None,
+            }));
         }
         let prefix: Vec<OsString> = [
             "setpriv".to_owned(),
@@ -68,10 +74,23 @@ impl Runner {
                 }
             ),
         );
-        ok.then_some(Runner {
+        if !ok {
+            return Ok(None);
+        }
+        let copy = tempfile::Builder::new()
+            .prefix("posthog-e2e-cli-")
+            .tempdir()
+            .context("a directory for the CLI copy")?;
+        set_mode(copy.path(), 0o755)?;
+        let cli = copy.path().join("posthog-cli");
+        std::fs::copy(&env.cli, &cli).context("copying the CLI for uid nobody")?;
+        set_mode(&cli, 0o755)?;
+        Ok(Some(Runner {
             prefix,
             uid: Some(NOBODY),
-        })
+            cli,
+            _copy: Some(copy),
+        }))
     }
 
     fn who(&self) -> String {
@@ -122,7 +141,7 @@ impl Runner {
             std::os::unix::fs::chown(&path, Some(uid), Some(uid)).context("chown config.yaml")?;
         }
         set_mode(&path, 0o600)?;
-        let run = cli::spawn_via(&self.prefix, &ctx.env.cli, ctx.work.path(), &args, &[])?
+        let run = cli::spawn_via(&self.prefix, &self.cli, ctx.work.path(), &args, &[])?
             .wait(RUN_DEADLINE)?;
         ctx.no_key_in(ck, &run);
         Ok(run)
@@ -267,7 +286,7 @@ fn more_events(ctx: &Ctx, source: &mut Vec<Event>, seed: u64, n: usize) -> anyho
 /// state and the parts as they were; with the permission back, the next run completes the
 /// table exactly once.
 pub fn read_only_dest(env: &Env, ck: &mut Checks) -> anyhow::Result<()> {
-    let Some(runner) = Runner::new(ck) else {
+    let Some(runner) = Runner::new(env, ck)? else {
         return Ok(());
     };
     let mut notes = Vec::new();
