@@ -52,6 +52,9 @@ struct RunBench {
     /// Output format.
     #[arg(long, default_value = "parquet")]
     format: String,
+    /// Select each event's person properties (`config.source.include_person_properties`).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    person_properties: bool,
     /// Use the binaries already in target/release.
     #[arg(long)]
     no_build: bool,
@@ -127,11 +130,18 @@ struct Measured {
 }
 
 /// A config for the mock: events from 2020 on, `extra` appended (YAML lines).
-fn bench_config(mock: &Mock, page_size: u32, format: &str, performance: &str) -> String {
+fn bench_config(
+    mock: &Mock,
+    page_size: u32,
+    format: &str,
+    person_properties: bool,
+    performance: &str,
+) -> String {
     format!(
         "resolved_connection: {{api_key: {key}, project_id: \"{project}\", \
          region: self_hosted, custom_base_url: \"{url}\"}}\n\
          config:\n  source: {{data_type: events, page_size: {page_size}, \
+         include_person_properties: {person_properties}, \
          initial_since: \"2020-01-01T00:00:00Z\"}}\n  destination: {{}}\n\
          output: {{format: {format}}}\n\
          performance: {{{performance}}}\n",
@@ -186,6 +196,7 @@ fn run_bench(args: &RunBench) -> anyhow::Result<()> {
             &mock,
             args.page_size,
             &args.format,
+            args.person_properties,
             "query_requests_per_minute: 100000, query_requests_per_hour: 6000000",
         );
         let (mut floor, mut full) = (Vec::new(), Vec::new());
@@ -283,6 +294,7 @@ fn rate_bench(args: &RateBench) -> anyhow::Result<()> {
         &mock,
         args.page_size,
         "parquet",
+        true,
         &format!(
             "query_requests_per_minute: {}, query_requests_per_hour: 6000000",
             args.per_minute
