@@ -28,9 +28,10 @@
 //! `now()` is pinned for ClickHouse to the instant the test starts; the mock has no fixed
 //! clock, so the templates run on data whose answers do not change within [`NOW_MARGIN`] of it.
 //!
-//! Where the mock knowingly differs from ClickHouse, the difference is listed in
-//! [`KNOWN_DIVERGENCES`] with the exact cells it accepts; `known_divergences_are_still_observed`
-//! fails once one no longer occurs, so the list cannot outlive a fix.
+//! No difference is accepted: the six the first runs found (property strings keeping their
+//! JSON escapes, JSONExtractRaw's re-rendered numbers, `JSONExtractString` of non-strings,
+//! `JSONExtractInt`/`Float` of `true`, naive `toDateTime` literals without
+//! `convertToProjectTimezone`, the type of `avg`) were fixed in the mock.
 //!
 //! Needs `python3` with `chdb` (`.ci/run` installs it). Without it the tests say so and pass,
 //! unless `POSTHOG_REQUIRE_EXTERNAL_READERS=1` (set by `.ci/run`), where it is a failure.
@@ -235,44 +236,39 @@ fn limit_and_its_clamp_match_clickhouse() {
     check(Group::Limit);
 }
 
-/// Every entry of [`KNOWN_DIVERGENCES`] still accepts at least one cell: once the mock is fixed
-/// the entry must go, so the list never hides a regression.
+/// Every group of cases compared real queries and ClickHouse answered each one: a harness that
+/// quietly compared nothing (an extraction that sent no query, a translation that failed) fails
+/// here. Prints what was compared.
 #[test]
-fn known_divergences_are_still_observed() {
+fn every_group_compares_queries_that_clickhouse_answered() {
     let Some(f) = fixture() else { return };
-    let mut stale: Vec<String> = KNOWN_DIVERGENCES
-        .iter()
-        .filter(|k| !f.divergences_seen.contains_key(k.id))
-        .map(|k| k.id.to_owned())
-        .collect();
-    for k in KNOWN_DIVERGENCES {
-        stale.extend(
-            k.cases
-                .iter()
-                .filter(|c| !f.accepted_cases.contains(**c))
-                .map(|c| format!("{} (case {c})", k.id)),
-        );
-    }
-    let mut seen = String::new();
-    for k in KNOWN_DIVERGENCES {
-        let n = f.divergences_seen.get(k.id).copied().unwrap_or(0);
-        let _ = writeln!(seen, "  {} ({n} cells or cases): {}", k.id, k.why);
-    }
-    assert!(
-        stale.is_empty(),
-        "these known divergences no longer occur (the mock agrees with ClickHouse now): remove \
-         them from KNOWN_DIVERGENCES: {stale:?}\nobserved:\n{seen}"
-    );
     let mut groups: BTreeMap<Group, (usize, &str)> = BTreeMap::new();
     for c in &f.cases {
         groups.entry(c.group).or_insert((0, &c.hogql)).0 += 1;
     }
     let mut compared = String::new();
-    for (g, (n, hogql)) in groups {
+    for (g, (n, hogql)) in &groups {
         let _ = writeln!(compared, "  {g:?}: {n} queries, e.g. {hogql}");
     }
+    let missing: Vec<Group> = Group::ALL
+        .iter()
+        .filter(|g| !groups.contains_key(g))
+        .copied()
+        .collect();
+    assert!(missing.is_empty(), "no query compared for {missing:?}");
+    let unanswered: Vec<&str> = f
+        .cases
+        .iter()
+        .filter(|c| f.clickhouse[&c.id].is_err())
+        .map(|c| c.id.as_str())
+        .collect();
+    assert!(unanswered.is_empty(), "ClickHouse refused {unanswered:?}");
+    assert!(
+        f.uniq_checked > 0,
+        "no query with uniq was checked against ClickHouse's uniq"
+    );
     eprintln!(
-        "{}: {} queries compared\n{compared}known divergences observed:\n{seen}\
+        "{}: {} queries compared\n{compared}\
          ClickHouse's approximate uniq equals uniqExact in {} of {} queries with uniq",
         f.engine,
         f.cases.len(),
@@ -324,53 +320,6 @@ fn translation_binds_values_and_compiles_hogql_constructs_as_posthog_does() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Known divergences: where the mock knowingly answers differently from ClickHouse.
-// ---------------------------------------------------------------------------------------------
-
-/// A difference between the mock and ClickHouse that is known and reported. `accepts` must
-/// say yes for exactly the cells (or column types) the finding explains; `cases` lists cases
-/// whose whole answer it changes (an aggregate over the diverging values), accepted only while
-/// they differ.
-struct KnownDivergence {
-    id: &'static str,
-    /// What differs and why (the report; printed by `known_divergences_are_still_observed`).
-    why: &'static str,
-    accepts: fn(&Diff<'_>) -> bool,
-    cases: &'static [&'static str],
-}
-
-/// One differing cell, or one differing column type (as a JSON string).
-#[allow(dead_code)] // read by the `accepts` of KNOWN_DIVERGENCES entries, of which there are none now
-struct Diff<'a> {
-    case: &'a str,
-    column: &'a str,
-    what: What,
-    mock: &'a Value,
-    ch: &'a Value,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum What {
-    Value,
-    Type,
-}
-
-/// Empty: the six divergences the first runs found (property strings keeping their JSON
-/// escapes, JSONExtractRaw's re-rendered numbers, `JSONExtractString` of non-strings,
-/// `JSONExtractInt`/`Float` of `true`, naive `toDateTime` literals without
-/// `convertToProjectTimezone`, the type of `avg`) are fixed in the mock, and the probe and
-/// template cases that found them now hold the fixes. A new entry needs `accepts` as narrow as the finding.
-const KNOWN_DIVERGENCES: &[KnownDivergence] = &[];
-
-/// The known divergence that explains `diff`, if one does.
-fn known_divergence(diff: &Diff<'_>) -> Option<&'static str> {
-    KNOWN_DIVERGENCES
-        .iter()
-        .find(|k| (k.accepts)(diff))
-        .map(|k| k.id)
-}
-
-// ---------------------------------------------------------------------------------------------
 // Cases: what is run on both sides.
 // ---------------------------------------------------------------------------------------------
 
@@ -393,6 +342,28 @@ enum Group {
     PersonProps,
     JsonExtract,
     Limit,
+}
+
+impl Group {
+    const ALL: [Group; 17] = [
+        Group::PagesTimestamp,
+        Group::PagesCreatedAt,
+        Group::PagesEventTypes,
+        Group::PagesPersons,
+        Group::PagesSessions,
+        Group::Templates,
+        Group::TupleCompare,
+        Group::OrderBy,
+        Group::DateTimes,
+        Group::PropStrings,
+        Group::PropNumbers,
+        Group::PropNested,
+        Group::PropKeys,
+        Group::PropNull,
+        Group::PersonProps,
+        Group::JsonExtract,
+        Group::Limit,
+    ];
 }
 
 /// How the rows of a result are ordered.
@@ -501,11 +472,8 @@ struct Fixture {
     cases: Vec<Case>,
     clickhouse: HashMap<String, Result<Answer, String>>,
     translated: HashMap<String, Result<String, String>>,
-    /// Differences per case (known divergences already removed).
+    /// Differences per case.
     findings: HashMap<String, Vec<String>>,
-    divergences_seen: BTreeMap<&'static str, usize>,
-    /// Cases accepted whole by a divergence's `cases`.
-    accepted_cases: BTreeSet<String>,
     /// Extraction runs that failed, by the group of their pages.
     extraction_failures: Vec<(Group, String)>,
     fixed_uuids: Vec<String>,
@@ -701,19 +669,13 @@ fn build_fixture() -> Fixture {
         .count();
     let uniq_checked = approximate.len();
 
-    let mut findings = HashMap::new();
-    let mut divergences_seen = BTreeMap::new();
-    let mut accepted_cases = BTreeSet::new();
-    for case in &cases {
-        let result = compare(
-            case,
-            &mock[&case.id],
-            &clickhouse[&case.id],
-            &mut divergences_seen,
-            &mut accepted_cases,
-        );
-        findings.insert(case.id.clone(), result);
-    }
+    let findings = cases
+        .iter()
+        .map(|case| {
+            let result = compare(case, &mock[&case.id], &clickhouse[&case.id]);
+            (case.id.clone(), result)
+        })
+        .collect();
     let fixed_uuids = fixed.events.iter().map(|e| e.uuid.to_string()).collect();
     let cluster_time = iso_utc(cluster(&fixed).0);
     Fixture {
@@ -725,8 +687,6 @@ fn build_fixture() -> Fixture {
             .map(|(k, v)| (k, v.map(|t| t.sql)))
             .collect(),
         findings,
-        divergences_seen,
-        accepted_cases,
         extraction_failures,
         fixed_uuids,
         cluster_time,
@@ -2008,13 +1968,7 @@ fn shown(v: &Value) -> String {
     }
 }
 
-fn compare(
-    case: &Case,
-    mock: &Result<Answer, String>,
-    ch: &Result<Answer, String>,
-    seen: &mut BTreeMap<&'static str, usize>,
-    accepted_cases: &mut BTreeSet<String>,
-) -> Vec<String> {
+fn compare(case: &Case, mock: &Result<Answer, String>, ch: &Result<Answer, String>) -> Vec<String> {
     let (mock, ch) = match (mock, ch) {
         (Ok(m), Ok(c)) => (m, c),
         (m, c) => {
@@ -2027,7 +1981,6 @@ fn compare(
             )];
         }
     };
-    let mut accepted: Vec<&'static str> = Vec::new();
     let mut findings = Vec::new();
     if mock.columns != ch.columns {
         findings.push(format!(
@@ -2041,18 +1994,7 @@ fn compare(
             continue;
         }
         let column = ch.columns.get(k).map_or("?", String::as_str);
-        let (mv, cv) = (Value::from(mt.as_str()), Value::from(ct.as_str()));
-        let diff = Diff {
-            case: &case.id,
-            column,
-            what: What::Type,
-            mock: &mv,
-            ch: &cv,
-        };
-        match known_divergence(&diff) {
-            Some(id) => accepted.push(id),
-            None => type_diffs.push(format!("  `{column}`: mock {mt}, clickhouse {ct}")),
-        }
+        type_diffs.push(format!("  `{column}`: mock {mt}, clickhouse {ct}"));
     }
     if mock.types.len() != ch.types.len() || !type_diffs.is_empty() {
         findings.push(format!(
@@ -2110,17 +2052,6 @@ fn compare(
                 continue;
             }
             let column = ch.columns.get(k).map_or("?", String::as_str);
-            let diff = Diff {
-                case: &case.id,
-                column,
-                what: What::Value,
-                mock: mv,
-                ch: cv,
-            };
-            if let Some(id) = known_divergence(&diff) {
-                accepted.push(id);
-                continue;
-            }
             let example = format!("mock {} vs clickhouse {}", shown(mv), shown(cv));
             by_column.entry(k).or_insert((0, example)).0 += 1;
             cells.push(format!(
@@ -2163,19 +2094,6 @@ fn compare(
     }
     if let Some(extra) = first_extra(&m, &c) {
         findings.push(extra);
-    }
-    // A divergence that changes whole answers (through an aggregate) accepts its cases.
-    if !findings.is_empty()
-        && let Some(k) = KNOWN_DIVERGENCES
-            .iter()
-            .find(|k| k.cases.contains(&case.id.as_str()))
-    {
-        accepted.push(k.id);
-        accepted_cases.insert(case.id.clone());
-        findings.clear();
-    }
-    for id in accepted {
-        *seen.entry(id).or_default() += 1;
     }
     findings
 }
