@@ -24,8 +24,15 @@ pub(crate) struct RepairPlan {
     pub ranges: Vec<(UnixMicros, UnixMicros)>,
     /// The sink's rules: the ids to skip, the records to drop.
     pub repair: Repair,
-    /// The lost parts, for the summary.
-    pub lost: Vec<String>,
+}
+
+impl RepairPlan {
+    /// The lost parts' files, sorted (for the summary and logs).
+    pub(crate) fn lost(&self) -> Vec<String> {
+        let mut lost: Vec<String> = self.repair.lost.iter().cloned().collect();
+        lost.sort();
+        lost
+    }
 }
 
 /// The key columns of the table's part files: the keyset's id and time columns.
@@ -81,7 +88,6 @@ pub(crate) fn plan(
             exclude,
             lost: lost.iter().map(|f| (*f).to_owned()).collect(),
         },
-        lost: missing.iter().map(|p| p.file.clone()).collect(),
     })
 }
 

@@ -74,15 +74,17 @@ impl Pipeline<'_> {
     /// when the sink failed (its error is reported when it is joined).
     async fn send_query(&mut self, body: bytes::Bytes) -> Option<PageInfo> {
         let (reply, answer) = oneshot::channel();
-        self.send(SinkMsg::Query { body, reply }).await.ok()?;
+        if !self.send(SinkMsg::Query { body, reply }).await {
+            return None;
+        }
         answer.await.ok().flatten()
     }
 
-    /// Sends a message to the sink; an error when the sink has stopped (it failed).
-    async fn send(&self, msg: SinkMsg) -> Result<(), ()> {
+    /// Sends a message to the sink; false when the sink has stopped (it failed).
+    async fn send(&self, msg: SinkMsg) -> bool {
         match &self.pages {
-            Some(pages) => pages.send(msg).await.map_err(|_| ()),
-            None => Err(()),
+            Some(pages) => pages.send(msg).await.is_ok(),
+            None => false,
         }
     }
 
@@ -92,7 +94,7 @@ impl Pipeline<'_> {
     async fn close(&mut self, complete: bool) {
         if complete {
             // The sink may already have stopped with an error; joining it reports that.
-            let _ = self.send(SinkMsg::Finish).await;
+            self.send(SinkMsg::Finish).await;
         }
         self.pages = None;
     }
@@ -185,7 +187,10 @@ pub(crate) async fn run(
     };
     let (repair, repaired) = match job {
         Job::Extract => (None, Vec::new()),
-        Job::Repair(plan) => (Some(plan.repair), plan.lost),
+        Job::Repair(plan) => {
+            let lost = plan.lost();
+            (Some(plan.repair), lost)
+        }
     };
     tracing::info!(
         table = %table,
@@ -379,7 +384,7 @@ async fn plan_job(
             .await
             .map_err(|e| DriverError::Protocol(format!("the repair planner failed: {e}")))??;
     tracing::info!(
-        lost = ?plan.lost,
+        lost = ?plan.lost(),
         ranges = plan.ranges.len(),
         excluded = plan.repair.exclude.len(),
         "repairing lost parts"
@@ -525,7 +530,7 @@ async fn fetch_rest(
         client.list_pages::<Box<RawValue>>(resource, ListParams::default().page_size(page_size))
     );
     while let Some(page) = pages.try_next().await? {
-        if pipeline.send(SinkMsg::Objects(page.results)).await.is_err() {
+        if !pipeline.send(SinkMsg::Objects(page.results)).await {
             return Ok(()); // the sink failed; its error is reported when it is joined
         }
     }

@@ -97,7 +97,7 @@ pub(crate) struct SinkSetup {
 }
 
 /// How a repair writes: the rows of lost parts again, and nothing that other parts hold.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Repair {
     /// Ids the table's remaining parts hold inside the repaired ranges: never written again.
     pub exclude: HashSet<Uuid>,
