@@ -282,12 +282,7 @@ async fn a_lost_part_is_an_error_naming_it_and_repair_writes_exactly_its_rows_ba
 
     let state = store.load("posthog_events").unwrap().unwrap();
     assert_eq!(state.parts.len(), 4);
-    for part in &state.parts {
-        assert!(
-            part.first_timestamp.is_some() && part.last_timestamp.is_some(),
-            "{part:?} records its range"
-        );
-    }
+    assert_ranges_are_the_parts_own(&store, &table);
     let lost = [state.parts[0].clone(), state.parts[2].clone()];
     for part in &lost {
         std::fs::remove_file(table.join(&part.file)).unwrap();
@@ -351,6 +346,7 @@ async fn a_lost_part_is_an_error_naming_it_and_repair_writes_exactly_its_rows_ba
         after.last_timestamp, state.last_timestamp,
         "the watermark stays"
     );
+    assert_ranges_are_the_parts_own(&store, &table);
     assert!(after.parts.iter().all(|p| !names.contains(&p.file)));
 
     let mut expected = all_uuids(&dataset);
@@ -474,4 +470,61 @@ proptest::proptest! {
             server.shutdown().await;
         });
     }
+}
+
+/// Each committed part's recorded range is exactly the smallest and largest time of its rows.
+fn assert_ranges_are_the_parts_own(store: &MemoryStore, table_dir: &Path) {
+    let state = store.load("posthog_events").unwrap().unwrap();
+    for part in &state.parts {
+        let (mut first, mut last) = (i64::MAX, i64::MIN);
+        let rows = posthog_core::reader::for_each_part_key(
+            &table_dir.join(&part.file),
+            "uuid",
+            "timestamp",
+            |_, at| {
+                first = first.min(at);
+                last = last.max(at);
+            },
+        )
+        .unwrap();
+        assert_eq!(rows, part.rows, "{}", part.file);
+        let parse = |t: &Option<String>| posthog_core::parse_timestamp(t.as_deref().unwrap());
+        assert_eq!(
+            (parse(&part.first_timestamp), parse(&part.last_timestamp)),
+            (Some(first), Some(last)),
+            "{}: the recorded range is its rows' range",
+            part.file
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn part_ranges_are_their_rows_range_when_a_new_column_closes_a_part_mid_page() {
+    let (server, dataset) = mock(3_000, 0).await;
+    // Events with a property no other event has, in the middle of the range: the batch that
+    // holds them widens the schema, which closes the open part in the middle of a page.
+    let mut by_time: Vec<&Event> = dataset.events.iter().collect();
+    by_time.sort_by_key(|e| e.timestamp);
+    let mut late = Vec::new();
+    for (n, e) in by_time.into_iter().skip(1_234).take(3).enumerate() {
+        let mut e = e.clone();
+        e.uuid = uuid::Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0100 + n as u128);
+        e.properties.insert("a_key_seen_once".into(), json!(n));
+        late.push(e);
+    }
+    server.insert_events(late);
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("posthog_events");
+    let mut store = MemoryStore::new();
+    let config = events_config(&server, 700);
+    let summary = run(&config, &mut store, dir.path()).await;
+    // Without the new column: parts close at the first page boundary past 1 000 rows, every
+    // 1 400 rows, so 3 parts; the column closes one more.
+    assert_eq!(
+        summary.files.len(),
+        3_003usize.div_ceil(1_400) + 1,
+        "a part was closed by the new column"
+    );
+    assert_ranges_are_the_parts_own(&store, &table);
+    server.shutdown().await;
 }
