@@ -1,14 +1,18 @@
 //! `cargo xtask`: the project's developer tasks, in Rust so they run wherever cargo does.
 //!
-//! - `cargo xtask demo`: starts the mock PostHog on loopback and drives it through
-//!   `posthog-client`: a HogQL keyset scan of every event, a retried request, REST listings.
-//! - `cargo xtask bench core`: the core pipeline benchmark (release build).
+//! - `cargo xtask demo`: starts the mock PostHog on loopback and runs `posthog-cli run`
+//!   against it twice: a full extraction, then an incremental one after new and late events.
+//! - `cargo xtask bench core|run|rate`: the core pipeline, a whole run and the request budget,
+//!   measured on release builds (`docs/benchmarks.md`).
 //! - `cargo xtask e2e`: the black-box end-to-end suite over the release `posthog-cli` and
 //!   `posthog-mock` binaries.
+//! - `cargo xtask tidy`: checks what `docs/ARCHITECTURE.md` claims about the code (also a
+//!   `#[test]`, so `cargo test --workspace` runs it).
 
 mod bench;
 mod demo;
 pub(crate) mod e2e;
+mod tidy;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -31,6 +35,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// End-to-end suite: drives the release posthog-cli against posthog-mock processes.
     E2e(e2e::E2eArgs),
+    /// Checks the crate graph, module docs, dependencies and function lengths against
+    /// docs/ARCHITECTURE.md (also run by `cargo test`).
+    Tidy,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -42,6 +49,7 @@ fn main() -> anyhow::Result<()> {
         Command::Demo(args) => runtime.block_on(demo::run(args)),
         Command::Bench(args) => bench::run(args),
         Command::E2e(args) => e2e::run(args),
+        Command::Tidy => tidy::run(),
     }
 }
 

@@ -1,13 +1,12 @@
 //! The agent and API commands: `query`, `objects`, `fields`, `template`, `capture`, `flags`,
-//! `cohorts`. Each calls one `posthog-client` operation and prints its result; the logic lives
-//! in the library.
+//! `cohorts`. Each calls one `posthog-client` or `posthog-agent` operation and prints its
+//! result; the logic lives in the libraries.
 
 use std::io::{self, BufRead as _, BufWriter, Read as _, Write as _};
 
 use futures_util::{StreamExt as _, TryStreamExt as _};
-use posthog_client::{
-    CaptureEvent, Client, Entity, FlagsRequest, HogQlQuery, NewCohort, templates,
-};
+use posthog_agent::{Entity, templates};
+use posthog_client::{CaptureEvent, Client, FlagsRequest, HogQlQuery, NewCohort};
 use posthog_osiris::ConfigError;
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
@@ -61,7 +60,9 @@ pub fn objects_json() -> Value {
 /// `fields NAME`.
 pub async fn fields(client: &Client, args: &FieldsArgs) -> Result<(), Failure> {
     let entity = entity_named(&args.name)?;
-    let fields = client.fields(entity).await.map_err(client_failure)?;
+    let fields = posthog_agent::fields(client, entity)
+        .await
+        .map_err(client_failure)?;
     print_value(&json!({ "object": entity.name(), "fields": fields }))
 }
 

@@ -32,8 +32,9 @@ macro_rules! api_key_help {
 macro_rules! error_output_help {
     () => {
         "  On failure stdout holds {\"status\":\"error\",\"category\":\"<category>\",\"message\":\"...\"}
-  and stderr the line `error: <category>: <message>`. Categories: config, auth,
-  permission, network, timeout, rate_limited, server, data."
+  and stderr the line `error: <category>: <message>`; a command line that does not parse
+  is category config, with clap's message on stderr. Categories: config, auth,
+  permission, network, timeout, rate_limited, server, data, unknown."
     };
 }
 
@@ -54,7 +55,7 @@ Examples:
   posthog-cli run --config config.yaml --output-dir ./posthog-output --format parquet
   posthog-cli --api-key-file /run/secrets/posthog_key discover --config config.yaml
   posthog-cli query --config config.yaml \"select event, count() from events group by event\"
-  posthog-cli template run churn_risk --project-id 12345 --var inactive_days=14
+  posthog-cli template run churn_risk --host us --project-id 12345 --var inactive_days=14
 
 ",
     exit_codes!()
@@ -113,8 +114,10 @@ const DOCTOR_AFTER_HELP: &str = concat!(
   stdout holds one JSON object, the report:
   {\"status\":\"healthy\"|\"error\",\"category\":\"auth\"|\"permission\"|\"network\"|\"timeout\"|
    \"unknown\" (only when not healthy),\"message\":...,\"timestamp\":...,\"latency_ms\":...}
-  A key PostHog rejects is reported in it (exit 1, category auth); an invalid config or a
-  missing key exits 2.
+  Not healthy is a failure like any other command's: the same error object (with
+  timestamp and latency_ms added) and the `error: <category>: <message>` line on stderr,
+  exit 1 whatever the category (a key PostHog rejects: category auth, exit 1). An invalid
+  config or a missing key exits 2 without a report.
 ",
     error_output_help!(),
     "
@@ -136,9 +139,23 @@ macro_rules! connection_help {
     () => {
         "Connection:
   --config FILE takes it from a config (as `run` uses); otherwise --host / --project-id,
-  else the POSTHOG_HOST / POSTHOG_PROJECT_ID environment variables (host default: us).
-  The personal API key comes from the config, --api-key-file PATH or
-  POSTHOG_PERSONAL_API_KEY; it is never accepted as a command-line argument."
+  else the POSTHOG_HOST / POSTHOG_PROJECT_ID environment variables. The personal API key
+  comes from the config, --api-key-file PATH or POSTHOG_PERSONAL_API_KEY; it is never
+  accepted as a command-line argument. Nothing is defaulted, the host included: every
+  setting that is missing is named in one error (exit 2), with the flag and the variable
+  that provide it."
+    };
+}
+
+/// What the commands that send nothing do with the connection options, as their `--help`
+/// says it.
+macro_rules! offline_connection_help {
+    () => {
+        "Connection:
+  None is needed and nothing is sent. The connection options are accepted so that one
+  command line fits every command: --config FILE, when given, is read and validated (a file
+  that is not a valid config exits 2, as it would for any other command); --host,
+  --project-id and the API key (--api-key-file, POSTHOG_PERSONAL_API_KEY) are not used."
     };
 }
 
@@ -160,23 +177,42 @@ macro_rules! agent_help {
     };
 }
 
+/// The common tail of the help of a command that sends nothing (`objects`, `template list`,
+/// `template show`).
+macro_rules! offline_agent_help {
+    ($output:expr, $examples:expr) => {
+        concat!(
+            "Output:\n",
+            $output,
+            "\n",
+            error_output_help!(),
+            "\n\n",
+            offline_connection_help!(),
+            "\n\nExamples:\n",
+            $examples,
+            "\n\n",
+            exit_codes!()
+        )
+    };
+}
+
 const QUERY_AFTER_HELP: &str = agent_help!(
     "  json (default): one object {\"columns\",\"types\",\"rows\":[{column: value}],\"row_count\"};
   jsonl: one object per row; csv: header and rows; table: aligned text. Rows are written
   as they are read. A query without LIMIT returns PostHog's first 100 rows (has_more tells);
   LIMIT is capped at 50 000 by PostHog. OFFSET is refused for API keys: page with
   WHERE (timestamp, uuid) > (…) instead.",
-    "  posthog-cli query --project-id 12345 \"select event, count() as n from events group by event order by n desc limit 10\"
+    "  posthog-cli query --host us --project-id 12345 \"select event, count() as n from events group by event order by n desc limit 10\"
   posthog-cli query -c config.yaml --var name='$pageview' --format csv \\
       \"select distinct_id, timestamp from events where event = {name} limit 100\"
   echo \"select count() from persons\" | posthog-cli query -c config.yaml -"
 );
 
-const OBJECTS_AFTER_HELP: &str = agent_help!(
+const OBJECTS_AFTER_HELP: &str = offline_agent_help!(
     "  {\"objects\":[{\"name\",\"description\",\"hogql_table\",\"rest_resource\"},...]}
-  The list is fixed; with a connection it is also checked against PostHog (nothing is
-  sent without one).",
-    "  posthog-cli objects"
+  The list is fixed (`fields NAME` reads an entity's fields from PostHog).",
+    "  posthog-cli objects
+  posthog-cli objects --config config.yaml"
 );
 
 const FIELDS_AFTER_HELP: &str = agent_help!(
@@ -184,16 +220,17 @@ const FIELDS_AFTER_HELP: &str = agent_help!(
   source is schema (HogQL column types), property_definition (events and persons:
   properties.<name> with PostHog's property_type), sample (keys of a listed object) or
   documented.",
-    "  posthog-cli fields events --project-id 12345
+    "  posthog-cli fields events --host eu --project-id 12345
   posthog-cli fields feature_flags -c config.yaml"
 );
 
-const TEMPLATE_LIST_AFTER_HELP: &str = agent_help!(
-    "  {\"templates\":[{\"name\",\"category\",\"description\",\"params\":[...]}]} (no request is sent)",
-    "  posthog-cli template list"
+const TEMPLATE_LIST_AFTER_HELP: &str = offline_agent_help!(
+    "  {\"templates\":[{\"name\",\"category\",\"description\",\"params\":[...]}]}",
+    "  posthog-cli template list
+  posthog-cli template list --config config.yaml"
 );
 
-const TEMPLATE_SHOW_AFTER_HELP: &str = agent_help!(
+const TEMPLATE_SHOW_AFTER_HELP: &str = offline_agent_help!(
     "  The template: name, category, description, params (name, type, bounds, default,
   description) and the HogQL text with its {placeholders}.",
     "  posthog-cli template show funnel_conversion"
@@ -204,13 +241,15 @@ const TEMPLATE_RUN_AFTER_HELP: &str = agent_help!(
   and range and bound as a HogQL value: it can never change the query's text. An unknown,
   missing or invalid variable exits 2 before any request.",
     "  posthog-cli template run churn_risk -c config.yaml --var inactive_days=14
-  posthog-cli template run funnel_conversion --project-id 12345 \\
+  posthog-cli template run funnel_conversion --host us --project-id 12345 \\
       --var step_1='$pageview' --var step_2=signed_up --format table"
 );
 
 const COMPLETIONS_AFTER_HELP: &str = concat!(
     "Output:
-  The completion script on stdout (not JSON); nothing is sent anywhere.
+  The completion script on stdout (not JSON); nothing is sent anywhere. --config FILE is
+  accepted like every command's and, when given, read and validated (exit 2 if invalid).
+  A usage error prints {\"status\":\"error\",...} on stdout, as every command does.
 
 Examples:
   posthog-cli completions bash > ~/.local/share/bash-completion/completions/posthog-cli
@@ -223,7 +262,9 @@ Examples:
 
 const MAN_AFTER_HELP: &str = concat!(
     "Output:
-  The man page of posthog-cli in roff on stdout (not JSON).
+  The man page of posthog-cli in roff on stdout (not JSON). --config FILE is accepted like
+  every command's and, when given, read and validated (exit 2 if invalid). A usage error
+  prints {\"status\":\"error\",...} on stdout, as every command does.
 
 Example:
   posthog-cli man > /usr/local/share/man/man1/posthog-cli.1 && man posthog-cli
@@ -233,7 +274,8 @@ Example:
 );
 
 const TEMPLATE_AFTER_HELP: &str = agent_help!(
-    "  list and show print one JSON object and send nothing; run prints rows like `query`.",
+    "  list and show print one JSON object and send nothing (they need no connection; a
+  --config given is validated); run prints rows like `query`.",
     "  posthog-cli template list
   posthog-cli template show churn_risk
   posthog-cli template run churn_risk -c config.yaml --var inactive_days=14"
@@ -276,7 +318,7 @@ const FLAGS_LIST_AFTER_HELP: &str = agent_help!(
 
 const COHORTS_LIST_AFTER_HELP: &str = agent_help!(
     "  {\"cohorts\":[...]}: the project's cohorts as PostHog lists them.",
-    "  posthog-cli cohorts list --project-id 12345"
+    "  posthog-cli cohorts list --host eu --project-id 12345"
 );
 
 const COHORTS_CREATE_AFTER_HELP: &str = agent_help!(
@@ -409,27 +451,54 @@ pub enum Command {
 
     /// Print the man page (roff)
     #[command(after_help = MAN_AFTER_HELP)]
-    Man,
+    Man(ManArgs),
 }
 
 /// `completions`.
 #[derive(Debug, Args)]
 pub struct CompletionsArgs {
+    /// Config file; validated when given, not otherwise used
+    #[arg(long, short, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// The shell
     #[arg(value_enum, value_name = "SHELL")]
     pub shell: clap_complete::Shell,
 }
 
+/// `man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Config file; validated when given, not otherwise used
+    #[arg(long, short, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
 impl Command {
-    /// The config file an extraction command (`run`, `discover`, `doctor`) reads; `None` for
-    /// the agent commands, whose config is optional.
+    /// The `--config` the command was given: always for `run`, `discover` and `doctor`, which
+    /// require it; when given for the others.
     pub fn config_path(&self) -> Option<&Path> {
         match self {
             Command::Run(args) => Some(&args.config),
             Command::Discover(args) => Some(&args.config),
             Command::Doctor(args) => Some(&args.config),
-            _ => None,
+            Command::Completions(args) => args.config.as_deref(),
+            Command::Man(args) => args.config.as_deref(),
+            command => command.connection()?.config.as_deref(),
         }
+    }
+
+    /// Whether the command sends nothing and so needs no connection (`objects`, `template
+    /// list`, `template show`, `completions`, `man`). A `--config` given to it is validated,
+    /// nothing else of the connection is used.
+    pub fn is_offline(&self) -> bool {
+        matches!(
+            self,
+            Command::Objects(_)
+                | Command::Template(TemplateCommand::List(_) | TemplateCommand::Show(_))
+                | Command::Completions(_)
+                | Command::Man(_)
+        )
     }
 
     /// The connection options of an agent command.
@@ -438,6 +507,8 @@ impl Command {
             Command::Query(a) => &a.connection,
             Command::Objects(a) => &a.connection,
             Command::Fields(a) => &a.connection,
+            Command::Template(TemplateCommand::List(a)) => &a.connection,
+            Command::Template(TemplateCommand::Show(a)) => &a.connection,
             Command::Template(TemplateCommand::Run(a)) => &a.connection,
             Command::Capture(a) => &a.connection,
             Command::Flags(FlagsCommand::Evaluate(a)) => &a.connection,
@@ -459,11 +530,11 @@ pub struct ConnectionArgs {
     pub config: Option<PathBuf>,
 
     /// PostHog host: us, eu, or a base URL (https://…; http:// only for localhost)
-    /// [env: POSTHOG_HOST; default: us]
+    /// [env: POSTHOG_HOST; required without --config]
     #[arg(long, value_name = "HOST", conflicts_with = "config")]
     pub host: Option<String>,
 
-    /// Numeric project id [env: POSTHOG_PROJECT_ID]
+    /// Numeric project id [env: POSTHOG_PROJECT_ID; required without --config]
     #[arg(long, value_name = "ID", conflicts_with = "config")]
     pub project_id: Option<String>,
 }
@@ -528,7 +599,7 @@ pub struct FieldsArgs {
 pub enum TemplateCommand {
     /// List the templates with their descriptions and variables
     #[command(after_help = TEMPLATE_LIST_AFTER_HELP)]
-    List,
+    List(TemplateListArgs),
     /// Show one template: description, variables with types and defaults, HogQL
     #[command(after_help = TEMPLATE_SHOW_AFTER_HELP)]
     Show(TemplateShowArgs),
@@ -537,9 +608,19 @@ pub enum TemplateCommand {
     Run(TemplateRunArgs),
 }
 
+/// `template list`.
+#[derive(Debug, Args)]
+pub struct TemplateListArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+}
+
 /// `template show`.
 #[derive(Debug, Args)]
 pub struct TemplateShowArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+
     /// Template name, as `template list` shows it
     #[arg(value_name = "NAME")]
     pub name: String,
@@ -731,8 +812,9 @@ pub struct RunArgs {
     pub metrics_file: Option<PathBuf>,
 
     /// Send every request the run would send and read every page, then discard it: no part
-    /// file written, no state committed. The summary says status "dry_run" and rows_read.
-    /// Shows what a run would read and how fast PostHog serves it
+    /// file written, no state committed. The summary says status "dry_run", with the rows a
+    /// run would read, deduplicate and output. Shows what a run would read and how fast
+    /// PostHog serves it
     #[arg(long, conflicts_with = "metrics_file")]
     pub dry_run: bool,
 
@@ -919,6 +1001,52 @@ mod tests {
             let err = parse(args).expect_err("rejected");
             assert_eq!(err.exit_code(), 2, "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn every_command_takes_config_and_the_agent_commands_the_connection_flags() {
+        let mut root = Cli::command();
+        root.build();
+        let mut leaves = Vec::new();
+        for sub in root.get_subcommands().filter(|s| s.get_name() != "help") {
+            if sub.has_subcommands() {
+                let parent = sub.get_name();
+                leaves.extend(
+                    sub.get_subcommands()
+                        .filter(|s| s.get_name() != "help")
+                        .map(|s| (format!("{parent} {}", s.get_name()), s)),
+                );
+            } else {
+                leaves.push((sub.get_name().to_owned(), sub));
+            }
+        }
+        assert_eq!(leaves.len(), 18);
+        for (name, leaf) in leaves {
+            let has = |id: &str| leaf.get_arguments().any(|a| a.get_id() == id);
+            assert!(has("config"), "{name} has no --config");
+            let needs_config = matches!(name.as_str(), "run" | "discover" | "doctor");
+            let tooling = matches!(name.as_str(), "completions" | "man");
+            assert_eq!(
+                has("host") && has("project_id"),
+                !needs_config && !tooling,
+                "{name}: --host and --project-id belong to the agent commands"
+            );
+        }
+        for args in [
+            &["template", "list", "--config", "c.yaml"][..],
+            &["template", "show", "churn_risk", "-c", "c.yaml"],
+            &["objects", "--project-id", "1", "--host", "eu"],
+            &["completions", "bash", "--config", "c.yaml"],
+            &["man", "-c", "c.yaml"],
+        ] {
+            let cli = parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert!(cli.command.is_offline(), "{args:?}");
+        }
+        let cli = parse(&["template", "list", "-c", "c.yaml"]).expect("parses");
+        assert_eq!(cli.command.config_path(), Some(Path::new("c.yaml")));
+        let cli = parse(&["query", "select 1"]).expect("parses");
+        assert!(!cli.command.is_offline());
+        assert_eq!(cli.command.config_path(), None);
     }
 
     #[test]

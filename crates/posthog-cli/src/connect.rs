@@ -1,7 +1,10 @@
 //! How the agent commands find PostHog when no config file is given: `--host` / `--project-id`,
-//! else `POSTHOG_HOST` / `POSTHOG_PROJECT_ID`. The result is an ordinary validated
-//! [`ExtractConfig`], so the same rules apply as for a config file (numeric project id, `https://`
-//! except on loopback, …).
+//! else `POSTHOG_HOST` / `POSTHOG_PROJECT_ID`, and the personal API key from `--api-key-file` or
+//! `POSTHOG_PERSONAL_API_KEY`. Every setting that is missing is reported in one error, each
+//! with the flag and variable that provide it; nothing is defaulted (the host included: a
+//! command never talks to a PostHog the user did not name). The result is an ordinary validated
+//! [`ExtractConfig`], so the same rules apply as for a config file (numeric project id,
+//! `https://` except on loopback, …).
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -10,6 +13,8 @@ use posthog_osiris::{ConfigError, ExtractConfig};
 use secrecy::SecretString;
 use serde_json::json;
 
+use crate::key::KEY_ENV;
+
 /// Environment variable holding the project id.
 pub const PROJECT_ENV: &str = "POSTHOG_PROJECT_ID";
 /// Environment variable holding the host.
@@ -17,15 +22,29 @@ pub const HOST_ENV: &str = "POSTHOG_HOST";
 /// Environment variable holding the project API key (capture, flags).
 pub const PROJECT_KEY_ENV: &str = "POSTHOG_PROJECT_API_KEY";
 
+/// Where an agent command was told to find PostHog, as typed on the command line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ConnectionFlags<'a> {
+    /// `--config FILE`.
+    pub config: Option<&'a Path>,
+    /// `--host HOST`.
+    pub host: Option<&'a str>,
+    /// `--project-id ID`.
+    pub project_id: Option<&'a str>,
+    /// `--api-key-file PATH` (read later, by [`crate::key::resolve`]; here it only counts as
+    /// a source of the key).
+    pub api_key_file: Option<&'a Path>,
+}
+
 /// The config an agent command runs with. `env` reads one environment variable (the caller
-/// owns the environment; tests pass a map).
+/// owns the environment; tests pass a map). With `--config`, the file is the connection (its
+/// key, if it has none, is resolved later like `run`'s); without, every setting the flags and
+/// the environment leave out is named in one error.
 pub fn agent_config(
-    config: Option<&Path>,
-    host: Option<&str>,
-    project_id: Option<&str>,
+    flags: ConnectionFlags<'_>,
     env: impl Fn(&str) -> Option<OsString>,
 ) -> Result<ExtractConfig, ConfigError> {
-    if let Some(path) = config {
+    if let Some(path) = flags.config {
         return ExtractConfig::from_path(path);
     }
     let text = |name: &str| -> Result<Option<String>, ConfigError> {
@@ -38,28 +57,21 @@ pub fn agent_config(
                 .map_err(|_| ConfigError::new(name, "is not valid UTF-8")),
         }
     };
-    let (project_field, project_id) = match project_id {
-        Some(id) => ("--project-id", id.to_owned()),
-        None => match text(PROJECT_ENV)? {
-            Some(id) => (PROJECT_ENV, id),
-            None => {
-                return Err(ConfigError::new(
-                    "--project-id",
-                    format!(
-                        "missing: pass --config FILE, or --project-id ID, or set {PROJECT_ENV}"
-                    ),
-                ));
-            }
-        },
+    let project = match flags.project_id {
+        Some(id) => Some(("--project-id", id.to_owned())),
+        None => text(PROJECT_ENV)?.map(|id| (PROJECT_ENV, id)),
     };
-    let (host_field, host) = match host {
-        Some(h) => ("--host", h.to_owned()),
-        None => match text(HOST_ENV)? {
-            Some(h) => (HOST_ENV, h),
-            None => ("--host", "us".to_owned()),
-        },
+    let host = match flags.host {
+        Some(h) => Some(("--host", h.to_owned())),
+        None => text(HOST_ENV)?.map(|h| (HOST_ENV, h)),
     };
-    let connection = match region_of(&host) {
+    let has_key = flags.api_key_file.is_some() || env(KEY_ENV).is_some_and(|v| !v.is_empty());
+    let (Some((host_field, host)), Some((project_field, project_id)), true) =
+        (&host, &project, has_key)
+    else {
+        return Err(missing(host.is_none(), project.is_none(), !has_key));
+    };
+    let connection = match region_of(host) {
         Some(region) => json!({"project_id": project_id, "region": region}),
         None => json!({
             "project_id": project_id,
@@ -70,12 +82,45 @@ pub fn agent_config(
     ExtractConfig::from_value(json!({ "resolved_connection": connection })).map_err(|e| {
         // Name the flag or variable the user set rather than the config field it became.
         let field = match e.field.as_str() {
-            "resolved_connection.project_id" => project_field,
-            f if f.starts_with("resolved_connection") => host_field,
+            "resolved_connection.project_id" => *project_field,
+            f if f.starts_with("resolved_connection") => *host_field,
             _ => return e,
         };
         ConfigError::new(field, e.message)
     })
+}
+
+/// One error naming every missing setting and where each can come from, e.g.
+/// `connection: missing the host (--host HOST or POSTHOG_HOST) and the project id
+/// (--project-id ID or POSTHOG_PROJECT_ID); or pass --config FILE`.
+fn missing(host: bool, project_id: bool, api_key: bool) -> ConfigError {
+    let wanted = [
+        (
+            host,
+            format!("the host (--host HOST or {HOST_ENV}: us, eu or a base URL)"),
+        ),
+        (
+            project_id,
+            format!("the project id (--project-id ID or {PROJECT_ENV})"),
+        ),
+        (
+            api_key,
+            format!("the personal API key (--api-key-file PATH or {KEY_ENV})"),
+        ),
+    ];
+    let names: Vec<String> = wanted
+        .into_iter()
+        .filter_map(|(is_missing, name)| is_missing.then_some(name))
+        .collect();
+    let list = match names.as_slice() {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    };
+    ConfigError::new(
+        "connection",
+        format!("missing {list}; or pass --config FILE"),
+    )
 }
 
 /// `us` / `eu` for their names and PostHog Cloud's hosts (private, ingestion and the legacy
@@ -130,12 +175,20 @@ mod tests {
         move |name| map.get(name).cloned()
     }
 
+    /// `--host` and `--project-id` as given; the key in the environment.
+    fn with_key<'a>(host: Option<&'a str>, project_id: Option<&'a str>) -> ConnectionFlags<'a> {
+        ConnectionFlags {
+            host,
+            project_id,
+            api_key_file: Some(Path::new("/run/secrets/key")),
+            ..ConnectionFlags::default()
+        }
+    }
+
     #[test]
     fn flags_win_over_the_environment() {
         let config = agent_config(
-            None,
-            Some("eu"),
-            Some("42"),
+            with_key(Some("eu"), Some("42")),
             env(&[(PROJECT_ENV, "7"), (HOST_ENV, "us")]),
         )
         .unwrap();
@@ -146,40 +199,73 @@ mod tests {
     #[test]
     fn environment_fills_what_flags_leave_out_and_cloud_hosts_map_to_regions() {
         let config = agent_config(
-            None,
-            None,
-            None,
-            env(&[(PROJECT_ENV, "7"), (HOST_ENV, "https://eu.i.posthog.com/")]),
+            ConnectionFlags::default(),
+            env(&[
+                (PROJECT_ENV, "7"),
+                (HOST_ENV, "https://eu.i.posthog.com/"),
+                (KEY_ENV, "phx_k"),
+            ]),
         )
         .unwrap();
         assert_eq!(config.connection.project_id, "7");
         assert_eq!(config.connection.region, Region::Eu);
-        let us = agent_config(None, None, Some("1"), env(&[])).unwrap();
+        let us = agent_config(with_key(Some("us.posthog.com"), Some("1")), env(&[])).unwrap();
         assert_eq!(us.connection.region, Region::Us);
     }
 
     #[test]
     fn other_hosts_are_self_hosted_and_follow_the_https_rule() {
-        let local = agent_config(None, Some("http://127.0.0.1:8000"), Some("1"), env(&[])).unwrap();
+        let local =
+            agent_config(with_key(Some("http://127.0.0.1:8000"), Some("1")), env(&[])).unwrap();
         assert!(matches!(local.connection.region, Region::SelfHosted(_)));
         let err = agent_config(
-            None,
-            Some("http://posthog.example.com"),
-            Some("1"),
+            with_key(Some("http://posthog.example.com"), Some("1")),
             env(&[]),
         )
         .unwrap_err();
         assert_eq!(err.field, "--host", "{err}");
-        let err = agent_config(None, None, Some("1"), env(&[(HOST_ENV, "ftp://x")])).unwrap_err();
+        let err =
+            agent_config(with_key(None, Some("1")), env(&[(HOST_ENV, "ftp://x")])).unwrap_err();
         assert_eq!(err.field, HOST_ENV, "{err}");
     }
 
     #[test]
-    fn a_missing_or_bad_project_id_names_where_it_came_from() {
-        let err = agent_config(None, None, None, env(&[])).unwrap_err();
-        assert_eq!(err.field, "--project-id");
-        assert!(err.message.contains(PROJECT_ENV), "{err}");
-        let err = agent_config(None, None, None, env(&[(PROJECT_ENV, "abc")])).unwrap_err();
+    fn every_missing_setting_is_named_in_one_error_and_the_host_has_no_default() {
+        let err = agent_config(ConnectionFlags::default(), env(&[])).unwrap_err();
+        assert_eq!(err.field, "connection");
+        assert_eq!(
+            err.message,
+            "missing the host (--host HOST or POSTHOG_HOST: us, eu or a base URL), the project \
+             id (--project-id ID or POSTHOG_PROJECT_ID) and the personal API key \
+             (--api-key-file PATH or POSTHOG_PERSONAL_API_KEY); or pass --config FILE"
+        );
+        // Only the host missing: it is not defaulted to PostHog Cloud US.
+        let err = agent_config(with_key(None, Some("1")), env(&[])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "connection: missing the host (--host HOST or POSTHOG_HOST: us, eu or a base URL); \
+             or pass --config FILE"
+        );
+        // An empty variable counts as unset.
+        let err = agent_config(
+            ConnectionFlags {
+                host: Some("eu"),
+                ..ConnectionFlags::default()
+            },
+            env(&[(PROJECT_ENV, ""), (KEY_ENV, "")]),
+        )
+        .unwrap_err();
+        assert!(err.message.starts_with("missing the project id"), "{err}");
+        assert!(err.message.contains(" and the personal API key"), "{err}");
+        assert!(!err.message.contains("the host"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_project_id_names_where_it_came_from() {
+        let err =
+            agent_config(with_key(Some("eu"), None), env(&[(PROJECT_ENV, "abc")])).unwrap_err();
         assert_eq!(err.field, PROJECT_ENV, "{err}");
+        let err = agent_config(with_key(Some("eu"), Some("abc")), env(&[])).unwrap_err();
+        assert_eq!(err.field, "--project-id", "{err}");
     }
 }

@@ -10,8 +10,9 @@
 //!
 //! Every command prints exactly one JSON object on stdout (on failure
 //! `{"status":"error","category":…,"message":…}`, plus `error: <category>: <message>` on
-//! stderr); logs and the progress bar go to stderr. Exit codes: 0 ok, 1 runtime failure,
-//! 2 usage or config error, 3 authentication or permission error.
+//! stderr; a command line that does not parse too, with clap's message on stderr); logs and the
+//! progress bar go to stderr. Exit codes: 0 ok, 1 runtime failure, 2 usage or config error,
+//! 3 authentication or permission error.
 //!
 //! The binary holds no business logic: it parses arguments, resolves the API key (config, else
 //! `--api-key-file`, else `POSTHOG_PERSONAL_API_KEY`; never a plain argument), sets up logs and
@@ -43,13 +44,16 @@ use posthog_state::JsonFileStore;
 use crate::cli::{
     Cli, CohortsCommand, Command, DiscoverArgs, DoctorArgs, FlagsCommand, RunArgs, TemplateCommand,
 };
+use crate::connect::ConnectionFlags;
 use crate::output::{Failure, print_json_line};
 use crate::progress::BarObserver;
 
 fn main() -> ExitCode {
     bound_allocator_growth();
-    // Usage errors exit with 2, `--help` and `--version` with 0 (clap's defaults).
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(refusal) => return refused(&refusal),
+    };
     let code = match execute(&cli) {
         Ok(code) => code,
         Err(failure) => {
@@ -71,6 +75,38 @@ fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
+/// What clap refused: `--help` and `--version` print as clap prints them and exit 0; a usage
+/// error prints clap's message on stderr and, like every other failure, the error object on
+/// stdout, and exits 2.
+fn refused(refusal: &clap::Error) -> ExitCode {
+    // Nothing more can be said if stderr or stdout is gone; the exit code still tells.
+    let _ = refusal.print();
+    if !refusal.use_stderr() {
+        return ExitCode::SUCCESS;
+    }
+    let message = match refusal.kind() {
+        // clap printed the help instead of an error line.
+        clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            "a command is missing; the help on stderr lists them".to_owned()
+        }
+        // clap's first paragraph: the error, and what it concerns (`the following required
+        // arguments were not provided:` is followed by their names).
+        _ => {
+            let text = refusal.render().to_string();
+            let paragraph: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .take_while(|line| !line.is_empty())
+                .collect();
+            let joined = paragraph.join(" ");
+            joined.strip_prefix("error: ").unwrap_or(&joined).to_owned()
+        }
+    };
+    let failure = Failure::usage(&message);
+    let _ = print_json_line(&failure.to_json());
+    ExitCode::from(failure.exit_code)
+}
+
 /// Keeps peak memory flat over long runs. Each page body is one allocation of several MB; glibc
 /// raises its mmap threshold to the size of every large block freed, after which such blocks
 /// come from the heap, whose fragmentation grows with the number of pages (`cargo xtask bench
@@ -90,39 +126,25 @@ fn bound_allocator_growth() {
 
 /// Runs the command; `Ok` carries the exit code of a command that printed its own result.
 fn execute(cli: &Cli) -> Result<u8, Failure> {
-    // Commands that need neither a connection nor logs.
-    match &cli.command {
-        Command::Objects(_) => return agent::objects().map(|()| 0),
-        Command::Template(TemplateCommand::List) => return agent::template_list().map(|()| 0),
-        Command::Template(TemplateCommand::Show(args)) => {
-            return agent::template_show(&args.name).map(|()| 0);
+    if cli.command.is_offline() {
+        // A config named on the command line is never ignored silently: a broken one is
+        // reported here, where it is first named, rather than by the next command.
+        if let Some(path) = cli.command.config_path() {
+            ExtractConfig::from_path(path)?;
         }
-        Command::Completions(args) => {
-            let mut command = <Cli as clap::CommandFactory>::command();
-            let mut out = io::stdout().lock();
-            clap_complete::generate(args.shell, &mut command, "posthog-cli", &mut out);
-            return Ok(0);
-        }
-        Command::Man => {
-            let command = <Cli as clap::CommandFactory>::command();
-            let mut out = io::stdout().lock();
-            return clap_mangen::Man::new(command)
-                .render(&mut out)
-                .map(|()| 0)
-                .map_err(|e| {
-                    Failure::internal(&anyhow::anyhow!("cannot write the man page: {e}"))
-                });
-        }
-        _ => {}
+        return offline(&cli.command).map(|()| 0);
     }
-    let mut config = match (cli.command.config_path(), cli.command.connection()) {
-        (Some(path), _) => ExtractConfig::from_path(path)?,
-        (None, Some(conn)) => connect::agent_config(
-            conn.config.as_deref(),
-            conn.host.as_deref(),
-            conn.project_id.as_deref(),
+    let mut config = match (cli.command.connection(), cli.command.config_path()) {
+        (Some(conn), _) => connect::agent_config(
+            ConnectionFlags {
+                config: conn.config.as_deref(),
+                host: conn.host.as_deref(),
+                project_id: conn.project_id.as_deref(),
+                api_key_file: cli.global.api_key_file.as_deref(),
+            },
             |name| std::env::var_os(name),
         )?,
+        (None, Some(path)) => ExtractConfig::from_path(path)?,
         (None, None) => {
             return Err(Failure::internal(&anyhow::anyhow!(
                 "the command has no connection options"
@@ -163,6 +185,31 @@ fn execute(cli: &Cli) -> Result<u8, Failure> {
     };
     bar.finish_and_clear();
     result
+}
+
+/// The commands that need neither a connection nor logs.
+fn offline(command: &Command) -> Result<(), Failure> {
+    match command {
+        Command::Objects(_) => agent::objects(),
+        Command::Template(TemplateCommand::List(_)) => agent::template_list(),
+        Command::Template(TemplateCommand::Show(args)) => agent::template_show(&args.name),
+        Command::Completions(args) => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            let mut out = io::stdout().lock();
+            clap_complete::generate(args.shell, &mut command, "posthog-cli", &mut out);
+            Ok(())
+        }
+        Command::Man(_) => {
+            let command = <Cli as clap::CommandFactory>::command();
+            let mut out = io::stdout().lock();
+            clap_mangen::Man::new(command)
+                .render(&mut out)
+                .map_err(|e| Failure::internal(&anyhow::anyhow!("cannot write the man page: {e}")))
+        }
+        _ => Err(Failure::internal(&anyhow::anyhow!(
+            "the command needs a connection"
+        ))),
+    }
 }
 
 /// The agent and API commands, with a client built from the resolved config.
@@ -301,7 +348,8 @@ fn discover(
     Ok(0)
 }
 
-/// `doctor`: prints the report; exit 0 when healthy, 1 otherwise.
+/// `doctor`: prints the report when healthy (exit 0); a report that is not is a failure like
+/// any other, printed as one (exit 1).
 fn doctor(
     runtime: &tokio::runtime::Runtime,
     config: &ExtractConfig,
@@ -309,8 +357,11 @@ fn doctor(
 ) -> Result<u8, Failure> {
     let ctx = Context::new(".").with_doctor_timeout(Duration::from_millis(args.timeout_ms));
     let report = runtime.block_on(PostHogDriver.doctor(config, &ctx));
+    if let Some(failure) = Failure::from_doctor(&report) {
+        return Err(failure);
+    }
     print(&serde_json::to_string(&report))?;
-    Ok(if report.is_healthy() { 0 } else { 1 })
+    Ok(0)
 }
 
 /// Prints a serialized result as the one JSON line on stdout.

@@ -23,7 +23,8 @@ use std::pin::pin;
 use std::sync::Arc;
 
 use futures_util::future::{Either, select};
-use posthog_client::{Client, Entity, HogQlQuery, QueryResult, templates};
+use posthog_agent::{Entity, templates};
+use posthog_client::{Client, HogQlQuery, QueryResult};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
     JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
@@ -437,7 +438,7 @@ impl PostHogMcp {
                 names.join(", ")
             ))
         })?;
-        let fields = self.client.fields(entity).await?;
+        let fields = posthog_agent::fields(&self.client, entity).await?;
         Ok(json!({ "object": entity.name(), "fields": fields }))
     }
 

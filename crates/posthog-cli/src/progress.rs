@@ -80,8 +80,8 @@ fn steps(fraction: f64) -> u64 {
 /// `1200 rows out, 1500 read, 300 dup, 850 rows/s, eta 4s` (short: it shares a terminal line).
 fn message(progress: &Progress) -> String {
     let mut text = format!(
-        "{} rows out, {} read, {} dup, {:.0} rows/s",
-        progress.rows_output,
+        "{} out, {} read, {} dup, {:.0} rows/s",
+        crate::output::count(progress.rows_output, "row", "rows"),
         progress.rows_read,
         progress.rows_deduplicated,
         progress.rows_per_second.max(0.0),
@@ -129,6 +129,8 @@ mod tests {
         assert!(message(&p).ends_with(", eta 3m05s"), "{}", message(&p));
         p.eta_seconds = Some(f64::NAN);
         assert!(!message(&p).contains("eta"));
+        p.rows_output = 1;
+        assert!(message(&p).starts_with("1 row out, "), "{}", message(&p));
     }
 
     #[test]

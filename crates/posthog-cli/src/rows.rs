@@ -137,7 +137,8 @@ fn write_table(out: &mut impl Write, result: &QueryResult) -> io::Result<()> {
     for row in &rows {
         line(out, row)?;
     }
-    writeln!(out, "({} rows)", rows.len())
+    let shown = crate::output::count(rows.len() as u64, "row", "rows");
+    writeln!(out, "({shown})")
 }
 
 #[cfg(test)]

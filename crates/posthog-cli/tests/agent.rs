@@ -139,7 +139,7 @@ fn query_binds_vars_and_prints_every_format() {
     assert_eq!(csv, format!("event,n\n$pageview,{total}\n"));
     let table = env.ok(&["query", "-f", "table", "--var", "name=$pageview", hogql]);
     assert!(table.starts_with("event"), "{table}");
-    assert!(table.ends_with("(1 rows)\n"), "{table}");
+    assert!(table.ends_with("(1 row)\n"), "{table}");
 
     let queued = env.ok_json(&["query", "--async", "--var", "name=$pageview", hogql]);
     assert_eq!(queued["rows"], json["rows"]);

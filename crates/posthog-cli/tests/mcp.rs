@@ -369,7 +369,7 @@ fn an_agent_session_lists_queries_and_runs_templates_without_injection() {
     );
     assert_eq!(timeline["row_count"], 0, "{timeline}");
     assert_eq!(rows(&timeline).len(), 0);
-    let template = posthog_client::templates::find("user_timeline").expect("template");
+    let template = posthog_agent::templates::find("user_timeline").expect("template");
     let sent = query_bodies(&mock)
         .into_iter()
         .find(|b| b["query"]["values"]["distinct_id"] == attack)
@@ -421,7 +421,7 @@ fn an_agent_session_lists_queries_and_runs_templates_without_injection() {
     // list_templates
     let templates = session.call_ok("list_templates", json!({}));
     let templates = templates["templates"].as_array().expect("templates");
-    assert_eq!(templates.len(), posthog_client::templates::all().len());
+    assert_eq!(templates.len(), posthog_agent::templates::all().len());
     assert!(
         templates
             .iter()

@@ -6,7 +6,7 @@
 //! ```
 
 use futures_util::TryStreamExt;
-use posthog_client::{Client, Entity, NewCohort, Region};
+use posthog_client::{Client, NewCohort, PropertyKind, Region};
 use serde_json::json;
 
 #[tokio::main]
@@ -17,8 +17,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .project_id(std::env::var("POSTHOG_PROJECT_ID")?)
         .build()?;
     // What can be filtered on: person properties as PostHog knows them.
-    for field in client.fields(Entity::Persons).await? {
-        println!("{} ({})", field.name, field.kind);
+    let mut definitions = Box::pin(client.property_definitions(PropertyKind::Person));
+    while let Some(definition) = definitions.try_next().await? {
+        let kind = definition.property_type.as_deref().unwrap_or("unknown");
+        println!("{} ({kind})", definition.name);
     }
     let filters = json!({"properties": {"type": "AND", "values": [
         {"key": "plan", "value": "pro", "type": "person", "operator": "exact"}]}});

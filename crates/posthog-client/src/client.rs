@@ -12,7 +12,7 @@ use crate::breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 use crate::error::Error;
 use crate::ratelimit::{RateLimiter, RateLimits};
 use crate::region::{Region, join};
-use crate::retry::RetryPolicy;
+use crate::retry::{RetryPolicy, WaitReason};
 
 /// The `User-Agent` every request carries.
 pub const USER_AGENT: &str = concat!("posthog-rs/", env!("CARGO_PKG_VERSION"));
@@ -61,14 +61,50 @@ pub(crate) struct Inner {
 pub struct ClientStats {
     /// HTTP requests sent (every attempt counts).
     pub requests: u64,
-    /// Attempts that were retries.
+    /// Attempts that were retries: every wait the [retry policy](RetryPolicy::decide) asked
+    /// for, whatever its reason (the sum of `waits`).
     pub retries: u64,
     /// Responses with HTTP 429.
     pub throttled: u64,
+    /// The waits behind `retries`, by reason.
+    pub waits: WaitCounts,
     /// Times the circuit breaker opened.
     pub breaker_trips: u64,
     /// Calls refused by the open breaker without a request.
     pub fast_failures: u64,
+}
+
+/// Waits before a retry, counted by [`WaitReason`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WaitCounts {
+    /// After a 429 with `Retry-After` ([`WaitReason::RetryAfter`]).
+    pub retry_after: u64,
+    /// After a 429 without `Retry-After` on `/query` ([`WaitReason::ConcurrencyLimit`]).
+    pub concurrency_limit: u64,
+    /// After a 429 without `Retry-After` elsewhere ([`WaitReason::RateLimited`]).
+    pub rate_limited: u64,
+    /// After a 5xx with `Retry-After` ([`WaitReason::ServerRetryAfter`]).
+    pub server_retry_after: u64,
+    /// After a connection error, timeout or 5xx without `Retry-After` ([`WaitReason::Backoff`]).
+    pub backoff: u64,
+}
+
+impl WaitCounts {
+    /// The count of one reason.
+    pub fn of(&self, reason: WaitReason) -> u64 {
+        match reason {
+            WaitReason::RetryAfter => self.retry_after,
+            WaitReason::ConcurrencyLimit => self.concurrency_limit,
+            WaitReason::RateLimited => self.rate_limited,
+            WaitReason::ServerRetryAfter => self.server_retry_after,
+            WaitReason::Backoff => self.backoff,
+        }
+    }
+
+    /// Waits after 429s, whatever their kind.
+    pub fn rate_limit(&self) -> u64 {
+        self.retry_after + self.concurrency_limit + self.rate_limited
+    }
 }
 
 #[derive(Debug, Default)]
@@ -76,6 +112,7 @@ pub(crate) struct Counters {
     pub(crate) requests: AtomicU64,
     pub(crate) retries: AtomicU64,
     pub(crate) throttled: AtomicU64,
+    pub(crate) waits: [AtomicU64; WaitReason::ALL.len()],
     pub(crate) breaker_trips: AtomicU64,
     pub(crate) fast_failures: AtomicU64,
 }
@@ -83,6 +120,12 @@ pub(crate) struct Counters {
 impl Counters {
     pub(crate) fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a wait before a retry: one more retry, one more wait of its reason.
+    pub(crate) fn record_wait(&self, reason: WaitReason) {
+        Counters::bump(&self.retries);
+        Counters::bump(&self.waits[reason.index()]);
     }
 }
 
@@ -109,6 +152,16 @@ impl Client {
             requests: c.requests.load(Ordering::Relaxed),
             retries: c.retries.load(Ordering::Relaxed),
             throttled: c.throttled.load(Ordering::Relaxed),
+            waits: {
+                let of = |reason: WaitReason| c.waits[reason.index()].load(Ordering::Relaxed);
+                WaitCounts {
+                    retry_after: of(WaitReason::RetryAfter),
+                    concurrency_limit: of(WaitReason::ConcurrencyLimit),
+                    rate_limited: of(WaitReason::RateLimited),
+                    server_retry_after: of(WaitReason::ServerRetryAfter),
+                    backoff: of(WaitReason::Backoff),
+                }
+            },
             breaker_trips: c.breaker_trips.load(Ordering::Relaxed),
             fast_failures: c.fast_failures.load(Ordering::Relaxed),
         }

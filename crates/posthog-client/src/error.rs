@@ -1,8 +1,12 @@
-//! The client's one error type, and the categories callers map to exit codes and retry decisions.
+//! The client's one error type, and its [`Category`], which callers branch on for exit codes
+//! and retry decisions.
+//!
+//! Messages built from foreign errors (`reqwest`, `serde_json`) are kept as redacted text, not
+//! as [`source()`](std::error::Error::source): a source would print the server's text unredacted.
 
-use std::fmt;
 use std::time::Duration;
 
+use posthog_error::{Categorized, Category};
 use serde::Deserialize;
 
 use crate::redact::redact_secrets;
@@ -96,73 +100,22 @@ pub struct ApiError {
     pub attr: Option<String>,
 }
 
-/// What kind of failure an [`Error`] is; stable names for logs, exit codes and retry decisions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ErrorCategory {
-    /// The key is missing, malformed or invalid (401).
-    Auth,
-    /// The key is valid but may not do this (403, missing scope).
-    Permission,
-    /// The project or object does not exist (404).
-    NotFound,
-    /// PostHog throttled us (429) or the client-side budget ran out.
-    RateLimited,
-    /// The connection failed.
-    Network,
-    /// The request or its retry budget timed out; includes PostHog's 504 query timeout.
-    Timeout,
-    /// PostHog failed (5xx other than 504).
-    Server,
-    /// PostHog returned a body we could not understand.
-    Data,
-    /// The client or request was configured wrongly, or PostHog rejected the request as invalid
-    /// (400 and other 4xx): retrying the same request cannot succeed.
-    Config,
-    /// The circuit breaker is open.
-    CircuitOpen,
-}
-
-impl ErrorCategory {
-    /// The category's stable snake_case name, as used in JSON output.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCategory::Auth => "auth",
-            ErrorCategory::Permission => "permission",
-            ErrorCategory::NotFound => "not_found",
-            ErrorCategory::RateLimited => "rate_limited",
-            ErrorCategory::Network => "network",
-            ErrorCategory::Timeout => "timeout",
-            ErrorCategory::Server => "server",
-            ErrorCategory::Data => "data",
-            ErrorCategory::Config => "config",
-            ErrorCategory::CircuitOpen => "circuit_open",
-        }
-    }
-}
-
-impl fmt::Display for ErrorCategory {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 impl Error {
     /// The failure's category.
     ///
     /// ```
-    /// use posthog_client::{Error, ErrorCategory};
+    /// use posthog_client::{Category, Error};
     /// let err = Error::Api { status: 403, api: None, body: None, retry_after: None };
-    /// assert_eq!(err.category(), ErrorCategory::Permission);
+    /// assert_eq!(err.category(), Category::Permission);
     /// ```
-    pub fn category(&self) -> ErrorCategory {
+    pub fn category(&self) -> Category {
         match self {
-            Error::Config { .. } | Error::InvalidRequest { .. } => ErrorCategory::Config,
+            Error::Config { .. } | Error::InvalidRequest { .. } => Category::Config,
             Error::Api { status, .. } => category_of_status(*status),
-            Error::Network { .. } => ErrorCategory::Network,
-            Error::Timeout { .. } => ErrorCategory::Timeout,
-            Error::Decode { .. } => ErrorCategory::Data,
-            Error::CircuitOpen { .. } => ErrorCategory::CircuitOpen,
+            Error::Network { .. } => Category::Network,
+            Error::Timeout { .. } => Category::Timeout,
+            Error::Decode { .. } => Category::Data,
+            Error::CircuitOpen { .. } => Category::CircuitOpen,
         }
     }
 
@@ -229,16 +182,22 @@ impl Error {
     }
 }
 
+impl Categorized for Error {
+    fn category(&self) -> Category {
+        Error::category(self)
+    }
+}
+
 /// The category of an HTTP error status.
-pub(crate) fn category_of_status(status: u16) -> ErrorCategory {
+pub(crate) fn category_of_status(status: u16) -> Category {
     match status {
-        401 => ErrorCategory::Auth,
-        403 => ErrorCategory::Permission,
-        404 => ErrorCategory::NotFound,
-        429 => ErrorCategory::RateLimited,
-        408 | 504 => ErrorCategory::Timeout,
-        500..=599 => ErrorCategory::Server,
-        _ => ErrorCategory::Config,
+        401 => Category::Auth,
+        403 => Category::Permission,
+        404 => Category::NotFound,
+        429 => Category::RateLimited,
+        408 | 504 => Category::Timeout,
+        500..=599 => Category::Server,
+        _ => Category::Config,
     }
 }
 
@@ -281,15 +240,15 @@ mod tests {
     #[test]
     fn statuses_map_to_documented_categories() {
         let cases = [
-            (400, ErrorCategory::Config),
-            (401, ErrorCategory::Auth),
-            (402, ErrorCategory::Config),
-            (403, ErrorCategory::Permission),
-            (404, ErrorCategory::NotFound),
-            (429, ErrorCategory::RateLimited),
-            (500, ErrorCategory::Server),
-            (503, ErrorCategory::Server),
-            (504, ErrorCategory::Timeout),
+            (400, Category::Config),
+            (401, Category::Auth),
+            (402, Category::Config),
+            (403, Category::Permission),
+            (404, Category::NotFound),
+            (429, Category::RateLimited),
+            (500, Category::Server),
+            (503, Category::Server),
+            (504, Category::Timeout),
         ];
         for (status, category) in cases {
             let err = Error::from_response(status, b"", None);

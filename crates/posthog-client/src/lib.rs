@@ -8,10 +8,10 @@
 //! - **Capture** ([`Client::capture`], [`Client::capture_batch`]) with idempotent event UUIDs, and
 //!   **flag evaluation** ([`Client::evaluate_flags`]).
 //! - **Cohorts**: [`Client::create_cohort`], [`Client::cohort_persons`].
-//! - **For agents**: the eight [entity types](Entity) and their [fields](Client::fields) as
-//!   PostHog reports them, and a catalogue of [parameterised HogQL templates](templates) whose
-//!   variables are typed, range-checked and always bound as values.
 //! - **Long queries** run [asynchronously](HogQlQuery::asynchronous): queued, then polled.
+//!
+//! The entity catalogue and the HogQL templates agents use are built on this crate in
+//! `posthog-agent`; this one is transport only.
 //!
 //! Every request goes through one path: a [circuit breaker](BreakerConfig), client-side
 //! [budgets](RateLimits) per endpoint class (sliding windows at an even pace), then retries of
@@ -51,35 +51,41 @@
 
 mod breaker;
 mod capture;
-pub mod catalog;
 mod client;
 mod error;
 mod flags;
+pub mod keyset;
 mod query;
 mod ratelimit;
 mod redact;
 mod region;
 mod rest;
-mod retry;
-pub mod templates;
+pub mod retry;
 #[cfg(test)]
 mod test_support;
 mod transport;
 
 pub use breaker::{BreakerConfig, BreakerState};
 pub use capture::{BatchReport, CaptureEvent, MAX_BODY_BYTES};
-pub use catalog::{Entity, FieldInfo, FieldSource};
-pub use client::{Client, ClientBuilder, ClientStats, USER_AGENT};
-pub use error::{ApiError, Error, ErrorCategory};
+pub use client::{Client, ClientBuilder, ClientStats, USER_AGENT, WaitCounts};
+pub use error::{ApiError, Error};
 pub use flags::{FlagEvaluation, FlagReason, FlagsRequest, FlagsResponse};
-pub use query::{HogQlQuery, QueryResult, RawQueryResponse};
+pub use keyset::{
+    Advance, GROW_BACK_AFTER, KeysetCursor, KeysetError, KeysetFilter, KeysetPager, KeysetQuery,
+    KeysetStart, MIN_PAGE, Micros, PageSummary,
+};
+pub use posthog_error::{Categorized, Category};
+pub use query::{HogQlQuery, QueryResult, RawQueryResponse, StreamedQuery};
 pub use ratelimit::{Budget, EndpointClass, RateLimits};
 pub use redact::redact_secrets;
 pub use region::Region;
 pub use rest::{
     CurrentUser, ListParams, NewCohort, Page, Project, PropertyDefinition, PropertyKind, Resource,
 };
-pub use retry::{RETRY_AFTER_CEILING, RetryPolicy};
+pub use retry::{
+    Decision, GiveUpReason, RETRY_AFTER_CEILING, RequestInfo, RetryPolicy, RetryState, WaitReason,
+};
+pub use transport::BodySink;
 
 /// The examples of the READMEs, compiled as doctests so they cannot drift from the API.
 #[cfg(doctest)]

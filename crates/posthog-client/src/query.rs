@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::client::Client;
 use crate::error::Error;
 use crate::ratelimit::EndpointClass;
-use crate::transport::{Request, Response};
+use crate::transport::{Answer, BodySink, Request, Response, consumer_stopped};
 
 /// A HogQL query with its bound values.
 ///
@@ -241,6 +241,20 @@ pub struct RawQueryResponse {
     pub client_query_id: String,
 }
 
+/// What [`Client::query_streamed`] answers once the sink has the whole body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StreamedQuery {
+    /// The id this query was sent with (for PostHog's query log and cancellation).
+    pub client_query_id: String,
+    /// The HTTP status of the answer whose body the sink received: 200, or 202 when PostHog
+    /// queued the query itself and the client polled it to completion.
+    pub status: u16,
+    /// The body's length: the bytes the sink received since its last
+    /// [`restart`](BodySink::restart).
+    pub body_bytes: u64,
+}
+
 impl Client {
     /// Runs a HogQL query and returns its rows.
     pub async fn query(&self, query: &HogQlQuery) -> Result<QueryResult, Error> {
@@ -252,6 +266,78 @@ impl Client {
 
     /// Runs a HogQL query and returns the response body undecoded.
     pub async fn query_raw(&self, query: &HogQlQuery) -> Result<RawQueryResponse, Error> {
+        let (request, client_query_id, span) = self.query_request(query)?;
+        let response = tracing::Instrument::instrument(self.execute(request), span).await?;
+        // PostHog answers 202 when it queued the query (asked for, or decided by the server).
+        let body = if response.status == 202 {
+            self.await_query(&response, query.retry_timeouts).await?
+        } else {
+            response.body
+        };
+        Ok(RawQueryResponse {
+            body,
+            client_query_id,
+        })
+    }
+
+    /// Runs a blocking HogQL query like [`query_raw`](Client::query_raw), but hands the body
+    /// of the 2xx answer to `sink` chunk by chunk, as it arrives, instead of returning it: the
+    /// body is never held whole here.
+    ///
+    /// The request takes the one send path of every other (circuit breaker, the query budgets
+    /// and concurrency cap, retries decided by [`RetryPolicy::decide`](crate::RetryPolicy::decide)).
+    /// An error status's body is read whole (bounded) and classified as for `query_raw`; it
+    /// never reaches the sink. A failure while the body streams is classified like the same
+    /// failure before the headers: a reset connection, a broken gzip stream or the request
+    /// timeout is retried (the sink is [restarted](BodySink::restart) before the next attempt's
+    /// body); a body over [`max_response_bytes`](crate::ClientBuilder::max_response_bytes) is
+    /// an [`Error::Decode`], not retried. A sink that refuses a chunk ends the call at once with
+    /// an [`Error::Decode`] saying the body's consumer stopped (see [`BodySink::chunk`]).
+    ///
+    /// If PostHog queues the query anyway (HTTP 202), its status document is not streamed: the
+    /// client polls it to completion like `query_raw` and hands the finished result to the sink
+    /// as one chunk, after a restart.
+    ///
+    /// An [asynchronous](HogQlQuery::asynchronous) query is refused with
+    /// [`Error::InvalidRequest`] before anything is sent: use `query_raw` for those.
+    pub async fn query_streamed<S: BodySink>(
+        &self,
+        query: &HogQlQuery,
+        sink: &mut S,
+    ) -> Result<StreamedQuery, Error> {
+        if query.asynchronous {
+            return Err(Error::InvalidRequest {
+                message: "query_streamed runs blocking queries only; this query is \
+                          asynchronous (use query_raw)"
+                    .into(),
+            });
+        }
+        let (request, client_query_id, span) = self.query_request(query)?;
+        // A 202 carries a queued query's status, not its result: read it whole, then poll.
+        let streamed = self.execute_streamed(request, sink, |status| status != 202);
+        let answer = tracing::Instrument::instrument(streamed, span).await?;
+        let (status, body_bytes) = match answer {
+            Answer::Streamed { status, bytes, .. } => (status, bytes),
+            Answer::Whole(accepted) => {
+                let body = self.await_query(&accepted, query.retry_timeouts).await?;
+                let len = body.len();
+                sink.restart().await;
+                if sink.chunk(body).await.is_err() {
+                    return Err(consumer_stopped(&accepted.endpoint, 0));
+                }
+                (accepted.status, len as u64)
+            }
+        };
+        Ok(StreamedQuery {
+            client_query_id,
+            status,
+            body_bytes,
+        })
+    }
+
+    /// The request of a HogQL query, with the fresh `client_query_id` it carries and the span
+    /// its call runs in.
+    fn query_request(&self, query: &HogQlQuery) -> Result<(Request, String, tracing::Span), Error> {
         let client_query_id = Uuid::new_v4().to_string();
         let body = QueryRequestBody {
             query: HogQlBody {
@@ -275,29 +361,16 @@ impl Client {
         })?;
         let span = tracing::debug_span!("posthog.query", client_query_id = %client_query_id);
         tracing::debug!(parent: &span, query = %query.query, "running HogQL query");
-        let response = tracing::Instrument::instrument(
-            self.execute(Request {
-                method: Method::POST,
-                url: self.project_url("/query/")?,
-                class: EndpointClass::Query,
-                body: Some(body.into()),
-                personal_auth: true,
-                retry_timeouts: query.retry_timeouts,
-                idempotent: true,
-            }),
-            span,
-        )
-        .await?;
-        // PostHog answers 202 when it queued the query (asked for, or decided by the server).
-        let body = if response.status == 202 {
-            self.await_query(&response, query.retry_timeouts).await?
-        } else {
-            response.body
+        let request = Request {
+            method: Method::POST,
+            url: self.project_url("/query/")?,
+            class: EndpointClass::Query,
+            body: Some(body.into()),
+            personal_auth: true,
+            retry_timeouts: query.retry_timeouts,
+            idempotent: true,
         };
-        Ok(RawQueryResponse {
-            body,
-            client_query_id,
-        })
+        Ok((request, client_query_id, span))
     }
 
     /// Polls a queued query until it completes, fails, or the client's async deadline passes
@@ -503,7 +576,7 @@ mod parse_props {
     fn assert_decode_error(result: Result<QueryResult, Error>) -> String {
         match result {
             Err(err @ Error::Decode { .. }) => {
-                assert_eq!(err.category(), crate::ErrorCategory::Data);
+                assert_eq!(err.category(), crate::Category::Data);
                 let msg = err.to_string();
                 assert!(
                     msg.starts_with(
@@ -669,7 +742,7 @@ mod parse_props {
                     Ok(results) => prop_assert!(results.starts_with(b"{"), "{:?}", results),
                     Err(err) => prop_assert!(!err.to_string().is_empty()),
                 },
-                Err(err) => prop_assert_eq!(err.category(), crate::ErrorCategory::Data),
+                Err(err) => prop_assert_eq!(err.category(), crate::Category::Data),
             }
         }
     }

@@ -668,7 +668,7 @@ mod parse_props {
 
     fn assert_decode_error(err: &Error) -> String {
         assert!(matches!(err, Error::Decode { .. }), "{err:?}");
-        assert_eq!(err.category(), crate::ErrorCategory::Data);
+        assert_eq!(err.category(), crate::Category::Data);
         let msg = err.to_string();
         assert!(
             msg.starts_with(&format!(

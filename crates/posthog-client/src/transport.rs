@@ -3,13 +3,26 @@
 //! Endpoint methods build a [`Request`] and call [`Client::execute`]; none of them retries,
 //! throttles or logs on its own, so every endpoint gets the same resilience and tracing.
 //!
+//! A 2xx body is read one way: chunk by chunk into a [`BodySink`], as reqwest yields it (after
+//! gzip/zstd decoding). [`Client::execute`] collects it whole for the endpoints that parse a
+//! document; [`Client::execute_streamed`] hands it to the caller's sink as it arrives (for
+//! [`Client::query_streamed`]). A failure while the body streams (a reset, a bad gzip stream,
+//! the request timeout) is classified like the same failure before the headers and retried the
+//! same way; the sink is restarted before the next attempt's body.
+//!
+//! After a failed attempt, [`RetryPolicy::decide`](crate::RetryPolicy::decide) alone says
+//! whether to wait and for how long; this loop only keeps the call's [`RetryState`], sleeps and
+//! logs each wait with its [`WaitReason`] (`reason`, `wait_ms`, `attempt`, `status`, `endpoint`,
+//! `url`), and counts it in [`ClientStats`](crate::ClientStats).
+//!
 //! Numbers the server sends are bounded before they steer anything: `Retry-After` saturates at
-//! [`RETRY_AFTER_CEILING`] and a wait that long (or longer than the policy's
-//! `max_retry_after`) ends the call at once; a `Content-Length` over `max_response_bytes` is
-//! refused before a byte of the body is read; an error response's body is read only up to
-//! [`ERROR_BODY_BYTES`], best effort, so a lying length or a cut body cannot hide its status
-//! and `Retry-After`.
+//! [`RETRY_AFTER_CEILING`](crate::RETRY_AFTER_CEILING) and a wait that long (or longer than the
+//! policy's `max_retry_after`) ends the call at once; a `Content-Length` over
+//! `max_response_bytes` is refused before a byte of the body is read; an error response's body
+//! is read only up to [`ERROR_BODY_BYTES`], best effort, so a lying length or a cut body cannot
+//! hide its status and `Retry-After`.
 
+use std::future::Future;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -19,12 +32,17 @@ use secrecy::ExposeSecret;
 use tokio::time::Instant;
 use tracing::{Instrument, Level};
 
+use crate::Category;
 use crate::breaker::{Admission, CircuitBreaker};
 use crate::client::{Client, Counters};
-use crate::error::{Error, ErrorCategory};
+use crate::error::Error;
 use crate::ratelimit::EndpointClass;
 use crate::redact::redact_secrets;
-use crate::retry::{RETRY_AFTER_CEILING, full_jitter, parse_retry_after};
+use crate::retry::{Decision, RequestInfo, RetryState, WaitReason, parse_retry_after};
+
+/// A wait after a 429 shorter than this is logged at INFO (PostHog working as designed); every
+/// other wait at WARN.
+const QUIET_RATE_LIMIT_WAIT: Duration = Duration::from_secs(10);
 
 /// Bytes of a body shown by `verbose_http` logging.
 const VERBOSE_BODY_BYTES: usize = 4096;
@@ -49,6 +67,89 @@ pub(crate) struct Request {
     /// Whether sending the request twice is harmless. A request that creates something is
     /// retried only after a 429, which PostHog sends before doing anything.
     pub(crate) idempotent: bool,
+}
+
+impl Request {
+    /// What the retry policy needs to know about this request.
+    fn info(&self) -> RequestInfo {
+        RequestInfo::new(self.class)
+            .idempotent(self.idempotent)
+            .retry_timeouts(self.retry_timeouts)
+    }
+}
+
+/// Receives a successful (2xx) response body as it arrives, after gzip/zstd decoding: the
+/// seam through which [`Client::query_streamed`] hands a query's body over without holding it
+/// whole.
+///
+/// For every attempt whose 2xx body is delivered, [`restart`](BodySink::restart) is called
+/// once, before its first chunk (so before the first attempt's too, and also when the body is
+/// empty), then [`chunk`](BodySink::chunk) for each chunk in order. After the call returns
+/// `Ok`, what the sink received since its last `restart` is the whole body, exactly. An attempt
+/// that fails before its body begins (a 503, a connection refused, a `Content-Length` over the
+/// limit) delivers nothing and does not restart the sink.
+///
+/// The connection is held while a `chunk` future is pending, and that time counts against the
+/// client's request timeout: a sink should hand the bytes on (to a bounded channel, say)
+/// rather than do slow work itself.
+///
+/// ```
+/// use bytes::Bytes;
+/// use posthog_client::BodySink;
+///
+/// /// Keeps the body whole (what `query_raw` does, in effect).
+/// #[derive(Default)]
+/// struct Collect(Vec<u8>);
+///
+/// impl BodySink for Collect {
+///     async fn restart(&mut self) {
+///         self.0.clear();
+///     }
+///     async fn chunk(&mut self, bytes: Bytes) -> Result<(), ()> {
+///         self.0.extend_from_slice(&bytes);
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait BodySink: Send {
+    /// A new attempt's body begins: drop everything earlier attempts delivered.
+    fn restart(&mut self) -> impl Future<Output = ()> + Send;
+
+    /// The next chunk of the body. `Err(())` says the receiver has gone: the call ends at once,
+    /// with no further attempt, with an [`Error::Decode`] saying the body's consumer stopped
+    /// (category `data`: the body was not taken in full, so nothing built on it may be
+    /// committed; the consumer knows why it stopped and reports its own error).
+    fn chunk(&mut self, bytes: Bytes) -> impl Future<Output = Result<(), ()>> + Send;
+}
+
+/// The sink of [`Client::execute`]: keeps the body whole.
+#[derive(Default)]
+struct Collect(Vec<u8>);
+
+impl BodySink for Collect {
+    fn restart(&mut self) -> impl Future<Output = ()> + Send {
+        self.0.clear();
+        std::future::ready(())
+    }
+
+    fn chunk(&mut self, bytes: Bytes) -> impl Future<Output = Result<(), ()>> + Send {
+        self.0.extend_from_slice(&bytes);
+        std::future::ready(Ok(()))
+    }
+}
+
+/// The 2xx answer of [`Client::execute_streamed`].
+#[derive(Debug)]
+pub(crate) enum Answer {
+    /// The body went to the sink: `bytes` of it since its last restart.
+    Streamed {
+        status: u16,
+        bytes: u64,
+        /// `METHOD /path`, for error messages.
+        endpoint: String,
+    },
+    /// A status the caller asked not to stream (a 202's status document), read whole.
+    Whole(Response),
 }
 
 /// A successful (2xx) response with its whole body.
@@ -112,8 +213,31 @@ impl Drop for ProbeGuard<'_> {
 }
 
 impl Client {
-    /// Sends `request`, retrying what is retryable, and returns the 2xx response.
+    /// Sends `request`, retrying what is retryable, and returns the 2xx response with its whole
+    /// body (read through the same streaming path, into a buffer).
     pub(crate) async fn execute(&self, request: Request) -> Result<Response, Error> {
+        let mut whole = Collect::default();
+        match self.execute_streamed(request, &mut whole, |_| true).await? {
+            Answer::Streamed {
+                status, endpoint, ..
+            } => Ok(Response {
+                status,
+                body: Bytes::from(whole.0),
+                endpoint,
+            }),
+            Answer::Whole(response) => Ok(response),
+        }
+    }
+
+    /// Sends `request` like [`execute`](Client::execute), but hands a 2xx body whose status
+    /// `streams` accepts to `sink` as it arrives; any other 2xx body is read whole (bounded the
+    /// same way) and returned in [`Answer::Whole`].
+    pub(crate) async fn execute_streamed<S: BodySink>(
+        &self,
+        request: Request,
+        sink: &mut S,
+        streams: fn(u16) -> bool,
+    ) -> Result<Answer, Error> {
         let endpoint = format!("{} {}", request.method, request.url.path());
         let span = tracing::debug_span!(
             "posthog.request",
@@ -121,22 +245,27 @@ impl Client {
             path = %request.url.path(),
             class = request.class.as_str(),
         );
-        self.execute_with_retries(&request, &endpoint)
+        let target = Target { sink, streams };
+        self.execute_with_retries(&request, &endpoint, target)
             .instrument(span)
             .await
     }
 
-    async fn execute_with_retries(
+    async fn execute_with_retries<S: BodySink>(
         &self,
         request: &Request,
         endpoint: &str,
-    ) -> Result<Response, Error> {
+        mut target: Target<'_, S>,
+    ) -> Result<Answer, Error> {
         let inner = &self.inner;
+        let info = request.info();
         let started = Instant::now();
-        let mut backoff = inner.retry.schedule();
-        let mut attempt: u32 = 0;
+        let mut state = RetryState::default();
+        // What rate limits cost this call (waits for the client-side budgets, attempts answered
+        // 429, waits after them): not part of `total_budget`, which `state.elapsed` measures.
+        let mut rate_limit_time = Duration::ZERO;
         loop {
-            attempt += 1;
+            let attempt = state.attempt();
             let admission = inner.breaker.admit().map_err(|retry_in| {
                 Counters::bump(&inner.stats.fast_failures);
                 tracing::debug!(?retry_in, "circuit open: failing fast");
@@ -147,20 +276,22 @@ impl Client {
                 admission: Some(admission),
             };
             let (permit, waited) = inner.limiter.acquire(request.class).await;
+            rate_limit_time = rate_limit_time.saturating_add(waited);
             if !waited.is_zero() {
                 tracing::debug!(waited_ms = millis(waited), "waited for the rate limit");
             }
             let sent_at = Instant::now();
-            let outcome = self.attempt(request, endpoint, attempt).await;
+            let outcome = self.attempt(request, endpoint, attempt, &mut target).await;
             drop(permit);
-            let latency_ms = millis(sent_at.elapsed());
+            let took = sent_at.elapsed();
+            let latency_ms = millis(took);
 
             // A timeout the caller answers by asking for less (`fail_fast_on_timeout`: the
             // extractor halves its page) is the server saying "too heavy", not "unwell":
             // counting it would open the circuit before the page is small enough to succeed.
             let healthy = outcome.as_ref().err().is_none_or(|e| {
                 !e.is_server_failure()
-                    || (!request.retry_timeouts && e.category() == ErrorCategory::Timeout)
+                    || (!request.retry_timeouts && e.category() == Category::Timeout)
             });
             if guard.record(healthy) {
                 Counters::bump(&inner.stats.breaker_trips);
@@ -168,72 +299,108 @@ impl Client {
             }
 
             let err = match outcome {
-                Ok(response) => {
-                    tracing::debug!(status = response.status, latency_ms, attempt, "response");
-                    return Ok(response);
+                Ok(answer) => {
+                    let (status, bytes) = match &answer {
+                        Answer::Streamed { status, bytes, .. } => (*status, *bytes),
+                        Answer::Whole(response) => (response.status, response.body.len() as u64),
+                    };
+                    tracing::debug!(status, bytes, latency_ms, attempt, "response");
+                    return Ok(answer);
                 }
                 Err(err) => err,
             };
             tracing::debug!(status = err.status(), latency_ms, attempt, error = %err, "request failed");
-            if !err.is_retryable() || attempt >= inner.retry.max_attempts {
-                return Err(err);
+            if err.status() == Some(429) {
+                rate_limit_time = rate_limit_time.saturating_add(took);
             }
-            if !request.retry_timeouts && err.category() == ErrorCategory::Timeout {
-                return Err(err);
-            }
-            if !request.idempotent && err.status() != Some(429) {
-                return Err(err);
-            }
-            let scheduled = backoff.next();
-            let delay = match (&err, scheduled) {
-                (
-                    Error::Api {
-                        retry_after: Some(wait),
-                        ..
-                    },
-                    _,
-                ) => {
-                    // A saturated wait (a huge or absurd `Retry-After`) is never slept on, even
-                    // under a policy that would honour a century.
-                    if *wait > inner.retry.max_retry_after || *wait >= RETRY_AFTER_CEILING {
-                        tracing::debug!(
-                            retry_after_s = wait.as_secs(),
-                            "Retry-After is longer than we wait; giving up with the server's wait"
-                        );
-                        return Err(err);
-                    }
-                    *wait
+            state.elapsed = started.elapsed().saturating_sub(rate_limit_time);
+            let (wait, reason) = match inner.retry.decide(&info, &err, &state, fastrand::f64()) {
+                Decision::Retry { after, reason } => (after, reason),
+                Decision::GiveUp(why) => {
+                    tracing::debug!(
+                        endpoint,
+                        attempt,
+                        status = err.status(),
+                        why = why.as_str(),
+                        "not retrying; returning the error"
+                    );
+                    return Err(err);
                 }
-                (_, Some(delay)) => full_jitter(delay),
-                (_, None) => return Err(err),
             };
-            if started.elapsed().saturating_add(delay) > inner.retry.total_budget {
-                tracing::debug!(
-                    ?delay,
-                    "retry budget exhausted; giving up with the last error"
-                );
-                return Err(err);
+            inner.stats.record_wait(reason);
+            log_wait(request, endpoint, reason, wait, attempt, &err);
+            let slept_at = Instant::now();
+            tokio::time::sleep(wait).await;
+            if reason.is_rate_limit() {
+                rate_limit_time = rate_limit_time.saturating_add(slept_at.elapsed());
             }
-            Counters::bump(&inner.stats.retries);
-            tracing::warn!(
-                endpoint,
-                attempt,
-                reason = err.category().as_str(),
-                status = err.status(),
-                delay_ms = millis(delay),
-                "retrying request"
-            );
-            tokio::time::sleep(delay).await;
+            state.record_wait(reason, wait);
         }
     }
 
-    /// One HTTP exchange, body read in full.
-    async fn attempt(
+    /// One HTTP exchange: a 2xx body goes to the target's sink (or is read whole when the
+    /// target does not stream its status), any other is read in part and classified.
+    async fn attempt<S: BodySink>(
         &self,
         request: &Request,
         endpoint: &str,
         attempt: u32,
-    ) -> Result<Response, Error> {
+        target: &mut Target<'_, S>,
+    ) -> Result<Answer, Error> {
+        let inner = &self.inner;
+        let mut response = self.send(request, endpoint, attempt).await?;
+        let status = response.status().as_u16();
+        let retry_after = parse_retry_after(response.headers(), SystemTime::now());
+        if status == 429 {
+            Counters::bump(&inner.stats.throttled);
+        }
+        let verbose = inner.verbose_http && tracing::enabled!(Level::TRACE);
+        if !(200..300).contains(&status) {
+            let body = read_error_body(&mut response, endpoint).await;
+            if verbose {
+                tracing::trace!(status, body = %preview(&body, body.len()), "response body");
+            }
+            return Err(Error::from_response(status, &body, retry_after));
+        }
+        let mut reader = BodyReader {
+            endpoint,
+            limit: inner.max_response_bytes,
+            timeout: inner.request_timeout,
+            head: verbose.then(Vec::new),
+        };
+        let answer = if (target.streams)(status) {
+            let bytes = reader.stream(&mut response, target.sink).await?;
+            Answer::Streamed {
+                status,
+                bytes,
+                endpoint: endpoint.to_owned(),
+            }
+        } else {
+            let mut whole = Collect::default();
+            reader.stream(&mut response, &mut whole).await?;
+            Answer::Whole(Response {
+                status,
+                body: Bytes::from(whole.0),
+                endpoint: endpoint.to_owned(),
+            })
+        };
+        if let Some(head) = &reader.head {
+            let total = match &answer {
+                Answer::Streamed { bytes, .. } => usize::try_from(*bytes).unwrap_or(usize::MAX),
+                Answer::Whole(response) => response.body.len(),
+            };
+            tracing::trace!(status, body = %preview(head, total), "response body");
+        }
+        Ok(answer)
+    }
+
+    /// Builds and sends one attempt of `request`, up to its response's headers.
+    async fn send(
+        &self,
+        request: &Request,
+        endpoint: &str,
+        attempt: u32,
+    ) -> Result<reqwest::Response, Error> {
         let inner = &self.inner;
         let mut builder = inner
             .http
@@ -254,78 +421,91 @@ impl Client {
                 .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
                 .body(body.clone());
             if inner.verbose_http && tracing::enabled!(Level::TRACE) {
-                tracing::trace!(attempt, body = %preview(body), "request body");
+                tracing::trace!(attempt, body = %preview(body, body.len()), "request body");
             }
         }
         Counters::bump(&inner.stats.requests);
-        let mut response = builder
+        builder
             .send()
             .await
-            .map_err(|e| transport_error(e, endpoint, inner.request_timeout))?;
-        let status = response.status().as_u16();
-        let retry_after = parse_retry_after(response.headers(), SystemTime::now());
-        if status == 429 {
-            Counters::bump(&inner.stats.throttled);
+            .map_err(|e| transport_error(e, endpoint, inner.request_timeout))
+    }
+}
+
+/// Where a call's 2xx bodies go: the caller's sink, for the statuses `streams` accepts.
+struct Target<'s, S> {
+    sink: &'s mut S,
+    streams: fn(u16) -> bool,
+}
+
+/// Reads one 2xx body into a sink, bounded by `limit` bytes.
+struct BodyReader<'a> {
+    endpoint: &'a str,
+    limit: usize,
+    /// The client's request timeout: reqwest reports that one happened, not after how long.
+    timeout: Duration,
+    /// The body's first [`VERBOSE_BODY_BYTES`], kept for `verbose_http` logging only.
+    head: Option<Vec<u8>>,
+}
+
+impl BodyReader<'_> {
+    /// Hands the body to `sink` chunk by chunk, as reqwest yields it, and answers its length.
+    /// A body over the limit is refused at once when its `Content-Length` says so (nothing
+    /// delivered, the sink not restarted), else at the chunk that would pass it (that chunk is
+    /// not delivered). A chunk the sink refuses ends the body with [`consumer_stopped`].
+    async fn stream<S: BodySink>(
+        &mut self,
+        response: &mut reqwest::Response,
+        sink: &mut S,
+    ) -> Result<u64, Error> {
+        if let Some(declared) = response.content_length()
+            && declared > u64::try_from(self.limit).unwrap_or(u64::MAX)
+        {
+            return Err(self.too_large(&format!(
+                "response body of {declared} bytes (its Content-Length)"
+            )));
         }
-        let success = (200..300).contains(&status);
-        let body = if success {
-            read_body(
-                &mut response,
-                endpoint,
-                inner.max_response_bytes,
-                inner.request_timeout,
-            )
-            .await?
-        } else {
-            read_error_body(&mut response, endpoint).await
-        };
-        let body = Bytes::from(body);
-        if inner.verbose_http && tracing::enabled!(Level::TRACE) {
-            tracing::trace!(status, body = %preview(&body), "response body");
+        sink.restart().await;
+        let mut delivered: usize = 0;
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| transport_error(e, self.endpoint, self.timeout))?
+        {
+            if delivered.saturating_add(chunk.len()) > self.limit {
+                return Err(self.too_large("response body"));
+            }
+            if let Some(head) = &mut self.head {
+                let room = VERBOSE_BODY_BYTES.saturating_sub(head.len());
+                head.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            let len = chunk.len();
+            if sink.chunk(chunk).await.is_err() {
+                return Err(consumer_stopped(self.endpoint, delivered));
+            }
+            delivered += len;
         }
-        if success {
-            Ok(Response {
-                status,
-                body,
-                endpoint: endpoint.to_owned(),
-            })
-        } else {
-            Err(Error::from_response(status, &body, retry_after))
+        Ok(delivered as u64)
+    }
+
+    fn too_large(&self, what: &str) -> Error {
+        Error::Decode {
+            endpoint: self.endpoint.to_owned(),
+            message: format!("{what} exceeds the {} byte limit", self.limit),
         }
     }
 }
 
-/// Reads a 2xx body in full, refusing one over `limit` bytes: at once when its
-/// `Content-Length` says so (nothing read, nothing allocated), else when the bytes do.
-async fn read_body(
-    response: &mut reqwest::Response,
-    endpoint: &str,
-    limit: usize,
-    timeout: Duration,
-) -> Result<Vec<u8>, Error> {
-    let too_large = |what: String| Error::Decode {
+/// The error of a call whose [`BodySink`] refused a chunk after `delivered` bytes. A
+/// [`Error::Decode`] (category `data`): never retried, not counted by the circuit breaker
+/// (PostHog answered), and nothing built on the partial body may be committed.
+pub(crate) fn consumer_stopped(endpoint: &str, delivered: usize) -> Error {
+    Error::Decode {
         endpoint: endpoint.to_owned(),
-        message: format!("{what} exceeds the {limit} byte limit"),
-    };
-    if let Some(declared) = response.content_length()
-        && declared > u64::try_from(limit).unwrap_or(u64::MAX)
-    {
-        return Err(too_large(format!(
-            "response body of {declared} bytes (its Content-Length)"
-        )));
+        message: format!(
+            "the body's consumer stopped after {delivered} bytes; the rest was not read"
+        ),
     }
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| transport_error(e, endpoint, timeout))?
-    {
-        if body.len().saturating_add(chunk.len()) > limit {
-            return Err(too_large("response body".into()));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 /// Reads the start of a non-2xx body, best effort: at most [`ERROR_BODY_BYTES`], nothing when
@@ -363,6 +543,45 @@ async fn read_error_body(response: &mut reqwest::Response, endpoint: &str) -> Ve
     body
 }
 
+/// One line per wait, with its reason: INFO for a short wait after a 429, WARN otherwise. The
+/// URL carries no key (keys travel in headers); it is redacted anyway, in case a caller put one
+/// in a custom base URL.
+fn log_wait(
+    request: &Request,
+    endpoint: &str,
+    reason: WaitReason,
+    wait: Duration,
+    attempt: u32,
+    err: &Error,
+) {
+    let wait_ms = millis(wait);
+    let url = redact_secrets(request.url.as_str());
+    let status = err.status();
+    if reason.is_rate_limit() && wait < QUIET_RATE_LIMIT_WAIT {
+        tracing::info!(
+            reason = %reason,
+            wait_ms,
+            attempt,
+            status,
+            endpoint,
+            url = %url,
+            error = %err,
+            "waiting before retrying"
+        );
+    } else {
+        tracing::warn!(
+            reason = %reason,
+            wait_ms,
+            attempt,
+            status,
+            endpoint,
+            url = %url,
+            error = %err,
+            "waiting before retrying"
+        );
+    }
+}
+
 /// Milliseconds for logs, saturating instead of truncating `u128` to `u64`.
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
@@ -392,12 +611,14 @@ fn transport_error(err: reqwest::Error, endpoint: &str, timeout: Duration) -> Er
     }
 }
 
-fn preview(body: &[u8]) -> String {
-    let cut = body.len().min(VERBOSE_BODY_BYTES);
-    let text = String::from_utf8_lossy(&body[..cut]);
+/// The start of a body of `total` bytes, for `verbose_http` logging: `head` is the body or at
+/// least its first [`VERBOSE_BODY_BYTES`].
+fn preview(head: &[u8], total: usize) -> String {
+    let cut = head.len().min(VERBOSE_BODY_BYTES);
+    let text = String::from_utf8_lossy(&head[..cut]);
     let mut shown = redact_secrets(&text).into_owned();
-    if body.len() > cut {
-        shown.push_str(&format!("… ({} bytes in all)", body.len()));
+    if total > cut {
+        shown.push_str(&format!("… ({total} bytes in all)"));
     }
     shown
 }

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use futures_util::TryStreamExt;
 use posthog_client::{
-    CaptureEvent, ErrorCategory, FlagsRequest, HogQlQuery, ListParams, PropertyKind, Resource,
+    CaptureEvent, Category, FlagsRequest, HogQlQuery, ListParams, PropertyKind, Resource,
     USER_AGENT,
 };
 use posthog_mock::{Fault, RouteClass};
@@ -69,24 +69,14 @@ async fn values_are_bound_as_placeholders_never_spliced() {
 
 #[tokio::test]
 async fn keyset_pagination_through_the_client_reads_every_event_once() {
+    use posthog_client::{KeysetCursor, KeysetPager, KeysetQuery, KeysetStart, PageSummary};
     let mock = mock_with_events(2_500).await;
     let client = client(&mock);
+    let query = KeysetQuery::new("events", ["uuid", "timestamp"], "uuid").time_column("timestamp");
+    let mut pager = KeysetPager::new(query, KeysetStart::Beginning, 400);
     let mut seen = HashSet::new();
-    let mut cursor: Option<(String, String)> = None;
     let mut pages = 0;
-    loop {
-        let query = match &cursor {
-            None => HogQlQuery::new(
-                "select uuid, timestamp from events order by timestamp, uuid limit 400",
-            ),
-            Some((ts, uuid)) => HogQlQuery::new(
-                "select uuid, timestamp from events \
-                 where (timestamp, uuid) > (toDateTime({ts}), toUUID({uuid})) \
-                 order by timestamp, uuid limit 400",
-            )
-            .value("ts", ts.as_str())
-            .value("uuid", uuid.as_str()),
-        };
+    while let Some(query) = pager.next_query() {
         let page = client.query(&query).await.unwrap();
         pages += 1;
         for row in &page.results {
@@ -95,17 +85,29 @@ async fn keyset_pagination_through_the_client_reads_every_event_once() {
                 "duplicate"
             );
         }
-        if page.len() < 400 {
-            break;
-        }
-        let last = page.results.last().unwrap();
-        cursor = Some((
-            last[1].as_str().unwrap().to_owned(),
-            last[0].as_str().unwrap().to_owned(),
-        ));
+        let last = page.results.last().map(|row| {
+            let at = time::OffsetDateTime::parse(
+                row[1].as_str().unwrap(),
+                &time::format_description::well_known::Rfc3339,
+            )
+            .unwrap();
+            KeysetCursor {
+                time: Some(i64::try_from(at.unix_timestamp_nanos() / 1000).unwrap()),
+                id: row[0].as_str().unwrap().to_owned(),
+            }
+        });
+        pager
+            .advance(&PageSummary {
+                rows: page.len(),
+                last,
+            })
+            .unwrap();
     }
     assert_eq!(seen.len(), 2_500);
-    assert_eq!(pages, 7, "⌈2500 / 400⌉ pages, the last one short");
+    assert_eq!(
+        pages, 8,
+        "⌈2500 / 400⌉ pages, then the empty page that ends the scan"
+    );
 }
 
 #[tokio::test]
@@ -119,7 +121,7 @@ async fn offset_is_rejected_as_posthog_does() {
         .await
         .unwrap_err();
     assert_eq!(err.status(), Some(400));
-    assert_eq!(err.category(), ErrorCategory::Config);
+    assert_eq!(err.category(), Category::Config);
     let detail = &err.api_error().expect("PostHog error document").detail;
     assert!(detail.starts_with("OFFSET is not supported"), "{detail}");
     assert_eq!(
@@ -234,15 +236,15 @@ async fn wrong_key_is_auth_forbidden_project_is_permission_unknown_is_not_found(
         .build()
         .unwrap();
     let err = wrong_key.project().await.unwrap_err();
-    assert_eq!(err.category(), ErrorCategory::Auth, "{err}");
+    assert_eq!(err.category(), Category::Auth, "{err}");
 
     let forbidden = builder(&mock).project_id("9").build().unwrap();
     let err = forbidden.project().await.unwrap_err();
-    assert_eq!(err.category(), ErrorCategory::Permission, "{err}");
+    assert_eq!(err.category(), Category::Permission, "{err}");
 
     let unknown = builder(&mock).project_id("31337").build().unwrap();
     let err = unknown.project().await.unwrap_err();
-    assert_eq!(err.category(), ErrorCategory::NotFound, "{err}");
+    assert_eq!(err.category(), Category::NotFound, "{err}");
 
     assert_eq!(
         mock.total_requests(),
@@ -301,7 +303,7 @@ async fn an_event_larger_than_the_limit_is_refused_before_sending() {
     let client = builder(&mock).max_batch_bytes(1_000).build().unwrap();
     let big = CaptureEvent::new("big", "u").property("blob", "x".repeat(2_000));
     let err = client.capture_batch(&[big]).await.unwrap_err();
-    assert_eq!(err.category(), ErrorCategory::Config);
+    assert_eq!(err.category(), Category::Config);
     assert_eq!(mock.request_count(RouteClass::Batch), 0);
 }
 
@@ -314,7 +316,7 @@ async fn an_invalid_event_anywhere_in_a_batch_sends_nothing() {
         .collect();
     events[50].distinct_id.clear();
     let err = client.capture_batch(&events).await.unwrap_err();
-    assert_eq!(err.category(), ErrorCategory::Config, "{err}");
+    assert_eq!(err.category(), Category::Config, "{err}");
     assert!(err.to_string().contains("empty distinct_id"), "{err}");
     assert_eq!(
         mock.request_count(RouteClass::Batch),

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
 use posthog_client::{
-    BreakerConfig, Client, Error, ErrorCategory, HogQlQuery, ListParams, Page, RETRY_AFTER_CEILING,
+    BreakerConfig, Category, Client, Error, HogQlQuery, ListParams, Page, RETRY_AFTER_CEILING,
     RateLimits, Resource, RetryPolicy,
 };
 use posthog_mock::{Fault, RouteClass};
@@ -168,6 +168,11 @@ fn small_policy() -> RetryPolicy {
         max_delay: Duration::from_millis(5),
         total_budget: Duration::from_secs(2),
         max_retry_after: Duration::from_millis(100),
+        // As many attempts after 429s as after failures, so one bound holds for both.
+        max_rate_limit_waits: MAX_ATTEMPTS - 1,
+        rate_limit_delay: Duration::from_millis(1),
+        max_rate_limit_delay: Duration::from_millis(5),
+        rate_limit_budget: Duration::from_secs(2),
     }
 }
 
@@ -261,7 +266,7 @@ fn is_u64_or_null(text: &str) -> bool {
 }
 
 fn assert_data_error_naming(err: &Error, field: &str) -> Result<(), TestCaseError> {
-    prop_assert_eq!(err.category(), ErrorCategory::Data, "{}", err);
+    prop_assert_eq!(err.category(), Category::Data, "{}", err);
     let shown = err.to_string();
     prop_assert!(
         shown.contains(field),
@@ -315,7 +320,7 @@ async fn a_2_pow_70_second_retry_after_ends_the_call_at_once_with_the_servers_wa
         }
         other => panic!("expected a 429 carrying the server's wait, got {other:?}"),
     }
-    assert_eq!(err.category(), ErrorCategory::RateLimited);
+    assert_eq!(err.category(), Category::RateLimited);
     assert_eq!(
         mock.request_count(RouteClass::Query),
         1,
@@ -610,7 +615,7 @@ fn next_links_that_go_back_or_cycle_end_the_stream_with_an_error() {
     let pages = client.list_pages::<Value>(Resource::Cohorts, ListParams::default());
     let (result, _) = bounded(&rt, pages.try_collect::<Vec<_>>()).unwrap();
     let err = result.unwrap_err();
-    assert_eq!(err.category(), ErrorCategory::Data);
+    assert_eq!(err.category(), Category::Data);
     assert!(err.to_string().contains("already read"), "{err}");
     assert_eq!(
         responder.hits(),
@@ -720,11 +725,11 @@ fn any_content_length_gives_a_result_or_a_clear_error_promptly() {
                         prop_assert!(
                             matches!(
                                 err.category(),
-                                ErrorCategory::Data
-                                    | ErrorCategory::Network
-                                    | ErrorCategory::RateLimited
-                                    | ErrorCategory::Server
-                                    | ErrorCategory::NotFound
+                                Category::Data
+                                    | Category::Network
+                                    | Category::RateLimited
+                                    | Category::Server
+                                    | Category::NotFound
                             ),
                             "{:?}",
                             err
@@ -819,7 +824,7 @@ fn query_numbers_and_async_status_numbers_never_break_a_query_they_do_not_concer
                         if limit_ok || !has_more_ok {
                             assert_data_error_naming(&err, field)?;
                         } else {
-                            prop_assert_eq!(err.category(), ErrorCategory::Data);
+                            prop_assert_eq!(err.category(), Category::Data);
                         }
                     }
                 }
@@ -844,7 +849,7 @@ fn a_queued_query_id_that_leaves_its_path_is_refused() {
         responder.answer(move |_| http(202, &[], &body));
         let (result, _) = bounded(&rt, client.query(&sample_query().asynchronous())).unwrap();
         let err = result.unwrap_err();
-        assert_eq!(err.category(), ErrorCategory::Data, "{id}: {err}");
+        assert_eq!(err.category(), Category::Data, "{id}: {err}");
         assert!(err.to_string().contains("query_status.id"), "{id}: {err}");
         assert_eq!(responder.hits(), 1, "{id}: nothing polled or deleted");
     }

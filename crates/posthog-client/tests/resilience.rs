@@ -5,7 +5,7 @@ mod util;
 use std::time::{Duration, Instant};
 
 use posthog_client::{
-    BreakerConfig, BreakerState, Budget, Error, ErrorCategory, HogQlQuery, RateLimits, RetryPolicy,
+    BreakerConfig, BreakerState, Budget, Category, Error, HogQlQuery, RateLimits, RetryPolicy,
 };
 use posthog_mock::{Fault, RouteClass};
 use util::{builder, client, fast_retry, mock};
@@ -109,7 +109,7 @@ async fn persistent_network_failure_ends_as_a_network_error() {
     let client = client(&mock);
     mock.push_faults(RouteClass::Query, Fault::ConnectionReset, 10);
     let err = client.query(&sample_query()).await.unwrap_err();
-    assert_eq!(err.category(), ErrorCategory::Network, "{err}");
+    assert_eq!(err.category(), Category::Network, "{err}");
     assert_eq!(mock.request_count(RouteClass::Query), 4, "max_attempts = 4");
 }
 
@@ -119,7 +119,7 @@ async fn malformed_json_is_a_data_error_and_is_not_retried() {
     let client = client(&mock);
     mock.push_fault(RouteClass::Query, Fault::MalformedJson);
     let err = client.query(&sample_query()).await.unwrap_err();
-    assert_eq!(err.category(), ErrorCategory::Data, "{err}");
+    assert_eq!(err.category(), Category::Data, "{err}");
     assert_eq!(mock.request_count(RouteClass::Query), 1);
 }
 
@@ -136,7 +136,7 @@ async fn retries_stop_after_max_attempts() {
     mock.push_faults(RouteClass::Query, Fault::status(503), 10);
     let err = client.query(&sample_query()).await.unwrap_err();
     assert_eq!(err.status(), Some(503));
-    assert_eq!(err.category(), ErrorCategory::Server);
+    assert_eq!(err.category(), Category::Server);
     assert_eq!(mock.request_count(RouteClass::Query), 3);
 }
 
@@ -187,7 +187,7 @@ async fn a_retry_after_beyond_the_cap_ends_the_call_with_the_servers_wait() {
     let started = Instant::now();
     let err = client.query(&sample_query()).await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(5), "must not sleep");
-    assert_eq!(err.category(), ErrorCategory::RateLimited);
+    assert_eq!(err.category(), Category::RateLimited);
     match err {
         Error::Api { retry_after, .. } => {
             assert_eq!(retry_after, Some(Duration::from_secs(600)))
@@ -207,7 +207,7 @@ async fn the_total_budget_bounds_time_spent_retrying() {
             factor: 1.0,
             max_delay: Duration::from_millis(200),
             total_budget: Duration::from_millis(300),
-            max_retry_after: Duration::from_secs(5),
+            ..fast_retry()
         })
         .build()
         .unwrap();
@@ -238,7 +238,7 @@ async fn breaker_opens_fails_fast_without_requests_and_recovers_through_a_probe(
     // While open: fail fast, and the mock sees nothing.
     for _ in 0..5 {
         let err = client.query(&sample_query()).await.unwrap_err();
-        assert_eq!(err.category(), ErrorCategory::CircuitOpen, "{err}");
+        assert_eq!(err.category(), Category::CircuitOpen, "{err}");
     }
     assert_eq!(mock.request_count(RouteClass::Query), 3);
     assert_eq!(client.stats().fast_failures, 5);
@@ -265,11 +265,7 @@ async fn a_failed_probe_reopens_the_circuit() {
     assert!(client.query(&sample_query()).await.is_err());
     tokio::time::sleep(Duration::from_millis(250)).await;
     let probe = client.query(&sample_query()).await.unwrap_err();
-    assert_eq!(
-        probe.category(),
-        ErrorCategory::Network,
-        "the probe was sent"
-    );
+    assert_eq!(probe.category(), Category::Network, "the probe was sent");
     assert!(matches!(client.breaker_state(), BreakerState::Open { .. }));
     assert_eq!(mock.request_count(RouteClass::Query), 2);
     assert_eq!(client.stats().breaker_trips, 2);

@@ -13,7 +13,7 @@
 use std::time::{Duration, Instant};
 
 use posthog_core::{
-    BatchBuilder, ColumnType, DedupWindow, FieldSpec, FlattenMode, OutputFormat, QueryPage,
+    BatchBuilder, ColumnType, DedupWindow, FieldSpec, FlattenMode, PartFormat, QueryPage,
     TableWriter, WriterOptions, raw_timestamp, raw_uuid,
 };
 
@@ -21,7 +21,7 @@ struct Args {
     events: u64,
     page_size: usize,
     batch_size: usize,
-    format: OutputFormat,
+    format: PartFormat,
     out_dir: std::path::PathBuf,
 }
 
@@ -30,7 +30,7 @@ fn parse_args() -> Result<Args, String> {
         events: 1_000_000,
         page_size: 10_000,
         batch_size: 5_000,
-        format: OutputFormat::Parquet,
+        format: PartFormat::Parquet,
         out_dir: std::env::temp_dir().join("posthog-bench-core"),
     };
     let mut it = std::env::args().skip(1);
@@ -47,9 +47,9 @@ fn parse_args() -> Result<Args, String> {
             "--out-dir" => args.out_dir = value()?.into(),
             "--format" => {
                 args.format = match value()?.as_str() {
-                    "parquet" => OutputFormat::Parquet,
-                    "jsonl" => OutputFormat::Jsonl,
-                    "csv" => OutputFormat::Csv,
+                    "parquet" => PartFormat::Parquet,
+                    "jsonl" => PartFormat::Jsonl,
+                    "csv" => PartFormat::Csv,
                     other => return Err(format!("--format: unknown format {other:?}")),
                 }
             }

@@ -574,7 +574,11 @@ impl BatchBuilder {
         self.rows = 0;
         RecordBatch::try_new(schema, arrays)
             .map(Some)
-            .map_err(|e| CoreError::Data(format!("cannot assemble a record batch: {e}")))
+            .map_err(|source| CoreError::Arrow {
+                op: "assemble a record batch",
+                path: None,
+                source,
+            })
     }
 
     /// The Arrow schema of the batches this builder produces now.

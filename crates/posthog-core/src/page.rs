@@ -32,11 +32,11 @@ impl<'a> QueryPage<'a> {
     /// Parses a response body. A body that is not JSON, has no `results` array of arrays, or has
     /// a row whose length differs from `columns`, is a data error naming what is wrong.
     pub fn parse(body: &'a [u8]) -> Result<Self, CoreError> {
-        let page: QueryPage<'a> = serde_json::from_slice(body).map_err(|e| {
-            CoreError::Data(format!(
-                "the query response is not a valid result page: {e}"
-            ))
-        })?;
+        let page: QueryPage<'a> =
+            serde_json::from_slice(body).map_err(|source| CoreError::Json {
+                what: "the query response is not a valid result page".to_owned(),
+                source,
+            })?;
         if !page.columns.is_empty()
             && let Some((n, row)) = page
                 .results
@@ -94,7 +94,10 @@ mod tests {
             br#"{"results":{}}"#,
             br#"{"results":[1]}"#,
         ] {
-            assert!(matches!(QueryPage::parse(body), Err(CoreError::Data(_))));
+            assert!(matches!(
+                QueryPage::parse(body),
+                Err(CoreError::Data(_) | CoreError::Json { .. })
+            ));
         }
     }
 

@@ -20,7 +20,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use crate::{CoreError, OutputFormat, UnixMicros, parse_timestamp};
+use crate::{CoreError, PartFormat, UnixMicros, parse_timestamp};
 
 /// Rows decoded per Parquet batch: small, so memory stays flat whatever the part's size.
 const PARQUET_BATCH_ROWS: usize = 8_192;
@@ -54,17 +54,17 @@ pub fn for_each_part_key(
         time_column,
     };
     match format {
-        OutputFormat::Parquet => keys.parquet(file, &mut visit),
-        OutputFormat::Jsonl => keys.jsonl(file, &mut visit),
-        OutputFormat::Csv => keys.csv(file, &mut visit),
+        PartFormat::Parquet => keys.parquet(file, &mut visit),
+        PartFormat::Jsonl => keys.jsonl(file, &mut visit),
+        PartFormat::Csv => keys.csv(file, &mut visit),
     }
 }
 
-fn format_of(path: &Path) -> Result<OutputFormat, CoreError> {
+fn format_of(path: &Path) -> Result<PartFormat, CoreError> {
     match path.extension().and_then(|e| e.to_str()) {
-        Some("parquet") => Ok(OutputFormat::Parquet),
-        Some("jsonl") => Ok(OutputFormat::Jsonl),
-        Some("csv") => Ok(OutputFormat::Csv),
+        Some("parquet") => Ok(PartFormat::Parquet),
+        Some("jsonl") => Ok(PartFormat::Jsonl),
+        Some("csv") => Ok(PartFormat::Csv),
         _ => Err(CoreError::Data(format!(
             "{}: not a part file (expected .parquet, .jsonl or .csv)",
             path.display()
@@ -103,8 +103,10 @@ impl Keys<'_> {
         file: File,
         visit: &mut dyn FnMut(Uuid, UnixMicros),
     ) -> Result<u64, CoreError> {
-        let parquet = |e: parquet::errors::ParquetError| {
-            CoreError::Parquet(format!("{}: {e}", self.path.display()))
+        let parquet = |source| CoreError::Parquet {
+            op: "read",
+            path: self.path.to_path_buf(),
+            source,
         };
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet)?;
         let columns = builder.parquet_schema();
@@ -116,8 +118,11 @@ impl Keys<'_> {
             .map_err(parquet)?;
         let mut row = 0u64;
         for batch in reader {
-            let batch =
-                batch.map_err(|e| CoreError::Parquet(format!("{}: {e}", self.path.display())))?;
+            let batch = batch.map_err(|source| CoreError::Arrow {
+                op: "decode a record batch of",
+                path: Some(self.path.to_path_buf()),
+                source,
+            })?;
             let ids = self.column(&batch, self.id_column)?;
             let times = self.column(&batch, self.time_column)?;
             let (DataType::Utf8, DataType::Timestamp(_, _)) = (ids.data_type(), times.data_type())
@@ -169,8 +174,11 @@ impl Keys<'_> {
                 continue;
             }
             // Keys may hold escapes, so they are owned; values stay borrowed and undecoded.
-            let object: HashMap<Cow<'_, str>, &RawValue> = serde_json::from_str(&line)
-                .map_err(|e| self.bad(row, &format!("not a JSON object: {e}")))?;
+            let object: HashMap<Cow<'_, str>, &RawValue> =
+                serde_json::from_str(&line).map_err(|source| CoreError::Json {
+                    what: format!("{} row {row}: not a JSON object", self.path.display()),
+                    source,
+                })?;
             let text = |name: &str| {
                 object
                     .get(name)
@@ -190,7 +198,10 @@ impl Keys<'_> {
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(true)
             .from_reader(file);
-        let csv_error = |e: csv::Error| CoreError::Data(format!("{}: {e}", self.path.display()));
+        let csv_error = |source| CoreError::Csv {
+            path: self.path.to_path_buf(),
+            source,
+        };
         let headers = reader.headers().map_err(csv_error)?.clone();
         let position = |name: &str| {
             headers.iter().position(|h| h == name).ok_or_else(|| {

@@ -1,18 +1,18 @@
 //! Streaming part writers (Parquet, JSONL, CSV) and the table writer that rolls parts.
 //!
-//! A part is written under a hidden temporary name in the table directory, hashed (SHA-256) and
-//! counted as it is written, then flushed, `fsync`ed, renamed to its final name and the directory
-//! `fsync`ed: a part that exists under its final name is complete and durable. A writer dropped
-//! before [`PartWriter::finish`] removes its temporary file.
+//! A part is written through a [`PartStore`] upload, hashed (SHA-256) and counted as it is
+//! written; it exists under its final name only once committed, complete and durable (in a
+//! local directory: a hidden temporary file, `fsync`, rename, directory `fsync`). A writer
+//! dropped before [`PartWriter::finish`] leaves nothing under the part's name.
 //!
 //! A part file's schema is fixed. [`TableWriter`] closes the current part and opens the next one
 //! when a batch arrives with more columns (a property seen for the first time) or the part has
 //! reached its row limit; every part is self-describing, and readers that unify by column name
 //! (DuckDB `union_by_name`, pyarrow datasets) read the table as one.
 
-use std::fs::{self, File};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int64Type, TimestampMicrosecondType};
@@ -26,11 +26,13 @@ use parquet::schema::types::ColumnPath;
 use sha2::{Digest, Sha256};
 
 use crate::schema::{ColumnSpec, ColumnType};
+use crate::storage::{LocalDir, PartStore, PartUpload};
 use crate::{CoreError, format_timestamp};
 
-/// Output file format.
+/// The file format of a part (the config's user-facing name for it is
+/// `posthog_osiris::OutputFormat`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OutputFormat {
+pub enum PartFormat {
     /// Apache Parquet, zstd-compressed, one row group per batch.
     #[default]
     Parquet,
@@ -40,13 +42,13 @@ pub enum OutputFormat {
     Csv,
 }
 
-impl OutputFormat {
+impl PartFormat {
     /// File name extension.
     pub fn extension(self) -> &'static str {
         match self {
-            OutputFormat::Parquet => "parquet",
-            OutputFormat::Jsonl => "jsonl",
-            OutputFormat::Csv => "csv",
+            PartFormat::Parquet => "parquet",
+            PartFormat::Jsonl => "jsonl",
+            PartFormat::Csv => "csv",
         }
     }
 }
@@ -55,7 +57,7 @@ impl OutputFormat {
 #[derive(Debug, Clone)]
 pub struct WriterOptions {
     /// File format.
-    pub format: OutputFormat,
+    pub format: PartFormat,
     /// Parquet row group size (rows); batches are flushed as they come, so this bounds memory.
     pub row_group_rows: usize,
     /// A part is closed after this many rows and the next one opened.
@@ -67,7 +69,7 @@ pub struct WriterOptions {
 impl Default for WriterOptions {
     fn default() -> Self {
         WriterOptions {
-            format: OutputFormat::Parquet,
+            format: PartFormat::Parquet,
             row_group_rows: 5_000,
             max_part_rows: 1_000_000,
             zstd_level: 1,
@@ -106,9 +108,20 @@ fn io_err<'p>(op: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> Cor
     }
 }
 
-/// Counts and hashes the bytes on their way to the file.
+fn parquet_err<'p>(
+    op: &'static str,
+    path: &'p Path,
+) -> impl FnOnce(parquet::errors::ParquetError) -> CoreError + 'p {
+    move |source| CoreError::Parquet {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Counts and hashes the bytes on their way to the store.
 struct HashingWriter {
-    inner: BufWriter<File>,
+    inner: Box<dyn PartUpload>,
     hasher: Sha256,
     bytes: u64,
 }
@@ -126,58 +139,37 @@ impl Write for HashingWriter {
     }
 }
 
-/// The temporary file behind a part; removed on drop unless committed.
+/// A part on its way into its store: the upload discards it if dropped before `commit`.
 struct PendingFile {
+    /// Where the part will be, for errors and the finished part.
     tmp_path: PathBuf,
-    final_path: PathBuf,
-    committed: bool,
 }
 
 impl PendingFile {
-    fn create(final_path: PathBuf) -> Result<(Self, HashingWriter), CoreError> {
-        let dir = final_path.parent().unwrap_or(Path::new("."));
-        let name = final_path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp_path = dir.join(format!(".{name}.tmp"));
-        let file = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp_path)
-            .map_err(io_err("create", &tmp_path))?;
+    fn create(store: &dyn PartStore, name: &str) -> Result<(Self, HashingWriter), CoreError> {
         let writer = HashingWriter {
-            inner: BufWriter::with_capacity(256 * 1024, file),
+            inner: store.create(name)?,
             hasher: Sha256::new(),
             bytes: 0,
         };
         Ok((
             PendingFile {
-                tmp_path,
-                final_path,
-                committed: false,
+                tmp_path: store.locate(name),
             },
             writer,
         ))
     }
 
-    fn commit(mut self, writer: HashingWriter, rows: u64) -> Result<PartFile, CoreError> {
+    fn commit(self, writer: HashingWriter, rows: u64) -> Result<PartFile, CoreError> {
         let HashingWriter {
-            inner,
+            mut inner,
             hasher,
             bytes,
         } = writer;
-        let file = inner
-            .into_inner()
-            .map_err(|e| io_err("write", &self.tmp_path)(e.into_error()))?;
-        file.sync_all().map_err(io_err("fsync", &self.tmp_path))?;
-        drop(file);
-        fs::rename(&self.tmp_path, &self.final_path).map_err(io_err("rename", &self.final_path))?;
-        self.committed = true;
-        sync_dir(&self.final_path)?;
+        inner.flush().map_err(io_err("write", &self.tmp_path))?;
+        inner.commit()?;
         Ok(PartFile {
-            path: self.final_path.clone(),
+            path: self.tmp_path,
             rows,
             bytes,
             sha256: format!("{:x}", hasher.finalize()),
@@ -185,52 +177,30 @@ impl PendingFile {
     }
 }
 
-impl Drop for PendingFile {
-    fn drop(&mut self) {
-        if !self.committed {
-            // Best effort: a leftover temporary file is also removed by the next run's cleanup.
-            let _ = fs::remove_file(&self.tmp_path);
-        }
-    }
-}
-
-/// Makes a rename in `path`'s directory durable.
-pub fn sync_dir(path: &Path) -> Result<(), CoreError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    #[cfg(unix)]
-    {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err("fsync directory", dir))?;
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
-    Ok(())
-}
-
-/// Opens a part writer of `options.format` that will be named `final_path`.
+/// Opens a part writer of `options.format` for the object `name` of `store`.
 ///
 /// `columns` (the table's column specs in output order) are recorded in Parquet files as the
 /// key-value metadata `posthog.columns`, so a part says where each column came from.
 pub fn open_part(
-    final_path: PathBuf,
+    store: &dyn PartStore,
+    name: &str,
     schema: SchemaRef,
     columns: &[ColumnSpec],
     options: &WriterOptions,
 ) -> Result<Box<dyn PartWriter>, CoreError> {
-    let (pending, writer) = PendingFile::create(final_path)?;
+    let (pending, writer) = PendingFile::create(store, name)?;
     Ok(match options.format {
-        OutputFormat::Parquet => {
+        PartFormat::Parquet => {
             Box::new(ParquetPart::new(pending, writer, schema, columns, options)?)
         }
-        OutputFormat::Jsonl => Box::new(TextPart::new(
+        PartFormat::Jsonl => Box::new(TextPart::new(
             pending,
             writer,
             &schema,
             columns,
             TextKind::Jsonl,
         )?),
-        OutputFormat::Csv => Box::new(TextPart::new(
+        PartFormat::Csv => Box::new(TextPart::new(
             pending,
             writer,
             &schema,
@@ -258,8 +228,10 @@ impl ParquetPart {
         columns: &[ColumnSpec],
         options: &WriterOptions,
     ) -> Result<Self, CoreError> {
-        let level = ZstdLevel::try_new(options.zstd_level)
-            .map_err(|e| CoreError::Parquet(e.to_string()))?;
+        let level = ZstdLevel::try_new(options.zstd_level).map_err(parquet_err(
+            "set the compression level of",
+            &pending.tmp_path,
+        ))?;
         let columns_json = serde_json::to_string(columns).unwrap_or_default();
         let mut props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(level))
@@ -278,7 +250,7 @@ impl ParquetPart {
         }
         let props = props.build();
         let writer = ArrowWriter::try_new(out, schema, Some(props))
-            .map_err(|e| CoreError::Parquet(e.to_string()))?;
+            .map_err(parquet_err("start", &pending.tmp_path))?;
         Ok(ParquetPart {
             pending,
             writer,
@@ -291,7 +263,7 @@ impl PartWriter for ParquetPart {
     fn write(&mut self, batch: &RecordBatch) -> Result<(), CoreError> {
         self.writer
             .write(batch)
-            .map_err(|e| CoreError::Parquet(e.to_string()))?;
+            .map_err(parquet_err("write a batch to", &self.pending.tmp_path))?;
         self.rows += batch.num_rows() as u64;
         Ok(())
     }
@@ -308,7 +280,7 @@ impl PartWriter for ParquetPart {
         } = *self;
         let out = writer
             .into_inner()
-            .map_err(|e| CoreError::Parquet(e.to_string()))?;
+            .map_err(parquet_err("finish", &pending.tmp_path))?;
         pending.commit(out, rows)
     }
 }
@@ -545,7 +517,7 @@ fn csv_field(out: &mut Vec<u8>, s: &str) {
 /// Writes the batches of one table into parts named `<prefix>-<n>.<ext>` in `dir`, rolling to a
 /// new part when the schema widens or a part is full.
 pub struct TableWriter {
-    dir: PathBuf,
+    store: Arc<dyn PartStore>,
     prefix: String,
     options: WriterOptions,
     next_index: u32,
@@ -555,7 +527,7 @@ pub struct TableWriter {
 impl std::fmt::Debug for TableWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TableWriter")
-            .field("dir", &self.dir)
+            .field("store", &self.store)
             .field("prefix", &self.prefix)
             .field("next_index", &self.next_index)
             .finish()
@@ -563,21 +535,34 @@ impl std::fmt::Debug for TableWriter {
 }
 
 impl TableWriter {
-    /// A writer for parts in `dir` named `<prefix>-00001.<ext>`, ... The directory is created
-    /// (if missing) when the first part opens: a writer that writes nothing leaves no trace.
+    /// A writer for parts in the local directory `dir` named `<prefix>-00001.<ext>`, ... The
+    /// directory is created (if missing) when the first part opens: a writer that writes
+    /// nothing leaves no trace.
     pub fn new(
         dir: impl Into<PathBuf>,
         prefix: impl Into<String>,
         options: WriterOptions,
     ) -> Result<Self, CoreError> {
-        let dir = dir.into();
-        Ok(TableWriter {
-            dir,
+        Ok(TableWriter::with_store(
+            Arc::new(LocalDir::new(dir)),
+            prefix,
+            options,
+        ))
+    }
+
+    /// A writer for parts in `store`, named as [`TableWriter::new`] names them.
+    pub fn with_store(
+        store: Arc<dyn PartStore>,
+        prefix: impl Into<String>,
+        options: WriterOptions,
+    ) -> Self {
+        TableWriter {
+            store,
             prefix: prefix.into(),
             options,
             next_index: 1,
             current: None,
-        })
+        }
     }
 
     /// Writes a batch. `columns` are the table's column specs in the batch's column order.
@@ -607,8 +592,13 @@ impl TableWriter {
                 self.options.format.extension()
             );
             self.next_index += 1;
-            fs::create_dir_all(&self.dir).map_err(io_err("create directory", &self.dir))?;
-            let part = open_part(self.dir.join(name), schema.clone(), columns, &self.options)?;
+            let part = open_part(
+                self.store.as_ref(),
+                &name,
+                schema.clone(),
+                columns,
+                &self.options,
+            )?;
             self.current = Some((part, schema));
         }
         if let Some((part, _)) = &mut self.current {

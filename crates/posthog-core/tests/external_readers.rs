@@ -3,15 +3,15 @@
 //! return matches the source.
 //!
 //! Needs `python3` with `pyarrow` and `duckdb` (`.ci/run` installs them). Without them the test
-//! says so and passes, unless `POSTHOG_REQUIRE_EXTERNAL_READERS=1` (set by `.ci/run`), where a
-//! missing reader is a failure.
+//! prints a `SKIPPED:` line that `cargo test` shows, and passes, unless
+//! `POSTHOG_REQUIRE_EXTERNAL_READERS=1` (set by `.ci/run`), where a missing reader is a failure.
 
 mod util;
 
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use posthog_core::{ColumnSpec, ColumnType, OutputFormat};
+use posthog_core::{ColumnSpec, ColumnType, PartFormat};
 use util::{Cell, Event, expected_properties, recover_properties};
 
 const READER: &str = r#"
@@ -47,11 +47,20 @@ fn readers_available() -> bool {
             !required,
             "python3 with pyarrow and duckdb is required but missing"
         );
-        eprintln!(
-            "SKIPPED: python3 with pyarrow and duckdb not found (pip install pyarrow duckdb)"
-        );
+        skipped("python3 with pyarrow and duckdb not found (pip install pyarrow duckdb)");
     }
     ok
+}
+
+/// Says a check was skipped where a person sees it: libtest captures `eprintln!` and shows it
+/// only for a failing test, but not what is written to the stderr handle itself.
+fn skipped(why: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: {why}: the external-readers check did not run \
+         (POSTHOG_REQUIRE_EXTERNAL_READERS=1 makes this a failure)"
+    );
 }
 
 fn event(i: u128, props: &str) -> Event {
@@ -133,7 +142,7 @@ fn pyarrow_and_duckdb_read_all_parts_as_one_table_with_every_value_intact() {
     let pages = source_pages();
     let events: Vec<Event> = pages.concat();
     let dir = tempfile::tempdir().unwrap();
-    let (parts, columns) = util::write_pages(dir.path(), &pages, OutputFormat::Parquet, 2);
+    let (parts, columns) = util::write_pages(dir.path(), &pages, PartFormat::Parquet, 2);
     assert!(
         parts.len() >= 3,
         "the schema changes produce several parts: {}",

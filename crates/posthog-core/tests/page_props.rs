@@ -2,13 +2,14 @@
 //! HogQL page on the hot path), the cursor readers `raw_uuid` / `raw_timestamp` /
 //! `parse_timestamp`, the batch builder fed rows and REST objects, and
 //! [`DedupWindow::from_bytes`] (read back from the state file). Whatever they get: a value or a
-//! [`CoreError::Data`] / [`DedupError`] with a message, never a panic; a valid page reads back
-//! exactly.
+//! data error ([`CoreError::Data`], [`CoreError::Json`] keeping the parser's error as its source,
+//! [`DedupError`]) with a message, never a panic; a valid page reads back exactly.
 
 use posthog_core::{
     BatchBuilder, ColumnType, CoreError, DedupWindow, FieldSpec, FlattenMode, QueryPage,
     format_timestamp, parse_timestamp, raw_timestamp, raw_uuid,
 };
+use posthog_error::{Category, ErrorChain};
 use proptest::prelude::*;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -44,9 +45,9 @@ fn real_body() -> Vec<u8> {
 
 fn data_message(result: Result<QueryPage<'_>, CoreError>) -> String {
     match result {
-        Err(err @ CoreError::Data(_)) => {
-            assert_eq!(err.category(), "data");
-            let msg = err.to_string();
+        Err(err @ (CoreError::Data(_) | CoreError::Json { .. })) => {
+            assert_eq!(err.category(), Category::Data);
+            let msg = ErrorChain::new(&err).to_string();
             assert!(
                 msg.contains("the query response is not a valid result page: ")
                     || msg.contains("values but the response names"),
@@ -241,7 +242,7 @@ proptest! {
             prop_assert!(!err.to_string().is_empty());
         }
         if let Err(err) = builder.finish_batch() {
-            prop_assert!(matches!(err, CoreError::Data(_)), "{:?}", err);
+            prop_assert_eq!(err.category(), Category::Data, "{:?}", err);
         }
     }
 

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use posthog_core::reader::{file_sha256, for_each_part_key};
 use posthog_core::{
-    BatchBuilder, ColumnType, FieldSpec, FlattenMode, OutputFormat, PartFile, TableWriter,
+    BatchBuilder, ColumnType, FieldSpec, FlattenMode, PartFile, PartFormat, TableWriter,
     WriterOptions, format_timestamp,
 };
 use serde_json::value::RawValue;
@@ -39,7 +39,7 @@ fn rows(n: usize) -> Vec<(Uuid, i64, String)> {
         .collect()
 }
 
-fn write(dir: &Path, format: OutputFormat, rows: &[(Uuid, i64, String)]) -> PartFile {
+fn write(dir: &Path, format: PartFormat, rows: &[(Uuid, i64, String)]) -> PartFile {
     let mut builder = BatchBuilder::new(&fields(), FlattenMode::Flatten, &[]).unwrap();
     let mut writer = TableWriter::new(
         dir,
@@ -79,11 +79,7 @@ fn write(dir: &Path, format: OutputFormat, rows: &[(Uuid, i64, String)]) -> Part
 #[test]
 fn every_format_gives_back_each_rows_id_and_time_in_order() {
     let source = rows(1_234);
-    for format in [
-        OutputFormat::Parquet,
-        OutputFormat::Jsonl,
-        OutputFormat::Csv,
-    ] {
+    for format in [PartFormat::Parquet, PartFormat::Jsonl, PartFormat::Csv] {
         let dir = tempfile::tempdir().unwrap();
         let part = write(dir.path(), format, &source);
         let mut read = Vec::new();
@@ -100,11 +96,7 @@ fn every_format_gives_back_each_rows_id_and_time_in_order() {
 #[test]
 fn a_missing_key_column_or_a_truncated_file_is_an_error_naming_the_file() {
     let source = rows(500);
-    for format in [
-        OutputFormat::Parquet,
-        OutputFormat::Jsonl,
-        OutputFormat::Csv,
-    ] {
+    for format in [PartFormat::Parquet, PartFormat::Jsonl, PartFormat::Csv] {
         let dir = tempfile::tempdir().unwrap();
         let part = write(dir.path(), format, &source);
         let err = for_each_part_key(&part.path, "id", "timestamp", |_, _| {}).unwrap_err();

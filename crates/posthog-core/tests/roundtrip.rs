@@ -6,7 +6,7 @@ mod util;
 
 use std::collections::BTreeMap;
 
-use posthog_core::{ColumnSpec, OutputFormat};
+use posthog_core::{ColumnSpec, PartFormat};
 use proptest::prelude::*;
 use util::{
     Cell, Event, expected_properties, read_csv, read_jsonl, read_parquet, recover_properties,
@@ -150,19 +150,15 @@ fn check_rows(
 
 fn run_all_formats(pages: &[Vec<Event>], batch_rows: usize) {
     let events: Vec<Event> = pages.iter().flatten().cloned().collect();
-    for format in [
-        OutputFormat::Parquet,
-        OutputFormat::Jsonl,
-        OutputFormat::Csv,
-    ] {
+    for format in [PartFormat::Parquet, PartFormat::Jsonl, PartFormat::Csv] {
         let dir = tempfile::tempdir().unwrap();
         let (parts, columns) = util::write_pages(dir.path(), pages, format, batch_rows);
         let total: u64 = parts.iter().map(|p| p.rows).sum();
         assert_eq!(total, events.len() as u64, "{format:?}: reported rows");
         let rows = match format {
-            OutputFormat::Parquet => read_parquet(&parts),
-            OutputFormat::Jsonl => read_jsonl(&parts, &columns),
-            OutputFormat::Csv => read_csv(&parts, &columns),
+            PartFormat::Parquet => read_parquet(&parts),
+            PartFormat::Jsonl => read_jsonl(&parts, &columns),
+            PartFormat::Csv => read_csv(&parts, &columns),
         };
         check_rows(&format!("{format:?}"), &rows, &columns, &events);
     }
@@ -249,7 +245,7 @@ fn a_property_whose_type_varies_round_trips_through_a_sibling_column() {
     let (parts, columns) = util::write_pages(
         dir.path(),
         std::slice::from_ref(&events),
-        OutputFormat::Parquet,
+        PartFormat::Parquet,
         100,
     );
     let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
@@ -290,7 +286,7 @@ fn a_property_first_seen_late_opens_a_new_part_with_the_wider_schema() {
         vec![mk(3, r#"{"a":3,"b":"new"}"#), mk(4, r#"{"a":4}"#)],
     ];
     let dir = tempfile::tempdir().unwrap();
-    let (parts, columns) = util::write_pages(dir.path(), &pages, OutputFormat::Parquet, 2);
+    let (parts, columns) = util::write_pages(dir.path(), &pages, PartFormat::Parquet, 2);
     assert_eq!(parts.len(), 2, "the new column closes the first part");
     assert_eq!(parts[0].rows, 2);
     assert_eq!(parts[1].rows, 2);
@@ -325,11 +321,7 @@ fn reported_sha256_and_size_match_the_file() {
         distinct_id: "d".into(),
         properties: r#"{"a":"b"}"#.into(),
     }];
-    for format in [
-        OutputFormat::Parquet,
-        OutputFormat::Jsonl,
-        OutputFormat::Csv,
-    ] {
+    for format in [PartFormat::Parquet, PartFormat::Jsonl, PartFormat::Csv] {
         let dir = tempfile::tempdir().unwrap();
         let (parts, _) = util::write_pages(dir.path(), std::slice::from_ref(&events), format, 10);
         let bytes = std::fs::read(&parts[0].path).unwrap();
@@ -350,7 +342,7 @@ fn csv_quotes_per_rfc4180_and_tells_empty_from_null() {
         properties: r#"{"x":null,"y":""}"#.into(),
     }];
     let dir = tempfile::tempdir().unwrap();
-    let (parts, _) = util::write_pages(dir.path(), &[events], OutputFormat::Csv, 10);
+    let (parts, _) = util::write_pages(dir.path(), &[events], PartFormat::Csv, 10);
     let text = std::fs::read_to_string(&parts[0].path).unwrap();
     assert_eq!(
         text,

@@ -1,5 +1,10 @@
 //! `posthog-mock`: runs the mock PostHog server from the command line, or writes the sample
 //! events file. Prints one JSON line with the connection details, then serves until killed.
+//!
+//! The events it serves span the last `--days` days up to now, so a config without
+//! `initial_since` and queries like `timestamp > now() - interval 7 day` find them; `--start`
+//! pins them to a fixed instant instead (the library's `GenSpec::default()` anchor is
+//! `2025-01-01T00:00:00Z`), which is what tests that regenerate the data in-process use.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -12,6 +17,8 @@ use posthog_mock::{
     DEFAULT_LIMIT_CLAMP, Dataset, GenSpec, LimitClampChange, MockConfig, MockServer,
     ProjectTimezone, RandomFaults, RateLimit,
 };
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 /// A mock PostHog server that evaluates HogQL over generated events and injects faults.
 #[derive(Debug, Parser)]
@@ -32,6 +39,13 @@ struct Args {
     /// Size of one cluster of events sharing a single timestamp.
     #[arg(long)]
     cluster: Option<usize>,
+    /// Earliest event timestamp, e.g. 2025-01-01T00:00:00Z (reproducible data). Default:
+    /// `--days` days before now, so the events end now.
+    #[arg(long, value_name = "RFC3339", value_parser = parse_start)]
+    start: Option<OffsetDateTime>,
+    /// Days the events span, from `--start` (default 7).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    days: Option<u16>,
     /// Project time zone offset, e.g. +05:30.
     #[arg(long, default_value = "+05:30", allow_hyphen_values = true)]
     tz_offset: String,
@@ -102,6 +116,11 @@ fn parse_rate_limit(s: &str) -> anyhow::Result<RateLimit> {
     })
 }
 
+fn parse_start(s: &str) -> anyhow::Result<OffsetDateTime> {
+    OffsetDateTime::parse(s.trim(), &Rfc3339)
+        .with_context(|| format!("`{s}` is not an RFC 3339 instant like 2025-01-01T00:00:00Z"))
+}
+
 fn parse_clamp(s: &str) -> anyhow::Result<usize> {
     let n: usize = s
         .trim()
@@ -127,14 +146,40 @@ fn parse_clamp_change(s: &str) -> anyhow::Result<LimitClampChange> {
     })
 }
 
+/// `base` with what the flags override: seed, sizes and, when given, `--start` / `--days`.
 fn spec(args: &Args, base: GenSpec) -> GenSpec {
     GenSpec {
         seed: args.seed.unwrap_or(base.seed),
         events: args.events.unwrap_or(base.events),
         persons: args.persons.unwrap_or(base.persons),
         same_timestamp_cluster: args.cluster.unwrap_or(base.same_timestamp_cluster),
-        ..base
+        start: args.start.unwrap_or(base.start),
+        span: args
+            .days
+            .map_or(base.span, |d| Duration::from_secs(u64::from(d) * 86_400)),
     }
+}
+
+/// What the server generates: [`GenSpec::default`]'s sizes over the last `--days` (7) days
+/// up to `now` (to the minute), unless `--start` pins them.
+fn served_spec(args: &Args, now: OffsetDateTime) -> GenSpec {
+    let base = GenSpec::default();
+    let days = args.days.map_or(7, u64::from);
+    let span = Duration::from_secs(days * 86_400);
+    let now = now
+        .replace_second(0)
+        .unwrap_or(now)
+        .replace_nanosecond(0)
+        .unwrap_or(now);
+    let start = args.start.unwrap_or(now - span);
+    spec(
+        args,
+        GenSpec {
+            start,
+            span,
+            ..base
+        },
+    )
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -166,6 +211,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             reset_rate: args.reset_rate,
             throttle_rate: args.throttle_rate,
         });
+    let served = served_spec(&args, OffsetDateTime::now_utc());
     let config = MockConfig {
         timezone: ProjectTimezone::new(args.tz_name.clone(), offset),
         gzip: !args.no_gzip,
@@ -179,12 +225,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         async_polls: args.async_polls,
         limit_clamp: args.limit_clamp,
         limit_clamp_changes: args.limit_clamp_after.clone(),
-        ..MockConfig::with_dataset(Dataset::generate_lazy(&spec(&args, GenSpec::default())))
+        ..MockConfig::with_dataset(Dataset::generate_lazy(&served))
     };
+    let rfc3339 = |t: OffsetDateTime| t.format(&Rfc3339).unwrap_or_default();
     let announce = serde_json::json!({
         "personal_api_key": config.personal_api_key,
         "project_api_key": config.project_api_key,
         "project_id": config.project_id,
+        "events_from": rfc3339(served.start),
+        "events_until": rfc3339(served.start + served.span),
     });
     let server = MockServer::start_on(config, SocketAddr::from(([127, 0, 0, 1], args.port)))
         .await
@@ -293,5 +342,32 @@ mod tests {
         let defaults = Args::try_parse_from(["posthog-mock"]).unwrap();
         assert_eq!(defaults.limit_clamp, DEFAULT_LIMIT_CLAMP);
         assert!(defaults.limit_clamp_after.is_empty());
+    }
+
+    #[test]
+    fn served_events_end_now_unless_start_pins_them() {
+        let now = time::macros::datetime!(2026-12-05 10:17:42.5 UTC);
+        let recent = served_spec(&Args::try_parse_from(["posthog-mock"]).unwrap(), now);
+        assert_eq!(recent.start, time::macros::datetime!(2026-11-28 10:17 UTC));
+        assert_eq!(recent.span, Duration::from_secs(7 * 86_400));
+        let month = Args::try_parse_from(["posthog-mock", "--days", "30"]).unwrap();
+        let month = served_spec(&month, now);
+        assert_eq!(
+            month.start + month.span,
+            time::macros::datetime!(2026-12-05 10:17 UTC)
+        );
+
+        let pinned = Args::try_parse_from(["posthog-mock", "--start", "2025-01-01T00:00:00Z"]);
+        let pinned = served_spec(&pinned.unwrap(), now);
+        assert_eq!(
+            pinned,
+            GenSpec::default(),
+            "the library's deterministic anchor"
+        );
+        assert!(Args::try_parse_from(["posthog-mock", "--start", "yesterday"]).is_err());
+        assert!(Args::try_parse_from(["posthog-mock", "--days", "0"]).is_err());
+
+        let sample = Args::try_parse_from(["posthog-mock"]).unwrap();
+        assert_eq!(spec(&sample, GenSpec::sample()), GenSpec::sample());
     }
 }

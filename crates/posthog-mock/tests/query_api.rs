@@ -6,6 +6,7 @@ mod common;
 use std::collections::HashSet;
 
 use common::{Harness, column};
+use posthog_client::{KeysetCursor, KeysetPager, KeysetQuery, KeysetStart, PageSummary};
 use posthog_mock::{Dataset, Event, GenSpec, MockConfig};
 use serde_json::{Value, json};
 use time::macros::datetime;
@@ -19,32 +20,36 @@ fn config_with(spec: GenSpec) -> MockConfig {
     MockConfig::with_dataset(Dataset::generate_lazy(&spec))
 }
 
-/// Pages through all events with the extractor's keyset query, returning the uuids in order.
-async fn walk(h: &Harness, limit: usize) -> Vec<String> {
-    let (status, first) = h
-        .query(
-            "SELECT uuid, timestamp FROM events ORDER BY timestamp, uuid LIMIT {limit}",
-            json!({"limit": limit}),
-        )
-        .await;
-    assert_eq!(status, 200, "{first}");
-    let mut page = first["results"].as_array().unwrap().clone();
+/// Pages through all events with the extractor's keyset pager, returning the uuids in order.
+async fn walk(h: &Harness, limit: u32) -> Vec<String> {
+    let query = KeysetQuery::new("events", ["uuid", "timestamp"], "uuid").time_column("timestamp");
+    let mut pager = KeysetPager::new(query, KeysetStart::Beginning, limit);
     let mut out: Vec<String> = Vec::new();
-    loop {
-        out.extend(page.iter().map(|r| r[0].as_str().unwrap().to_owned()));
-        if page.len() < limit {
-            return out;
-        }
-        let last = page.last().unwrap();
+    while let Some(query) = pager.next_query() {
         let (status, body) = h
-            .query(
-                KEYSET,
-                json!({"ts": last[1], "uuid": last[0], "limit": limit}),
-            )
+            .query(query.text(), Value::Object(query.values().clone()))
             .await;
         assert_eq!(status, 200, "{body}");
-        page = body["results"].as_array().unwrap().clone();
+        let page = body["results"].as_array().unwrap();
+        out.extend(page.iter().map(|r| r[0].as_str().unwrap().to_owned()));
+        let last = page.last().map(|row| KeysetCursor {
+            time: Some(micros(row[1].as_str().unwrap())),
+            id: row[0].as_str().unwrap().to_owned(),
+        });
+        pager
+            .advance(&PageSummary {
+                rows: page.len(),
+                last,
+            })
+            .unwrap();
     }
+    out
+}
+
+fn micros(text: &str) -> i64 {
+    let at =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).unwrap();
+    i64::try_from(at.unix_timestamp_nanos() / 1000).unwrap()
 }
 
 #[tokio::test]

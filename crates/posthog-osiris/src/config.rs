@@ -228,13 +228,18 @@ impl ExtractConfig {
         ExtractConfig::from_value(raw::parse_yaml(text)?)
     }
 
-    /// Reads, parses and validates a config file. A read failure is reported on field
-    /// `<file>`.
+    /// Reads, parses and validates a config file. An error about the file as a whole (it
+    /// cannot be read, is not YAML, is not a mapping) is reported on the file's path as given
+    /// (`config.yaml: cannot read the file: No such file or directory (os error 2)`); an error
+    /// in a value names the value's field, as [`from_yaml_str`](Self::from_yaml_str) does.
     pub fn from_path(path: &Path) -> Result<ExtractConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::new("<file>", format!("cannot read {}: {e}", path.display()))
+            ConfigError::new(
+                path.display().to_string(),
+                format!("cannot read the file: {e}"),
+            )
         })?;
-        ExtractConfig::from_yaml_str(&text)
+        ExtractConfig::from_yaml_str(&text).map_err(|e| e.in_file(path))
     }
 
     /// Validates a config already parsed into JSON (as the Osiris runtime may hand it over).

@@ -129,10 +129,8 @@ pub struct Progress {
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
 pub struct RunSummary {
-    /// `"success"`; `"dry_run"` when [`Context::dry_run`] was set (nothing was written or
-    /// committed; `rows_deduplicated`, `rows_output` and `files` are empty, `state` is the state
-    /// the run started from); `"repaired"` for a [`Context::repair`] run.
-    pub status: &'static str,
+    /// How the run ended: `success`, `dry_run` or `repaired`.
+    pub status: RunStatus,
     /// The table extracted.
     pub table: String,
     /// Rows received from PostHog.
@@ -160,8 +158,71 @@ pub struct RunSummary {
     pub breaker_trips: u64,
     /// Wall time of the run.
     pub duration_ms: u64,
-    /// The table's state as committed at the end of the run.
-    pub state: TableState,
+    /// The table's state as committed at the end of the run (for a dry run, the state it
+    /// started from), in brief: the full state is in the state store.
+    pub state: StateSummary,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RunStatus {
+    /// The run extracted and committed.
+    Success,
+    /// A [`Context::dry_run`]: every page was read and counted (`rows_deduplicated` and
+    /// `rows_output` are what a real run from the same state would report), nothing was
+    /// written or committed, `files` is empty.
+    DryRun,
+    /// A [`Context::repair`] run re-extracted lost parts.
+    Repaired,
+}
+
+impl RunStatus {
+    /// The status as the summary prints it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Success => "success",
+            RunStatus::DryRun => "dry_run",
+            RunStatus::Repaired => "repaired",
+        }
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A table's state in brief, as a run's summary reports it: the seed's watermark fields and
+/// counts, without the dedup window, the recent UUIDs or the part and column records (the
+/// state store holds those).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct StateSummary {
+    /// The incremental watermark (RFC 3339, UTC), if any.
+    pub last_timestamp: Option<String>,
+    /// The id of the last row at the watermark, if any.
+    pub last_uuid: Option<String>,
+    /// Rows in the table's committed parts.
+    pub rows_total: u64,
+    /// Committed part files.
+    pub parts: usize,
+    /// Columns the table has.
+    pub columns: usize,
+}
+
+impl From<&TableState> for StateSummary {
+    fn from(state: &TableState) -> Self {
+        StateSummary {
+            last_timestamp: state.last_timestamp.clone(),
+            last_uuid: state.last_uuid.clone(),
+            rows_total: state.rows_total,
+            parts: state.parts.len(),
+            columns: state.columns.as_ref().map_or(0, Vec::len),
+        }
+    }
 }
 
 /// The result of `discover`.
@@ -169,17 +230,18 @@ pub struct RunSummary {
 #[non_exhaustive]
 pub struct Discovery {
     /// The resources, sorted by name.
-    pub resources: Vec<Resource>,
+    pub resources: Vec<DiscoveredResource>,
     /// SHA-256 (hex) of the canonical JSON of `resources`; stable while the schemas are.
     pub fingerprint: String,
     /// When the discovery ran (RFC 3339, UTC).
     pub discovered_at: String,
 }
 
-/// One resource the component can extract.
+/// One resource the component can extract, as `discover` reports it (not to be confused with
+/// `posthog_client::Resource`, a REST collection of PostHog's API).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[non_exhaustive]
-pub struct Resource {
+pub struct DiscoveredResource {
     /// The data type name (`events`, `persons`, …).
     pub name: String,
     /// `table`.

@@ -1,31 +1,39 @@
-//! The driver's error type and its categories, which the CLI maps to exit codes.
+//! The driver's error type and its [`Category`], whose [`exit_code`](Category::exit_code) the
+//! CLI exits with.
 
-use posthog_client::ErrorCategory as ClientCategory;
+use posthog_error::{Categorized, Category};
 
 use crate::ConfigError;
 
 /// Why a `discover`, `doctor` or `run` failed.
 ///
 /// Every message is free of secrets: client errors are already redacted, and nothing here
-/// quotes a key.
+/// quotes a key. A wrapped library error is shown as itself (`transparent`), and an I/O error
+/// is the [`source()`](std::error::Error::source), not repeated in the message, so an
+/// error-chain printer shows each message once.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DriverError {
     /// The config (or a value passed with it) cannot be used. Nothing was requested.
-    #[error("{0}")]
+    #[error(transparent)]
     Config(#[from] ConfigError),
 
     /// PostHog (or the way to it) failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Client(#[from] posthog_client::Error),
 
     /// The state store refused to load or commit.
-    #[error("{0}")]
+    #[error(transparent)]
     State(#[from] posthog_state::StateError),
 
     /// Turning rows into files failed (a malformed page, a disk error).
-    #[error("{0}")]
+    #[error(transparent)]
     Core(#[from] posthog_core::CoreError),
+
+    /// A page the keyset scan cannot move on from (more rows than its LIMIT, or a last row
+    /// that is not after where the page started). Nothing built on it was committed.
+    #[error(transparent)]
+    Keyset(#[from] posthog_client::KeysetError),
 
     /// The server's answers broke an invariant of the extraction (a cursor that does not advance,
     /// a page without the expected columns). Nothing built on them was committed.
@@ -86,7 +94,7 @@ pub enum DriverError {
 
     /// A file operation of the driver itself failed (creating the output directory, removing an
     /// uncommitted part).
-    #[error("cannot {action} {path}: {source}")]
+    #[error("cannot {action} {path}")]
     Io {
         /// What was being done.
         action: &'static str,
@@ -98,77 +106,25 @@ pub enum DriverError {
     },
 }
 
-/// What kind of failure a [`DriverError`] is; the CLI maps it to an exit code
-/// (`config` → 2, `auth`/`permission` → 3, everything else → 1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum Category {
-    /// Invalid config or arguments, or a state store or table locked by another run.
-    Config,
-    /// The key is missing or invalid.
-    Auth,
-    /// The key may not do this, or the file system refused a write (a read-only directory).
-    Permission,
-    /// The connection failed.
-    Network,
-    /// A request (or its retries) timed out.
-    Timeout,
-    /// PostHog kept throttling us.
-    RateLimited,
-    /// PostHog failed, or the circuit breaker is open.
-    Server,
-    /// Data that cannot be used: a malformed response, a corrupt state file, a disk error.
-    Data,
-}
-
-impl Category {
-    /// The stable snake_case name used in JSON output.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Category::Config => "config",
-            Category::Auth => "auth",
-            Category::Permission => "permission",
-            Category::Network => "network",
-            Category::Timeout => "timeout",
-            Category::RateLimited => "rate_limited",
-            Category::Server => "server",
-            Category::Data => "data",
-        }
-    }
-
-    /// The process exit code of PRODUCT.md §4: 2 for config, 3 for auth and permission, 1 for
-    /// everything else.
-    pub fn exit_code(self) -> u8 {
-        match self {
-            Category::Config => 2,
-            Category::Auth | Category::Permission => 3,
-            _ => 1,
-        }
-    }
-}
-
 impl DriverError {
-    /// The error's category.
+    /// The error's category. A library error keeps its own, except that a client error is
+    /// read in the driver's terms: a 404 is a project id PostHog does not know (the user must
+    /// fix the config: [`Category::Config`], exit 2), and an open circuit breaker is PostHog
+    /// failing ([`Category::Server`]).
     pub fn category(&self) -> Category {
         match self {
-            DriverError::Config(_) => Category::Config,
-            DriverError::Client(e) => client_category(e.category()),
-            DriverError::State(e) => match e.category() {
-                "config" => Category::Config,
-                "permission" => Category::Permission,
-                _ => Category::Data,
+            DriverError::Config(e) => e.category(),
+            DriverError::Client(e) => match e.category() {
+                Category::NotFound => Category::Config,
+                Category::CircuitOpen => Category::Server,
+                other => other,
             },
+            DriverError::State(e) => e.category(),
+            DriverError::Core(e) => e.category(),
             DriverError::TableLocked { .. } | DriverError::TableOwned { .. } => Category::Config,
-            DriverError::Io { source, .. } if is_permission(source) => Category::Permission,
-            DriverError::Core(posthog_core::CoreError::Io { source, .. })
-                if is_permission(source) =>
-            {
-                Category::Permission
-            }
-            DriverError::Core(_)
-            | DriverError::Protocol(_)
-            | DriverError::Io { .. }
+            DriverError::Io { source, .. } => Category::of_io_error(source),
+            DriverError::Protocol(_)
+            | DriverError::Keyset(_)
             | DriverError::MissingParts { .. }
             | DriverError::Repair { .. } => Category::Data,
         }
@@ -183,13 +139,10 @@ impl DriverError {
     }
 }
 
-/// Whether the file system refused an operation as not permitted (a read-only directory or
-/// mount): the user must change permissions, not retry.
-fn is_permission(error: &std::io::Error) -> bool {
-    matches!(
-        error.kind(),
-        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
-    )
+impl Categorized for DriverError {
+    fn category(&self) -> Category {
+        DriverError::category(self)
+    }
 }
 
 /// Names every missing part with the range of the incremental field it covered, and the way
@@ -218,17 +171,176 @@ fn missing_parts_message(
     )
 }
 
-pub(crate) fn client_category(category: ClientCategory) -> Category {
-    match category {
-        ClientCategory::Auth => Category::Auth,
-        ClientCategory::Permission => Category::Permission,
-        ClientCategory::Network => Category::Network,
-        ClientCategory::Timeout => Category::Timeout,
-        ClientCategory::RateLimited => Category::RateLimited,
-        ClientCategory::Data => Category::Data,
-        // A 404 on the project is a wrong project id: the user must fix the config. Other 4xx
-        // are requests PostHog refused as invalid (a HogQL error): also not retryable.
-        ClientCategory::NotFound | ClientCategory::Config => Category::Config,
-        _ => Category::Server,
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use posthog_core::CoreError;
+    use posthog_error::ErrorChain;
+    use posthog_state::StateError;
+
+    use super::*;
+
+    /// The messages of the error's chain, after checking that none contains a later one (a
+    /// cause it repeats, which an error-chain printer would then show twice).
+    fn chain_without_repeats(err: &DriverError) -> Vec<String> {
+        let messages: Vec<String> = ErrorChain::new(err).iter().map(|e| e.to_string()).collect();
+        for (i, outer) in messages.iter().enumerate() {
+            for inner in &messages[i + 1..] {
+                assert!(!outer.contains(inner.as_str()), "repeated: {messages:?}");
+            }
+        }
+        messages
+    }
+
+    fn api(status: u16) -> posthog_client::Error {
+        posthog_client::Error::Api {
+            status,
+            api: None,
+            body: None,
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn wrapped_errors_show_each_message_once_and_reach_the_root_cause() {
+        let core = DriverError::from(CoreError::Io {
+            op: "fsync",
+            path: PathBuf::from("out/t/.part-000001.parquet.tmp"),
+            source: io::Error::other("disk on fire"),
+        });
+        assert_eq!(
+            chain_without_repeats(&core),
+            [
+                "cannot fsync out/t/.part-000001.parquet.tmp",
+                "disk on fire"
+            ]
+        );
+        let state = DriverError::from(StateError::Io {
+            path: PathBuf::from("out/state.json"),
+            action: "read the state file",
+            source: io::Error::other("disk on fire"),
+        });
+        assert_eq!(
+            chain_without_repeats(&state),
+            ["cannot read the state file out/state.json", "disk on fire"]
+        );
+        let own = DriverError::io(
+            "create the output directory",
+            std::path::Path::new("out"),
+            io::Error::other("disk on fire"),
+        );
+        assert_eq!(
+            chain_without_repeats(&own),
+            ["cannot create the output directory out", "disk on fire"]
+        );
+        for err in [core, state, own] {
+            let root = ErrorChain::new(&err).iter().last().unwrap();
+            assert!(root.is::<io::Error>(), "{err:?}");
+            assert_eq!(err.category(), Category::Data);
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join("part-000001.parquet");
+        std::fs::write(&part, b"PAR1 but not really").unwrap();
+        let parquet = DriverError::from(
+            posthog_core::reader::for_each_part_key(&part, "uuid", "timestamp", |_, _| {})
+                .unwrap_err(),
+        );
+        let messages = chain_without_repeats(&parquet);
+        assert!(messages.len() >= 2, "{messages:?}");
+        let root = ErrorChain::new(&parquet).iter().last().unwrap();
+        assert!(root.source().is_none());
+    }
+
+    #[test]
+    fn wrappers_without_a_cause_show_the_inner_message_alone() {
+        let config = DriverError::from(ConfigError::new("config.source.page_size", "too big"));
+        assert_eq!(
+            chain_without_repeats(&config),
+            ["config.source.page_size: too big"]
+        );
+        let client = DriverError::from(api(401));
+        assert_eq!(
+            chain_without_repeats(&client),
+            ["PostHog authentication failed (HTTP 401)"]
+        );
+    }
+
+    #[test]
+    fn categories_and_exit_codes_are_those_of_product_section_4() {
+        let denied = || io::Error::from(io::ErrorKind::PermissionDenied);
+        let cases: Vec<(DriverError, Category, u8)> = vec![
+            (ConfigError::new("x", "y").into(), Category::Config, 2),
+            (api(400).into(), Category::Config, 2),
+            (api(401).into(), Category::Auth, 3),
+            (api(403).into(), Category::Permission, 3),
+            // a project id PostHog does not know: the config is wrong
+            (api(404).into(), Category::Config, 2),
+            (api(429).into(), Category::RateLimited, 1),
+            (api(500).into(), Category::Server, 1),
+            (api(504).into(), Category::Timeout, 1),
+            (
+                posthog_client::Error::CircuitOpen {
+                    retry_in: Duration::from_secs(1),
+                }
+                .into(),
+                Category::Server,
+                1,
+            ),
+            (
+                StateError::Locked {
+                    lock_path: "s.lock".into(),
+                }
+                .into(),
+                Category::Config,
+                2,
+            ),
+            (
+                StateError::Io {
+                    path: "s".into(),
+                    action: "write",
+                    source: denied(),
+                }
+                .into(),
+                Category::Permission,
+                3,
+            ),
+            (
+                CoreError::Io {
+                    op: "create",
+                    path: "p".into(),
+                    source: denied(),
+                }
+                .into(),
+                Category::Permission,
+                3,
+            ),
+            (
+                DriverError::io("create", std::path::Path::new("d"), denied()),
+                Category::Permission,
+                3,
+            ),
+            (CoreError::Data("x".into()).into(), Category::Data, 1),
+            (
+                CoreError::from(posthog_core::SchemaError("x".into())).into(),
+                Category::Data,
+                1,
+            ),
+            (
+                DriverError::TableLocked {
+                    lock: "t/.lock".into(),
+                },
+                Category::Config,
+                2,
+            ),
+            (DriverError::Protocol("x".into()), Category::Data, 1),
+        ];
+        for (err, category, code) in cases {
+            assert_eq!(err.category(), category, "{err}");
+            assert_eq!(Categorized::category(&err).exit_code(), code, "{err}");
+        }
     }
 }

@@ -45,11 +45,12 @@ pub use config::{
     RetryConfig, SourceConfig,
 };
 pub use driver::{
-    Context, Discovery, DoctorReport, Driver, Field, Observer, PostHogDriver, Progress, Resource,
-    RunSummary,
+    Context, DiscoveredResource, Discovery, DoctorReport, Driver, Field, Observer, PostHogDriver,
+    Progress, RunStatus, RunSummary, StateSummary,
 };
 pub use engine::connect;
-pub use error::{Category, DriverError};
+pub use error::DriverError;
+pub use posthog_error::{Categorized, Category};
 pub use spec::{
     Capabilities, ComponentSpec, DataTypeSpec, ExtractionMode, Mode, OutputFormatSpec,
     component_spec,

@@ -70,7 +70,7 @@ fn range_errors_quote_the_product_contract_example() {
         err.to_string(),
         "config.source.page_size: 70000 is out of range 100..=50000"
     );
-    assert_eq!(err.category(), "config");
+    assert_eq!(err.category().as_str(), "config");
 }
 
 #[test]
@@ -532,11 +532,47 @@ fn wrong_types_name_the_field_and_the_expected_type() {
 }
 
 #[test]
-fn unreadable_file_is_reported_on_the_file_field() {
+fn an_unreadable_file_is_reported_on_its_path() {
     let path = fixture_path("does_not_exist.yaml");
     let err = ExtractConfig::from_path(&path).unwrap_err();
-    assert_eq!(err.field, "<file>");
-    assert!(err.message.contains("does_not_exist.yaml"), "{err}");
+    assert_eq!(err.field, path.display().to_string());
+    assert!(err.message.starts_with("cannot read the file: "), "{err}");
+    assert!(!err.to_string().contains("<file>"), "{err}");
+}
+
+#[test]
+fn a_file_that_is_not_a_config_names_the_file_and_a_bad_value_its_field() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cases = [
+        ("syntax.yaml", "a: [\n", "unclosed bracket"),
+        ("empty.yaml", "", "the document is empty"),
+        (
+            "list.yaml",
+            "- a\n- b\n",
+            "expected a mapping at the top level",
+        ),
+    ];
+    for (name, text, why) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        let err = ExtractConfig::from_path(&path).unwrap_err();
+        assert_eq!(err.field, path.display().to_string(), "{err}");
+        assert!(err.message.contains(why), "{err}");
+        assert!(!err.to_string().contains("<document>"), "{err}");
+    }
+    // A value's error names the value's field, not the file.
+    let path = dir.path().join("value.yaml");
+    std::fs::write(
+        &path,
+        "resolved_connection: {project_id: \"1\", region: eu}\n\
+         config: {source: {data_type: events, page_size: 70000}}\n",
+    )
+    .expect("write");
+    let err = ExtractConfig::from_path(&path).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "config.source.page_size: 70000 is out of range 100..=50000"
+    );
 }
 
 #[test]

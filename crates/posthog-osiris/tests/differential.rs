@@ -12,7 +12,7 @@
 //!    `timestamp` (with a 300-event same-timestamp cluster cut by pages of 100, and a second,
 //!    lookback run), events on `created_at`, events filtered by `event_types`, persons (snapshot
 //!    and on `created_at`) and sessions;
-//! 2. every template of `posthog_client::templates` with its defaults (required parameters get
+//! 2. every template of `posthog_agent::templates` with its defaults (required parameters get
 //!    values from the data);
 //! 3. probes of what a keyset client relies on: `(timestamp, uuid) > (…)` across a cluster in
 //!    ClickHouse's UUID order, `ORDER BY timestamp, uuid`, DateTime rendering in UTC and in the
@@ -45,8 +45,8 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use posthog_agent::templates;
 use posthog_client::RateLimits;
-use posthog_client::templates;
 use posthog_mock::{Dataset, GenSpec, MockConfig, MockServer};
 use posthog_osiris::{Context, Driver, ExtractConfig, PostHogDriver};
 use posthog_state::MemoryStore;
@@ -520,7 +520,15 @@ fn chdb_available() -> bool {
             !required,
             "python3 with chdb is required (POSTHOG_REQUIRE_EXTERNAL_READERS=1) but missing: {why}"
         );
-        eprintln!("SKIPPED: python3 with chdb not found (pip install chdb): {why}");
+        // Straight to the stderr handle: `cargo test` captures `eprintln!`, and a skipped
+        // check must show where a person sees it.
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: python3 with chdb not found (pip install chdb): {why}; the ClickHouse \
+             differential check did not run (POSTHOG_REQUIRE_EXTERNAL_READERS=1 makes this a \
+             failure)"
+        );
     }
     ok
 }

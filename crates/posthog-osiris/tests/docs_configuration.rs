@@ -102,7 +102,7 @@ fn every_yaml_example_is_accepted_and_every_error_example_fails_as_shown() {
                 "configuration.md line {}: the documented message differs from the loader's",
                 expected.line
             );
-            assert_eq!(err.category(), "config");
+            assert_eq!(err.category().as_str(), "config");
             refused += 1;
         } else {
             load(block);

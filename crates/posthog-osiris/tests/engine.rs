@@ -61,7 +61,23 @@ async fn incremental_run_keeps_late_events_inside_the_lookback_and_drops_rereads
         ..template
     };
     server.insert_events(vec![late.clone(), new.clone()]);
+    // A dry run from the same state reports what the real run then does, and commits nothing.
+    let dry = PostHogDriver
+        .run(&config, &mut store, &ctx(dir.path()).with_dry_run(true))
+        .await
+        .unwrap();
+    assert_eq!(store.load("posthog_events").unwrap().unwrap(), state);
     let second = run(&config, &mut store, dir.path()).await;
+    assert_eq!(
+        (dry.rows_read, dry.rows_deduplicated, dry.rows_output),
+        (
+            second.rows_read,
+            second.rows_deduplicated,
+            second.rows_output
+        ),
+        "a dry run counts through the same dedup window"
+    );
+    assert!(dry.files.is_empty());
     assert_eq!(
         second.rows_output, 2,
         "only the late and the new event are written"
@@ -117,6 +133,24 @@ async fn a_failed_commit_leaves_nothing_that_the_next_run_duplicates() {
     assert!(!uuids_on_disk(&dir.path().join("posthog_events")).is_empty());
     run(&config, &mut store, dir.path()).await;
     assert_exactly_once(&dir.path().join("posthog_events"), all_uuids(&dataset));
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_fails_before_writing_leaves_no_table_directory() {
+    let (server, _) = mock(10, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = MemoryStore::new();
+    let mut config = events_config(&server, 1_000);
+    config.connection.project_id = "2".into(); // not the mock's project: every query fails
+    PostHogDriver
+        .run(&config, &mut store, &ctx(dir.path()))
+        .await
+        .expect_err("a query to another project fails");
+    assert!(
+        !dir.path().join("posthog_events").exists(),
+        "no empty table directory or lock file is left"
+    );
     server.shutdown().await;
 }
 
@@ -218,8 +252,11 @@ async fn transient_faults_are_retried_and_the_run_is_exact() {
     let mut store = MemoryStore::new();
     server.push_fault(RouteClass::Query, Fault::status(503));
     server.push_fault(RouteClass::Query, Fault::too_many(None));
+    // A body cut mid-stream after its first chunks reached the sink: the sink drops them and
+    // takes the retried page whole.
+    server.push_fault(RouteClass::Query, Fault::TruncatedBody);
     let summary = run(&events_config(&server, 1_000), &mut store, dir.path()).await;
-    assert_eq!(summary.retries, 2);
+    assert_eq!(summary.retries, 3);
     assert_exactly_once(&dir.path().join("posthog_events"), all_uuids(&dataset));
     server.shutdown().await;
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::engine::*;
 use posthog_mock::{Dataset, Event, GenSpec, LimitClampChange, MockConfig, MockServer, RouteClass};
-use posthog_osiris::{Driver, DriverError, ExtractConfig, PostHogDriver};
+use posthog_osiris::{Driver, DriverError, ExtractConfig, PostHogDriver, RunStatus};
 use posthog_state::{MemoryStore, StateStore};
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
@@ -330,7 +330,7 @@ async fn a_lost_part_is_an_error_naming_it_and_repair_writes_exactly_its_rows_ba
         .run(&config, &mut store, &repair_ctx)
         .await
         .unwrap_or_else(|e| panic!("repair failed: {e}"));
-    assert_eq!(repaired.status, "repaired");
+    assert_eq!(repaired.status, RunStatus::Repaired);
     let mut names: Vec<String> = lost.iter().map(|p| p.file.clone()).collect();
     names.sort();
     let mut reported = repaired.repaired.clone();
@@ -375,7 +375,10 @@ async fn repair_with_nothing_lost_reads_and_writes_nothing() {
         .run(&config, &mut store, &ctx(dir.path()).with_repair(true))
         .await
         .unwrap();
-    assert_eq!((summary.status, summary.rows_read), ("repaired", 0));
+    assert_eq!(
+        (summary.status, summary.rows_read),
+        (RunStatus::Repaired, 0)
+    );
     assert!(summary.repaired.is_empty());
     assert_eq!(server.request_count(RouteClass::Query), queries);
     let after = store.load("posthog_events").unwrap().unwrap();

@@ -1,11 +1,14 @@
-//! The crate's one error type, and the category callers map to exit codes.
+//! The crate's one error type, and its [`Category`].
 
 use std::io;
 use std::path::PathBuf;
 
+use posthog_error::{Categorized, Category};
+
 /// Everything that can go wrong loading or committing extraction state.
 ///
-/// Every message names the file (or table) at fault and says what to do about it.
+/// Every message names the file (or table) at fault and says what to do about it. An I/O error
+/// is kept as the [`source()`](std::error::Error::source), not repeated in the message.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StateError {
@@ -63,7 +66,7 @@ pub enum StateError {
     },
 
     /// Reading, writing, locking or syncing a file failed.
-    #[error("cannot {action} {}: {source}", path.display())]
+    #[error("cannot {action} {}", path.display())]
     Io {
         /// The file or directory the operation was on.
         path: PathBuf,
@@ -73,15 +76,6 @@ pub enum StateError {
         #[source]
         source: io::Error,
     },
-}
-
-/// Whether the file system refused an operation as not permitted (a read-only directory or
-/// mount, a file owned by someone else): the user must change permissions, not retry.
-pub(crate) fn is_permission(error: &io::Error) -> bool {
-    matches!(
-        error.kind(),
-        io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem
-    )
 }
 
 /// What to do about an entry of an unreadable version, which depends on which side it is on.
@@ -95,19 +89,25 @@ fn version_advice(found: u64, supported: u32) -> &'static str {
 }
 
 impl StateError {
-    /// The failure's category, as the toolkit names them for exit codes: `"config"` for a
-    /// store locked by another run (the user started two runs on one store), `"permission"`
-    /// for I/O the file system refused as not permitted (a read-only directory), `"data"` for
-    /// everything else (a state file or state that cannot be used, or I/O failing).
-    pub fn category(&self) -> &'static str {
+    /// The failure's category: [`Config`](Category::Config) for a store locked by another run
+    /// (the user started two runs on one store), [`Permission`](Category::Permission) for I/O
+    /// the file system refused as not permitted (a read-only directory),
+    /// [`Data`](Category::Data) for everything else (a state file or state that cannot be used,
+    /// or I/O failing).
+    pub fn category(&self) -> Category {
         match self {
-            StateError::Locked { .. } => "config",
-            StateError::Io { source, .. } if is_permission(source) => "permission",
+            StateError::Locked { .. } => Category::Config,
+            StateError::Io { source, .. } => Category::of_io_error(source),
             StateError::Corrupt { .. }
             | StateError::UnsupportedVersion { .. }
-            | StateError::InvalidState { .. }
-            | StateError::Io { .. } => "data",
+            | StateError::InvalidState { .. } => Category::Data,
         }
+    }
+}
+
+impl Categorized for StateError {
+    fn category(&self) -> Category {
+        StateError::category(self)
     }
 }
 
@@ -134,10 +134,26 @@ mod tests {
             action: "create a file in the state directory",
             source: io::Error::from(io::ErrorKind::PermissionDenied),
         };
-        assert_eq!(locked.category(), "config");
-        assert_eq!(corrupt.category(), "data");
-        assert_eq!(io.category(), "data");
-        assert_eq!(denied.category(), "permission");
+        assert_eq!(locked.category(), Category::Config);
+        assert_eq!(corrupt.category(), Category::Data);
+        assert_eq!(io.category(), Category::Data);
+        assert_eq!(denied.category(), Category::Permission);
+    }
+
+    #[test]
+    fn an_io_error_is_the_source_and_shown_once_in_the_chain() {
+        let err = StateError::Io {
+            path: PathBuf::from("out/state.json"),
+            action: "fsync",
+            source: io::Error::other("disk on fire"),
+        };
+        let chain: Vec<String> = posthog_error::ErrorChain::new(&err)
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(chain, ["cannot fsync out/state.json", "disk on fire"]);
+        let root = posthog_error::ErrorChain::new(&err).iter().last().unwrap();
+        assert!(root.is::<io::Error>());
     }
 
     #[test]

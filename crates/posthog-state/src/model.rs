@@ -403,7 +403,7 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("\"posthog_events\""), "{msg}");
         assert!(msg.contains("dedup_window is not valid base64"), "{msg}");
-        assert_eq!(err.category(), "data");
+        assert_eq!(err.category().as_str(), "data");
     }
 
     #[test]

@@ -177,7 +177,7 @@ fn refused(name: &str, table: &str, found: u64) -> String {
         }
         other => panic!("expected UnsupportedVersion, got {other:?}"),
     }
-    assert_eq!(err.category(), "data");
+    assert_eq!(err.category().as_str(), "data");
     assert_eq!(
         fs::read(&path).unwrap(),
         bytes,

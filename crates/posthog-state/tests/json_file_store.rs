@@ -126,7 +126,7 @@ fn second_open_fails_with_locked_until_the_first_store_is_dropped() {
         } => assert_eq!(reported, &lock_path),
         other => panic!("expected Locked, got {other:?}"),
     }
-    assert_eq!(err.category(), "config");
+    assert_eq!(err.category().as_str(), "config");
     let msg = err.to_string();
     assert!(msg.contains(&lock_path.display().to_string()), "{msg}");
     assert!(msg.contains("another run holds the state lock"), "{msg}");
@@ -152,7 +152,7 @@ fn assert_corrupt_and_untouched(contents: &[u8], expected_reason: &str) {
         }
         other => panic!("expected Corrupt for {contents:?}, got {other:?}"),
     }
-    assert_eq!(err.category(), "data");
+    assert_eq!(err.category().as_str(), "data");
     assert!(err.to_string().contains(&path.display().to_string()));
     assert_eq!(
         fs::read(&path).unwrap(),
@@ -225,7 +225,7 @@ fn newer_format_version_is_refused_and_left_untouched() {
         }
         other => panic!("expected UnsupportedVersion, got {other:?}"),
     }
-    assert_eq!(err.category(), "data");
+    assert_eq!(err.category().as_str(), "data");
     assert_eq!(fs::read_to_string(&path).unwrap(), contents);
 }
 
@@ -395,7 +395,7 @@ fn commit_that_cannot_create_its_temporary_file_changes_nothing() {
         }
         other => panic!("expected Io, got {other:?}"),
     }
-    assert_eq!(err.category(), "data");
+    assert_eq!(err.category().as_str(), "data");
     assert_eq!(
         fs::read(&path).unwrap(),
         before,

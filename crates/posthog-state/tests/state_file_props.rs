@@ -122,7 +122,7 @@ fn assert_refusal_names_the_file(err: &StateError, path: &Path) {
         ),
         "{err:?}"
     );
-    assert_eq!(err.category(), "data");
+    assert_eq!(err.category().as_str(), "data");
     let msg = err.to_string();
     assert!(
         msg.starts_with(&format!("state file {}", path.display())),

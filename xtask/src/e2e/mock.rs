@@ -72,6 +72,13 @@ impl MockOptions {
     }
 
     fn args(&self) -> Vec<String> {
+        // The binary's events end now by default; pin them to the library's anchor so the
+        // in-process regeneration (`gen_spec`) is the same data.
+        let spec = self.gen_spec();
+        let start = spec
+            .start
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
         let mut a = vec![
             "--port".into(),
             "0".into(),
@@ -79,6 +86,10 @@ impl MockOptions {
             self.events.to_string(),
             "--seed".into(),
             self.seed.to_string(),
+            "--start".into(),
+            start,
+            "--days".into(),
+            (spec.span.as_secs() / 86_400).to_string(),
         ];
         if let Some(p) = self.persons {
             a.extend(["--persons".into(), p.to_string()]);

@@ -21,33 +21,103 @@ use super::verify::{self, Checks, Format};
 pub fn kill9(env: &Env, ck: &mut Checks) -> anyhow::Result<()> {
     let ctx = Ctx::start(env, "kill9", MockOptions::new(30_000, 31))?;
     let mut source = ctx.opts.expected_events();
-    let mut max_ts = source
-        .iter()
-        .map(|e| e.timestamp)
-        .max()
-        .context("no events")?;
     let config = cli::base_config(&ctx.mock, "parquet");
     let out = ctx.path("out");
     ctx.mock.push_faults(&json!({
         "route": "query", "fault": {"type": "delay", "ms": 200}, "times": 100_000
     }))?;
-    let args = ctx.run_args(&config, &out, &[], &[])?;
     let seed = env.kill_seed;
     println!("   kill seed {seed} (rerun with --kill-seed {seed})");
+    let k = kill_repeatedly(&ctx, ck, &config, &out, &mut source)?;
+    ck.check(
+        k.after_kill.is_empty(),
+        format!(
+            "after every kill the committed parts exist, match their hashes, hold no UUID twice{}",
+            k.after_kill
+                .first()
+                .map(|f| format!(" — {f}"))
+                .unwrap_or_default()
+        ),
+    );
+    ck.check(
+        k.kills >= 8,
+        format!(
+            "{} SIGKILLs delivered mid-run (≥ 8), {} runs finished first",
+            k.kills, k.finished
+        ),
+    );
+    ck.check(
+        k.torn_state == 0,
+        format!(
+            "state.json always parses after a kill ({} torn)",
+            k.torn_state
+        ),
+    );
+    // The final run, without the delay.
+    ctx.mock.clear_faults()?;
+    let run = ctx.run(ck, &config, &out, &[], &[])?;
+    verify::run_ok(ck, &run, "final run");
+    let run = ctx.run(ck, &config, &out, &[], &[])?;
+    let again = verify::run_ok(ck, &run, "run after the final run");
+    let extra = verify::num(again.as_ref(), "rows_output");
+    ck.check(
+        extra == 0,
+        format!("a run after the final run outputs {extra} rows (0)"),
+    );
+    let expected = verify::expected_map(source);
+    let report = verify::table(ck, &out, Format::Parquet, &expected, true)?;
+    ck.note(format!(
+        "seed {seed}, {} kills at ms [{}], {} rows in {} parts (largest {})",
+        k.kills,
+        k.delays.join(" "),
+        report.rows,
+        report.parts,
+        report.largest_part
+    ));
+    Ok(())
+}
+
+/// What [`kill_repeatedly`] saw.
+#[derive(Default)]
+struct Kills {
+    kills: usize,
+    /// Runs that finished before their kill instant.
+    finished: usize,
+    /// Each attempt's kill instant in ms, `(done)` when the run finished first.
+    delays: Vec<String>,
+    /// Kills after which `state.json` did not parse.
+    torn_state: usize,
+    /// What was wrong with the committed parts after a kill.
+    after_kill: Vec<String>,
+}
+
+/// Runs and SIGKILLs the CLI at seeded random instants until 10 kills (or 40 attempts),
+/// checking after each what is committed; a run that finishes first gets new events in
+/// `source` for the next ones.
+fn kill_repeatedly(
+    ctx: &Ctx,
+    ck: &mut Checks,
+    config: &Value,
+    out: &std::path::Path,
+    source: &mut Vec<posthog_mock::Event>,
+) -> anyhow::Result<Kills> {
+    let seed = ctx.env.kill_seed;
+    let args = ctx.run_args(config, out, &[], &[])?;
     let mut rng = fastrand::Rng::with_seed(seed);
-    let mut kills = 0usize;
-    let mut finished = 0usize;
-    let mut delays = Vec::new();
-    let mut torn_state = 0usize;
+    let mut max_ts = source
+        .iter()
+        .map(|e| e.timestamp)
+        .max()
+        .context("no events")?;
     let mut expected = verify::expected_map(source.iter().cloned());
-    let mut after_kill: Vec<String> = Vec::new();
     let crashed = verify::Look {
         values: false,
         complete: false,
-        ..verify::Look::new(&out, Format::Parquet)
+        ..verify::Look::new(out, Format::Parquet)
     };
+    let mut k = Kills::default();
     for attempt in 0..40 {
-        if kills >= 10 {
+        if k.kills >= 10 {
             break;
         }
         // Mostly inside the run, some right at start-up, a few late.
@@ -56,15 +126,15 @@ pub fn kill9(env: &Env, ck: &mut Checks) -> anyhow::Result<()> {
             2..9 => rng.u64(250..2_000),
             _ => rng.u64(2_000..5_000),
         };
-        let running = cli::spawn(&env.cli, ctx.work.path(), &args, &[])?;
+        let running = cli::spawn(&ctx.env.cli, ctx.work.path(), &args, &[])?;
         let run = running.kill_at(Duration::from_millis(ms))?;
         ctx.no_key_in(ck, &run);
         if run.killed {
-            kills += 1;
-            delays.push(format!("{ms}"));
+            k.kills += 1;
+            k.delays.push(format!("{ms}"));
         } else {
-            finished += 1;
-            delays.push(format!("{ms}(done)"));
+            k.finished += 1;
+            k.delays.push(format!("{ms}(done)"));
             if run.code != Some(0) {
                 ck.fail(format!(
                     "attempt {attempt}: a run after a kill failed: {}",
@@ -84,59 +154,20 @@ pub fn kill9(env: &Env, ck: &mut Checks) -> anyhow::Result<()> {
         }
         let state_path = out.join("state.json");
         if state_path.exists() && output::load_state(&state_path).is_err() {
-            torn_state += 1;
+            k.torn_state += 1;
             continue;
         }
         // What is committed at this instant: durable parts, each UUID at most once.
         let mut quiet = Checks::default();
         verify::table_with(&mut quiet, &crashed, &expected)?;
         if !quiet.passed() {
-            after_kill.push(format!(
+            k.after_kill.push(format!(
                 "after the kill at {ms} ms: {}",
                 quiet.failures().join("; ")
             ));
         }
     }
-    ck.check(
-        after_kill.is_empty(),
-        format!(
-            "after every kill the committed parts exist, match their hashes, hold no UUID twice{}",
-            after_kill
-                .first()
-                .map(|f| format!(" — {f}"))
-                .unwrap_or_default()
-        ),
-    );
-    ck.check(
-        kills >= 8,
-        format!("{kills} SIGKILLs delivered mid-run (≥ 8), {finished} runs finished first"),
-    );
-    ck.check(
-        torn_state == 0,
-        format!("state.json always parses after a kill ({torn_state} torn)"),
-    );
-    // The final run, without the delay.
-    ctx.mock.clear_faults()?;
-    let run = ctx.run(ck, &config, &out, &[], &[])?;
-    verify::run_ok(ck, &run, "final run");
-    let run = ctx.run(ck, &config, &out, &[], &[])?;
-    let again = verify::run_ok(ck, &run, "run after the final run");
-    let extra = verify::num(again.as_ref(), "rows_output");
-    ck.check(
-        extra == 0,
-        format!("a run after the final run outputs {extra} rows (0)"),
-    );
-    drop(expected);
-    let expected = verify::expected_map(source);
-    let report = verify::table(ck, &out, Format::Parquet, &expected, true)?;
-    ck.note(format!(
-        "seed {seed}, {kills} kills at ms [{}], {} rows in {} parts (largest {})",
-        delays.join(" "),
-        report.rows,
-        report.parts,
-        report.largest_part
-    ));
-    Ok(())
+    Ok(k)
 }
 
 /// What a crash between "part renamed" and "state committed" leaves: a successful run, its
@@ -252,27 +283,7 @@ pub fn secrets(env: &Env, ck: &mut Checks) -> anyhow::Result<()> {
     json_logs(ck, &run);
     runs.push(run);
 
-    let cfg_path = ctx.config("doctor.yaml", &config)?;
-    for global in [
-        &["--log-level", "debug"][..],
-        &["--log-level", "debug", "--log-format", "json"],
-    ] {
-        let mut args = cli::args(global.iter().copied());
-        args.extend(cli::args(["doctor", "--config"]));
-        args.push(cfg_path.clone().into_os_string());
-        let run = cli::run(
-            &env.cli,
-            ctx.work.path(),
-            &args,
-            &[],
-            Duration::from_secs(30),
-        )?;
-        ck.check(
-            run.code == Some(0),
-            format!("doctor {}: exit 0 ({})", global.join(" "), run.describe()),
-        );
-        runs.push(run);
-    }
+    runs.extend(doctor_debug_logs(&ctx, ck, &config)?);
 
     // The key from a file (Docker/Kubernetes secret), not from the config.
     let key_file = ctx.path("api-key");
@@ -293,21 +304,8 @@ pub fn secrets(env: &Env, ck: &mut Checks) -> anyhow::Result<()> {
     verify::run_ok(ck, &run, "run with --api-key-file");
     runs.push(run);
 
-    // A wrong key: the error path must not print it either.
-    let wrong = "phx_e2e_wrong_key_0123456789abcdef";
-    let mut bad = config.clone();
-    bad["resolved_connection"]["api_key"] = json!(wrong);
     let out_bad = ctx.path("out-wrong-key");
-    let run = ctx.run(ck, &bad, &out_bad, &["--log-level", "debug"], &[])?;
-    ck.check(
-        run.code == Some(3),
-        format!("run with a wrong key exits 3 (auth): {}", run.describe()),
-    );
-    ck.check(
-        !run.stdout.contains(wrong) && !run.stderr.contains(wrong),
-        "the wrong key is not printed either",
-    );
-    runs.push(run);
+    runs.push(wrong_key_run(&ctx, ck, &config, &out_bad)?);
 
     // The mock's project endpoint returns the project key (`api_token`); verbose_http logs
     // response bodies, so it must be masked too.
@@ -324,6 +322,55 @@ pub fn secrets(env: &Env, ck: &mut Checks) -> anyhow::Result<()> {
         runs.len()
     ));
     Ok(())
+}
+
+/// `doctor` with debug text logs, then debug JSON logs: both healthy.
+fn doctor_debug_logs(ctx: &Ctx, ck: &mut Checks, config: &Value) -> anyhow::Result<Vec<CliRun>> {
+    let cfg_path = ctx.config("doctor.yaml", config)?;
+    let mut runs = Vec::new();
+    for global in [
+        &["--log-level", "debug"][..],
+        &["--log-level", "debug", "--log-format", "json"],
+    ] {
+        let mut args = cli::args(global.iter().copied());
+        args.extend(cli::args(["doctor", "--config"]));
+        args.push(cfg_path.clone().into_os_string());
+        let run = cli::run(
+            &ctx.env.cli,
+            ctx.work.path(),
+            &args,
+            &[],
+            Duration::from_secs(30),
+        )?;
+        ck.check(
+            run.code == Some(0),
+            format!("doctor {}: exit 0 ({})", global.join(" "), run.describe()),
+        );
+        runs.push(run);
+    }
+    Ok(runs)
+}
+
+/// A wrong key: the run fails with exit 3 and its error path does not print the key either.
+fn wrong_key_run(
+    ctx: &Ctx,
+    ck: &mut Checks,
+    config: &Value,
+    out: &std::path::Path,
+) -> anyhow::Result<CliRun> {
+    let wrong = "phx_e2e_wrong_key_0123456789abcdef";
+    let mut bad = config.clone();
+    bad["resolved_connection"]["api_key"] = json!(wrong);
+    let run = ctx.run(ck, &bad, out, &["--log-level", "debug"], &[])?;
+    ck.check(
+        run.code == Some(3),
+        format!("run with a wrong key exits 3 (auth): {}", run.describe()),
+    );
+    ck.check(
+        !run.stdout.contains(wrong) && !run.stderr.contains(wrong),
+        "the wrong key is not printed either",
+    );
+    Ok(run)
 }
 
 fn json_logs(ck: &mut Checks, run: &CliRun) {
@@ -471,31 +518,50 @@ fn one_message(ck: &mut Checks, run: &CliRun, label: &str, field: &str) {
 pub fn doctor(env: &Env, ck: &mut Checks) -> anyhow::Result<()> {
     let ctx = Ctx::start(env, "doctor", MockOptions::new(100, 53))?;
     let base = cli::base_config(&ctx.mock, "parquet");
-    let doctor =
-        |ck: &mut Checks, config: &Value, label: &str| -> anyhow::Result<(CliRun, Value)> {
-            let path = ctx.config(&format!("doctor-{}.yaml", label.replace(' ', "_")), config)?;
-            let mut args = cli::args(["doctor", "--config"]);
-            args.push(path.into_os_string());
-            let run = cli::run(
-                &env.cli,
-                ctx.work.path(),
-                &args,
-                &[],
-                Duration::from_secs(30),
-            )?;
-            ctx.no_key_in(ck, &run);
-            let json = match run.json() {
-                Ok(v) => v,
-                Err(e) => {
-                    ck.fail(format!("doctor {label}: {e}"));
-                    Value::Null
-                }
-            };
-            Ok((run, json))
-        };
+    doctor_healthy(&ctx, ck, &base)?;
+    let wrong_wall = doctor_wrong_key(&ctx, ck, &base)?;
+    doctor_nothing_listening(&ctx, ck, &base)?;
+    let slow_wall = doctor_slow_server(&ctx, ck, &base)?;
+    ck.note(format!(
+        "wrong key answered in {:.2} s, slow server in {:.2} s",
+        wrong_wall.as_secs_f64(),
+        slow_wall.as_secs_f64()
+    ));
+    Ok(())
+}
 
-    // Right key.
-    let (run, v) = doctor(ck, &base, "healthy")?;
+/// `posthog-cli doctor` with `config`, and the report it printed (`Null`, and a failed
+/// check, when it printed none).
+fn run_doctor(
+    ctx: &Ctx,
+    ck: &mut Checks,
+    config: &Value,
+    label: &str,
+) -> anyhow::Result<(CliRun, Value)> {
+    let path = ctx.config(&format!("doctor-{}.yaml", label.replace(' ', "_")), config)?;
+    let mut args = cli::args(["doctor", "--config"]);
+    args.push(path.into_os_string());
+    let run = cli::run(
+        &ctx.env.cli,
+        ctx.work.path(),
+        &args,
+        &[],
+        Duration::from_secs(30),
+    )?;
+    ctx.no_key_in(ck, &run);
+    let json = match run.json() {
+        Ok(v) => v,
+        Err(e) => {
+            ck.fail(format!("doctor {label}: {e}"));
+            Value::Null
+        }
+    };
+    Ok((run, json))
+}
+
+/// Right key: healthy, exit 0, with the report's fields.
+fn doctor_healthy(ctx: &Ctx, ck: &mut Checks, base: &Value) -> anyhow::Result<()> {
+    let (run, v) = run_doctor(ctx, ck, base, "healthy")?;
     ck.check(
         run.code == Some(0) && v["status"] == "healthy",
         format!(
@@ -509,12 +575,15 @@ pub fn doctor(env: &Env, ck: &mut Checks) -> anyhow::Result<()> {
         fields_ok,
         format!("healthy report has message, timestamp, latency_ms: {v}"),
     );
+    Ok(())
+}
 
-    // Wrong key.
+/// Wrong key: `error`/`auth`, exit 1, within 2 s, not retried, not printed. Returns its time.
+fn doctor_wrong_key(ctx: &Ctx, ck: &mut Checks, base: &Value) -> anyhow::Result<Duration> {
     let mut wrong = base.clone();
     wrong["resolved_connection"]["api_key"] = json!("phx_wrong");
     ctx.mock.reset_counters()?;
-    let (run, v) = doctor(ck, &wrong, "wrong key")?;
+    let (run, v) = run_doctor(ctx, ck, &wrong, "wrong key")?;
     let requests = ctx.mock.total_requests()?;
     ck.check(
         run.code == Some(1) && v["status"] == "error" && v["category"] == "auth",
@@ -538,13 +607,15 @@ pub fn doctor(env: &Env, ck: &mut Checks) -> anyhow::Result<()> {
         requests <= 3,
         format!("wrong key: {requests} requests (a 401 is not retried)"),
     );
-    let wrong_wall = run.wall;
+    Ok(run.wall)
+}
 
-    // Nothing listening.
+/// Nothing listening: `network`, within 2 s.
+fn doctor_nothing_listening(ctx: &Ctx, ck: &mut Checks, base: &Value) -> anyhow::Result<()> {
     let mut dead = base.clone();
     dead["resolved_connection"]["custom_base_url"] =
         json!(format!("http://127.0.0.1:{}", mock::dead_port()?));
-    let (run, v) = doctor(ck, &dead, "dead port")?;
+    let (run, v) = run_doctor(ctx, ck, &dead, "dead port")?;
     ck.check(
         run.code == Some(1) && v["status"] == "error" && v["category"] == "network",
         format!(
@@ -559,8 +630,11 @@ pub fn doctor(env: &Env, ck: &mut Checks) -> anyhow::Result<()> {
             run.wall.as_secs_f64()
         ),
     );
+    Ok(())
+}
 
-    // A server slower than doctor's 2 s timeout.
+/// A server slower than doctor's 2 s timeout: `timeout`, on time. Returns its time.
+fn doctor_slow_server(ctx: &Ctx, ck: &mut Checks, base: &Value) -> anyhow::Result<Duration> {
     let routes = [
         "query",
         "query_status",
@@ -577,7 +651,7 @@ pub fn doctor(env: &Env, ck: &mut Checks) -> anyhow::Result<()> {
         .map(|r| json!({"route": r, "fault": {"type": "delay", "ms": 8_000}, "times": 20}))
         .collect();
     ctx.mock.push_faults(&Value::Array(faults))?;
-    let (run, v) = doctor(ck, &base, "slow server")?;
+    let (run, v) = run_doctor(ctx, ck, base, "slow server")?;
     ctx.mock.clear_faults()?;
     ck.check(
         run.code == Some(1) && v["status"] == "error" && v["category"] == "timeout",
@@ -593,12 +667,7 @@ pub fn doctor(env: &Env, ck: &mut Checks) -> anyhow::Result<()> {
             run.wall.as_secs_f64()
         ),
     );
-    ck.note(format!(
-        "wrong key answered in {:.2} s, slow server in {:.2} s",
-        wrong_wall.as_secs_f64(),
-        run.wall.as_secs_f64()
-    ));
-    Ok(())
+    Ok(run.wall)
 }
 
 /// A second run on the same state while the first is running fails fast (exit 2, the state

@@ -276,22 +276,7 @@ fn incremental_in(
         ),
     );
 
-    let mut rng = fastrand::Rng::with_seed(21);
-    // 300 new events after the watermark, 60 late ones inside the 15-minute lookback (the
-    // first exactly at the watermark instant).
-    let new = make_events(&mut rng, "new", 300, |i| {
-        max_ts + time::Duration::seconds(1 + i as i64) + time::Duration::microseconds(i as i64 * 7)
-    });
-    let late = make_events(&mut rng, "late", 60, |i| {
-        max_ts
-            - time::Duration::seconds(13 * i as i64)
-            - time::Duration::microseconds(if i == 0 { 0 } else { 123 })
-    });
-    let inserted = ctx.mock.insert_events(&new)? + ctx.mock.insert_events(&late)?;
-    ck.check(
-        inserted == 360,
-        format!("{f}: mock accepted {inserted}/360 inserted events"),
-    );
+    let (new, late) = insert_new_and_late(&ctx, ck, f, max_ts)?;
 
     let run2 = ctx.run(ck, &config, &out, &[], &extra)?;
     let s2 = verify::run_ok(ck, &run2, &format!("{f} run 2"));
@@ -307,17 +292,7 @@ fn incremental_in(
     );
 
     let run3 = ctx.run(ck, &config, &out, &[], &extra)?;
-    let s3 = verify::run_ok(ck, &run3, &format!("{f} run 3"));
-    let out3 = verify::num(s3.as_ref(), "rows_output");
-    ck.check(
-        out3 == 0,
-        format!("{f} run 3 (nothing new) rows_output {out3} = 0"),
-    );
-    let files3 = s3
-        .as_ref()
-        .and_then(|v| v["files"].as_array())
-        .map_or(0, Vec::len);
-    ck.check(files3 == 0, format!("{f} run 3 wrote {files3} files (0)"));
+    let out3 = nothing_new(ck, &run3, &format!("{f} run 3"));
 
     let expected = verify::expected_map(source.into_iter().chain(new).chain(late));
     let look = verify::Look {
@@ -330,6 +305,47 @@ fn incremental_in(
         report.rows, report.parts
     ));
     Ok(())
+}
+
+/// Inserts 300 new events after the watermark `max_ts` and 60 late ones inside the
+/// 15-minute lookback (the first exactly at the watermark instant); returns both.
+fn insert_new_and_late(
+    ctx: &Ctx,
+    ck: &mut Checks,
+    f: &str,
+    max_ts: time::OffsetDateTime,
+) -> anyhow::Result<(Vec<Event>, Vec<Event>)> {
+    let mut rng = fastrand::Rng::with_seed(21);
+    let new = make_events(&mut rng, "new", 300, |i| {
+        max_ts + time::Duration::seconds(1 + i as i64) + time::Duration::microseconds(i as i64 * 7)
+    });
+    let late = make_events(&mut rng, "late", 60, |i| {
+        max_ts
+            - time::Duration::seconds(13 * i as i64)
+            - time::Duration::microseconds(if i == 0 { 0 } else { 123 })
+    });
+    let inserted = ctx.mock.insert_events(&new)? + ctx.mock.insert_events(&late)?;
+    ck.check(
+        inserted == 360,
+        format!("{f}: mock accepted {inserted}/360 inserted events"),
+    );
+    Ok((new, late))
+}
+
+/// A run with nothing new: it succeeds, outputs no row and writes no file. Returns its rows.
+fn nothing_new(ck: &mut Checks, run: &CliRun, label: &str) -> u64 {
+    let summary = verify::run_ok(ck, run, label);
+    let rows = verify::num(summary.as_ref(), "rows_output");
+    ck.check(
+        rows == 0,
+        format!("{label} (nothing new) rows_output {rows} = 0"),
+    );
+    let files = summary
+        .as_ref()
+        .and_then(|v| v["files"].as_array())
+        .map_or(0, Vec::len);
+    ck.check(files == 0, format!("{label} wrote {files} files (0)"));
+    rows
 }
 
 /// `count` events named `e2e <tag>` at `ts(i)`, with properties that widen the schema and

@@ -252,6 +252,99 @@ fn table_of(ck: &mut Checks, look: &Look, source: Source) -> anyhow::Result<Tabl
     };
     let table_dir = look.out.join(TABLE);
     let sets = output::part_sets(state.as_ref(), &table_dir, TABLE)?;
+    let parts = committed_parts(ck, look, state.as_ref(), &sets)?;
+    if look.complete {
+        let owner = lock_owner(look.out, &look.state);
+        let recorded = sets.lock.as_deref().map(str::trim);
+        ck.check(
+            recorded == Some(owner.as_str()),
+            format!(
+                "the table lock {} records the state file as {owner} (got {recorded:?})",
+                output::LOCK_FILE
+            ),
+        );
+        ck.check(
+            sets.leftovers.is_empty(),
+            format!(
+                "no temporary or stray files in the table directory {}",
+                first(&sets.leftovers.iter().map(|p| name(p)).collect::<Vec<_>>())
+            ),
+        );
+    }
+    let wrong_ext: Vec<String> = parts
+        .iter()
+        .filter(|p| p.extension().and_then(|e| e.to_str()) != Some(format.name()))
+        .map(|p| name(p))
+        .collect();
+    ck.check(
+        wrong_ext.is_empty(),
+        format!("every part is .{} {}", format.name(), first(&wrong_ext)),
+    );
+
+    let key = match source {
+        Source::Events(_) => "uuid",
+        Source::Persons(_) => "id",
+    };
+    let only_key = [key];
+    let only: Option<&[&str]> = if look.values { None } else { Some(&only_key) };
+    let rows = output::read_parts_only(&parts, only)?;
+    for problem in rows.problems.iter().take(5) {
+        ck.fail(format!("reading the parts: {problem}"));
+    }
+    if let Some(state) = &state {
+        state_counts_match(ck, state, &sets, parts.len(), &rows);
+    }
+    if format == Format::Parquet && look.values {
+        let time = match source {
+            Source::Events(_) => "timestamp",
+            Source::Persons(_) => "created_at",
+        };
+        parquet_types(ck, &rows, time);
+    }
+
+    match source {
+        Source::Events(expected) => exactly_once_inner(ck, &rows, key, expected, look.complete),
+        Source::Persons(persons) => exactly_once_inner(ck, &rows, key, persons, look.complete),
+    };
+    let types = state.as_ref().map(column_types).unwrap_or_default();
+    let mut person_cells = 0;
+    if look.values {
+        if types.is_empty() {
+            ck.fail("the state records no column types; comparing without them");
+        }
+        person_cells = match source {
+            Source::Events(expected) => compare_values(ck, &rows, expected, &types, format),
+            Source::Persons(persons) => compare_persons(ck, &rows, persons, &types, format),
+        }
+        .person_cells;
+    }
+    let columns = rows
+        .rows
+        .iter()
+        .flat_map(|r| r.cells.keys())
+        .collect::<HashSet<_>>()
+        .len();
+    Ok(TableReport {
+        rows: rows.rows.len(),
+        parts: parts.len(),
+        columns,
+        largest_part: rows.part_rows.iter().copied().max().unwrap_or(0),
+        person_cells,
+        table: rows,
+        types,
+        format,
+    })
+}
+
+/// The part files to read: the ones the state names that exist, checked against the files
+/// on disk (exactly them when complete) and against their recorded size and SHA-256; the
+/// files on disk when the state has no part list.
+fn committed_parts(
+    ck: &mut Checks,
+    look: &Look,
+    state: Option<&Value>,
+    sets: &output::PartSets,
+) -> anyhow::Result<Vec<PathBuf>> {
     let in_state = sets.state_paths();
     let parts: Vec<PathBuf> = if sets.state_has_parts {
         if look.complete {
@@ -311,107 +404,38 @@ fn table_of(ck: &mut Checks, look: &Look, source: Source) -> anyhow::Result<Tabl
     } else {
         Vec::new()
     };
-    if look.complete {
-        let owner = lock_owner(look.out, &look.state);
-        let recorded = sets.lock.as_deref().map(str::trim);
+    Ok(parts)
+}
+
+/// The state's row counts (per part, and `rows_total`) match what the parts hold.
+fn state_counts_match(
+    ck: &mut Checks,
+    state: &Value,
+    sets: &output::PartSets,
+    parts: usize,
+    rows: &TableRows,
+) {
+    if sets.in_state.len() == parts {
+        let differ = sets
+            .in_state
+            .iter()
+            .zip(&rows.part_rows)
+            .filter(|(p, n)| p.rows.is_some_and(|r| r != **n))
+            .count();
         ck.check(
-            recorded == Some(owner.as_str()),
+            differ == 0,
+            format!("state row counts match the parts ({differ} differ)"),
+        );
+    }
+    if let Some(total) = state[TABLE]["rows_total"].as_u64() {
+        ck.check(
+            total == rows.rows.len() as u64,
             format!(
-                "the table lock {} records the state file as {owner} (got {recorded:?})",
-                output::LOCK_FILE
+                "state rows_total {total} = rows in the parts {}",
+                rows.rows.len()
             ),
         );
-        ck.check(
-            sets.leftovers.is_empty(),
-            format!(
-                "no temporary or stray files in the table directory {}",
-                first(&sets.leftovers.iter().map(|p| name(p)).collect::<Vec<_>>())
-            ),
-        );
     }
-    let wrong_ext: Vec<String> = parts
-        .iter()
-        .filter(|p| p.extension().and_then(|e| e.to_str()) != Some(format.name()))
-        .map(|p| name(p))
-        .collect();
-    ck.check(
-        wrong_ext.is_empty(),
-        format!("every part is .{} {}", format.name(), first(&wrong_ext)),
-    );
-
-    let key = match source {
-        Source::Events(_) => "uuid",
-        Source::Persons(_) => "id",
-    };
-    let only_key = [key];
-    let only: Option<&[&str]> = if look.values { None } else { Some(&only_key) };
-    let rows = output::read_parts_only(&parts, only)?;
-    for problem in rows.problems.iter().take(5) {
-        ck.fail(format!("reading the parts: {problem}"));
-    }
-    if let Some(state) = &state {
-        if sets.in_state.len() == parts.len() {
-            let differ = sets
-                .in_state
-                .iter()
-                .zip(&rows.part_rows)
-                .filter(|(p, n)| p.rows.is_some_and(|r| r != **n))
-                .count();
-            ck.check(
-                differ == 0,
-                format!("state row counts match the parts ({differ} differ)"),
-            );
-        }
-        if let Some(total) = state[TABLE]["rows_total"].as_u64() {
-            ck.check(
-                total == rows.rows.len() as u64,
-                format!(
-                    "state rows_total {total} = rows in the parts {}",
-                    rows.rows.len()
-                ),
-            );
-        }
-    }
-    if format == Format::Parquet && look.values {
-        let time = match source {
-            Source::Events(_) => "timestamp",
-            Source::Persons(_) => "created_at",
-        };
-        parquet_types(ck, &rows, time);
-    }
-
-    match source {
-        Source::Events(expected) => exactly_once_inner(ck, &rows, key, expected, look.complete),
-        Source::Persons(persons) => exactly_once_inner(ck, &rows, key, persons, look.complete),
-    };
-    let types = state.as_ref().map(column_types).unwrap_or_default();
-    let mut person_cells = 0;
-    if look.values {
-        if types.is_empty() {
-            ck.fail("the state records no column types; comparing without them");
-        }
-        person_cells = match source {
-            Source::Events(expected) => compare_values(ck, &rows, expected, &types, format),
-            Source::Persons(persons) => compare_persons(ck, &rows, persons, &types, format),
-        }
-        .person_cells;
-    }
-    let columns = rows
-        .rows
-        .iter()
-        .flat_map(|r| r.cells.keys())
-        .collect::<HashSet<_>>()
-        .len();
-    Ok(TableReport {
-        rows: rows.rows.len(),
-        parts: parts.len(),
-        columns,
-        largest_part: rows.part_rows.iter().copied().max().unwrap_or(0),
-        person_cells,
-        table: rows,
-        types,
-        format,
-    })
 }
 
 /// How the table lock records the state file that owns the table: relative to the table's
@@ -886,30 +910,7 @@ fn compare_props(
     let non_null = props.values().filter(|v| !v.is_null()).count();
     if present.contains(column) {
         *cells += 1;
-        let got = row.get(column);
-        let whole = Value::Object(props.clone());
-        let ok = match got {
-            Some(Cell::Text(s)) | Some(Cell::Json(Value::String(s))) => {
-                serde_json::from_str::<Value>(s).is_ok_and(|x| json_eq(&x, &whole))
-            }
-            Some(Cell::Json(x)) => json_eq(x, &whole),
-            // A map with nothing in it may be written as no value.
-            None => props.is_empty(),
-            Some(_) => false,
-        };
-        if !ok {
-            p.push(format!(
-                "{column} (one JSON column): {} ≠ {}",
-                show(got),
-                super::cli::clip(&whole.to_string(), 60)
-            ));
-        }
-        let flattened = row.cells.keys().filter(|k| k.starts_with(&prefix)).count();
-        if flattened > 0 {
-            p.push(format!(
-                "{flattened} `{prefix}*` cells next to the one `{column}` column"
-            ));
-        }
+        compare_whole_map(row, column, props, p);
         return non_null;
     }
     for (k, v) in props {
@@ -975,6 +976,36 @@ fn compare_props(
         ));
     }
     non_null
+}
+
+/// A property map kept as one JSON column (`output.flatten_properties: false`): that cell is
+/// the JSON text of the whole map, and no `<column>_*` cell exists.
+fn compare_whole_map(row: &Row, column: &str, props: &Map<String, Value>, p: &mut Vec<String>) {
+    let prefix = format!("{column}_");
+    let got = row.get(column);
+    let whole = Value::Object(props.clone());
+    let ok = match got {
+        Some(Cell::Text(s)) | Some(Cell::Json(Value::String(s))) => {
+            serde_json::from_str::<Value>(s).is_ok_and(|x| json_eq(&x, &whole))
+        }
+        Some(Cell::Json(x)) => json_eq(x, &whole),
+        // A map with nothing in it may be written as no value.
+        None => props.is_empty(),
+        Some(_) => false,
+    };
+    if !ok {
+        p.push(format!(
+            "{column} (one JSON column): {} ≠ {}",
+            show(got),
+            super::cli::clip(&whole.to_string(), 60)
+        ));
+    }
+    let flattened = row.cells.keys().filter(|k| k.starts_with(&prefix)).count();
+    if flattened > 0 {
+        p.push(format!(
+            "{flattened} `{prefix}*` cells next to the one `{column}` column"
+        ));
+    }
 }
 
 /// Whether a typed cell holds the source value under the column's type.

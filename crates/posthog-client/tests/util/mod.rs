@@ -35,8 +35,9 @@ pub async fn mock() -> MockServer {
     mock_with_events(300).await
 }
 
-/// Retries that are quick enough for tests, no client-side rate limits, a breaker that stays
-/// out of the way unless a test configures it.
+/// Retries that are quick enough for tests (three retries after failures, three waits after
+/// 429s), no client-side rate limits, a breaker that stays out of the way unless a test
+/// configures it.
 pub fn fast_retry() -> RetryPolicy {
     RetryPolicy {
         max_attempts: 4,
@@ -45,6 +46,10 @@ pub fn fast_retry() -> RetryPolicy {
         max_delay: Duration::from_millis(40),
         total_budget: Duration::from_secs(30),
         max_retry_after: Duration::from_secs(5),
+        max_rate_limit_waits: 3,
+        rate_limit_delay: Duration::from_millis(5),
+        max_rate_limit_delay: Duration::from_millis(40),
+        rate_limit_budget: Duration::from_secs(30),
     }
 }
 

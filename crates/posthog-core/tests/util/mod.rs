@@ -12,8 +12,8 @@ use arrow_array::{Array, RecordBatch};
 use arrow_schema::DataType;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use posthog_core::{
-    BatchBuilder, ColumnSpec, ColumnType, FieldSpec, FlattenMode, OutputFormat, PartFile,
-    QueryPage, TableWriter, WriterOptions, format_timestamp,
+    BatchBuilder, ColumnSpec, ColumnType, FieldSpec, FlattenMode, PartFile, PartFormat, QueryPage,
+    TableWriter, WriterOptions, format_timestamp,
 };
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -74,7 +74,7 @@ pub fn page_body(events: &[Event]) -> String {
 pub fn write_pages(
     dir: &Path,
     pages: &[Vec<Event>],
-    format: OutputFormat,
+    format: PartFormat,
     batch_rows: usize,
 ) -> (Vec<PartFile>, Vec<ColumnSpec>) {
     let mut builder = BatchBuilder::new(&event_fields(), FlattenMode::Flatten, &[]).unwrap();

@@ -1,22 +1,33 @@
 //! [`ConfigError`]: one message naming the field at fault, free of secrets.
 //!
-//! Errors come from three places: YAML syntax (field `<document>`), the shape of the document
+//! Errors come from three places: YAML syntax (field `<document>`, or the file's path when the
+//! config was read from a file), the shape of the document
 //! (serde, through `serde_path_to_error`, so the path is exact), and the validation of values.
 //! serde's wording is rewritten here into the same style as the validation messages.
 
 use posthog_client::redact_secrets;
+use posthog_error::{Categorized, Category};
 
 /// The one field path whose value must never be echoed, whatever went wrong with it.
 pub(crate) const API_KEY_FIELD: &str = "resolved_connection.api_key";
+
+/// The field of an error about a document as a whole (YAML syntax, not a mapping) when the
+/// document has no name: it was given as text or as a value. Read from a file, the error
+/// names the file instead ([`ConfigError::in_file`]).
+pub(crate) const DOCUMENT_FIELD: &str = "<document>";
 
 /// A config that cannot be used: which field, and what is wrong with it.
 ///
 /// Displays as `{field}: {message}`, e.g.
 /// `config.source.page_size: 70000 is out of range 100..=50000`. `field` is the path as written
-/// in the document (`config.source.event_types[2]`), `<document>` for a YAML syntax error and
-/// `<file>` when the file could not be read. Messages never contain an API key: PostHog keys
+/// in the document (`config.source.event_types[2]`). An error about the document as a whole (a
+/// YAML syntax error, a document that is not a mapping, a file that cannot be read) names the
+/// file as it was given to [`ExtractConfig::from_path`](crate::ExtractConfig::from_path)
+/// (`config.yaml: unclosed bracket '[' at line 1, column 4`), or `<document>` when the config
+/// was parsed from text or a value. Messages never contain an API key: PostHog keys
 /// (`phx_…`, `phc_…`, `phs_…`) are redacted wherever they appear, and the value of `api_key` is
-/// never quoted.
+/// never quoted. That is why the parsers' errors are kept as redacted text, not as a
+/// [`source()`](std::error::Error::source): a source would print the value unredacted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
 pub struct ConfigError {
@@ -35,15 +46,28 @@ impl ConfigError {
         }
     }
 
-    /// The error category, as the CLI and the Osiris runtime report it: always `"config"`.
-    pub fn category(&self) -> &'static str {
-        "config"
+    /// The error category, as the CLI and the Osiris runtime report it: always
+    /// [`Category::Config`].
+    pub fn category(&self) -> Category {
+        Category::Config
     }
 
     /// A YAML syntax error. Snippets are disabled when parsing, so the message quotes no line
     /// of the document (which may hold the key); it ends with `at line L, column C`.
     pub(crate) fn yaml(err: &serde_saphyr::Error) -> ConfigError {
-        ConfigError::new("<document>", err.to_string())
+        ConfigError::new(DOCUMENT_FIELD, err.to_string())
+    }
+
+    /// This error as found in the file `path`: an error about the whole document names the
+    /// file; one about a field keeps the field's path.
+    pub(crate) fn in_file(self, path: &std::path::Path) -> ConfigError {
+        if self.field != DOCUMENT_FIELD {
+            return self;
+        }
+        ConfigError {
+            field: path.display().to_string(),
+            ..self
+        }
     }
 
     /// A serde error while mapping the document onto the raw config structs.
@@ -54,6 +78,12 @@ impl ConfigError {
             return ConfigError::new(field, "expected a string (the value is not shown)");
         }
         ConfigError::new(field, message)
+    }
+}
+
+impl Categorized for ConfigError {
+    fn category(&self) -> Category {
+        ConfigError::category(self)
     }
 }
 

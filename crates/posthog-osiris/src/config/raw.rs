@@ -17,7 +17,7 @@ use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-use super::error::ConfigError;
+use super::error::{ConfigError, DOCUMENT_FIELD};
 use super::names::{DataType, IncrementalField, LogLevel, OutputFormat, RegionName};
 
 /// An integer setting's accepted range and its default.
@@ -525,13 +525,13 @@ impl RawConfig {
             Value::Object(map) => map,
             Value::Null => {
                 return Err(ConfigError::new(
-                    "<document>",
+                    DOCUMENT_FIELD,
                     "the document is empty (expected a mapping with resolved_connection)",
                 ));
             }
             other => {
                 return Err(ConfigError::new(
-                    "<document>",
+                    DOCUMENT_FIELD,
                     format!(
                         "expected a mapping at the top level, found {}",
                         kind(&other)

@@ -4,12 +4,12 @@
 use std::time::Instant;
 
 use futures_util::TryStreamExt;
-use posthog_client::{ErrorCategory, HogQlQuery, PropertyKind, RetryPolicy};
+use posthog_client::{Category, HogQlQuery, PropertyKind, RetryPolicy};
 use posthog_core::{ColumnType, FieldKind, FieldSpec};
 use sha2::{Digest, Sha256};
 
 use super::source::{PERSON_PROPERTIES, Source, event_fields, person_fields, session_fields};
-use crate::driver::{Context, Discovery, DoctorReport, Field, Resource};
+use crate::driver::{Context, DiscoveredResource, Discovery, DoctorReport, Field};
 use crate::{DataType, DriverError, ExtractConfig};
 
 /// Lists every data type this release extracts, with its columns, as the config would write
@@ -47,7 +47,7 @@ pub(crate) async fn discover(
         for (field, properties) in property_sets {
             schema.extend(flattened(field, properties, flatten));
         }
-        resources.push(Resource {
+        resources.push(DiscoveredResource {
             name: data_type.as_str().to_owned(),
             kind: "table",
             description: data_type.description().to_owned(),
@@ -150,13 +150,13 @@ fn property_type(posthog: Option<&str>) -> &'static str {
 /// HogQL queries. No retries; the whole check is bounded by [`Context::doctor_timeout`].
 pub(crate) async fn doctor(config: &ExtractConfig, ctx: &Context) -> DoctorReport {
     let started = Instant::now();
-    let report = |category: Option<&'static str>, message: String| DoctorReport {
+    let report = |category: Option<Category>, message: String| DoctorReport {
         status: if category.is_none() {
             "healthy"
         } else {
             "error"
         },
-        category,
+        category: category.map(Category::as_str),
         message,
         timestamp: super::now_rfc3339(),
         latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -165,9 +165,9 @@ pub(crate) async fn doctor(config: &ExtractConfig, ctx: &Context) -> DoctorRepor
         match super::build_client_with(config, ctx, RetryPolicy::none(), ctx.doctor_timeout) {
             Ok(client) => client,
             Err(DriverError::Config(e)) if e.field.ends_with("api_key") => {
-                return report(Some("auth"), e.to_string());
+                return report(Some(Category::Auth), e.to_string());
             }
-            Err(e) => return report(Some("unknown"), e.to_string()),
+            Err(e) => return report(Some(Category::Unknown), e.to_string()),
         };
     let checks = async {
         let project = client.project().await.map_err(|e| ("project access", e))?;
@@ -188,16 +188,14 @@ pub(crate) async fn doctor(config: &ExtractConfig, ctx: &Context) -> DoctorRepor
         ),
         Ok(Err((check, e))) => {
             let category = match e.category() {
-                ErrorCategory::Auth => "auth",
-                ErrorCategory::Permission | ErrorCategory::NotFound => "permission",
-                ErrorCategory::Network => "network",
-                ErrorCategory::Timeout => "timeout",
-                _ => "unknown",
+                category @ (Category::Auth | Category::Network | Category::Timeout) => category,
+                Category::Permission | Category::NotFound => Category::Permission,
+                _ => Category::Unknown,
             };
             report(Some(category), format!("{check} check failed: {e}"))
         }
         Err(_) => report(
-            Some("timeout"),
+            Some(Category::Timeout),
             format!(
                 "the checks did not finish within {} ms",
                 ctx.doctor_timeout.as_millis()

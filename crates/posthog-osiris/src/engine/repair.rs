@@ -12,6 +12,7 @@ use std::path::Path;
 
 use posthog_core::reader::{file_sha256, for_each_part_key};
 use posthog_core::{UnixMicros, parse_timestamp};
+use posthog_error::ErrorChain;
 use posthog_state::{PartRecord, TableState};
 
 use super::sink::Repair;
@@ -32,6 +33,18 @@ impl RepairPlan {
         let mut lost: Vec<String> = self.repair.lost.iter().cloned().collect();
         lost.sort();
         lost
+    }
+
+    /// A plan of these ranges for one lost part, excluding nothing.
+    #[cfg(test)]
+    pub(crate) fn for_test(ranges: Vec<(UnixMicros, UnixMicros)>, lost: &str) -> RepairPlan {
+        RepairPlan {
+            ranges,
+            repair: Repair {
+                exclude: HashSet::new(),
+                lost: HashSet::from([lost.to_owned()]),
+            },
+        }
     }
 }
 
@@ -135,7 +148,7 @@ fn held_ids(
             part.file
         )
     };
-    let sha = file_sha256(path).map_err(|e| e.to_string())?;
+    let sha = file_sha256(path).map_err(|e| ErrorChain::new(&e).to_string())?;
     if sha != part.sha256 {
         return Err(changed(format!("SHA-256 {sha}, committed {}", part.sha256)));
     }
@@ -144,7 +157,7 @@ fn held_ids(
             exclude.insert(id);
         }
     })
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| ErrorChain::new(&e).to_string())?;
     if rows != part.rows {
         return Err(changed(format!("{rows} rows, committed {}", part.rows)));
     }

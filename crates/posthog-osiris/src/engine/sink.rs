@@ -1,6 +1,7 @@
 //! The writing side of a run, on its own thread: pages in, part files and checkpoints out.
 //!
-//! The fetcher sends each response body over a bounded channel. The sink parses it once,
+//! The fetcher sends each response body over a bounded channel, chunk by chunk as it arrives;
+//! at the page's end the sink parses it once,
 //! answers at once with the page's row count and last keyset position (so the next request
 //! goes out while this page is still being written), then drops rows already emitted (the
 //! dedup window), builds Arrow batches and streams them into the open part. When a part is
@@ -14,14 +15,15 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use posthog_core::{
-    BatchBuilder, ColumnSpec, ColumnType, DedupWindow, FieldSpec, FlattenMode, PartFile, QueryPage,
-    TableWriter, UnixMicros, WriterOptions, format_timestamp, raw_timestamp, raw_uuid,
+    BatchBuilder, ColumnSpec, ColumnType, PartFile, PartStore, QueryPage, TableWriter, UnixMicros,
+    format_timestamp, raw_timestamp, raw_uuid,
 };
 use posthog_state::{ColumnRecord, PartRecord, TableState};
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use super::plan::SinkPlan;
 use super::source::Cursor;
 use crate::driver::{Observer, Progress};
 use crate::{ConfigError, DriverError};
@@ -32,9 +34,13 @@ const RECENT_UUIDS_MAX: usize = 1000;
 
 /// What the fetcher sends.
 pub(crate) enum SinkMsg {
-    /// A HogQL page; the sink answers on `reply` as soon as it has parsed it (or failed to).
-    Query {
-        body: Bytes,
+    /// The next bytes of the HogQL page being received, as they arrive.
+    Chunk(Bytes),
+    /// The page's request is being sent again: the bytes received so far are dropped.
+    Restart,
+    /// The page is complete. The sink answers on `reply` as soon as it has parsed it (or
+    /// failed to), then writes it.
+    PageEnd {
         reply: oneshot::Sender<Option<PageInfo>>,
     },
     /// A page of REST objects.
@@ -64,25 +70,13 @@ pub(crate) struct SinkOutcome {
     pub rows_output: u64,
 }
 
-/// How the sink is set up for one run.
+/// How the sink is set up for one run: the plan's writing half, and what the run adds.
 pub(crate) struct SinkSetup {
     pub table: String,
-    pub table_dir: PathBuf,
-    pub fields: Vec<FieldSpec>,
-    /// Whether flattened fields become a column per key or one JSON column.
-    pub flatten: FlattenMode,
-    /// Columns already in the table (incremental runs), so types never change.
-    pub known_columns: Vec<ColumnSpec>,
-    pub writer: WriterOptions,
-    pub batch_size: usize,
-    pub part_rows: u64,
-    /// Names of the keyset's time and id columns (HogQL sources).
-    pub time_column: Option<&'static str>,
-    pub id_column: Option<&'static str>,
-    /// The dedup window, when rows are deduplicated by id.
-    pub dedup: Option<DedupWindow>,
-    /// A repair: what it re-extracts for the parts that went missing (see [`Repair`]).
-    pub repair: Option<Repair>,
+    /// Where the table's parts are written.
+    pub parts: Arc<dyn PartStore>,
+    /// How rows are written (fields, columns, formats, sizes, dedup, repair).
+    pub plan: SinkPlan,
     /// The state this run starts from. Incremental runs keep its parts; snapshots replace them.
     pub base: TableState,
     pub incremental: bool,
@@ -117,6 +111,8 @@ fn widen(range: Option<TimeRange>, with: Option<TimeRange>) -> Option<TimeRange>
 
 pub(crate) struct Sink {
     setup: SinkSetup,
+    /// The bytes of the HogQL page being received.
+    body: Vec<u8>,
     builder: BatchBuilder,
     writer: TableWriter,
     /// Parts in the state: the base's (incremental) plus those closed by this run.
@@ -137,22 +133,27 @@ pub(crate) struct Sink {
 
 impl Sink {
     pub(crate) fn new(setup: SinkSetup) -> Result<Sink, DriverError> {
-        let builder = BatchBuilder::new(&setup.fields, setup.flatten, &setup.known_columns)
-            .map_err(|e| {
-                DriverError::Protocol(format!(
-                    "table {}: the columns recorded in the state cannot be used: {e}",
-                    setup.table
-                ))
-            })?;
+        let builder = BatchBuilder::new(
+            &setup.plan.fields,
+            setup.plan.flatten,
+            &setup.plan.known_columns,
+        )
+        .map_err(|e| {
+            DriverError::Protocol(format!(
+                "table {}: the columns recorded in the state cannot be used: {e}",
+                setup.table
+            ))
+        })?;
         let first_index = u32::try_from(setup.base.next_part_seq.max(1)).map_err(|_| {
             DriverError::Protocol(format!(
                 "table {}: next_part_seq {} is too large",
                 setup.table, setup.base.next_part_seq
             ))
         })?;
-        let writer = TableWriter::new(&setup.table_dir, "part", setup.writer.clone())?
-            .starting_at(first_index);
-        let parts = match (&setup.repair, setup.incremental) {
+        let writer =
+            TableWriter::with_store(setup.parts.clone(), "part", setup.plan.writer.clone())
+                .starting_at(first_index);
+        let parts = match (&setup.plan.repair, setup.incremental) {
             (Some(repair), _) => setup
                 .base
                 .parts
@@ -164,6 +165,7 @@ impl Sink {
             (None, false) => Vec::new(),
         };
         Ok(Sink {
+            body: Vec::new(),
             watermark: setup.watermark.clone(),
             builder,
             writer,
@@ -190,13 +192,25 @@ impl Sink {
     ) -> Result<Option<SinkOutcome>, DriverError> {
         while let Some(msg) = pages.blocking_recv() {
             match msg {
-                SinkMsg::Query { body, reply } => self.query_page(&body, reply)?,
+                SinkMsg::Chunk(bytes) => {
+                    self.body.extend_from_slice(&bytes);
+                    continue;
+                }
+                SinkMsg::Restart => {
+                    self.body.clear();
+                    continue;
+                }
+                SinkMsg::PageEnd { reply } => {
+                    // The page's bytes are released once it is written.
+                    let body = std::mem::take(&mut self.body);
+                    self.query_page(&body, reply)?;
+                }
                 SinkMsg::Objects(objects) => self.objects(&objects)?,
                 SinkMsg::Finish => return self.finish().map(Some),
             }
             // A repair commits once, at the end: a checkpoint without the lost parts' records
             // would forget that they are lost before their rows are all written again.
-            if self.page_done()? && self.setup.repair.is_none() {
+            if self.page_done()? && self.setup.plan.repair.is_none() {
                 let state = self.state();
                 if checkpoints.send(Checkpoint(state)).is_err() {
                     return Ok(None);
@@ -231,11 +245,8 @@ impl Sink {
         let _ = reply.send(Some(info.clone()));
         self.pages += 1;
         self.rows_read += page.results.len() as u64;
-        if self.setup.dry_run {
-            return Ok(());
-        }
         let (time_idx, id_idx) = self.keys.unwrap_or((None, 0));
-        let by_id = self.setup.dedup.is_some() || self.setup.repair.is_some();
+        let by_id = self.setup.plan.dedup.is_some() || self.setup.plan.repair.is_some();
         for (n, row) in page.results.iter().enumerate() {
             let at = match time_idx {
                 Some(t) => Some(raw_timestamp(row[t]).ok_or_else(|| bad_value(n, "time", row[t]))?),
@@ -248,15 +259,20 @@ impl Sink {
                     continue;
                 }
             }
+            // A dry run counts what a real run would write, through the same window.
+            if self.setup.dry_run {
+                self.rows_output += 1;
+                continue;
+            }
             self.builder.append_array_row(row)?;
             self.batch_range = widen(self.batch_range, at.map(|t| (t, t)));
-            if self.builder.len() >= self.setup.batch_size {
+            if self.builder.len() >= self.setup.plan.batch_size {
                 self.flush_batch()?;
             }
         }
         if let Some(last) = info.last
-            && self.setup.time_column.is_some()
-            && self.setup.repair.is_none()
+            && self.setup.plan.time_column.is_some()
+            && self.setup.plan.repair.is_none()
         {
             let advanced = match &self.watermark {
                 None => true,
@@ -274,7 +290,7 @@ impl Sink {
     /// even when the window knows it (the window remembers the lost part's rows as emitted),
     /// recording it there so the next run's lookback does not write it once more.
     fn admit(&mut self, id: Uuid, at: UnixMicros) -> bool {
-        match (&self.setup.repair, &mut self.setup.dedup) {
+        match (&self.setup.plan.repair, &mut self.setup.plan.dedup) {
             (Some(repair), window) => {
                 if repair.exclude.contains(&id) {
                     return false;
@@ -292,7 +308,13 @@ impl Sink {
     /// Checks the page's columns (first page) and reads its last keyset position.
     fn page_info(&mut self, page: &QueryPage<'_>) -> Result<PageInfo, DriverError> {
         if self.keys.is_none() && !page.results.is_empty() {
-            let expected: Vec<&str> = self.setup.fields.iter().map(|f| f.name.as_str()).collect();
+            let expected: Vec<&str> = self
+                .setup
+                .plan
+                .fields
+                .iter()
+                .map(|f| f.name.as_str())
+                .collect();
             if page.columns != expected {
                 return Err(DriverError::Protocol(format!(
                     "the query response has columns {:?}; the extractor asked for {:?}",
@@ -302,10 +324,11 @@ impl Sink {
             let find = |name: &str| page.column_index(name);
             let id = self
                 .setup
+                .plan
                 .id_column
                 .and_then(find)
                 .ok_or_else(|| DriverError::Protocol("the response has no id column".into()))?;
-            self.keys = Some((self.setup.time_column.and_then(find), id));
+            self.keys = Some((self.setup.plan.time_column.and_then(find), id));
         }
         let Some(last) = page.results.last() else {
             return Ok(PageInfo {
@@ -333,11 +356,12 @@ impl Sink {
         self.pages += 1;
         self.rows_read += objects.len() as u64;
         if self.setup.dry_run {
+            self.rows_output += objects.len() as u64;
             return Ok(());
         }
         for object in objects {
             self.builder.append_object_row(object)?;
-            if self.builder.len() >= self.setup.batch_size {
+            if self.builder.len() >= self.setup.plan.batch_size {
                 self.flush_batch()?;
             }
         }
@@ -385,7 +409,7 @@ impl Sink {
     /// due (an incremental table with parts closed since the last one).
     fn page_done(&mut self) -> Result<bool, DriverError> {
         let before = self.files.len();
-        if self.writer.open_rows() + self.builder.len() as u64 >= self.setup.part_rows {
+        if self.writer.open_rows() + self.builder.len() as u64 >= self.setup.plan.part_rows {
             self.flush_batch()?;
             if let Some(part) = self.writer.close_part()? {
                 self.closed(part);
@@ -440,7 +464,7 @@ impl Sink {
                 }
                 state.last_uuid = Some(w.id.clone());
             }
-            if let Some(window) = &mut self.setup.dedup {
+            if let Some(window) = &mut self.setup.plan.dedup {
                 let high = window.high_water();
                 let mut recent: Vec<String> = window
                     .iter()

@@ -2,8 +2,8 @@
 //! snapshots (cohorts, feature flags, insights, annotations, experiments), with the columns
 //! each one declares.
 
-use posthog_client::{HogQlQuery, Resource};
-use posthog_core::{ColumnType, FieldSpec, UnixMicros, format_timestamp};
+use posthog_client::{KeysetFilter, KeysetQuery, Resource};
+use posthog_core::{ColumnType, FieldSpec, UnixMicros};
 
 use crate::{ConfigError, DataType, ExtractConfig, IncrementalField};
 
@@ -41,23 +41,8 @@ pub(crate) struct KeysetScan {
     pub until: Option<UnixMicros>,
 }
 
-/// Where a keyset page starts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Start {
-    /// From the beginning of the table.
-    Beginning,
-    /// Rows whose time column is at or after this instant (the lookback start).
-    AtOrAfter(UnixMicros),
-    /// Rows strictly after this keyset position.
-    After(Cursor),
-}
-
-/// A keyset position: the time value (when the scan has a time column) and the id, as text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Cursor {
-    pub time: Option<UnixMicros>,
-    pub id: String,
-}
+/// Where a keyset page starts, and a keyset position: the client's pager types.
+pub(crate) use posthog_client::{KeysetCursor as Cursor, KeysetStart as Start};
 
 impl Source {
     /// The source a config asks for.
@@ -196,79 +181,41 @@ pub(crate) fn person_fields() -> Vec<FieldSpec> {
 }
 
 impl KeysetScan {
-    /// The query for one page of at most `limit` rows from `start`. Cursor values are bound
-    /// as HogQL placeholders (UTC, 6 digits, explicit `Z`), never spliced into the text.
-    pub(crate) fn page_query(&self, start: &Start, limit: u32) -> HogQlQuery {
-        let select: Vec<_> = self
-            .fields
-            .iter()
-            .map(|f| select_expression(&f.name))
-            .collect();
-        let mut conditions: Vec<String> = Vec::new();
-        let mut values: Vec<(String, String)> = Vec::new();
-        let utc = |at: UnixMicros| {
-            let mut text = String::new();
-            format_timestamp(at, &mut text);
-            text
-        };
-        let id_bound = if self.id_is_uuid {
-            "toUUID({cursor_id})"
-        } else {
-            "{cursor_id}"
-        };
-        let id = self.id_column;
-        match (start, self.time_column) {
-            (Start::Beginning, _) | (Start::AtOrAfter(_), None) => {}
-            (Start::AtOrAfter(at), Some(time)) => {
-                conditions.push(format!("{time} >= toDateTime({{cursor_time}})"));
-                values.push(("cursor_time".into(), utc(*at)));
-            }
-            (Start::After(cursor), Some(time)) => {
-                conditions.push(format!(
-                    "({time}, {id}) > (toDateTime({{cursor_time}}), {id_bound})"
-                ));
-                values.push(("cursor_time".into(), utc(cursor.time.unwrap_or(0))));
-                values.push(("cursor_id".into(), cursor.id.clone()));
-            }
-            (Start::After(cursor), None) => {
-                conditions.push(format!("{id} > {id_bound}"));
-                values.push(("cursor_id".into(), cursor.id.clone()));
-            }
+    /// The scan as the client's pager reads it: the select list, the keys, and the filters
+    /// every page repeats (a repair's upper bound, the sessions window, the event names), with
+    /// every value bound as a placeholder.
+    pub(crate) fn query(&self) -> KeysetQuery {
+        let select = self.fields.iter().map(|f| select_expression(&f.name));
+        let mut query = KeysetQuery::new(self.table, select, self.id_column);
+        if let Some(time) = self.time_column {
+            query = query.time_column(time);
+        }
+        if !self.id_is_uuid {
+            query = query.text_id();
         }
         if let (Some(until), Some(time)) = (self.until, self.time_column) {
-            conditions.push(format!("{time} <= toDateTime({{until}})"));
-            values.push(("until".into(), utc(until)));
+            query = query.filter(KeysetFilter::at_or_before(time, "until", until));
         }
         if let Some((column, since)) = self.since {
-            conditions.push(format!("{column} >= toDateTime({{since}})"));
-            values.push(("since".into(), utc(since)));
+            query = query.filter(KeysetFilter::at_or_after(column, "since", since));
         }
         if !self.event_types.is_empty() {
             let names: Vec<String> = (0..self.event_types.len())
                 .map(|i| format!("{{event_{i}}}"))
                 .collect();
-            conditions.push(format!("event in ({})", names.join(", ")));
+            let mut filter = KeysetFilter::new(format!("event in ({})", names.join(", ")));
             for (i, name) in self.event_types.iter().enumerate() {
-                values.push((format!("event_{i}"), name.clone()));
+                filter = filter.value(format!("event_{i}"), name.clone());
             }
-        }
-        let order = match self.time_column {
-            Some(time) => format!("{time}, {}", self.id_column),
-            None => self.id_column.to_owned(),
-        };
-        let mut sql = format!("select {} from {}", select.join(", "), self.table);
-        if !conditions.is_empty() {
-            sql.push_str(" where ");
-            sql.push_str(&conditions.join(" and "));
-        }
-        sql.push_str(&format!(" order by {order} limit {limit}"));
-        let mut query = HogQlQuery::new(sql)
-            .name(format!("posthog-rs extract {}", self.table))
-            .fail_fast_on_timeout();
-        for (key, value) in values {
-            query = query.value(key, value);
+            query = query.filter(filter);
         }
         query
+    }
+
+    /// The query for one page (tests read the text the pager sends).
+    #[cfg(test)]
+    pub(crate) fn page_query(&self, start: &Start, limit: u32) -> posthog_client::HogQlQuery {
+        self.query().page(start, limit)
     }
 }
 

@@ -7,8 +7,10 @@ use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read as _, Seek as _, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use posthog_state::{PartRecord, TableState};
+use posthog_core::{LocalDir, PartStore};
+use posthog_state::{PartRecord, StateStore, TableState};
 
 use crate::DriverError;
 
@@ -21,6 +23,8 @@ pub(crate) const LOCK_FILE: &str = ".lock";
 #[derive(Debug)]
 pub(crate) struct TableDir {
     path: PathBuf,
+    /// The table's parts, where the sink writes them.
+    parts: Arc<dyn PartStore>,
     /// Holds the exclusive lock; the OS releases it when the handle closes.
     _lock: File,
 }
@@ -33,10 +37,34 @@ impl TableDir {
     /// owner, and a run whose state lives elsewhere is refused, because its cleanup would delete
     /// parts that only the other state names.
     pub(crate) fn lock(path: &Path, owner: Option<&Path>) -> Result<TableDir, DriverError> {
+        // A failed run that wrote nothing removes its lock file (`release_if_unused`); a run
+        // that opened that file just before it went locks a file no longer in the directory,
+        // so the lock is taken again on the file the directory now holds.
+        for _ in 0..8 {
+            let mut file = Self::open_locked(path)?;
+            if !same_file(&file, &path.join(LOCK_FILE)) {
+                continue;
+            }
+            if let Some(owner) = owner {
+                check_owner(&mut file, &path.join(LOCK_FILE), owner)?;
+            }
+            return Ok(TableDir {
+                path: path.to_path_buf(),
+                parts: Arc::new(LocalDir::new(path)),
+                _lock: file,
+            });
+        }
+        Err(DriverError::TableLocked {
+            lock: path.join(LOCK_FILE),
+        })
+    }
+
+    /// Creates the directory and the lock file if needed, and locks it.
+    fn open_locked(path: &Path) -> Result<File, DriverError> {
         fs::create_dir_all(path)
             .map_err(|e| DriverError::io("create the output directory", path, e))?;
         let lock_path = path.join(LOCK_FILE);
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
@@ -44,31 +72,71 @@ impl TableDir {
             .open(&lock_path)
             .map_err(|e| DriverError::io("open the table lock file", &lock_path, e))?;
         match file.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                return Err(DriverError::TableLocked { lock: lock_path });
-            }
+            Ok(()) => Ok(file),
+            Err(fs::TryLockError::WouldBlock) => Err(DriverError::TableLocked { lock: lock_path }),
             Err(fs::TryLockError::Error(e)) => {
-                return Err(DriverError::io("lock the table lock file", &lock_path, e));
+                Err(DriverError::io("lock the table lock file", &lock_path, e))
             }
         }
-        if let Some(owner) = owner {
-            check_owner(&mut file, &lock_path, owner)?;
+    }
+
+    /// Takes the table for a run: locks it (recording the state store's file as its owner),
+    /// checks that the table directory and the state store take files, and removes what an
+    /// interrupted run left. A failure leaves no directory or lock file behind that was not
+    /// there before.
+    pub(crate) fn claim(
+        path: &Path,
+        store: &mut dyn StateStore,
+        base: &TableState,
+        run_id: &str,
+    ) -> Result<TableDir, DriverError> {
+        let dir = TableDir::lock(path, store.location())?;
+        let checked = dir
+            .check_writable(run_id)
+            .and_then(|()| store.check_writable().map_err(DriverError::from))
+            .and_then(|()| dir.remove_uncommitted(base));
+        match checked {
+            Ok(()) => Ok(dir),
+            Err(e) => {
+                dir.release_if_unused();
+                Err(e)
+            }
         }
-        Ok(TableDir {
-            path: path.to_path_buf(),
-            _lock: file,
-        })
+    }
+
+    /// After a failed run: when the table directory holds nothing but the lock file, removes
+    /// both, so a run that failed before writing anything leaves no trace. Best effort: what
+    /// cannot be removed stays and is logged.
+    pub(crate) fn release_if_unused(&self) {
+        let only_lock = fs::read_dir(&self.path).is_ok_and(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .all(|e| e.file_name() == LOCK_FILE)
+        });
+        if !only_lock {
+            return;
+        }
+        let lock = self.path.join(LOCK_FILE);
+        let removed = fs::remove_file(&lock).and_then(|()| fs::remove_dir(&self.path));
+        if let Err(e) = removed {
+            tracing::debug!(dir = %self.path.display(), error = %e, "the unused table directory stays");
+        }
+    }
+
+    /// Where the table's parts are written.
+    pub(crate) fn parts(&self) -> Arc<dyn PartStore> {
+        self.parts.clone()
     }
 
     /// Creates, writes and removes a file where parts are written, so a directory the run may
     /// not write to fails the run before its first request rather than after it.
     pub(crate) fn check_writable(&self, run_id: &str) -> Result<(), DriverError> {
-        let probe = self.path.join(format!(".write-check-{run_id}.tmp"));
-        let written = File::create(&probe).and_then(|mut f| f.write_all(b"ok"));
-        let removed = fs::remove_file(&probe);
-        written.map_err(|e| DriverError::io("write a part file in", &self.path, e))?;
-        removed.map_err(|e| DriverError::io("remove a file from", &self.path, e))
+        let mut probe = self.parts.create(&format!("write-check-{run_id}"))?;
+        probe
+            .write_all(b"ok")
+            .and_then(|()| probe.flush())
+            .map_err(|e| DriverError::io("write a part file in", &self.path, e))?;
+        Ok(()) // dropped uncommitted: removed
     }
 
     /// Removes part files the committed state does not name (what a run interrupted between
@@ -76,28 +144,20 @@ impl TableDir {
     /// finished.
     pub(crate) fn remove_uncommitted(&self, state: &TableState) -> Result<(), DriverError> {
         let committed: HashSet<&str> = state.parts.iter().map(|p| p.file.as_str()).collect();
-        let entries = fs::read_dir(&self.path)
-            .map_err(|e| DriverError::io("list the output directory", &self.path, e))?;
-        let mut removed = false;
-        for entry in entries {
-            let entry =
-                entry.map_err(|e| DriverError::io("list the output directory", &self.path, e))?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            let leftover = (is_part_name(name) && !committed.contains(name))
-                || (name.starts_with(".part-") && name.ends_with(".tmp"))
-                || (name.starts_with(".write-check-") && name.ends_with(".tmp"));
-            if leftover {
-                let path = entry.path();
-                tracing::warn!(file = %path.display(), "removing a part no committed state names (left by an interrupted run)");
-                fs::remove_file(&path)
-                    .map_err(|e| DriverError::io("remove the uncommitted part", &path, e))?;
-                removed = true;
-            }
+        let names = self.parts.list()?;
+        let leftovers: Vec<&str> = names
+            .iter()
+            .map(String::as_str)
+            .filter(|name| {
+                (is_part_name(name) && !committed.contains(name))
+                    || (name.starts_with(".part-") && name.ends_with(".tmp"))
+                    || (name.starts_with(".write-check-") && name.ends_with(".tmp"))
+            })
+            .collect();
+        for name in &leftovers {
+            tracing::warn!(file = %self.parts.locate(name).display(), "removing a part no committed state names (left by an interrupted run)");
         }
-        if removed {
-            fsync_dir(&self.path)?;
-        }
+        self.parts.remove(&leftovers)?;
         Ok(())
     }
 
@@ -108,32 +168,23 @@ impl TableDir {
         state: &TableState,
     ) -> Result<(), DriverError> {
         let kept: HashSet<&str> = state.parts.iter().map(|p| p.file.as_str()).collect();
-        let mut removed = false;
-        for part in prior
+        let replaced: Vec<&str> = prior
             .parts
             .iter()
-            .filter(|p| !kept.contains(p.file.as_str()))
-        {
-            let path = self.path.join(&part.file);
-            match fs::remove_file(&path) {
-                Ok(()) => removed = true,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(DriverError::io("remove a replaced part", &path, e)),
-            }
-        }
-        if removed {
-            fsync_dir(&self.path)?;
-        }
+            .map(|p| p.file.as_str())
+            .filter(|file| !kept.contains(file))
+            .collect();
+        self.parts.remove(&replaced)?;
         Ok(())
     }
 }
 
-/// The committed parts whose files are not in `dir`.
-pub(crate) fn missing_parts(dir: &Path, state: &TableState) -> Vec<PartRecord> {
+/// The committed parts whose files are not in the store.
+pub(crate) fn missing_parts(parts: &dyn PartStore, state: &TableState) -> Vec<PartRecord> {
     state
         .parts
         .iter()
-        .filter(|p| !dir.join(&p.file).is_file())
+        .filter(|p| !parts.exists(&p.file))
         .cloned()
         .collect()
 }
@@ -192,15 +243,21 @@ pub(crate) fn is_part_name(name: &str) -> bool {
         && matches!(ext, "parquet" | "jsonl" | "csv")
 }
 
-/// Makes the removals in `dir` durable.
-fn fsync_dir(dir: &Path) -> Result<(), DriverError> {
+/// Whether `file` is the file at `path` now (not one removed since it was opened).
+fn same_file(file: &File, path: &Path) -> bool {
     #[cfg(unix)]
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| DriverError::io("fsync the output directory", dir, e))?;
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        match (file.metadata(), fs::metadata(path)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        }
+    }
     #[cfg(not(unix))]
-    let _ = dir;
-    Ok(())
+    {
+        let _ = file;
+        path.is_file()
+    }
 }
 
 #[cfg(test)]
@@ -231,6 +288,25 @@ mod tests {
         );
         drop(first);
         TableDir::lock(&table, None).expect("free again once the first run ends");
+    }
+
+    #[test]
+    fn a_failed_run_that_wrote_nothing_leaves_no_directory_and_the_next_run_locks_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = dir.path().join("posthog_events");
+        let held = TableDir::lock(&table, None).unwrap();
+        held.release_if_unused();
+        assert!(!table.exists(), "the directory and its lock file are gone");
+        // The lock is still held on the removed file; a new run gets a new file.
+        let next = TableDir::lock(&table, None).expect("a fresh lock");
+        assert!(table.join(LOCK_FILE).is_file());
+        drop(held);
+        std::fs::write(table.join("part-00001.parquet"), b"x").unwrap();
+        next.release_if_unused();
+        assert!(
+            table.join(LOCK_FILE).is_file(),
+            "a directory with parts keeps its lock"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! rest of the query, whatever it contains.
 //!
 //! ```
-//! use posthog_client::templates;
+//! use posthog_agent::templates;
 //! let churn = templates::find("churn_risk").unwrap();
 //! let query = churn.bind([("inactive_days", "10")]).unwrap();
 //! assert_eq!(query.values()["inactive_days"], 10);
@@ -16,11 +16,9 @@
 //! assert!(churn.bind([("inactive_days", "ten")]).is_err());
 //! ```
 
+use posthog_client::{Error, HogQlQuery};
 use serde::Serialize;
 use serde_json::{Map, Value};
-
-use crate::error::Error;
-use crate::query::HogQlQuery;
 
 /// The type of a template parameter, with its bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

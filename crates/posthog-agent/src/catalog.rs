@@ -3,20 +3,16 @@
 //!
 //! - [`Entity::ALL`] lists events, insights, persons, cohorts, feature flags, sessions,
 //!   annotations and experiments with a description an agent can read.
-//! - [`Client::fields`] returns one entity's fields: for the HogQL tables (`events`, `persons`,
+//! - [`fields`] returns one entity's fields: for the HogQL tables (`events`, `persons`,
 //!   `sessions`) the columns and ClickHouse types PostHog reports for `select *`, plus, for events
 //!   and persons, every property definition PostHog has seen (`properties.$browser`, with its
 //!   `property_type`); for REST entities the keys of a sampled object merged with the documented
-//!   core fields.
+//!   core fields. Every request goes through the [`Client`]'s one send path.
 
 use futures_util::TryStreamExt;
+use posthog_client::{Client, Error, HogQlQuery, ListParams, PropertyKind, Resource};
 use serde::Serialize;
 use serde_json::Value;
-
-use crate::client::Client;
-use crate::error::Error;
-use crate::query::HogQlQuery;
-use crate::rest::{ListParams, PropertyKind, Resource};
 
 /// An entity type of a PostHog project.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -101,7 +97,7 @@ impl Entity {
     /// The entity called `name` (also accepts `-` for `_` and a trailing `s` left off).
     ///
     /// ```
-    /// use posthog_client::Entity;
+    /// use posthog_agent::Entity;
     /// assert_eq!(Entity::from_name("feature-flags"), Some(Entity::FeatureFlags));
     /// assert_eq!(Entity::from_name("event"), Some(Entity::Events));
     /// assert_eq!(Entity::from_name("dashboards"), None);
@@ -301,111 +297,112 @@ impl Entity {
     }
 }
 
-impl Client {
-    /// The fields of one entity, from PostHog where it can tell (see the [module
-    /// docs](crate::catalog)).
-    ///
-    /// ```no_run
-    /// # async fn demo(client: posthog_client::Client) -> Result<(), posthog_client::Error> {
-    /// use posthog_client::Entity;
-    /// for field in client.fields(Entity::Events).await? {
-    ///     println!("{} {}", field.name, field.kind);
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub async fn fields(&self, entity: Entity) -> Result<Vec<FieldInfo>, Error> {
-        let table = match (entity.hogql_table(), entity.resource()) {
-            (Some(table), _) => table,
-            (None, Some(resource)) => return self.sampled_fields(entity, resource).await,
-            // Every entity has a table or a resource (a unit test checks it).
-            (None, None) => return Ok(Vec::new()),
-        };
-        let mut fields = self.schema_fields(entity, table).await?;
-        let properties = match entity {
-            Entity::Events => Some(PropertyKind::Event),
-            Entity::Persons => Some(PropertyKind::Person),
-            _ => None,
-        };
-        if let Some(kind) = properties {
-            let mut definitions = Box::pin(self.property_definitions(kind));
-            while let Some(def) = definitions.try_next().await? {
-                fields.push(FieldInfo {
-                    name: format!("properties.{}", def.name),
-                    kind: def.property_type.unwrap_or_else(|| "unknown".into()),
-                    description: None,
-                    source: FieldSource::PropertyDefinition,
-                });
-            }
+/// The fields of one entity, from PostHog where it can tell (see the [module
+/// docs](crate::catalog)).
+///
+/// ```no_run
+/// # async fn demo(client: posthog_client::Client) -> Result<(), posthog_client::Error> {
+/// use posthog_agent::{Entity, fields};
+/// for field in fields(&client, Entity::Events).await? {
+///     println!("{} {}", field.name, field.kind);
+/// }
+/// # Ok(()) }
+/// ```
+pub async fn fields(client: &Client, entity: Entity) -> Result<Vec<FieldInfo>, Error> {
+    let table = match (entity.hogql_table(), entity.resource()) {
+        (Some(table), _) => table,
+        (None, Some(resource)) => return sampled_fields(client, entity, resource).await,
+        // Every entity has a table or a resource (a unit test checks it).
+        (None, None) => return Ok(Vec::new()),
+    };
+    let mut fields = schema_fields(client, entity, table).await?;
+    let properties = match entity {
+        Entity::Events => Some(PropertyKind::Event),
+        Entity::Persons => Some(PropertyKind::Person),
+        _ => None,
+    };
+    if let Some(kind) = properties {
+        let mut definitions = Box::pin(client.property_definitions(kind));
+        while let Some(def) = definitions.try_next().await? {
+            fields.push(FieldInfo {
+                name: format!("properties.{}", def.name),
+                kind: def.property_type.unwrap_or_else(|| "unknown".into()),
+                description: None,
+                source: FieldSource::PropertyDefinition,
+            });
         }
-        Ok(fields)
     }
+    Ok(fields)
+}
 
-    /// Columns of `select * from {table}`, as PostHog types them, with descriptions where the
-    /// column is a documented one.
-    async fn schema_fields(&self, entity: Entity, table: &str) -> Result<Vec<FieldInfo>, Error> {
-        let result = self
-            .query(&HogQlQuery::new(format!("select * from {table} limit 0")).name("fields"))
-            .await?;
-        let describe = |name: &str| {
-            entity
-                .documented()
-                .iter()
-                .find(|(n, _, _)| *n == name)
-                .map(|(_, _, d)| (*d).to_owned())
-        };
-        Ok(result
-            .types
-            .into_iter()
-            .map(|(name, kind)| FieldInfo {
-                description: describe(&name),
-                name,
-                kind,
-                source: FieldSource::Schema,
-            })
-            .collect())
-    }
-
-    /// The documented fields, then every other top-level key of the first object PostHog
-    /// lists.
-    async fn sampled_fields(
-        &self,
-        entity: Entity,
-        resource: Resource,
-    ) -> Result<Vec<FieldInfo>, Error> {
-        let mut fields: Vec<FieldInfo> = entity
+/// Columns of `select * from {table}`, as PostHog types them, with descriptions where the
+/// column is a documented one.
+async fn schema_fields(
+    client: &Client,
+    entity: Entity,
+    table: &str,
+) -> Result<Vec<FieldInfo>, Error> {
+    let result = client
+        .query(&HogQlQuery::new(format!("select * from {table} limit 0")).name("fields"))
+        .await?;
+    let describe = |name: &str| {
+        entity
             .documented()
             .iter()
-            .map(|(name, kind, description)| FieldInfo {
-                name: (*name).to_owned(),
-                kind: (*kind).to_owned(),
-                description: Some((*description).to_owned()),
-                source: FieldSource::Documented,
-            })
-            .collect();
-        let mut pages =
-            Box::pin(self.list_pages::<Value>(resource, ListParams::default().page_size(1)));
-        let sample = match pages.try_next().await? {
-            Some(page) => page.results.into_iter().next(),
-            None => None,
-        };
-        if let Some(Value::Object(object)) = sample {
-            for (key, value) in object {
-                if let Some(known) = fields.iter_mut().find(|f| f.name == key) {
-                    if !value.is_null() {
-                        known.kind = json_type(&value).to_owned();
-                    }
-                    continue;
+            .find(|(n, _, _)| *n == name)
+            .map(|(_, _, d)| (*d).to_owned())
+    };
+    Ok(result
+        .types
+        .into_iter()
+        .map(|(name, kind)| FieldInfo {
+            description: describe(&name),
+            name,
+            kind,
+            source: FieldSource::Schema,
+        })
+        .collect())
+}
+
+/// The documented fields, then every other top-level key of the first object PostHog lists.
+async fn sampled_fields(
+    client: &Client,
+    entity: Entity,
+    resource: Resource,
+) -> Result<Vec<FieldInfo>, Error> {
+    let mut fields: Vec<FieldInfo> = entity
+        .documented()
+        .iter()
+        .map(|(name, kind, description)| FieldInfo {
+            name: (*name).to_owned(),
+            kind: (*kind).to_owned(),
+            description: Some((*description).to_owned()),
+            source: FieldSource::Documented,
+        })
+        .collect();
+    let mut pages =
+        Box::pin(client.list_pages::<Value>(resource, ListParams::default().page_size(1)));
+    let sample = match pages.try_next().await? {
+        Some(page) => page.results.into_iter().next(),
+        None => None,
+    };
+    if let Some(Value::Object(object)) = sample {
+        for (key, value) in object {
+            if let Some(known) = fields.iter_mut().find(|f| f.name == key) {
+                if !value.is_null() {
+                    known.kind = json_type(&value).to_owned();
                 }
-                fields.push(FieldInfo {
-                    name: key,
-                    kind: json_type(&value).to_owned(),
-                    description: None,
-                    source: FieldSource::Sample,
-                });
+                continue;
             }
+            fields.push(FieldInfo {
+                name: key,
+                kind: json_type(&value).to_owned(),
+                description: None,
+                source: FieldSource::Sample,
+            });
         }
-        Ok(fields)
     }
+    Ok(fields)
 }
 
 fn json_type(value: &Value) -> &'static str {

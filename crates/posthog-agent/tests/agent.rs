@@ -1,20 +1,18 @@
-//! The agent-facing API against the mock: asynchronous queries, cohorts, the entity catalogue
-//! with fields read from PostHog, and every HogQL template, checked against answers computed
-//! here from the raw dataset.
+//! The catalogue and the templates against the mock: fields read from PostHog's schema,
+//! property definitions and samples; every HogQL template, checked against answers computed here
+//! from the raw dataset; and an injection through a variable that stays a constant.
 
 mod util;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
-use futures_util::TryStreamExt;
-use posthog_client::{
-    Entity, ErrorCategory, FieldSource, HogQlQuery, NewCohort, QueryResult, templates,
-};
-use posthog_mock::{Dataset, Event, Fault, GenSpec, MockConfig, MockServer, RouteClass};
+use posthog_agent::{Entity, FieldSource, fields, templates};
+use posthog_client::QueryResult;
+use posthog_mock::{Dataset, Event, GenSpec, MockConfig, MockServer, RouteClass};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
-use util::{PERSONAL_KEY, PROJECT_ID, PROJECT_KEY, builder, client, mock};
+use util::{PERSONAL_KEY, PROJECT_ID, PROJECT_KEY, client, mock};
 
 /// Events over the last 20 days up to one day ago, so templates looking back from now see them.
 fn recent_dataset() -> Dataset {
@@ -29,12 +27,11 @@ fn recent_dataset() -> Dataset {
     })
 }
 
-async fn mock_serving(dataset: Dataset, async_polls: u32) -> MockServer {
+async fn mock_serving(dataset: Dataset) -> MockServer {
     MockServer::start(MockConfig {
         personal_api_key: PERSONAL_KEY.into(),
         project_api_key: PROJECT_KEY.into(),
         project_id: PROJECT_ID,
-        async_polls,
         ..MockConfig::with_dataset(dataset)
     })
     .await
@@ -42,139 +39,10 @@ async fn mock_serving(dataset: Dataset, async_polls: u32) -> MockServer {
 }
 
 #[tokio::test]
-async fn asynchronous_queries_are_polled_to_the_same_result_as_blocking_ones() {
-    let mock = mock_serving(recent_dataset(), 2).await;
-    let client = client(&mock);
-    let text = "select event, count() as n from events group by event order by event";
-    let blocking = client.query(&HogQlQuery::new(text)).await.unwrap();
-    mock.reset_counters();
-    let queued = client
-        .query(&HogQlQuery::new(text).asynchronous())
-        .await
-        .unwrap();
-    assert_eq!(queued.columns, blocking.columns);
-    assert_eq!(queued.results, blocking.results);
-    assert_eq!(mock.request_count(RouteClass::Query), 1);
-    // Two polls answered 202, the third 200.
-    assert_eq!(mock.request_count(RouteClass::QueryStatus), 3);
-    let post = mock
-        .requests()
-        .into_iter()
-        .find(|r| r.route == RouteClass::Query)
-        .unwrap();
-    assert_eq!(post.body.unwrap()["refresh"], "async");
-}
-
-#[tokio::test]
-async fn a_failing_asynchronous_query_reports_posthogs_message_as_a_config_error() {
-    let mock = mock_serving(recent_dataset(), 1).await;
-    let err = client(&mock)
-        .query(&HogQlQuery::new("select nope from events").asynchronous())
-        .await
-        .unwrap_err();
-    assert_eq!(err.category(), ErrorCategory::Config, "{err}");
-    assert!(err.to_string().contains("nope"), "{err}");
-}
-
-#[tokio::test]
-async fn an_asynchronous_query_past_its_deadline_is_cancelled_and_times_out() {
-    let mock = mock_serving(recent_dataset(), 10_000).await;
-    let client = builder(&mock)
-        .async_query_timeout(Duration::from_millis(400))
-        .build()
-        .unwrap();
-    let err = client
-        .query(&HogQlQuery::new("select count() from events").asynchronous())
-        .await
-        .unwrap_err();
-    assert_eq!(err.category(), ErrorCategory::Timeout, "{err}");
-    let cancelled = mock
-        .requests()
-        .into_iter()
-        .any(|r| r.route == RouteClass::QueryStatus && r.method == "DELETE");
-    assert!(
-        cancelled,
-        "the abandoned query must be cancelled on the server"
-    );
-}
-
-#[tokio::test]
-async fn created_cohorts_are_listed_and_their_persons_match_the_filters() {
-    let dataset = recent_dataset();
-    let expected: BTreeSet<String> = dataset
-        .persons
-        .iter()
-        .filter(|p| p.properties.get("plan") == Some(&json!("pro")))
-        .map(|p| p.id.to_string())
-        .collect();
-    assert!(!expected.is_empty(), "the dataset has pro persons");
-    let mock = mock_serving(dataset, 1).await;
-    let client = client(&mock);
-    let filters = json!({"properties": {"type": "AND", "values": [
-        {"key": "plan", "value": "pro", "type": "person", "operator": "exact"}]}});
-    let created = client
-        .create_cohort(
-            &NewCohort::new("Pro users")
-                .filters(filters)
-                .description("made by a test"),
-        )
-        .await
-        .unwrap();
-    let id = created["id"].as_u64().expect("numeric id");
-    assert_eq!(created["name"], "Pro users");
-    let listed: Vec<Value> = client.cohorts().try_collect().await.unwrap();
-    assert!(listed.iter().any(|c| c["id"] == id), "new cohort is listed");
-    let members: Vec<Value> = client
-        .cohort_persons(id, Some(3))
-        .try_collect()
-        .await
-        .unwrap();
-    let got: BTreeSet<String> = members
-        .iter()
-        .map(|p| p["id"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(got, expected, "paged with 3 per page");
-    assert_eq!(got.len(), members.len(), "no person twice across pages");
-}
-
-#[tokio::test]
-async fn creating_a_cohort_is_not_retried_after_a_server_error_but_is_after_a_429() {
-    let mock = mock().await;
-    let client = client(&mock);
-    mock.push_fault(RouteClass::Cohorts, Fault::status(500));
-    let err = client
-        .create_cohort(&NewCohort::new("Once"))
-        .await
-        .unwrap_err();
-    assert_eq!(err.category(), ErrorCategory::Server);
-    assert_eq!(
-        mock.request_count(RouteClass::Cohorts),
-        1,
-        "a 500 is not retried"
-    );
-    mock.reset_counters();
-    mock.push_fault(RouteClass::Cohorts, Fault::too_many(Some("0")));
-    client
-        .create_cohort(&NewCohort::new("Twice"))
-        .await
-        .unwrap();
-    assert_eq!(
-        mock.request_count(RouteClass::Cohorts),
-        2,
-        "a 429 is retried"
-    );
-    let err = client
-        .create_cohort(&NewCohort::new("  "))
-        .await
-        .unwrap_err();
-    assert_eq!(err.category(), ErrorCategory::Config);
-}
-
-#[tokio::test]
 async fn fields_come_from_the_schema_property_definitions_and_samples() {
     let mock = mock().await;
     let client = client(&mock);
-    let events = client.fields(Entity::Events).await.unwrap();
+    let events = fields(&client, Entity::Events).await.unwrap();
     let uuid = events
         .iter()
         .find(|f| f.name == "uuid")
@@ -190,9 +58,9 @@ async fn fields_come_from_the_schema_property_definitions_and_samples() {
             .any(|f| f.name == "properties.$browser" && f.source == FieldSource::PropertyDefinition),
         "event property definitions are listed"
     );
-    let persons = client.fields(Entity::Persons).await.unwrap();
+    let persons = fields(&client, Entity::Persons).await.unwrap();
     assert!(persons.iter().any(|f| f.name == "is_identified"));
-    let flags = client.fields(Entity::FeatureFlags).await.unwrap();
+    let flags = fields(&client, Entity::FeatureFlags).await.unwrap();
     let key = flags
         .iter()
         .find(|f| f.name == "key")
@@ -202,7 +70,7 @@ async fn fields_come_from_the_schema_property_definitions_and_samples() {
         flags.iter().any(|f| f.source == FieldSource::Sample),
         "keys of a listed flag beyond the documented ones"
     );
-    let sessions = client.fields(Entity::Sessions).await.unwrap();
+    let sessions = fields(&client, Entity::Sessions).await.unwrap();
     assert!(sessions.iter().any(|f| f.name == "$session_duration"));
 }
 
@@ -229,7 +97,7 @@ async fn run(client: &posthog_client::Client, name: &str, vars: &[(&str, &str)])
 
 #[tokio::test]
 async fn every_template_runs_with_its_defaults() {
-    let mock = mock_serving(recent_dataset(), 1).await;
+    let mock = mock_serving(recent_dataset()).await;
     let client = client(&mock);
     for template in templates::all() {
         let result = run(&client, template.name, &required_vars(template.name)).await;
@@ -248,7 +116,7 @@ fn rows(result: &QueryResult) -> Vec<BTreeMap<String, Value>> {
 async fn templates_answer_what_the_raw_events_say() {
     let dataset = recent_dataset();
     let events = dataset.events.clone();
-    let mock = mock_serving(dataset, 1).await;
+    let mock = mock_serving(dataset).await;
     let client = client(&mock);
 
     // top_events over a window holding every event: counts per name.
@@ -337,7 +205,7 @@ async fn templates_answer_what_the_raw_events_say() {
 
 #[tokio::test]
 async fn experiment_results_count_exposures_and_conversions_per_variant() {
-    let mock = mock_serving(recent_dataset(), 1).await;
+    let mock = mock_serving(recent_dataset()).await;
     let now = OffsetDateTime::now_utc() - Duration::from_secs(3600);
     let mut extra = Vec::new();
     let mut add = |i: u128, who: &str, event: &str, variant: Option<&str>| {
@@ -368,7 +236,7 @@ async fn experiment_results_count_exposures_and_conversions_per_variant() {
     mock.insert_events(extra);
     let result = rows(
         &run(
-            &mock_client(&mock),
+            &client(&mock),
             "experiment_results",
             &required_vars("experiment_results"),
         )
@@ -390,13 +258,9 @@ async fn experiment_results_count_exposures_and_conversions_per_variant() {
     assert_eq!(by_variant["test"], (3, 2));
 }
 
-fn mock_client(mock: &MockServer) -> posthog_client::Client {
-    client(mock)
-}
-
 #[tokio::test]
 async fn an_injection_through_a_template_variable_is_a_constant_that_matches_nothing() {
-    let mock = mock_serving(recent_dataset(), 1).await;
+    let mock = mock_serving(recent_dataset()).await;
     let client = client(&mock);
     let attack = "x' OR 1=1 --";
     let result = run(&client, "user_timeline", &[("distinct_id", attack)]).await;

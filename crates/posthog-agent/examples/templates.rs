@@ -3,10 +3,11 @@
 //!
 //! ```sh
 //! POSTHOG_PERSONAL_API_KEY=phx_... POSTHOG_PROJECT_ID=12345 \
-//!     cargo run -p posthog-client --example templates
+//!     cargo run -p posthog-agent --example templates
 //! ```
 
-use posthog_client::{Client, Region, templates};
+use posthog_agent::templates;
+use posthog_client::{Client, Region};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

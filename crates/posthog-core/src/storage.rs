@@ -1,0 +1,215 @@
+//! Where part files are kept: the [`PartStore`] seam between the writers and a storage
+//! backend, and [`LocalDir`], the local file system behind it.
+//!
+//! A store holds named objects in one place (a table's directory). A part is written through a
+//! [`PartUpload`]: its bytes exist under their final name only once [`PartUpload::commit`]
+//! returns, and an upload dropped before that leaves nothing under the name. `LocalDir` keeps
+//! the local durability rules: a hidden temporary sibling, `fsync`, `rename`, then an `fsync`
+//! of the directory. An object store (S3, GCS, Azure) is another implementation of the same
+//! trait: a multipart upload completed on commit and aborted on drop.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::CoreError;
+
+/// Named objects in one place, written whole or not at all.
+pub trait PartStore: Send + Sync + std::fmt::Debug {
+    /// Begins the object `name`. Its bytes are visible under `name` only once the upload is
+    /// committed; dropping the upload discards them.
+    fn create(&self, name: &str) -> Result<Box<dyn PartUpload>, CoreError>;
+
+    /// The names of the objects in the store, temporary ones included (in no order).
+    fn list(&self) -> Result<Vec<String>, CoreError>;
+
+    /// Removes the objects `names` durably; a name that does not exist is not an error.
+    /// Answers how many were removed.
+    fn remove(&self, names: &[&str]) -> Result<usize, CoreError>;
+
+    /// Whether the object `name` exists.
+    fn exists(&self, name: &str) -> bool;
+
+    /// Where the object `name` is, as a user reads it (a path, or a URL).
+    fn locate(&self, name: &str) -> PathBuf;
+}
+
+/// An object being written; see [`PartStore::create`].
+pub trait PartUpload: Write + Send {
+    /// Makes the bytes written durable under the object's final name.
+    fn commit(self: Box<Self>) -> Result<(), CoreError>;
+}
+
+/// A directory on the local file system as a [`PartStore`].
+#[derive(Debug, Clone)]
+pub struct LocalDir {
+    dir: PathBuf,
+}
+
+impl LocalDir {
+    /// The store in `dir`. The directory is created when the first object is.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        LocalDir { dir: dir.into() }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+}
+
+fn io_err<'p>(op: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> CoreError + 'p {
+    move |source| CoreError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl PartStore for LocalDir {
+    fn create(&self, name: &str) -> Result<Box<dyn PartUpload>, CoreError> {
+        fs::create_dir_all(&self.dir).map_err(io_err("create directory", &self.dir))?;
+        let tmp_path = self.dir.join(format!(".{name}.tmp"));
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp_path)
+            .map_err(io_err("create", &tmp_path))?;
+        Ok(Box::new(LocalUpload {
+            file: Some(BufWriter::with_capacity(256 * 1024, file)),
+            final_path: self.dir.join(name),
+            tmp_path,
+        }))
+    }
+
+    fn list(&self) -> Result<Vec<String>, CoreError> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err("list", &self.dir)(e)),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io_err("list", &self.dir))?;
+            if let Some(name) = entry.file_name().to_str() {
+                names.push(name.to_owned());
+            }
+        }
+        Ok(names)
+    }
+
+    fn remove(&self, names: &[&str]) -> Result<usize, CoreError> {
+        let mut removed = 0;
+        for name in names {
+            let path = self.dir.join(name);
+            match fs::remove_file(&path) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("remove", &path)(e)),
+            }
+        }
+        if removed > 0 {
+            sync_dir(&self.dir.join("."))?;
+        }
+        Ok(removed)
+    }
+
+    fn exists(&self, name: &str) -> bool {
+        self.dir.join(name).is_file()
+    }
+
+    fn locate(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+/// A local part being written: a hidden temporary file, renamed over its final name on commit
+/// and removed if dropped before.
+struct LocalUpload {
+    /// `None` once committed.
+    file: Option<BufWriter<File>>,
+    tmp_path: PathBuf,
+    final_path: PathBuf,
+}
+
+impl Write for LocalUpload {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.file {
+            Some(file) => file.write(buf),
+            None => Err(io::Error::other("the part was already committed")),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.as_mut().map_or(Ok(()), Write::flush)
+    }
+}
+
+impl PartUpload for LocalUpload {
+    fn commit(mut self: Box<Self>) -> Result<(), CoreError> {
+        let Some(writer) = self.file.take() else {
+            return Ok(());
+        };
+        let file = writer
+            .into_inner()
+            .map_err(|e| io_err("write", &self.tmp_path)(e.into_error()))?;
+        file.sync_all().map_err(io_err("fsync", &self.tmp_path))?;
+        drop(file);
+        fs::rename(&self.tmp_path, &self.final_path).map_err(io_err("rename", &self.final_path))?;
+        sync_dir(&self.final_path)
+    }
+}
+
+impl Drop for LocalUpload {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            // Best effort: a leftover temporary file is also removed by the next run's cleanup.
+            let _ = fs::remove_file(&self.tmp_path);
+        }
+    }
+}
+
+/// Makes a rename or removal in `path`'s directory durable.
+pub fn sync_dir(path: &Path) -> Result<(), CoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    #[cfg(unix)]
+    {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err("fsync directory", dir))?;
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_committed_upload_appears_whole_and_a_dropped_one_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalDir::new(dir.path().join("t"));
+        assert!(
+            store.list().unwrap().is_empty(),
+            "a missing directory is empty"
+        );
+        let mut upload = store.create("part-1.csv").unwrap();
+        upload.write_all(b"a,b\n").unwrap();
+        assert!(!store.exists("part-1.csv"), "not visible before commit");
+        assert_eq!(store.list().unwrap(), vec![".part-1.csv.tmp".to_owned()]);
+        upload.commit().unwrap();
+        assert_eq!(fs::read(store.locate("part-1.csv")).unwrap(), b"a,b\n");
+        assert_eq!(store.list().unwrap(), vec!["part-1.csv".to_owned()]);
+
+        let mut dropped = store.create("part-2.csv").unwrap();
+        dropped.write_all(b"x").unwrap();
+        drop(dropped);
+        assert_eq!(store.list().unwrap(), vec!["part-1.csv".to_owned()]);
+
+        assert_eq!(store.remove(&["part-1.csv", "part-9.csv"]).unwrap(), 1);
+        assert!(!store.exists("part-1.csv"));
+    }
+}

@@ -1,0 +1,227 @@
+//! The reading half of a run: pages requested from PostHog and handed to the sink, with each
+//! request sent while the previous page is being written, and the checkpoints the sink hands
+//! back committed as they arrive.
+//!
+//! Keyset scans follow a [`KeysetPager`] (the stop rule, the cursor guard and the page size
+//! live there); waits on rate limits and retries live in the client. The one decision made
+//! here is what a server timeout does: the page halves and the same position is asked again.
+
+use futures_util::TryStreamExt;
+use posthog_client::{
+    Advance, BodySink, Category, Client, HogQlQuery, KeysetPager, ListParams, PageSummary, Resource,
+};
+use posthog_state::StateStore;
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::sink::{Checkpoint, PageInfo, SinkMsg, SinkOutcome};
+use crate::DriverError;
+
+/// The fetch side's end of the pipe to the sink, and the commits of what comes back.
+pub(crate) struct Pipeline<'a> {
+    pages: mpsc::Sender<SinkMsg>,
+    commits: Commits<'a>,
+    /// Times a server timeout made a page halve.
+    page_shrinks: u64,
+}
+
+/// A page's body on its way to the sink, chunk by chunk.
+struct PageBody<'p> {
+    pages: &'p mpsc::Sender<SinkMsg>,
+}
+
+impl BodySink for PageBody<'_> {
+    async fn restart(&mut self) {
+        // A closed channel is noticed by the next chunk.
+        let _ = self.pages.send(SinkMsg::Restart).await;
+    }
+
+    async fn chunk(&mut self, bytes: bytes::Bytes) -> Result<(), ()> {
+        self.pages.send(SinkMsg::Chunk(bytes)).await.map_err(|_| ())
+    }
+}
+
+/// Checkpoints from the sink, committed to the store as they arrive.
+struct Commits<'a> {
+    checkpoints: mpsc::UnboundedReceiver<Checkpoint>,
+    store: &'a mut dyn StateStore,
+    table: &'a str,
+}
+
+impl Commits<'_> {
+    /// Commits every checkpoint the sink has produced so far.
+    fn commit_ready(&mut self) -> Result<(), DriverError> {
+        while let Ok(Checkpoint(state)) = self.checkpoints.try_recv() {
+            self.store.commit(self.table, &state)?;
+            tracing::info!(
+                table = self.table,
+                parts = state.parts.len(),
+                watermark = state.last_timestamp.as_deref().unwrap_or("-"),
+                "checkpoint committed"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Messages in flight to the sink: chunks of the page arriving while the previous page is
+/// written (a few MB at most), so receiving and writing overlap without holding two pages.
+pub(crate) const SINK_CHANNEL: usize = 64;
+
+/// The sink's thread, as the pipeline joins it.
+pub(crate) type SinkTask = JoinHandle<Result<Option<SinkOutcome>, DriverError>>;
+
+impl<'a> Pipeline<'a> {
+    pub(crate) fn new(
+        pages: mpsc::Sender<SinkMsg>,
+        checkpoints: mpsc::UnboundedReceiver<Checkpoint>,
+        store: &'a mut dyn StateStore,
+        table: &'a str,
+    ) -> Self {
+        Pipeline {
+            pages,
+            commits: Commits {
+                checkpoints,
+                store,
+                table,
+            },
+            page_shrinks: 0,
+        }
+    }
+
+    /// Runs a page's query with its body streamed into the sink as it arrives, then waits
+    /// for the page's row count and last position. `Ok(None)` when the sink stopped (it
+    /// failed; its error is reported when it is joined).
+    async fn stream_page(
+        &mut self,
+        query: &HogQlQuery,
+        client: &Client,
+    ) -> Result<Option<PageInfo>, posthog_client::Error> {
+        let mut body = PageBody { pages: &self.pages };
+        body.restart().await; // what an earlier, failed request for this page delivered
+        match client.query_streamed(query, &mut body).await {
+            Ok(_) => {}
+            Err(e) if self.pages.is_closed() => {
+                tracing::debug!(error = %e, "the writer stopped while a page arrived");
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        }
+        let (reply, answer) = oneshot::channel();
+        if !self.send(SinkMsg::PageEnd { reply }).await {
+            return Ok(None);
+        }
+        Ok(answer.await.ok().flatten())
+    }
+
+    /// Sends a message to the sink; false when the sink has stopped (it failed).
+    async fn send(&self, msg: SinkMsg) -> bool {
+        self.pages.send(msg).await.is_ok()
+    }
+
+    /// Ends the fetch side and joins the sink, answering the sink's outcome and the page
+    /// shrinks. When every page was sent (`fetched` is `Ok`) the sink closes its last part
+    /// and hands back the final state; otherwise the channel closes without `Finish` and the
+    /// sink discards its open part. Checkpoints name only durable parts, so they are committed
+    /// even when the run failed.
+    pub(crate) async fn finish(
+        self,
+        fetched: Result<(), DriverError>,
+        sink: SinkTask,
+    ) -> Result<(SinkOutcome, u64), DriverError> {
+        if fetched.is_ok() {
+            // The sink may already have stopped with an error; joining it reports that.
+            self.send(SinkMsg::Finish).await;
+        }
+        let Pipeline {
+            pages,
+            mut commits,
+            page_shrinks,
+        } = self;
+        drop(pages); // the sink ends when the channel closes
+        let joined = sink
+            .await
+            .map_err(|e| DriverError::Protocol(format!("the writer task failed: {e}")))?;
+        commits.commit_ready()?;
+        match (joined, fetched) {
+            (Err(sink_error), _) => Err(sink_error),
+            (Ok(_), Err(fetch_error)) => Err(fetch_error),
+            (Ok(None), Ok(())) => Err(DriverError::Protocol(
+                "the writer stopped before the last page".into(),
+            )),
+            (Ok(Some(outcome)), Ok(())) => Ok((outcome, page_shrinks)),
+        }
+    }
+}
+
+/// Reads every scan to its empty page, one after the other.
+pub(crate) async fn keyset(
+    client: &Client,
+    scans: Vec<KeysetPager>,
+    pipeline: &mut Pipeline<'_>,
+) -> Result<(), DriverError> {
+    for pager in scans {
+        scan(client, pager, pipeline).await?;
+    }
+    Ok(())
+}
+
+/// Reads pages until the pager says the scan is over; a server timeout halves the page and
+/// asks for the same position again.
+async fn scan(
+    client: &Client,
+    mut pager: KeysetPager,
+    pipeline: &mut Pipeline<'_>,
+) -> Result<(), DriverError> {
+    while let Some(query) = pager.next_query() {
+        let info = match pipeline.stream_page(&query, client).await {
+            Ok(Some(info)) => info,
+            Ok(None) => return Ok(()), // the sink failed; its error is reported when joined
+            Err(e) if e.category() == Category::Timeout => {
+                let Some(limit) = pager.shrink() else {
+                    return Err(e.into());
+                };
+                pipeline.page_shrinks += 1;
+                tracing::warn!(page_size = limit, error = %e, "server timeout: halving the page");
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        pipeline.commits.commit_ready()?;
+        let summary = PageSummary {
+            rows: info.rows,
+            last: info.last,
+        };
+        match pager.advance(&summary)? {
+            Advance::Short => tracing::debug!(
+                rows = summary.rows,
+                limit = pager.limit(),
+                "a short page (the server may clamp LIMIT): reading on until an empty page"
+            ),
+            Advance::Grew(limit) => {
+                tracing::info!(page_size = limit, "pages succeed again: doubling the page");
+            }
+            Advance::Full | Advance::Done => {}
+        }
+    }
+    Ok(())
+}
+
+/// Reads a REST list page by page into the sink.
+pub(crate) async fn rest(
+    client: &Client,
+    resource: Resource,
+    page_size: u32,
+    pipeline: &mut Pipeline<'_>,
+) -> Result<(), DriverError> {
+    let mut pages = std::pin::pin!(
+        client.list_pages::<Box<RawValue>>(resource, ListParams::default().page_size(page_size))
+    );
+    while let Some(page) = pages.try_next().await? {
+        if !pipeline.send(SinkMsg::Objects(page.results)).await {
+            return Ok(()); // the sink failed; its error is reported when it is joined
+        }
+    }
+    Ok(())
+}
