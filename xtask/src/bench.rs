@@ -123,8 +123,10 @@ struct Measured {
     query_requests: u64,
     /// Rows read.
     rows: u64,
-    /// Rows written (0 for a dry run).
+    /// Rows written (for a dry run: rows the run would write).
     written: u64,
+    /// Part files written (0 for a dry run).
+    files: usize,
     mock_cpu_s: f64,
     throttled: u64,
 }
@@ -221,11 +223,14 @@ fn run_bench(args: &RunBench) -> anyhow::Result<()> {
                     bail!("{what} read {} rows, the mock serves {n}", m.rows);
                 }
             }
-            if real.written != n as u64 || dry.written != 0 {
+            // A dry run reports what the real run writes (`rows_output`) and writes no file.
+            if real.written != n as u64 || dry.written != n as u64 || dry.files != 0 {
                 bail!(
-                    "the run wrote {} rows and the dry run {}; expected {n} and 0",
+                    "the run wrote {} rows, the dry run counted {} in {} files; expected {n}, \
+                     {n} and 0 files",
                     real.written,
-                    dry.written
+                    dry.written,
+                    dry.files
                 );
             }
             if dry.query_requests != real.query_requests {
@@ -379,6 +384,7 @@ fn measure(cli: &Path, config: &Path, out: &Path, extra: &[&str]) -> anyhow::Res
         // A dry run outputs nothing; what both read is what the mock served.
         rows: summary["rows_read"].as_u64().unwrap_or(0),
         written: summary["rows_output"].as_u64().unwrap_or(0),
+        files: summary["files"].as_array().map_or(0, Vec::len),
         mock_cpu_s: 0.0,
         throttled: summary["throttled"].as_u64().unwrap_or(0),
     })
