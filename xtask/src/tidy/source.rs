@@ -174,17 +174,15 @@ fn item_end(bytes: &[u8], from: usize) -> ItemEnd {
     ItemEnd::None
 }
 
-/// The `{` opening a function body after its signature, or `None` for `fn f();`.
+/// The `{` opening a function body after its signature, or `None` for `fn f();`. Commas do
+/// not end a signature (`-> Result<A, B>`, `where T: X, U: Y`); only its body or a `;` does.
 fn body_start(bytes: &[u8], from: usize) -> Option<usize> {
-    match item_end(bytes, from) {
-        ItemEnd::Body(_) => {}
-        _ => return None,
-    }
     let mut depth = 0usize;
     for (i, &b) in bytes.iter().enumerate().skip(from) {
         match b {
             b'(' | b'[' => depth += 1,
             b')' | b']' => depth = depth.saturating_sub(1),
+            b';' if depth == 0 => return None,
             b'{' if depth == 0 => return Some(i),
             _ => {}
         }
@@ -404,6 +402,31 @@ mod tests {
             .map(|f| (f.name.as_str(), f.line, f.lines))
             .collect();
         assert_eq!(names, vec![("outer", 2, 5), ("inner", 3, 1)]);
+    }
+
+    #[test]
+    fn a_comma_in_the_signature_does_not_hide_the_function() {
+        // `Result<A, B>` and `where` clauses have commas outside any parenthesis; the
+        // function was once skipped for it, and never measured.
+        let text = "pub(crate) async fn run(
+    a: u8,
+) -> Result<u8, String> {
+    Ok(a)
+}
+fn w<T, U>(t: T) -> T
+where
+    T: Clone,
+    U: Copy,
+{
+    t
+}
+";
+        let spans = Source::new(text).functions();
+        let names: Vec<_> = spans
+            .iter()
+            .map(|f| (f.name.as_str(), f.line, f.lines))
+            .collect();
+        assert_eq!(names, vec![("run", 1, 5), ("w", 6, 7)]);
     }
 
     #[test]
