@@ -54,6 +54,37 @@ pub struct KeysetCursor {
     pub id: String,
 }
 
+impl KeysetCursor {
+    /// The position of a row from its values as PostHog returns them: the time as RFC 3339
+    /// text (any offset; compared as an instant), the id as text. `None` when the time is not
+    /// RFC 3339.
+    ///
+    /// ```
+    /// use posthog_client::KeysetCursor;
+    /// let a = KeysetCursor::from_text(Some("2025-01-01T05:30:00+05:30"), "x").unwrap();
+    /// let b = KeysetCursor::from_text(Some("2025-01-01T00:00:00Z"), "x").unwrap();
+    /// assert_eq!(a, b);
+    /// assert!(KeysetCursor::from_text(Some("yesterday"), "x").is_none());
+    /// ```
+    pub fn from_text(time: Option<&str>, id: &str) -> Option<Self> {
+        let time = match time {
+            None => None,
+            Some(text) => {
+                let at = time::OffsetDateTime::parse(
+                    text,
+                    &time::format_description::well_known::Rfc3339,
+                )
+                .ok()?;
+                Some(Micros::try_from(at.unix_timestamp_nanos() / 1000).ok()?)
+            }
+        };
+        Some(KeysetCursor {
+            time,
+            id: id.to_owned(),
+        })
+    }
+}
+
 /// Where a scan starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeysetStart {

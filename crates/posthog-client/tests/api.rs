@@ -85,17 +85,10 @@ async fn keyset_pagination_through_the_client_reads_every_event_once() {
                 "duplicate"
             );
         }
-        let last = page.results.last().map(|row| {
-            let at = time::OffsetDateTime::parse(
-                row[1].as_str().unwrap(),
-                &time::format_description::well_known::Rfc3339,
-            )
-            .unwrap();
-            KeysetCursor {
-                time: Some(i64::try_from(at.unix_timestamp_nanos() / 1000).unwrap()),
-                id: row[0].as_str().unwrap().to_owned(),
-            }
-        });
+        let last = page
+            .results
+            .last()
+            .map(|row| KeysetCursor::from_text(row[1].as_str(), row[0].as_str().unwrap()).unwrap());
         pager
             .advance(&PageSummary {
                 rows: page.len(),
