@@ -68,6 +68,19 @@ pub enum Error {
         message: String,
     },
 
+    /// The [`BodySink`](crate::BodySink) of a streamed query refused a chunk: the rest of the
+    /// body was not read and the call was not repeated. The consumer knows why it stopped and
+    /// reports its own error; nothing built on the partial body may be committed.
+    #[error(
+        "{endpoint}: the body's consumer stopped after {delivered} bytes; the rest was not read"
+    )]
+    ConsumerStopped {
+        /// Method and path of the request.
+        endpoint: String,
+        /// Bytes the consumer had taken.
+        delivered: usize,
+    },
+
     /// The circuit breaker is open after repeated failures: the call failed fast, without
     /// touching the network.
     #[error("circuit breaker open after repeated failures; next probe allowed in {retry_in:?}")]
@@ -114,7 +127,7 @@ impl Error {
             Error::Api { status, .. } => category_of_status(*status),
             Error::Network { .. } => Category::Network,
             Error::Timeout { .. } => Category::Timeout,
-            Error::Decode { .. } => Category::Data,
+            Error::Decode { .. } | Error::ConsumerStopped { .. } => Category::Data,
             Error::CircuitOpen { .. } => Category::CircuitOpen,
         }
     }

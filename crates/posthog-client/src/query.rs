@@ -292,7 +292,7 @@ impl Client {
     /// timeout is retried (the sink is [restarted](BodySink::restart) before the next attempt's
     /// body); a body over [`max_response_bytes`](crate::ClientBuilder::max_response_bytes) is
     /// an [`Error::Decode`], not retried. A sink that refuses a chunk ends the call at once with
-    /// an [`Error::Decode`] saying the body's consumer stopped (see [`BodySink::chunk`]).
+    /// an [`Error::ConsumerStopped`] (see [`BodySink::chunk`]).
     ///
     /// If PostHog queues the query anyway (HTTP 202), its status document is not streamed: the
     /// client polls it to completion like `query_raw` and hands the finished result to the sink

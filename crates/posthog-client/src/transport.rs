@@ -116,7 +116,7 @@ pub trait BodySink: Send {
     fn restart(&mut self) -> impl Future<Output = ()> + Send;
 
     /// The next chunk of the body. `Err(())` says the receiver has gone: the call ends at once,
-    /// with no further attempt, with an [`Error::Decode`] saying the body's consumer stopped
+    /// with no further attempt, with an [`Error::ConsumerStopped`]
     /// (category `data`: the body was not taken in full, so nothing built on it may be
     /// committed; the consumer knows why it stopped and reports its own error).
     fn chunk(&mut self, bytes: Bytes) -> impl Future<Output = Result<(), ()>> + Send;
@@ -496,15 +496,13 @@ impl BodyReader<'_> {
     }
 }
 
-/// The error of a call whose [`BodySink`] refused a chunk after `delivered` bytes. A
-/// [`Error::Decode`] (category `data`): never retried, not counted by the circuit breaker
-/// (PostHog answered), and nothing built on the partial body may be committed.
+/// The error of a call whose [`BodySink`] refused a chunk after `delivered` bytes (category
+/// `data`): never retried, not counted by the circuit breaker (PostHog answered), and nothing
+/// built on the partial body may be committed.
 pub(crate) fn consumer_stopped(endpoint: &str, delivered: usize) -> Error {
-    Error::Decode {
+    Error::ConsumerStopped {
         endpoint: endpoint.to_owned(),
-        message: format!(
-            "the body's consumer stopped after {delivered} bytes; the rest was not read"
-        ),
+        delivered,
     }
 }
 
