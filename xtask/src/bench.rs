@@ -11,6 +11,8 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
+use posthog_mock::DataShape;
+
 use crate::e2e::mock::{Mock, MockOptions};
 
 #[derive(Args)]
@@ -55,6 +57,13 @@ struct RunBench {
     /// Select each event's person properties (`config.source.include_person_properties`).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     person_properties: bool,
+    /// `performance.batch_size` (rows buffered before a batch is encoded).
+    #[arg(long, default_value_t = 5_000)]
+    batch_size: usize,
+    /// The shape of the mock's events: `default`, `wide[:KEYS]` (many sparse property keys)
+    /// or `heavy[:CHARS]` (a long text on every other event).
+    #[arg(long, default_value = "default", value_parser = DataShape::parse)]
+    shape: DataShape,
     /// Use the binaries already in target/release.
     #[arg(long)]
     no_build: bool,
@@ -191,7 +200,11 @@ fn run_bench(args: &RunBench) -> anyhow::Result<()> {
     println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &n in &args.events {
         let work = tempfile::tempdir()?;
-        let mock = Mock::start(&mock_bin, &MockOptions::new(n, 1), work.path())?;
+        let options = MockOptions {
+            shape: args.shape,
+            ..MockOptions::new(n, 1)
+        };
+        let mock = Mock::start(&mock_bin, &options, work.path())?;
         // The client's own budgets are raised: the benchmark measures the pipeline, not
         // PostHog's 240/min (see `bench rate` for that).
         let config = bench_config(
@@ -199,7 +212,11 @@ fn run_bench(args: &RunBench) -> anyhow::Result<()> {
             args.page_size,
             &args.format,
             args.person_properties,
-            "query_requests_per_minute: 100000, query_requests_per_hour: 6000000",
+            &format!(
+                "batch_size: {}, query_requests_per_minute: 100000, \
+                 query_requests_per_hour: 6000000",
+                args.batch_size
+            ),
         );
         let (mut floor, mut full) = (Vec::new(), Vec::new());
         // Alternating, so drift in the machine's load hits both alike.

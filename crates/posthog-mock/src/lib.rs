@@ -42,6 +42,6 @@ mod timefmt;
 pub use config::{
     DEFAULT_LIMIT_CLAMP, LimitClampChange, MockConfig, ProjectTimezone, RandomFaults, RateLimit,
 };
-pub use data::{DataError, Dataset, Event, GenSpec, Person};
+pub use data::{DataError, DataShape, Dataset, Event, GenSpec, Person, WIDE_KEYS_PER_EVENT};
 pub use fault::{Fault, InvalidFault, RouteClass, UnknownRouteClass};
 pub use server::{MockServer, RecordedRequest};

@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use posthog_mock::{
-    DEFAULT_LIMIT_CLAMP, Dataset, GenSpec, LimitClampChange, MockConfig, MockServer,
+    DEFAULT_LIMIT_CLAMP, DataShape, Dataset, GenSpec, LimitClampChange, MockConfig, MockServer,
     ProjectTimezone, RandomFaults, RateLimit,
 };
 use time::OffsetDateTime;
@@ -46,6 +46,11 @@ struct Args {
     /// Days the events span, from `--start` (default 7).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     days: Option<u16>,
+    /// The shape of the events' properties: `default`; `wide[:KEYS]`, 4 more keys per event
+    /// from a pool of KEYS (3 000) names, most rows sparse; `heavy[:CHARS]`, a `heavy_text`
+    /// of CHARS (10 240) characters on every other event.
+    #[arg(long, value_name = "SHAPE", value_parser = DataShape::parse)]
+    shape: Option<DataShape>,
     /// Project time zone offset, e.g. +05:30.
     #[arg(long, default_value = "+05:30", allow_hyphen_values = true)]
     tz_offset: String,
@@ -149,6 +154,7 @@ fn parse_clamp_change(s: &str) -> anyhow::Result<LimitClampChange> {
 /// `base` with what the flags override: seed, sizes and, when given, `--start` / `--days`.
 fn spec(args: &Args, base: GenSpec) -> GenSpec {
     GenSpec {
+        shape: args.shape.unwrap_or(base.shape),
         seed: args.seed.unwrap_or(base.seed),
         events: args.events.unwrap_or(base.events),
         persons: args.persons.unwrap_or(base.persons),

@@ -709,6 +709,7 @@ fn build_fixture() -> Fixture {
 
 fn fixed_dataset() -> Dataset {
     Dataset::generate(&GenSpec {
+        shape: Default::default(),
         seed: 11,
         events: FIXED_EVENTS,
         start: datetime!(2025-01-01 0:00 UTC),
@@ -720,6 +721,7 @@ fn fixed_dataset() -> Dataset {
 
 fn recent_spec(now: OffsetDateTime) -> GenSpec {
     GenSpec {
+        shape: Default::default(),
         seed: 12,
         events: 3_000,
         start: now - time::Duration::days(100),

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use posthog_mock::{Dataset, Event, GenSpec, Person};
+use posthog_mock::{DataShape, Dataset, Event, GenSpec, Person};
 use serde_json::{Value, json};
 
 /// How a mock process is started; the same spec regenerates its events in-process.
@@ -29,6 +29,8 @@ pub struct MockOptions {
     pub limit_clamp: Option<usize>,
     /// `--limit-clamp-after Q:N`, in order: after Q query requests the clamp becomes N.
     pub limit_clamp_after: Vec<(u64, usize)>,
+    /// `--shape`: the shape of the events' properties.
+    pub shape: DataShape,
 }
 
 impl MockOptions {
@@ -46,6 +48,7 @@ impl MockOptions {
             fault_seed: 1,
             limit_clamp: None,
             limit_clamp_after: Vec::new(),
+            shape: DataShape::Default,
         }
     }
 
@@ -56,6 +59,7 @@ impl MockOptions {
             events: self.events,
             persons: self.persons.unwrap_or(base.persons),
             same_timestamp_cluster: self.cluster.unwrap_or(base.same_timestamp_cluster),
+            shape: self.shape,
             ..base
         }
     }
@@ -124,6 +128,7 @@ impl MockOptions {
         for (after, n) in &self.limit_clamp_after {
             a.extend(["--limit-clamp-after".into(), format!("{after}:{n}")]);
         }
+        a.extend(["--shape".into(), self.shape.to_string()]);
         a
     }
 }

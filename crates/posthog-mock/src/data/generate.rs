@@ -38,6 +38,96 @@ pub struct GenSpec {
     pub same_timestamp_cluster: usize,
     /// Number of persons; events pick their distinct ids from them (a few stay anonymous).
     pub persons: usize,
+    /// What the events' properties look like beyond the default ~30–35 keys (benchmarks
+    /// measure more than one shape of data).
+    pub shape: DataShape,
+}
+
+/// The shape of the generated event properties. Every shape keeps the default properties
+/// exactly as they are (the extra keys come from a random stream of their own), so the same
+/// seed yields the same events plus the shape's extra keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DataShape {
+    /// The default properties only.
+    #[default]
+    Default,
+    /// A wide project: every event also carries [`WIDE_KEYS_PER_EVENT`] keys drawn from a pool
+    /// of `keys` names (`wide_00000` …), so a run sees up to `keys` distinct columns while most
+    /// rows hold few of them.
+    Wide {
+        /// Distinct extra keys.
+        keys: u32,
+    },
+    /// Heavy values: every other event also carries `heavy_text`, a text of `bytes` characters
+    /// (mostly ASCII, some multi-byte).
+    Heavy {
+        /// Characters in each heavy value.
+        bytes: u32,
+    },
+}
+
+impl std::fmt::Display for DataShape {
+    /// The form [`DataShape::parse`] reads: `default`, `wide:KEYS`, `heavy:CHARS`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DataShape::Default => f.write_str("default"),
+            DataShape::Wide { keys } => write!(f, "wide:{keys}"),
+            DataShape::Heavy { bytes } => write!(f, "heavy:{bytes}"),
+        }
+    }
+}
+
+/// Extra keys per event of [`DataShape::Wide`].
+pub const WIDE_KEYS_PER_EVENT: usize = 4;
+
+impl DataShape {
+    /// Parses `default`, `wide[:KEYS]` (3 000 keys) or `heavy[:CHARS]` (10 240 characters).
+    pub fn parse(text: &str) -> Result<DataShape, String> {
+        let (name, given) = match text.split_once(':') {
+            Some((name, size)) => (name, Some(size)),
+            None => (text, None),
+        };
+        let size = |default: u32| -> Result<u32, String> {
+            match given {
+                None => Ok(default),
+                Some(s) => s
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| format!("`{s}` is not a positive number")),
+            }
+        };
+        match name {
+            "default" if given.is_none() => Ok(DataShape::Default),
+            "wide" => Ok(DataShape::Wide { keys: size(3_000)? }),
+            "heavy" => Ok(DataShape::Heavy {
+                bytes: size(10_240)?,
+            }),
+            _ => Err(format!(
+                "`{text}` is not a data shape: default, wide[:KEYS] or heavy[:CHARS]"
+            )),
+        }
+    }
+
+    /// Adds the shape's extra properties of event `index` to `p`.
+    fn extend(self, seed: u64, index: u32, p: &mut Map<String, Value>) {
+        let mut rng = event_rng(seed, index, 9);
+        match self {
+            DataShape::Default => {}
+            DataShape::Wide { keys } => {
+                for _ in 0..WIDE_KEYS_PER_EVENT {
+                    let key = rng.u32(..keys.max(1));
+                    p.insert(format!("wide_{key:05}"), json!(rng.u32(..1000)));
+                }
+            }
+            DataShape::Heavy { bytes } => {
+                if rng.bool() {
+                    let text: String = LOREM.chars().cycle().take(bytes as usize).collect();
+                    p.insert("heavy_text".into(), json!(text));
+                }
+            }
+        }
+    }
 }
 
 impl Default for GenSpec {
@@ -50,6 +140,7 @@ impl Default for GenSpec {
             span: Duration::from_secs(7 * 86_400),
             same_timestamp_cluster: 0,
             persons: 50,
+            shape: DataShape::Default,
         }
     }
 }
@@ -65,6 +156,7 @@ impl GenSpec {
             span: Duration::from_secs(2 * 86_400),
             same_timestamp_cluster: 8,
             persons: 20,
+            shape: DataShape::Default,
         }
     }
 }
@@ -459,6 +551,7 @@ impl Generator {
             let repeat = 20 + rng.usize(..60);
             p.insert("long_text".into(), json!(LOREM.repeat(repeat)));
         }
+        self.spec.shape.extend(self.spec.seed, core.index, &mut p);
         p
     }
 
@@ -811,6 +904,83 @@ fn pick_weighted(rng: &mut fastrand::Rng, items: &[(Arc<str>, u8)]) -> Arc<str> 
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    fn shaped(shape: DataShape, events: usize) -> Vec<Event> {
+        Generator::new(GenSpec {
+            events,
+            shape,
+            ..GenSpec::default()
+        })
+        .events()
+    }
+
+    /// The shape's extra keys removed, an event is the default shape's event.
+    fn without(mut events: Vec<Event>, extra: impl Fn(&str) -> bool) -> Vec<Event> {
+        for e in &mut events {
+            e.properties.retain(|k, _| !extra(k));
+        }
+        events
+    }
+
+    #[test]
+    fn a_wide_shape_adds_sparse_keys_from_its_pool_and_nothing_else() {
+        let plain = shaped(DataShape::Default, 2_000);
+        let wide = shaped(DataShape::Wide { keys: 3_000 }, 2_000);
+        let mut distinct = std::collections::HashSet::new();
+        for e in &wide {
+            let keys: Vec<&String> = e
+                .properties
+                .keys()
+                .filter(|k| k.starts_with("wide_"))
+                .collect();
+            assert!(!keys.is_empty() && keys.len() <= WIDE_KEYS_PER_EVENT);
+            distinct.extend(keys.into_iter().cloned());
+        }
+        assert!(
+            distinct.len() >= 2_000,
+            "{} distinct wide keys",
+            distinct.len()
+        );
+        assert_eq!(without(wide, |k| k.starts_with("wide_")), plain);
+    }
+
+    #[test]
+    fn a_heavy_shape_puts_a_long_text_on_every_other_event() {
+        let plain = shaped(DataShape::Default, 1_000);
+        let heavy = shaped(DataShape::Heavy { bytes: 10_240 }, 1_000);
+        let long: Vec<usize> = heavy
+            .iter()
+            .filter_map(|e| e.properties.get("heavy_text"))
+            .map(|v| v.as_str().unwrap().chars().count())
+            .collect();
+        assert!(
+            (400..=600).contains(&long.len()),
+            "{} heavy events",
+            long.len()
+        );
+        assert!(long.iter().all(|n| *n == 10_240));
+        assert_eq!(without(heavy, |k| k == "heavy_text"), plain);
+    }
+
+    #[test]
+    fn shapes_parse_with_their_sizes_and_refuse_the_rest() {
+        assert_eq!(DataShape::parse("default"), Ok(DataShape::Default));
+        assert_eq!(
+            DataShape::parse("wide"),
+            Ok(DataShape::Wide { keys: 3_000 })
+        );
+        assert_eq!(
+            DataShape::parse("wide:2500"),
+            Ok(DataShape::Wide { keys: 2_500 })
+        );
+        assert_eq!(
+            DataShape::parse("heavy:100"),
+            Ok(DataShape::Heavy { bytes: 100 })
+        );
+        for bad in ["", "tall", "wide:0", "wide:x", "default:3", "heavy:-1"] {
+            assert!(DataShape::parse(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn same_seed_same_events_different_seed_different_events() {

@@ -10,8 +10,8 @@ use uuid::Uuid;
 
 use crate::timefmt::{isoformat, micros_of, parse_datetime};
 
-pub use generate::GenSpec;
 pub(crate) use generate::{CoreEvent, Generator, stable_hash};
+pub use generate::{DataShape, GenSpec, WIDE_KEYS_PER_EVENT};
 
 /// An error in event or person data handed to the mock (export-shape JSON that does not parse).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
