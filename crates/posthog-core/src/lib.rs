@@ -39,7 +39,9 @@ pub use schema::{
 };
 pub use storage::{LocalDir, PartStore, PartUpload};
 pub use timestamp::{format_timestamp, parse_timestamp};
-pub use writer::{PartFile, PartFormat, PartWriter, TableWriter, WriterOptions};
+pub use writer::{
+    DEFAULT_ROW_GROUP_BYTES, PartFile, PartFormat, PartWriter, TableWriter, WriterOptions,
+};
 
 /// What can go wrong turning rows into files, or reading parts back.
 ///

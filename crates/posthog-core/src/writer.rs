@@ -53,13 +53,22 @@ impl PartFormat {
     }
 }
 
+/// The encoded size at which a Parquet row group is closed by default: 4 MiB (readers work
+/// well with row groups of a few MB and up; memory holds one of them).
+pub const DEFAULT_ROW_GROUP_BYTES: usize = 1024 * 1024;
+
 /// Settings shared by the parts of one table.
 #[derive(Debug, Clone)]
 pub struct WriterOptions {
     /// File format.
     pub format: PartFormat,
-    /// Parquet row group size (rows); batches are flushed as they come, so this bounds memory.
+    /// The most rows a Parquet row group holds.
     pub row_group_rows: usize,
+    /// A Parquet row group is closed once its encoded data reaches this many bytes (or
+    /// `row_group_rows`), whatever size the batches come in: the row group being encoded is
+    /// what a part holds in memory, and the number of row groups is what its footer grows
+    /// with, so both stay bounded for any batch size.
+    pub row_group_bytes: usize,
     /// A part is closed after this many rows and the next one opened.
     pub max_part_rows: u64,
     /// Parquet zstd level (1 = fastest).
@@ -71,6 +80,7 @@ impl Default for WriterOptions {
         WriterOptions {
             format: PartFormat::Parquet,
             row_group_rows: 5_000,
+            row_group_bytes: DEFAULT_ROW_GROUP_BYTES,
             max_part_rows: 1_000_000,
             zstd_level: 1,
         }
@@ -218,6 +228,8 @@ struct ParquetPart {
     pending: PendingFile,
     writer: ArrowWriter<HashingWriter>,
     rows: u64,
+    /// The encoded size at which the open row group is closed.
+    row_group_bytes: usize,
 }
 
 impl ParquetPart {
@@ -255,6 +267,7 @@ impl ParquetPart {
             pending,
             writer,
             rows: 0,
+            row_group_bytes: options.row_group_bytes.max(1),
         })
     }
 }
@@ -265,6 +278,11 @@ impl PartWriter for ParquetPart {
             .write(batch)
             .map_err(parquet_err("write a batch to", &self.pending.tmp_path))?;
         self.rows += batch.num_rows() as u64;
+        if self.writer.in_progress_size() >= self.row_group_bytes {
+            self.writer
+                .flush()
+                .map_err(parquet_err("close a row group of", &self.pending.tmp_path))?;
+        }
         Ok(())
     }
 
@@ -277,6 +295,7 @@ impl PartWriter for ParquetPart {
             pending,
             writer,
             rows,
+            ..
         } = *self;
         let out = writer
             .into_inner()

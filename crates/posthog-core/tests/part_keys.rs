@@ -47,6 +47,7 @@ fn write(dir: &Path, format: PartFormat, rows: &[(Uuid, i64, String)]) -> PartFi
         WriterOptions {
             format,
             row_group_rows: 100,
+            row_group_bytes: posthog_core::DEFAULT_ROW_GROUP_BYTES,
             max_part_rows: u64::MAX,
             zstd_level: 1,
         },

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use posthog_client::KeysetPager;
 use posthog_core::{
-    ColumnSpec, DedupWindow, FieldSpec, FlattenMode, PartFormat, UnixMicros, WriterOptions,
-    parse_timestamp,
+    ColumnSpec, DEFAULT_ROW_GROUP_BYTES, DedupWindow, FieldSpec, FlattenMode, PartFormat,
+    UnixMicros, WriterOptions, parse_timestamp,
 };
 use posthog_state::{StateError, TableState};
 
@@ -17,6 +17,10 @@ use super::repair::RepairPlan;
 use super::sink::Repair;
 use super::source::{Cursor, KeysetScan, Source, Start};
 use crate::{ConfigError, DriverError, ExtractConfig, OutputFormat};
+
+/// The most rows in a Parquet row group; row groups are normally closed by their encoded size
+/// ([`DEFAULT_ROW_GROUP_BYTES`]) long before.
+const ROW_GROUP_MAX_ROWS: usize = 1_000_000;
 
 /// The first run of an incremental table starts this long before now, unless `initial_since`
 /// says otherwise.
@@ -138,7 +142,11 @@ impl RunPlan {
             known_columns,
             writer: WriterOptions {
                 format: part_format(config.output.format),
-                row_group_rows: config.performance.batch_size,
+                // Row groups are sized by what they cost, not by `batch_size`: closed at 4 MiB
+                // encoded, so a small batch size does not multiply row groups (and footer
+                // metadata) and a large one does not hold more than one row group.
+                row_group_rows: ROW_GROUP_MAX_ROWS,
+                row_group_bytes: DEFAULT_ROW_GROUP_BYTES,
                 // Parts are closed by the sink at page boundaries, where a checkpoint can name
                 // them.
                 max_part_rows: u64::MAX,
@@ -503,9 +511,10 @@ mod tests {
         let p = plan(&c, TableState::default());
         assert_eq!(p.sink.writer.format, PartFormat::Csv);
         assert_eq!(p.sink.flatten, FlattenMode::Raw);
+        assert_eq!(p.sink.batch_size, 1234);
         assert_eq!(
-            (p.sink.batch_size, p.sink.writer.row_group_rows),
-            (1234, 1234)
+            p.sink.writer.row_group_bytes, DEFAULT_ROW_GROUP_BYTES,
+            "row groups are sized by bytes, not by the batch size"
         );
         assert_eq!(p.scans[0].limit(), 700);
         assert_eq!(p.sink.time_column, Some("timestamp"));
