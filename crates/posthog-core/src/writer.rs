@@ -190,19 +190,21 @@ impl PendingFile {
 /// Opens a part writer of `options.format` for the object `name` of `store`.
 ///
 /// `columns` (the table's column specs in output order) are recorded in Parquet files as the
-/// key-value metadata `posthog.columns`, so a part says where each column came from.
+/// key-value metadata `posthog.columns`, so a part says where each column came from. `sample`
+/// (the part's first batch) decides which Parquet columns are too sparse to compress.
 pub fn open_part(
     store: &dyn PartStore,
     name: &str,
     schema: SchemaRef,
     columns: &[ColumnSpec],
     options: &WriterOptions,
+    sample: Option<&RecordBatch>,
 ) -> Result<Box<dyn PartWriter>, CoreError> {
     let (pending, writer) = PendingFile::create(store, name)?;
     Ok(match options.format {
-        PartFormat::Parquet => {
-            Box::new(ParquetPart::new(pending, writer, schema, columns, options)?)
-        }
+        PartFormat::Parquet => Box::new(ParquetPart::new(
+            pending, writer, schema, columns, options, sample,
+        )?),
         PartFormat::Jsonl => Box::new(TextPart::new(
             pending,
             writer,
@@ -218,6 +220,39 @@ pub fn open_part(
             TextKind::Csv,
         )?),
     })
+}
+
+/// A column whose values take fewer bytes than this per row of the part's first batch is
+/// written uncompressed: a sparse column (a property few events carry, in a project with
+/// thousands of them) is mostly null, which the definition levels already encode in a few
+/// bytes, and a compressed column costs a codec per column writer (the `parquet` crate's zstd
+/// codec holds ~96 KB of decompression context each: 295 MB for 3 076 columns).
+const COMPRESS_FROM_BYTES_PER_ROW: f64 = 2.0;
+
+/// The columns of `batch` too sparse to be worth a compression codec (see
+/// [`COMPRESS_FROM_BYTES_PER_ROW`]).
+fn sparse_columns(batch: &RecordBatch) -> Vec<String> {
+    let rows = batch.num_rows().max(1) as f64;
+    batch
+        .schema()
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .filter(|(_, array)| {
+            value_bytes(array.as_ref()) as f64 / rows < COMPRESS_FROM_BYTES_PER_ROW
+        })
+        .map(|(field, _)| field.name().clone())
+        .collect()
+}
+
+/// The bytes of the values (not nulls) an array holds.
+fn value_bytes(array: &dyn Array) -> usize {
+    let present = array.len() - array.null_count();
+    match array.data_type() {
+        DataType::Utf8 => array.as_string::<i32>().value_data().len(),
+        DataType::Boolean => present.div_ceil(8),
+        _ => present * 8,
+    }
 }
 
 /// Columns whose every value is distinct: a dictionary would only cost the hashing of each
@@ -239,6 +274,7 @@ impl ParquetPart {
         schema: SchemaRef,
         columns: &[ColumnSpec],
         options: &WriterOptions,
+        sample: Option<&RecordBatch>,
     ) -> Result<Self, CoreError> {
         let level = ZstdLevel::try_new(options.zstd_level).map_err(parquet_err(
             "set the compression level of",
@@ -259,6 +295,9 @@ impl ParquetPart {
             if columns.iter().any(|c| c.name == name) {
                 props = props.set_column_dictionary_enabled(ColumnPath::from(name), false);
             }
+        }
+        for name in sample.map(sparse_columns).unwrap_or_default() {
+            props = props.set_column_compression(ColumnPath::from(name), Compression::UNCOMPRESSED);
         }
         let props = props.build();
         let writer = ArrowWriter::try_new(out, schema, Some(props))
@@ -617,6 +656,7 @@ impl TableWriter {
                 schema.clone(),
                 columns,
                 &self.options,
+                Some(batch),
             )?;
             self.current = Some((part, schema));
         }

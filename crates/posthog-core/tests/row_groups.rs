@@ -1,9 +1,12 @@
 //! Parquet row groups are sized by their encoded bytes, not by the batches they are written in:
 //! a small `batch_size` must not multiply row groups (each one adds footer metadata for every
 //! column, which a part holds in memory until it closes), and every row still reads back.
+//! Columns too sparse to gain from compression are written without a codec (each codec costs
+//! memory per column writer).
 
 use std::fs::File;
 
+use parquet::basic::Compression;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use posthog_core::{
     BatchBuilder, ColumnType, FieldSpec, FlattenMode, PartFormat, TableWriter, WriterOptions,
@@ -14,6 +17,17 @@ const ROWS: usize = 20_000;
 
 /// Writes `ROWS` events in batches of `batch` rows; answers the row count of each row group.
 fn row_groups(batch: usize, row_group_bytes: usize) -> Vec<i64> {
+    let (_dir, reader) = write(batch, row_group_bytes);
+    reader
+        .metadata()
+        .row_groups()
+        .iter()
+        .map(|g| g.num_rows())
+        .collect()
+}
+
+/// Writes `ROWS` events (one in 500 with a `rare` property) in batches of `batch` rows.
+fn write(batch: usize, row_group_bytes: usize) -> (tempfile::TempDir, SerializedFileReader<File>) {
     let dir = tempfile::tempdir().unwrap();
     let fields = vec![
         FieldSpec::fixed("uuid", ColumnType::Utf8),
@@ -30,9 +44,12 @@ fn row_groups(batch: usize, row_group_bytes: usize) -> Vec<i64> {
     };
     let mut writer = TableWriter::new(dir.path(), "part", options).unwrap();
     for i in 0..ROWS {
-        let props =
-            serde_json::json!({"$browser": "Chrome", "token": format!("{i:x}-{}", i * 7919)})
-                .to_string();
+        let mut props =
+            serde_json::json!({"$browser": "Chrome", "token": format!("{i:x}-{}", i * 7919)});
+        if i % 500 == 7 {
+            props["rare"] = serde_json::json!(i);
+        }
+        let props = props.to_string();
         let cells = [
             format!("\"{i:08}-0000-7000-8000-000000000000\""),
             i.to_string(),
@@ -51,18 +68,45 @@ fn row_groups(batch: usize, row_group_bytes: usize) -> Vec<i64> {
     }
     let part = writer.close_part().unwrap().expect("one part");
     let reader = SerializedFileReader::new(File::open(&part.path).unwrap()).unwrap();
-    let groups: Vec<i64> = reader
+    let rows: i64 = reader
         .metadata()
         .row_groups()
         .iter()
         .map(|g| g.num_rows())
-        .collect();
-    assert_eq!(
-        groups.iter().sum::<i64>(),
-        ROWS as i64,
-        "every row is there"
-    );
-    groups
+        .sum();
+    assert_eq!(rows, ROWS as i64, "every row is there");
+    (dir, reader)
+}
+
+#[test]
+fn sparse_columns_get_no_codec_and_dense_ones_zstd() {
+    let (_dir, reader) = write(1_000, 64 * 1024);
+    let group = &reader.metadata().row_groups()[0];
+    let codec = |name: &str| {
+        group
+            .columns()
+            .iter()
+            .find(|c| c.column_path().string() == name)
+            .unwrap_or_else(|| {
+                panic!(
+                    "no column {name} in {:?}",
+                    group
+                        .columns()
+                        .iter()
+                        .map(|c| c.column_path().string())
+                        .collect::<Vec<_>>()
+                )
+            })
+            .compression()
+    };
+    assert_eq!(codec("properties_rare"), Compression::UNCOMPRESSED);
+    for dense in ["uuid", "n", "properties_$browser", "properties_token"] {
+        assert!(
+            matches!(codec(dense), Compression::ZSTD(_)),
+            "{dense}: {:?}",
+            codec(dense)
+        );
+    }
 }
 
 #[test]
