@@ -98,8 +98,9 @@ impl<'a> Pipeline<'a> {
         query: &HogQlQuery,
         client: &Client,
     ) -> Result<Option<PageInfo>, posthog_client::Error> {
+        // The client restarts the body before every attempt's first chunk, so what an earlier,
+        // failed request for this page delivered is dropped there.
         let mut body = PageBody { pages: &self.pages };
-        body.restart().await; // what an earlier, failed request for this page delivered
         match client.query_streamed(query, &mut body).await {
             Ok(_) => {}
             Err(e) if self.pages.is_closed() => {

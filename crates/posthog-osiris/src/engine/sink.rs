@@ -201,9 +201,12 @@ impl Sink {
                     continue;
                 }
                 SinkMsg::PageEnd { reply } => {
-                    // The page's bytes are released once it is written.
-                    let body = std::mem::take(&mut self.body);
+                    // The buffer keeps its capacity for the next page: growing it again from
+                    // nothing would copy every page's bytes a second time.
+                    let mut body = std::mem::take(&mut self.body);
                     self.query_page(&body, reply)?;
+                    body.clear();
+                    self.body = body;
                 }
                 SinkMsg::Objects(objects) => self.objects(&objects)?,
                 SinkMsg::Finish => return self.finish().map(Some),
