@@ -108,6 +108,11 @@ pub trait PartWriter: Send {
     fn rows(&self) -> u64;
     /// Completes the file, makes it durable and gives it its final name.
     fn finish(self: Box<Self>) -> Result<PartFile, CoreError>;
+    /// Whether `batch` is written well into this part; `false` asks the table writer to start
+    /// a new part for it (a column left uncompressed as sparse has become dense).
+    fn suits(&self, _batch: &RecordBatch) -> bool {
+        true
+    }
 }
 
 fn io_err<'p>(op: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> CoreError + 'p {
@@ -222,26 +227,28 @@ pub fn open_part(
     })
 }
 
-/// A column whose values take fewer bytes than this per row of the part's first batch is
-/// written uncompressed: a sparse column (a property few events carry, in a project with
-/// thousands of them) is mostly null, which the definition levels already encode in a few
-/// bytes, and a compressed column costs a codec per column writer (the `parquet` crate's zstd
-/// codec holds ~96 KB of decompression context each: 295 MB for 3 076 columns).
+/// A part with more columns than this writes its sparse columns without a codec. The
+/// `parquet` crate's zstd codec holds ~96 KB of decompression context per column writer
+/// (295 MB for 3 076 columns); a narrower table compresses every column, whatever its density.
+const WIDE_PART_COLUMNS: usize = 256;
+
+/// In a wide part, a column whose values take fewer bytes than this per row of the part's
+/// first batch is written uncompressed: mostly nulls, which the definition levels already
+/// encode in a few bytes. A later batch where it holds more starts a new part
+/// ([`PartWriter::suits`]).
 const COMPRESS_FROM_BYTES_PER_ROW: f64 = 2.0;
 
-/// The columns of `batch` too sparse to be worth a compression codec (see
-/// [`COMPRESS_FROM_BYTES_PER_ROW`]).
-fn sparse_columns(batch: &RecordBatch) -> Vec<String> {
+/// The indices of the columns of `batch` to write without a codec (see
+/// [`WIDE_PART_COLUMNS`]).
+fn sparse_columns(batch: &RecordBatch) -> Vec<usize> {
+    if batch.num_columns() <= WIDE_PART_COLUMNS {
+        return Vec::new();
+    }
     let rows = batch.num_rows().max(1) as f64;
-    batch
-        .schema()
-        .fields()
-        .iter()
-        .zip(batch.columns())
-        .filter(|(_, array)| {
-            value_bytes(array.as_ref()) as f64 / rows < COMPRESS_FROM_BYTES_PER_ROW
+    (0..batch.num_columns())
+        .filter(|&i| {
+            value_bytes(batch.column(i).as_ref()) as f64 / rows < COMPRESS_FROM_BYTES_PER_ROW
         })
-        .map(|(field, _)| field.name().clone())
         .collect()
 }
 
@@ -265,6 +272,8 @@ struct ParquetPart {
     rows: u64,
     /// The encoded size at which the open row group is closed.
     row_group_bytes: usize,
+    /// Columns written without a codec (sparse in the part's first batch).
+    uncompressed: Vec<usize>,
 }
 
 impl ParquetPart {
@@ -296,7 +305,9 @@ impl ParquetPart {
                 props = props.set_column_dictionary_enabled(ColumnPath::from(name), false);
             }
         }
-        for name in sample.map(sparse_columns).unwrap_or_default() {
+        let uncompressed = sample.map(sparse_columns).unwrap_or_default();
+        for &i in &uncompressed {
+            let name = schema.field(i).name().as_str();
             props = props.set_column_compression(ColumnPath::from(name), Compression::UNCOMPRESSED);
         }
         let props = props.build();
@@ -307,6 +318,7 @@ impl ParquetPart {
             writer,
             rows: 0,
             row_group_bytes: options.row_group_bytes.max(1),
+            uncompressed,
         })
     }
 }
@@ -327,6 +339,17 @@ impl PartWriter for ParquetPart {
 
     fn rows(&self) -> u64 {
         self.rows
+    }
+
+    /// A batch in which a column this part writes without a codec holds enough to compress
+    /// starts a new part, where that column is compressed: the first batch's sparseness was
+    /// only a guess about the rest of the part (a property rare in the first thousand events
+    /// may be on every event after; left uncompressed, such a part measured 8–12× larger).
+    fn suits(&self, batch: &RecordBatch) -> bool {
+        let rows = batch.num_rows().max(1) as f64;
+        self.uncompressed.iter().all(|&i| {
+            value_bytes(batch.column(i).as_ref()) as f64 / rows < COMPRESS_FROM_BYTES_PER_ROW
+        })
     }
 
     fn finish(self: Box<Self>) -> Result<PartFile, CoreError> {
@@ -635,6 +658,7 @@ impl TableWriter {
             Some((part, schema)) => {
                 schema.fields().len() != batch.schema().fields().len()
                     || part.rows() >= self.options.max_part_rows
+                    || !part.suits(batch)
             }
             None => false,
         };

@@ -26,7 +26,7 @@ fn row_groups(batch: usize, row_group_bytes: usize) -> Vec<i64> {
         .collect()
 }
 
-/// Writes `ROWS` events (one in 500 with a `rare` property) in batches of `batch` rows.
+/// Writes `ROWS` events in batches of `batch` rows.
 fn write(batch: usize, row_group_bytes: usize) -> (tempfile::TempDir, SerializedFileReader<File>) {
     let dir = tempfile::tempdir().unwrap();
     let fields = vec![
@@ -44,12 +44,9 @@ fn write(batch: usize, row_group_bytes: usize) -> (tempfile::TempDir, Serialized
     };
     let mut writer = TableWriter::new(dir.path(), "part", options).unwrap();
     for i in 0..ROWS {
-        let mut props =
-            serde_json::json!({"$browser": "Chrome", "token": format!("{i:x}-{}", i * 7919)});
-        if i % 500 == 7 {
-            props["rare"] = serde_json::json!(i);
-        }
-        let props = props.to_string();
+        let props =
+            serde_json::json!({"$browser": "Chrome", "token": format!("{i:x}-{}", i * 7919)})
+                .to_string();
         let cells = [
             format!("\"{i:08}-0000-7000-8000-000000000000\""),
             i.to_string(),
@@ -78,35 +75,121 @@ fn write(batch: usize, row_group_bytes: usize) -> (tempfile::TempDir, Serialized
     (dir, reader)
 }
 
-#[test]
-fn sparse_columns_get_no_codec_and_dense_ones_zstd() {
-    let (_dir, reader) = write(1_000, 64 * 1024);
-    let group = &reader.metadata().row_groups()[0];
-    let codec = |name: &str| {
-        group
-            .columns()
-            .iter()
-            .find(|c| c.column_path().string() == name)
-            .unwrap_or_else(|| {
-                panic!(
-                    "no column {name} in {:?}",
-                    group
-                        .columns()
-                        .iter()
-                        .map(|c| c.column_path().string())
-                        .collect::<Vec<_>>()
-                )
-            })
-            .compression()
+/// The codec of each column of a part's first row group, by name.
+fn codecs(path: &std::path::Path) -> std::collections::HashMap<String, Compression> {
+    let reader = SerializedFileReader::new(File::open(path).unwrap()).unwrap();
+    reader.metadata().row_groups()[0]
+        .columns()
+        .iter()
+        .map(|c| (c.column_path().string(), c.compression()))
+        .collect()
+}
+
+/// Writes 40 000 rows in batches of 5 000 into parts: each row carries `wide` keys (one of
+/// `k000`…, so `wide` sparse columns) and a URL in `x` — on one row of the first batch only when
+/// `x_late`, else on every row. Answers the parts.
+fn wide_parts(wide: usize, x_late: bool) -> (tempfile::TempDir, Vec<posthog_core::PartFile>) {
+    let dir = tempfile::tempdir().unwrap();
+    let fields = vec![
+        FieldSpec::fixed("uuid", ColumnType::Utf8),
+        FieldSpec::flatten("properties"),
+    ];
+    let mut builder = BatchBuilder::new(&fields, FlattenMode::Flatten, &[]).unwrap();
+    let options = WriterOptions {
+        format: PartFormat::Parquet,
+        row_group_rows: 1_000_000,
+        row_group_bytes: 1 << 20,
+        max_part_rows: u64::MAX,
+        zstd_level: 1,
     };
-    assert_eq!(codec("properties_rare"), Compression::UNCOMPRESSED);
-    for dense in ["uuid", "n", "properties_$browser", "properties_token"] {
-        assert!(
-            matches!(codec(dense), Compression::ZSTD(_)),
-            "{dense}: {:?}",
-            codec(dense)
-        );
+    let mut writer = TableWriter::new(dir.path(), "part", options).unwrap();
+    let mut parts = Vec::new();
+    for i in 0..40_000usize {
+        let mut props = serde_json::json!({});
+        // Every wide key appears in the first batch, so the schema is whole from the start.
+        props[format!("k{:03}", i % wide)] = serde_json::json!(i);
+        if !x_late || i >= 5_000 || i == 3 {
+            props["x"] = serde_json::json!(format!(
+                "https://app.example.com/project/{}/insights/{}",
+                i % 97,
+                i % 1013
+            ));
+        }
+        let cells = [
+            format!("\"{i:032x}\""),
+            serde_json::to_string(&props.to_string()).unwrap(),
+        ];
+        let raw: Vec<Box<RawValue>> = cells
+            .iter()
+            .map(|c| RawValue::from_string(c.clone()).unwrap())
+            .collect();
+        let row: Vec<&RawValue> = raw.iter().map(|r| r.as_ref()).collect();
+        builder.append_array_row(&row).unwrap();
+        if builder.len() == 5_000 {
+            let batch = builder.finish_batch().unwrap().unwrap();
+            parts.extend(writer.write(&batch, &builder.schema().to_specs()).unwrap());
+        }
     }
+    parts.extend(writer.close_part().unwrap());
+    (dir, parts)
+}
+
+#[test]
+fn a_wide_parts_sparse_columns_get_no_codec_and_dense_ones_zstd() {
+    let (_dir, parts) = wide_parts(300, false);
+    assert_eq!(parts.len(), 1);
+    let codecs = codecs(&parts[0].path);
+    assert_eq!(codecs["properties_k007"], Compression::UNCOMPRESSED);
+    for dense in ["uuid", "properties_x"] {
+        assert!(matches!(codecs[dense], Compression::ZSTD(_)), "{dense}");
+    }
+}
+
+#[test]
+fn a_narrow_part_compresses_every_column() {
+    let (_dir, parts) = wide_parts(20, true);
+    let codecs = codecs(&parts[0].path);
+    assert!(
+        codecs.values().all(|c| matches!(c, Compression::ZSTD(_))),
+        "{codecs:?}"
+    );
+}
+
+/// A column rare in the part's first batch and dense after: left uncompressed for the whole
+/// part it made the part 8–12× larger. The dense batch starts a new part that compresses it.
+#[test]
+fn a_sparse_column_that_turns_dense_starts_a_part_that_compresses_it() {
+    let (_a, dense) = wide_parts(300, false);
+    let (late_dir, late) = wide_parts(300, true);
+    assert_eq!(late.len(), 2, "the first dense batch starts a new part");
+    assert_eq!(
+        codecs(&late[0].path)["properties_x"],
+        Compression::UNCOMPRESSED
+    );
+    assert!(matches!(
+        codecs(&late[1].path)["properties_x"],
+        Compression::ZSTD(_)
+    ));
+    let bytes = |parts: &[posthog_core::PartFile]| parts.iter().map(|p| p.bytes).sum::<u64>();
+    let (dense, late) = (bytes(&dense), bytes(&late));
+    assert!(
+        (late as f64) < dense as f64 * 1.5,
+        "{late} bytes against {dense} with x dense from the start"
+    );
+    let rows: u64 = parts_rows(&late_dir);
+    assert_eq!(rows, 40_000);
+}
+
+fn parts_rows(dir: &tempfile::TempDir) -> u64 {
+    std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .map(|p| {
+            let reader = SerializedFileReader::new(File::open(p).unwrap()).unwrap();
+            reader.metadata().file_metadata().num_rows() as u64
+        })
+        .sum()
 }
 
 #[test]
