@@ -278,6 +278,26 @@ mod retry_policy_tests {
     }
 
     #[test]
+    fn a_person_or_agent_waiting_on_one_call_gives_up_on_rate_limits_in_minutes_not_hours() {
+        let policy = interactive_retry_policy(&config("{}"));
+        let two_minutes = Duration::from_secs(120);
+        let (waits, why) = waits_until_give_up(&policy, &throttled(Some(two_minutes)));
+        assert_eq!(waits, vec![two_minutes; 5], "600 s of such waits in all");
+        assert_eq!(why, GiveUpReason::RateLimitBudgetExhausted);
+        let (waits, why) = waits_until_give_up(
+            &policy,
+            &throttled(Some(two_minutes + Duration::from_secs(1))),
+        );
+        assert!(waits.is_empty());
+        assert_eq!(why, GiveUpReason::RetryAfterTooLong);
+        // Failures are the run's: the config's attempts and backoff.
+        assert_eq!(
+            policy.max_attempts,
+            retry_policy(&config("{}")).max_attempts
+        );
+    }
+
+    #[test]
     fn failures_follow_performance_retries_with_urllib3s_backoff_factor() {
         let failure = Error::Api {
             status: 502,
