@@ -1,6 +1,10 @@
 //! `cargo xtask bench core`: the core pipeline benchmark (parse → dedup → flatten → Arrow →
 //! Parquet/JSONL/CSV) in a release build, one process per measurement so each peak RSS is its
 //! own. Prints a table; the numbers with the machine description go to `docs/benchmarks.md`.
+//! `bench run`, `bench rate` and `bench sweep` ([`sweep`]) drive the release `posthog-cli`
+//! against the release mock.
+
+mod sweep;
 
 use std::io::Read as _;
 use std::path::Path;
@@ -37,6 +41,10 @@ enum BenchWhat {
     Run(RunBench),
     /// The client's request budget against a mock that throttles like PostHog.
     Rate(RateBench),
+    /// `bench run` over a grid: page size × batch size × data shape × mock gzip at several
+    /// event counts; peak RSS, CPU s per 1 M events and wall / floor per cell, against the
+    /// peak-RSS budget.
+    Sweep(sweep::SweepArgs),
 }
 
 /// Options of `cargo xtask bench run`.
@@ -74,6 +82,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchWhat::Core { events, runs } => core(&events, runs.max(1)),
         BenchWhat::Run(args) => run_bench(&args),
         BenchWhat::Rate(args) => rate_bench(&args),
+        BenchWhat::Sweep(args) => sweep::sweep(&args),
     }
 }
 
@@ -191,6 +200,96 @@ fn median(results: &[Measured], f: impl Fn(&Measured) -> f64) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
+/// The config of a throughput run. The client's own request budgets are raised: the benchmark
+/// measures the pipeline, not PostHog's 240/min (see `bench rate` for that).
+fn pipeline_config(
+    mock: &Mock,
+    page_size: u32,
+    batch_size: usize,
+    format: &str,
+    person_properties: bool,
+) -> String {
+    bench_config(
+        mock,
+        page_size,
+        format,
+        person_properties,
+        &format!(
+            "batch_size: {batch_size}, query_requests_per_minute: 100000, \
+             query_requests_per_hour: 6000000"
+        ),
+    )
+}
+
+/// One configuration measured: its fetch-only floors and its real runs, round by round.
+struct Cell {
+    /// `posthog-cli run --dry-run`: the same requests, pages discarded.
+    floor: Vec<Measured>,
+    /// `posthog-cli run`.
+    run: Vec<Measured>,
+}
+
+/// Measures `config` against `mock` (serving `n` events) for `runs` rounds, each a dry run then
+/// a real run, so drift in the machine's load hits both alike; checks every round (see
+/// [`check_round`]). `label` names the configuration in the progress lines (stderr).
+fn measure_cell(
+    cli: &Path,
+    mock: &Mock,
+    work: &Path,
+    config: &str,
+    n: usize,
+    runs: usize,
+    label: &str,
+) -> anyhow::Result<Cell> {
+    let mut cell = Cell {
+        floor: Vec::new(),
+        run: Vec::new(),
+    };
+    for round in 0..runs.max(1) {
+        let floor_dir = work.join(format!("floor-{round}"));
+        let dry = measured_run(cli, mock, &floor_dir, config, &["--dry-run"])?;
+        let real = measured_run(cli, mock, &work.join(format!("run-{round}")), config, &[])?;
+        check_round(&dry, &real, n).with_context(|| format!("{label}, round {}", round + 1))?;
+        eprintln!(
+            "  {label}, round {}: floor {:.2} s, run {:.2} s",
+            round + 1,
+            dry.wall_s,
+            real.wall_s
+        );
+        cell.floor.push(dry);
+        cell.run.push(real);
+    }
+    Ok(cell)
+}
+
+/// Both read the `n` rows the mock serves, the run wrote them all, the dry run counted them
+/// and wrote no file, and both sent the same query requests.
+fn check_round(dry: &Measured, real: &Measured, n: usize) -> anyhow::Result<()> {
+    for (what, m) in [("floor", dry), ("run", real)] {
+        if m.rows != n as u64 {
+            bail!("{what} read {} rows, the mock serves {n}", m.rows);
+        }
+    }
+    // A dry run reports what the real run writes (`rows_output`) and writes no file.
+    if real.written != n as u64 || dry.written != n as u64 || dry.files != 0 {
+        bail!(
+            "the run wrote {} rows, the dry run counted {} in {} files; expected {n}, \
+             {n} and 0 files",
+            real.written,
+            dry.written,
+            dry.files
+        );
+    }
+    if dry.query_requests != real.query_requests {
+        bail!(
+            "the dry run sent {} queries, the run {}: not the same requests",
+            dry.query_requests,
+            real.query_requests
+        );
+    }
+    Ok(())
+}
+
 fn run_bench(args: &RunBench) -> anyhow::Result<()> {
     let (cli, mock_bin) = crate::release_binaries(args.no_build)?;
     println!(
@@ -205,69 +304,17 @@ fn run_bench(args: &RunBench) -> anyhow::Result<()> {
             ..MockOptions::new(n, 1)
         };
         let mock = Mock::start(&mock_bin, &options, work.path())?;
-        // The client's own budgets are raised: the benchmark measures the pipeline, not
-        // PostHog's 240/min (see `bench rate` for that).
-        let config = bench_config(
+        let config = pipeline_config(
             &mock,
             args.page_size,
+            args.batch_size,
             &args.format,
             args.person_properties,
-            &format!(
-                "batch_size: {}, query_requests_per_minute: 100000, \
-                 query_requests_per_hour: 6000000",
-                args.batch_size
-            ),
         );
-        let (mut floor, mut full) = (Vec::new(), Vec::new());
-        // Alternating, so drift in the machine's load hits both alike.
-        for run in 0..args.runs.max(1) {
-            let dry = measured_run(
-                &cli,
-                &mock,
-                &work.path().join(format!("floor-{run}")),
-                &config,
-                &["--dry-run"],
-            )?;
-            let real = measured_run(
-                &cli,
-                &mock,
-                &work.path().join(format!("run-{run}")),
-                &config,
-                &[],
-            )?;
-            for (what, m) in [("floor", &dry), ("run", &real)] {
-                if m.rows != n as u64 {
-                    bail!("{what} read {} rows, the mock serves {n}", m.rows);
-                }
-            }
-            // A dry run reports what the real run writes (`rows_output`) and writes no file.
-            if real.written != n as u64 || dry.written != n as u64 || dry.files != 0 {
-                bail!(
-                    "the run wrote {} rows, the dry run counted {} in {} files; expected {n}, \
-                     {n} and 0 files",
-                    real.written,
-                    dry.written,
-                    dry.files
-                );
-            }
-            if dry.query_requests != real.query_requests {
-                bail!(
-                    "the dry run sent {} queries, the run {}: not the same requests",
-                    dry.query_requests,
-                    real.query_requests
-                );
-            }
-            eprintln!(
-                "  {n} events, round {}: floor {:.2} s, run {:.2} s",
-                run + 1,
-                dry.wall_s,
-                real.wall_s
-            );
-            floor.push(dry);
-            full.push(real);
-        }
-        let floor_wall = median(&floor, |m| m.wall_s);
-        for (what, results) in [("fetch-only floor", &floor), ("`run`", &full)] {
+        let label = format!("{n} events");
+        let cell = measure_cell(&cli, &mock, work.path(), &config, n, args.runs, &label)?;
+        let floor_wall = median(&cell.floor, |m| m.wall_s);
+        for (what, results) in [("fetch-only floor", &cell.floor), ("`run`", &cell.run)] {
             let wall = median(results, |m| m.wall_s);
             let cpu = median(results, |m| m.cpu_s);
             println!(

@@ -2,7 +2,7 @@
 //!
 //! - `cargo xtask demo`: starts the mock PostHog on loopback and runs `posthog-cli run`
 //!   against it twice: a full extraction, then an incremental one after new and late events.
-//! - `cargo xtask bench core|run|rate`: the core pipeline, a whole run and the request budget,
+//! - `cargo xtask bench core|run|rate|sweep`: the core pipeline, a whole run and the request budget,
 //!   measured on release builds (`docs/benchmarks.md`).
 //! - `cargo xtask e2e`: the black-box end-to-end suite over the release `posthog-cli` and
 //!   `posthog-mock` binaries.

@@ -12,7 +12,7 @@ use arrow_array::builder::{
     ArrayBuilder, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder,
     TimestampMicrosecondBuilder,
 };
-use arrow_array::{ArrayRef, RecordBatch};
+use arrow_array::{ArrayRef, RecordBatch, new_null_array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 use serde_json::value::RawValue;
@@ -53,11 +53,16 @@ enum ColumnBuilder {
 impl ColumnBuilder {
     fn new(ty: ColumnType) -> Self {
         match ty {
-            ColumnType::Utf8 | ColumnType::Json => ColumnBuilder::Text(StringBuilder::new()),
-            ColumnType::Int64 => ColumnBuilder::Int(Int64Builder::new()),
-            ColumnType::Float64 => ColumnBuilder::Float(Float64Builder::new()),
-            ColumnType::Boolean => ColumnBuilder::Bool(BooleanBuilder::new()),
-            ColumnType::Timestamp => ColumnBuilder::Micros(TimestampMicrosecondBuilder::new()),
+            // Empty until a value comes: a column absent from a batch allocates nothing.
+            ColumnType::Utf8 | ColumnType::Json => {
+                ColumnBuilder::Text(StringBuilder::with_capacity(0, 0))
+            }
+            ColumnType::Int64 => ColumnBuilder::Int(Int64Builder::with_capacity(0)),
+            ColumnType::Float64 => ColumnBuilder::Float(Float64Builder::with_capacity(0)),
+            ColumnType::Boolean => ColumnBuilder::Bool(BooleanBuilder::with_capacity(0)),
+            ColumnType::Timestamp => {
+                ColumnBuilder::Micros(TimestampMicrosecondBuilder::with_capacity(0))
+            }
         }
     }
 
@@ -159,6 +164,9 @@ struct Columns {
     /// Row serial at which each column last got a value (duplicate-key detection).
     stamps: Vec<u64>,
     arrow_schema: Option<SchemaRef>,
+    /// Columns holding a value in the pending batch, and the bytes of the values.
+    present: usize,
+    value_bytes: usize,
 }
 
 impl Columns {
@@ -223,8 +231,15 @@ impl Columns {
 
     fn append(&mut self, id: usize, row: usize, cell: &Cell<'_>) {
         let builder = &mut self.builders[id];
+        if builder.len() == 0 {
+            self.present += 1;
+        }
         builder.pad_to(row);
         builder.append(cell);
+        self.value_bytes += match cell {
+            Cell::Text(text) => text.len(),
+            _ => 8,
+        };
     }
 }
 
@@ -326,6 +341,8 @@ impl BatchBuilder {
                 builders,
                 stamps,
                 arrow_schema: None,
+                present: 0,
+                value_bytes: 0,
             },
             field_slots,
             key_slots,
@@ -340,6 +357,15 @@ impl BatchBuilder {
     /// Rows appended since the last [`finish_batch`](Self::finish_batch).
     pub fn len(&self) -> usize {
         self.rows
+    }
+
+    /// What the pending batch holds in memory, about: its values' bytes plus an offset and a
+    /// validity bit per row of every column that holds a value (those are padded with nulls
+    /// to the batch's length; absent columns cost nothing). The caller finishes the batch
+    /// early when this passes its budget, so memory is bounded by bytes, not by
+    /// `batch_size` alone, for wide (thousands of columns) and heavy (10 KB values) rows alike.
+    pub fn pending_bytes(&self) -> usize {
+        self.columns.value_bytes + self.rows * self.columns.present * 5
     }
 
     /// True when no row is pending.
@@ -561,17 +587,30 @@ impl BatchBuilder {
         let rows = self.rows;
         let schema = self.arrow_schema();
         let columns = &mut self.columns;
+        // A column with no value in the batch costs nothing per column: every such column of
+        // a type shares one all-null array (a wide project's table has thousands of columns,
+        // most of them absent from any one batch).
+        let mut nulls: HashMap<ColumnType, ArrayRef> = HashMap::new();
         let arrays: Vec<ArrayRef> = columns
             .schema
             .output_order()
             .iter()
             .map(|&id| {
                 let builder = &mut columns.builders[id];
+                if builder.len() == 0 {
+                    let ty = columns.schema.columns()[id].data_type;
+                    return nulls
+                        .entry(ty)
+                        .or_insert_with(|| new_null_array(&arrow_type(ty), rows))
+                        .clone();
+                }
                 builder.pad_to(rows);
                 builder.finish()
             })
             .collect();
         self.rows = 0;
+        self.columns.present = 0;
+        self.columns.value_bytes = 0;
         RecordBatch::try_new(schema, arrays)
             .map(Some)
             .map_err(|source| CoreError::Arrow {

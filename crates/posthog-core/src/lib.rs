@@ -21,6 +21,7 @@ mod batch;
 mod dedup;
 mod page;
 pub mod reader;
+mod scan;
 pub mod schema;
 pub mod storage;
 mod timestamp;
@@ -34,6 +35,7 @@ use posthog_error::{Categorized, Category};
 pub use batch::{BatchBuilder, arrow_type};
 pub use dedup::{DedupError, DedupWindow, UnixMicros};
 pub use page::{QueryPage, raw_timestamp, raw_uuid};
+pub use scan::{MAX_ROW_BYTES, PageScanner, ScannedPage, row_values};
 pub use schema::{
     ColumnSpec, ColumnType, FieldKind, FieldSpec, FlattenMode, SchemaError, TableSchema,
 };

@@ -109,7 +109,8 @@ pub trait PartWriter: Send {
     /// Completes the file, makes it durable and gives it its final name.
     fn finish(self: Box<Self>) -> Result<PartFile, CoreError>;
     /// Whether `batch` is written well into this part; `false` asks the table writer to start
-    /// a new part for it (a column left uncompressed as sparse has become dense).
+    /// a new part for it (a column left uncompressed as sparse has become dense, or the
+    /// footer's metadata has reached [`MAX_FOOTER_COLUMN_CHUNKS`]).
     fn suits(&self, _batch: &RecordBatch) -> bool {
         true
     }
@@ -262,6 +263,12 @@ fn value_bytes(array: &dyn Array) -> usize {
     }
 }
 
+/// A Parquet part holds at most this many column chunks (row groups × columns) before a new
+/// part begins, so the footer metadata the writer keeps until the part closes stays bounded:
+/// a 60-column table reaches it after ~540 row groups (more than `part_rows` allows), a
+/// 3 000-column one after 10.
+pub const MAX_FOOTER_COLUMN_CHUNKS: usize = 32 * 1024;
+
 /// Columns whose every value is distinct: a dictionary would only cost the hashing of each
 /// value and a dictionary page as large as the data.
 const UNIQUE_PER_ROW: [&str; 3] = ["uuid", "id", "properties_$insert_id"];
@@ -308,7 +315,12 @@ impl ParquetPart {
         let uncompressed = sample.map(sparse_columns).unwrap_or_default();
         for &i in &uncompressed {
             let name = schema.field(i).name().as_str();
-            props = props.set_column_compression(ColumnPath::from(name), Compression::UNCOMPRESSED);
+            // No dictionary either: the `parquet` crate gives every dictionary encoder a
+            // 4 096-slot hash table (~18 KB per column writer per row group, 148 MB of a
+            // 2 000-column part's peak), for a column with a handful of values.
+            props = props
+                .set_column_compression(ColumnPath::from(name), Compression::UNCOMPRESSED)
+                .set_column_dictionary_enabled(ColumnPath::from(name), false);
         }
         let props = props.build();
         let writer = ArrowWriter::try_new(out, schema, Some(props))
@@ -346,6 +358,12 @@ impl PartWriter for ParquetPart {
     /// only a guess about the rest of the part (a property rare in the first thousand events
     /// may be on every event after; left uncompressed, such a part measured 8–12× larger).
     fn suits(&self, batch: &RecordBatch) -> bool {
+        // The footer's metadata (every column of every row group) stays in memory until the
+        // part closes; past this many column chunks the part is closed and a new one begins.
+        let chunks = self.writer.flushed_row_groups().len() * batch.num_columns();
+        if chunks >= MAX_FOOTER_COLUMN_CHUNKS {
+            return false;
+        }
         let rows = batch.num_rows().max(1) as f64;
         self.uncompressed.iter().all(|&i| {
             value_bytes(batch.column(i).as_ref()) as f64 / rows < COMPRESS_FROM_BYTES_PER_ROW

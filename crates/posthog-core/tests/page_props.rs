@@ -1,13 +1,14 @@
 //! The extractor's parsers of what PostHog sends, as outside input: [`QueryPage::parse`] (the
 //! HogQL page on the hot path), the cursor readers `raw_uuid` / `raw_timestamp` /
 //! `parse_timestamp`, the batch builder fed rows and REST objects, and
-//! [`DedupWindow::from_bytes`] (read back from the state file). Whatever they get: a value or a
+//! [`DedupWindow::from_bytes`] (read back from the state file), and the streaming
+//! [`PageScanner`] checked against the whole-body parser. Whatever they get: a value or a
 //! data error ([`CoreError::Data`], [`CoreError::Json`] keeping the parser's error as its source,
 //! [`DedupError`]) with a message, never a panic; a valid page reads back exactly.
 
 use posthog_core::{
-    BatchBuilder, ColumnType, CoreError, DedupWindow, FieldSpec, FlattenMode, QueryPage,
-    format_timestamp, parse_timestamp, raw_timestamp, raw_uuid,
+    BatchBuilder, ColumnType, CoreError, DedupWindow, FieldSpec, FlattenMode, PageScanner,
+    QueryPage, format_timestamp, parse_timestamp, raw_timestamp, raw_uuid, row_values,
 };
 use posthog_error::{Category, ErrorChain};
 use proptest::prelude::*;
@@ -60,9 +61,50 @@ fn data_message(result: Result<QueryPage<'_>, CoreError>) -> String {
     }
 }
 
+/// Reads `body` with the streaming [`PageScanner`] in chunks of 1, 3, 7, 64 bytes and whole,
+/// each row split by [`row_values`]: never a panic; an error is a data error; and whenever
+/// the whole-body parser reads a page, the scanner reads the same rows, cell for cell, and the
+/// same columns. (The scanner checks members other than `results` and `columns` for balanced
+/// brackets and closed strings only, so it may take a body the whole parser refuses.)
+fn streaming_agrees(body: &[u8]) {
+    let whole = QueryPage::parse(body).ok();
+    for size in [1, 3, 7, 64, usize::MAX] {
+        let mut scanner = PageScanner::default();
+        let mut rows: Vec<Vec<String>> = Vec::new();
+        let mut fed = Ok(());
+        for chunk in body.chunks(size.min(body.len().max(1))) {
+            fed = scanner.feed(chunk, &mut |row: &[u8]| {
+                let values = row_values(row)?;
+                rows.push(values.iter().map(|v| v.get().to_owned()).collect());
+                Ok::<(), CoreError>(())
+            });
+            if fed.is_err() {
+                break;
+            }
+        }
+        let scanned = fed.and_then(|()| scanner.finish());
+        if let Err(err) = &scanned {
+            assert_eq!(err.category(), Category::Data, "{err}");
+        }
+        if let Some(page) = &whole {
+            let scanned = scanned.unwrap_or_else(|e| panic!("chunks of {size}: {e}"));
+            let oracle: Vec<Vec<String>> = page
+                .results
+                .iter()
+                .map(|r| r.iter().map(|v| v.get().to_owned()).collect())
+                .collect();
+            assert_eq!(rows, oracle, "chunks of {size}");
+            assert_eq!(scanned.rows, oracle.len());
+            let columns = scanned.columns.unwrap_or_default();
+            assert_eq!(columns, page.columns, "chunks of {size}");
+        }
+    }
+}
+
 /// Parses `body`; when it is a page, reads every value's cursor forms and feeds the rows to a
 /// batch builder, which must give a batch or a data error.
 fn exercise(body: &[u8]) {
+    streaming_agrees(body);
     let page = match QueryPage::parse(body) {
         Ok(page) => page,
         Err(err) => {
@@ -275,6 +317,10 @@ fn every_truncation_of_a_real_page_is_a_data_error() {
     let body = real_body();
     assert!(QueryPage::parse(&body).is_ok());
     for cut in 0..body.len() {
+        let mut scanner = PageScanner::default();
+        let fed = scanner.feed(&body[..cut], &mut |row: &[u8]| row_values(row).map(|_| ()));
+        let err = fed.and_then(|()| scanner.finish().map(|_| ())).unwrap_err();
+        assert_eq!(err.category(), Category::Data, "cut at {cut}: {err}");
         let msg = data_message(QueryPage::parse(&body[..cut]));
         assert!(
             msg.contains("EOF while parsing") || msg.contains("expected value"),

@@ -262,6 +262,28 @@ async fn transient_faults_are_retried_and_the_run_is_exact() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_written_from_a_body_cut_mid_stream_are_not_written_again() {
+    // Rows are written as they arrive, so a body cut after half its bytes has already put
+    // rows into the batch; the retried request's body repeats them. With the dedup window
+    // off nothing else could hide a second copy.
+    let (server, dataset) = mock(2_500, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = MemoryStore::new();
+    let mut config = events_config(&server, 1_000);
+    config.source.deduplication_enabled = false;
+    server.push_fault(RouteClass::Query, Fault::delay_ms(0));
+    server.push_fault(RouteClass::Query, Fault::TruncatedBody);
+    server.push_fault(RouteClass::Query, Fault::TruncatedBody);
+    let summary = run(&config, &mut store, dir.path()).await;
+    assert_eq!(summary.retries, 2);
+    assert_eq!(summary.rows_read, 2_500, "each row counted once");
+    assert_eq!(summary.rows_deduplicated, 0);
+    assert_eq!(summary.rows_output, 2_500);
+    assert_exactly_once(&dir.path().join("posthog_events"), all_uuids(&dataset));
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_type_filter_is_bound_and_applied() {
     let (server, dataset) = mock(1_000, 0).await;
     let dir = tempfile::tempdir().unwrap();

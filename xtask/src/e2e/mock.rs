@@ -31,6 +31,8 @@ pub struct MockOptions {
     pub limit_clamp_after: Vec<(u64, usize)>,
     /// `--shape`: the shape of the events' properties.
     pub shape: DataShape,
+    /// Gzip large responses when the client accepts gzip (`false` passes `--no-gzip`).
+    pub gzip: bool,
 }
 
 impl MockOptions {
@@ -49,6 +51,7 @@ impl MockOptions {
             limit_clamp: None,
             limit_clamp_after: Vec::new(),
             shape: DataShape::Default,
+            gzip: true,
         }
     }
 
@@ -129,6 +132,9 @@ impl MockOptions {
             a.extend(["--limit-clamp-after".into(), format!("{after}:{n}")]);
         }
         a.extend(["--shape".into(), self.shape.to_string()]);
+        if !self.gzip {
+            a.push("--no-gzip".into());
+        }
         a
     }
 }

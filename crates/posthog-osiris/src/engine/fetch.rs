@@ -6,6 +6,7 @@
 //! live there); waits on rate limits and retries live in the client. The one decision made
 //! here is what a server timeout does: the page halves and the same position is asked again.
 
+use bytes::BytesMut;
 use futures_util::TryStreamExt;
 use posthog_client::{
     Advance, BodySink, Category, Client, HogQlQuery, KeysetPager, ListParams, PageSummary, Resource,
@@ -26,19 +27,47 @@ pub(crate) struct Pipeline<'a> {
     page_shrinks: u64,
 }
 
-/// A page's body on its way to the sink, chunk by chunk.
+/// A page's body on its way to the sink, in blocks of [`SINK_BLOCK`] bytes.
+///
+/// The client yields the inflated body in pieces of a few KiB; handing each to the sink's
+/// thread on its own cost a thread wake-up per piece (a fifth of the run's CPU time, measured
+/// with `perf`), so pieces are gathered into blocks first.
 struct PageBody<'p> {
     pages: &'p mpsc::Sender<SinkMsg>,
+    block: BytesMut,
+}
+
+impl PageBody<'_> {
+    /// Sends what is gathered; false when the sink has stopped.
+    async fn flush(&mut self) -> bool {
+        if self.block.is_empty() {
+            return true;
+        }
+        let block = self.block.split().freeze();
+        self.pages.send(SinkMsg::Chunk(block)).await.is_ok()
+    }
 }
 
 impl BodySink for PageBody<'_> {
     async fn restart(&mut self) {
+        self.block.clear();
         // A closed channel is noticed by the next chunk.
         let _ = self.pages.send(SinkMsg::Restart).await;
     }
 
     async fn chunk(&mut self, bytes: bytes::Bytes) -> Result<(), ()> {
-        self.pages.send(SinkMsg::Chunk(bytes)).await.map_err(|_| ())
+        if self.block.is_empty() && bytes.len() >= SINK_BLOCK {
+            return self.pages.send(SinkMsg::Chunk(bytes)).await.map_err(|_| ());
+        }
+        if self.block.is_empty() {
+            // One allocation per block, not a doubling series.
+            self.block.reserve(SINK_BLOCK + bytes.len());
+        }
+        self.block.extend_from_slice(&bytes);
+        if self.block.len() >= SINK_BLOCK && !self.flush().await {
+            return Err(());
+        }
+        Ok(())
     }
 }
 
@@ -65,9 +94,13 @@ impl Commits<'_> {
     }
 }
 
-/// Messages in flight to the sink: chunks of the page arriving while the previous page is
-/// written (a few MB at most), so receiving and writing overlap without holding two pages.
-pub(crate) const SINK_CHANNEL: usize = 64;
+/// Messages in flight to the sink: blocks of the page arriving while earlier rows are written
+/// (at most `SINK_CHANNEL` × [`SINK_BLOCK`] = 1 MiB), so receiving and writing overlap
+/// without holding a page.
+pub(crate) const SINK_CHANNEL: usize = 16;
+
+/// Bytes of a page body gathered before they go to the sink.
+pub(crate) const SINK_BLOCK: usize = 64 * 1024;
 
 /// The sink's thread, as the pipeline joins it.
 pub(crate) type SinkTask = JoinHandle<Result<Option<SinkOutcome>, DriverError>>;
@@ -100,9 +133,13 @@ impl<'a> Pipeline<'a> {
     ) -> Result<Option<PageInfo>, posthog_client::Error> {
         // The client restarts the body before every attempt's first chunk, so what an earlier,
         // failed request for this page delivered is dropped there.
-        let mut body = PageBody { pages: &self.pages };
+        let mut body = PageBody {
+            pages: &self.pages,
+            block: BytesMut::new(),
+        };
         match client.query_streamed(query, &mut body).await {
-            Ok(_) => {}
+            Ok(_) if body.flush().await => {}
+            Ok(_) => return Ok(None),
             Err(e) if self.pages.is_closed() => {
                 tracing::debug!(error = %e, "the writer stopped while a page arrived");
                 return Ok(None);

@@ -1,10 +1,11 @@
 //! The writing side of a run, on its own thread: pages in, part files and checkpoints out.
 //!
 //! The fetcher sends each response body over a bounded channel, chunk by chunk as it arrives;
-//! at the page's end the sink parses it once,
-//! answers at once with the page's row count and last keyset position (so the next request
-//! goes out while this page is still being written), then drops rows already emitted (the
-//! dedup window), builds Arrow batches and streams them into the open part. When a part is
+//! the sink scans the chunks for rows ([`PageScanner`]) and writes each row as soon as its
+//! last byte is in: rows already emitted are dropped (the dedup window), the rest go into Arrow
+//! batches streamed into the open part. No page is ever held whole: memory is one row, one
+//! batch and the row group being encoded, whatever the page size. At the page's end the sink
+//! answers with the page's row count and last keyset position. When a part is
 //! complete at a page boundary it is closed (durable) and, for incremental tables, a
 //! checkpoint — the full table state that names it — goes back to the fetcher to commit.
 
@@ -15,8 +16,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use posthog_core::{
-    BatchBuilder, ColumnSpec, ColumnType, PartFile, PartStore, QueryPage, TableWriter, UnixMicros,
-    format_timestamp, raw_timestamp, raw_uuid,
+    BatchBuilder, ColumnSpec, ColumnType, FieldSpec, PageScanner, PartFile, PartStore, TableWriter,
+    UnixMicros, format_timestamp, raw_timestamp, raw_uuid, row_values,
 };
 use posthog_state::{ColumnRecord, PartRecord, TableState};
 use serde_json::value::RawValue;
@@ -31,6 +32,11 @@ use crate::{ConfigError, DriverError};
 /// At most this many UUIDs are written to the seed-compatible `recent_uuids` field; the dedup
 /// window (`dedup_window`) is what the engine reads back.
 const RECENT_UUIDS_MAX: usize = 1000;
+
+/// A batch is encoded once it holds this much ([`BatchBuilder::pending_bytes`]), whatever
+/// `batch_size` says: 5 000 rows of 10 KB values would otherwise hold 50 MB, and 5 000 rows
+/// of 3 000 columns 75 MB of offsets and null bits.
+const BATCH_BYTES: usize = 8 * 1024 * 1024;
 
 /// What the fetcher sends.
 pub(crate) enum SinkMsg {
@@ -109,17 +115,83 @@ fn widen(range: Option<TimeRange>, with: Option<TimeRange>) -> Option<TimeRange>
     }
 }
 
+/// The HogQL page being received, and the rows written beyond the fetcher's position.
+///
+/// An attempt's body may break off after some of its rows were written; the next attempt
+/// (the same request, or the same position with a smaller page after a timeout) starts at the
+/// fetcher's position again, so its first `ahead` rows are the ones already written: they are
+/// skipped, and the last of them must be the same row, or the page changed between attempts
+/// and the run stops rather than guess.
+#[derive(Default)]
+struct Receiving {
+    scanner: PageScanner,
+    /// Rows of the current body so far, skipped ones included.
+    rows: usize,
+    /// The position of the current body's last row so far.
+    last: Option<(Option<UnixMicros>, Uuid)>,
+    /// Rows written (or deduplicated) beyond the fetcher's position, and the id of the last.
+    ahead: usize,
+    ahead_id: Option<Uuid>,
+    /// The position of the last row written (or deduplicated), across pages.
+    consumed_last: Option<(Option<UnixMicros>, Uuid)>,
+}
+
+impl Receiving {
+    /// A new attempt's body begins.
+    fn restart(&mut self) {
+        self.scanner.reset();
+        self.rows = 0;
+        self.last = None;
+    }
+
+    /// Whether row `n` of the body (with this id) is new; false for a row an earlier attempt
+    /// delivered, an error when that row is not the same one.
+    fn consume(&mut self, n: usize, id: Uuid) -> Result<bool, DriverError> {
+        if n < self.ahead {
+            if n + 1 == self.ahead && self.ahead_id != Some(id) {
+                return Err(DriverError::Protocol(format!(
+                    "a page read again after a failed attempt differs from the first reading \
+                     at row {n} (id {id}); nothing of it is committed, run again"
+                )));
+            }
+            return Ok(false);
+        }
+        self.ahead += 1;
+        self.ahead_id = Some(id);
+        Ok(true)
+    }
+
+    /// The body ended: what the fetcher needs to ask for the next page. The fetcher's
+    /// position moves to the body's last row.
+    fn end_page(&mut self) -> PageInfo {
+        let info = PageInfo {
+            rows: self.rows,
+            last: self.last.map(|(time, id)| Cursor {
+                time,
+                id: id.hyphenated().to_string(),
+            }),
+        };
+        self.ahead = self.ahead.saturating_sub(self.rows);
+        self.restart();
+        info
+    }
+}
+
+fn field_index(fields: &[FieldSpec], name: &str) -> Option<usize> {
+    fields.iter().position(|f| f.name == name)
+}
+
 pub(crate) struct Sink {
     setup: SinkSetup,
-    /// The bytes of the HogQL page being received.
-    body: Vec<u8>,
+    /// The HogQL page being received.
+    rx: Receiving,
     builder: BatchBuilder,
     writer: TableWriter,
     /// Parts in the state: the base's (incremental) plus those closed by this run.
     parts: Vec<PartRecord>,
     files: Vec<PathBuf>,
-    /// Column positions of the page: (time, id), found on the first page.
-    keys: Option<(Option<usize>, usize)>,
+    /// Column positions of the page's keyset values: (time, id).
+    keys: (Option<usize>, Option<usize>),
     watermark: Option<Cursor>,
     rows_read: u64,
     rows_deduplicated: u64,
@@ -165,13 +237,22 @@ impl Sink {
             (None, false) => Vec::new(),
         };
         Ok(Sink {
-            body: Vec::new(),
+            rx: Receiving::default(),
             watermark: setup.watermark.clone(),
             builder,
             writer,
             parts,
             files: Vec::new(),
-            keys: None,
+            keys: (
+                setup
+                    .plan
+                    .time_column
+                    .and_then(|c| field_index(&setup.plan.fields, c)),
+                setup
+                    .plan
+                    .id_column
+                    .and_then(|c| field_index(&setup.plan.fields, c)),
+            ),
             rows_read: 0,
             rows_deduplicated: 0,
             rows_output: 0,
@@ -193,21 +274,14 @@ impl Sink {
         while let Some(msg) = pages.blocking_recv() {
             match msg {
                 SinkMsg::Chunk(bytes) => {
-                    self.body.extend_from_slice(&bytes);
+                    self.chunk(&bytes)?;
                     continue;
                 }
                 SinkMsg::Restart => {
-                    self.body.clear();
+                    self.rx.restart();
                     continue;
                 }
-                SinkMsg::PageEnd { reply } => {
-                    // The buffer keeps its capacity for the next page: growing it again from
-                    // nothing would copy every page's bytes a second time.
-                    let mut body = std::mem::take(&mut self.body);
-                    self.query_page(&body, reply)?;
-                    body.clear();
-                    self.body = body;
-                }
+                SinkMsg::PageEnd { reply } => self.page_end(reply)?,
                 SinkMsg::Objects(objects) => self.objects(&objects)?,
                 SinkMsg::Finish => return self.finish().map(Some),
             }
@@ -224,65 +298,111 @@ impl Sink {
         Ok(None)
     }
 
-    fn query_page(
-        &mut self,
-        body: &[u8],
-        reply: oneshot::Sender<Option<PageInfo>>,
-    ) -> Result<(), DriverError> {
-        let page = match QueryPage::parse(body) {
-            Ok(page) => page,
-            Err(e) => {
-                let _ = reply.send(None);
-                return Err(e.into());
-            }
-        };
-        let info = match self.page_info(&page) {
-            Ok(info) => info,
-            Err(e) => {
-                let _ = reply.send(None);
-                return Err(e);
-            }
-        };
-        // The fetcher may have stopped waiting (it failed); the page is still written so the
-        // sink's state stays consistent, and the run ends without committing it.
-        let _ = reply.send(Some(info.clone()));
-        self.pages += 1;
-        self.rows_read += page.results.len() as u64;
-        let (time_idx, id_idx) = self.keys.unwrap_or((None, 0));
-        let by_id = self.setup.plan.dedup.is_some() || self.setup.plan.repair.is_some();
-        for (n, row) in page.results.iter().enumerate() {
-            let at = match time_idx {
-                Some(t) => Some(raw_timestamp(row[t]).ok_or_else(|| bad_value(n, "time", row[t]))?),
-                None => None,
-            };
-            if by_id {
-                let id = raw_uuid(row[id_idx]).ok_or_else(|| bad_value(n, "id", row[id_idx]))?;
-                if !self.admit(id, at.unwrap_or(0)) {
-                    self.rows_deduplicated += 1;
-                    continue;
-                }
-            }
-            // A dry run counts what a real run would write, through the same window.
-            if self.setup.dry_run {
-                self.rows_output += 1;
-                continue;
-            }
-            self.builder.append_array_row(row)?;
-            self.batch_range = widen(self.batch_range, at.map(|t| (t, t)));
-            if self.builder.len() >= self.setup.plan.batch_size {
-                self.flush_batch()?;
-            }
+    /// The next bytes of a HogQL page: every row they complete is written at once.
+    fn chunk(&mut self, bytes: &[u8]) -> Result<(), DriverError> {
+        let mut scanner = std::mem::take(&mut self.rx.scanner);
+        let fed = scanner.feed(bytes, &mut |row: &[u8]| self.query_row(row));
+        self.rx.scanner = scanner;
+        fed
+    }
+
+    /// One row of a HogQL page, as its JSON text.
+    fn query_row(&mut self, text: &[u8]) -> Result<(), DriverError> {
+        let row = row_values(text)?;
+        let n = self.rx.rows;
+        self.rx.rows += 1;
+        let fields = &self.setup.plan.fields;
+        if row.len() != fields.len() {
+            return Err(DriverError::Protocol(format!(
+                "row {n} of a result page has {} values; the extractor asked for {} columns",
+                row.len(),
+                fields.len()
+            )));
         }
-        if let Some(last) = info.last
+        let (time_idx, id_idx) = self.keys;
+        let at = match time_idx {
+            Some(t) => Some(raw_timestamp(row[t]).ok_or_else(|| bad_value(n, "time", row[t]))?),
+            None => None,
+        };
+        let id_idx =
+            id_idx.ok_or_else(|| DriverError::Protocol("the response has no id column".into()))?;
+        let id = raw_uuid(row[id_idx]).ok_or_else(|| bad_value(n, "id", row[id_idx]))?;
+        self.rx.last = Some((at, id));
+        if !self.rx.consume(n, id)? {
+            return Ok(()); // written from an earlier attempt's body
+        }
+        self.rx.consumed_last = Some((at, id));
+        self.rows_read += 1;
+        let by_id = self.setup.plan.dedup.is_some() || self.setup.plan.repair.is_some();
+        if by_id && !self.admit(id, at.unwrap_or(0)) {
+            self.rows_deduplicated += 1;
+            return Ok(());
+        }
+        // A dry run counts what a real run would write, through the same window.
+        if self.setup.dry_run {
+            self.rows_output += 1;
+            return Ok(());
+        }
+        self.builder.append_array_row(&row)?;
+        self.batch_range = widen(self.batch_range, at.map(|t| (t, t)));
+        if self.batch_full() {
+            self.flush_batch()?;
+        }
+        Ok(())
+    }
+
+    /// Whether the pending batch is encoded now: at `batch_size` rows, or earlier when it
+    /// holds [`BATCH_BYTES`] (wide or heavy rows).
+    fn batch_full(&self) -> bool {
+        self.builder.len() >= self.setup.plan.batch_size
+            || self.builder.pending_bytes() >= BATCH_BYTES
+    }
+
+    /// The end of a HogQL page's body: checks it was whole and had the columns asked for,
+    /// answers the fetcher with its row count and last position, and moves the watermark to
+    /// the last row written.
+    fn page_end(&mut self, reply: oneshot::Sender<Option<PageInfo>>) -> Result<(), DriverError> {
+        let ended = self.rx.scanner.finish().map_err(DriverError::from);
+        let checked = ended.and_then(|page| {
+            let expected = self.setup.plan.fields.iter().map(|f| f.name.as_str());
+            match page.columns {
+                Some(columns)
+                    if page.rows > 0
+                        && !columns.iter().map(String::as_str).eq(expected.clone()) =>
+                {
+                    Err(DriverError::Protocol(format!(
+                        "the query response has columns {columns:?}; the extractor asked for {:?}",
+                        expected.collect::<Vec<_>>()
+                    )))
+                }
+                None if page.rows > 0 => Err(DriverError::Protocol(
+                    "the query response has rows but no `columns`".into(),
+                )),
+                _ => Ok(()),
+            }
+        });
+        if let Err(e) = checked {
+            let _ = reply.send(None);
+            return Err(e);
+        }
+        let info = self.rx.end_page();
+        // The fetcher may have stopped waiting (it failed); the state stays consistent and the
+        // run ends without committing.
+        let _ = reply.send(Some(info));
+        self.pages += 1;
+        if let Some((Some(time), id)) = self.rx.consumed_last
             && self.setup.plan.time_column.is_some()
             && self.setup.plan.repair.is_none()
         {
             let advanced = match &self.watermark {
                 None => true,
-                Some(w) => last.time >= w.time,
+                Some(w) => w.time.is_none_or(|t| time >= t),
             };
             if advanced {
-                self.watermark = Some(last);
+                self.watermark = Some(Cursor {
+                    time: Some(time),
+                    id: id.hyphenated().to_string(),
+                });
             }
         }
         Ok(())
@@ -308,53 +428,6 @@ impl Sink {
         }
     }
 
-    /// Checks the page's columns (first page) and reads its last keyset position.
-    fn page_info(&mut self, page: &QueryPage<'_>) -> Result<PageInfo, DriverError> {
-        if self.keys.is_none() && !page.results.is_empty() {
-            let expected: Vec<&str> = self
-                .setup
-                .plan
-                .fields
-                .iter()
-                .map(|f| f.name.as_str())
-                .collect();
-            if page.columns != expected {
-                return Err(DriverError::Protocol(format!(
-                    "the query response has columns {:?}; the extractor asked for {:?}",
-                    page.columns, expected
-                )));
-            }
-            let find = |name: &str| page.column_index(name);
-            let id = self
-                .setup
-                .plan
-                .id_column
-                .and_then(find)
-                .ok_or_else(|| DriverError::Protocol("the response has no id column".into()))?;
-            self.keys = Some((self.setup.plan.time_column.and_then(find), id));
-        }
-        let Some(last) = page.results.last() else {
-            return Ok(PageInfo {
-                rows: 0,
-                last: None,
-            });
-        };
-        let (time_idx, id_idx) = self.keys.unwrap_or((None, 0));
-        let n = page.results.len() - 1;
-        let id = raw_uuid(last[id_idx]).ok_or_else(|| bad_value(n, "id", last[id_idx]))?;
-        let time = match time_idx {
-            Some(t) => Some(raw_timestamp(last[t]).ok_or_else(|| bad_value(n, "time", last[t]))?),
-            None => None,
-        };
-        Ok(PageInfo {
-            rows: page.results.len(),
-            last: Some(Cursor {
-                time,
-                id: id.hyphenated().to_string(),
-            }),
-        })
-    }
-
     fn objects(&mut self, objects: &[Box<RawValue>]) -> Result<(), DriverError> {
         self.pages += 1;
         self.rows_read += objects.len() as u64;
@@ -364,7 +437,7 @@ impl Sink {
         }
         for object in objects {
             self.builder.append_object_row(object)?;
-            if self.builder.len() >= self.setup.plan.batch_size {
+            if self.batch_full() {
                 self.flush_batch()?;
             }
         }
@@ -575,4 +648,74 @@ fn bad_value(row: usize, what: &str, raw: &RawValue) -> DriverError {
     DriverError::Protocol(format!(
         "row {row} of a result page has an invalid {what} value {shown}"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u128) -> Uuid {
+        Uuid::from_u128(n)
+    }
+
+    /// Feeds body rows `ids` (by index from the fetcher's position); answers which were new.
+    fn body(rx: &mut Receiving, ids: &[u128]) -> Result<Vec<bool>, DriverError> {
+        rx.restart();
+        ids.iter()
+            .enumerate()
+            .map(|(n, &i)| {
+                rx.rows += 1;
+                rx.last = Some((Some(i as i64), id(i)));
+                rx.consume(n, id(i))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_retried_body_skips_the_rows_an_earlier_attempt_delivered() {
+        let mut rx = Receiving::default();
+        // The first attempt breaks off after 3 rows; the retry repeats them, then goes on.
+        assert_eq!(body(&mut rx, &[1, 2, 3]).unwrap(), [true; 3]);
+        assert_eq!(
+            body(&mut rx, &[1, 2, 3, 4, 5]).unwrap(),
+            [false, false, false, true, true]
+        );
+        let info = rx.end_page();
+        assert_eq!(info.rows, 5);
+        assert_eq!(
+            info.last.map(|c| c.id),
+            Some(id(5).hyphenated().to_string())
+        );
+        // The next page starts after row 5: nothing is skipped.
+        assert_eq!(body(&mut rx, &[6, 7]).unwrap(), [true, true]);
+    }
+
+    #[test]
+    fn a_smaller_retry_page_carries_the_skip_into_the_next_page() {
+        let mut rx = Receiving::default();
+        // 5 rows written, then the body broke off; the page is asked again with LIMIT 2.
+        assert_eq!(body(&mut rx, &[1, 2, 3, 4, 5]).unwrap(), [true; 5]);
+        assert_eq!(body(&mut rx, &[1, 2]).unwrap(), [false, false]);
+        let info = rx.end_page();
+        assert_eq!(info.rows, 2, "the fetcher moves to row 2");
+        assert_eq!(body(&mut rx, &[3, 4]).unwrap(), [false, false]);
+        rx.end_page();
+        assert_eq!(body(&mut rx, &[5, 6]).unwrap(), [false, true]);
+        rx.end_page();
+        assert_eq!(body(&mut rx, &[7]).unwrap(), [true]);
+    }
+
+    #[test]
+    fn a_retried_body_that_differs_stops_the_run() {
+        let mut rx = Receiving::default();
+        body(&mut rx, &[1, 2, 3]).unwrap();
+        let err = body(&mut rx, &[1, 9, 3])
+            .map(|_| ())
+            .and_then(|()| body(&mut rx, &[1, 2, 9]).map(|_| ()));
+        let err = err.unwrap_err().to_string();
+        assert!(
+            err.contains("differs from the first reading at row 2"),
+            "{err}"
+        );
+    }
 }

@@ -1,0 +1,591 @@
+//! A HogQL query response read as it arrives: rows handed out one by one, the body never held.
+//!
+//! [`PageScanner`] is fed the (inflated) body in chunks of any size. It walks the outer object
+//! with a small state machine, finds each row of `results` by its brackets (strings are skipped
+//! with `memchr`, so the bulk of a page, the properties strings, is crossed at SIMD speed) and
+//! hands the row's text to a callback, which parses it with [`row_values`]. A row that lies
+//! inside one chunk is handed out as a slice of that chunk; only a row cut by a chunk boundary
+//! is copied, into a buffer that grows to the largest row (not the page). `columns` is read
+//! wherever it appears, before or after `results`; other members are skipped after checking
+//! that their brackets balance and their strings close. Memory is one row, whatever the page
+//! size.
+//!
+//! ```
+//! use posthog_core::{PageScanner, row_values};
+//!
+//! let body = br#"{"columns":["uuid","n"],"results":[["a",1],["b",2]],"hasMore":false}"#;
+//! let mut scanner = PageScanner::default();
+//! let mut seen = Vec::new();
+//! for chunk in body.chunks(7) {
+//!     scanner
+//!         .feed(chunk, &mut |row: &[u8]| {
+//!             let values = row_values(row)?;
+//!             seen.push(values[1].get().to_owned());
+//!             Ok::<(), posthog_core::CoreError>(())
+//!         })
+//!         .unwrap();
+//! }
+//! let page = scanner.finish().unwrap();
+//! assert_eq!(page.rows, 2);
+//! assert_eq!(page.columns.as_deref(), Some(&["uuid".to_owned(), "n".to_owned()][..]));
+//! assert_eq!(seen, ["1", "2"]);
+//! ```
+
+use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+
+use crate::CoreError;
+
+/// The largest single row (or `columns` value) the scanner copies across chunk boundaries:
+/// PostHog caps an event at 1 MB, with its person properties a row stays well under this.
+pub const MAX_ROW_BYTES: usize = 64 * 1024 * 1024;
+
+/// What the scanner found in a complete body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScannedPage {
+    /// Rows handed to the callback.
+    pub rows: usize,
+    /// The `columns` member, when the body has one.
+    pub columns: Option<Vec<String>>,
+}
+
+/// Which outer member a value belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Member {
+    Results,
+    Columns,
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Before the outer `{`.
+    Start,
+    /// Expecting a member's key (or `}` right after `{`).
+    Key { first: bool },
+    /// Inside a key string.
+    InKey,
+    /// After a key, expecting `:`.
+    Colon,
+    /// Expecting the start of a member's value.
+    Value(Member),
+    /// Inside a value of `columns` or of a skipped member.
+    InValue(Member),
+    /// After a member's value: `,` or `}`.
+    AfterValue,
+    /// Expecting a row `[` (or `]` when `first`: no rows).
+    RowStart { first: bool },
+    /// Inside a row.
+    InRow,
+    /// After a row: `,` or `]`.
+    AfterRow,
+    /// After the outer `}`: only whitespace may follow.
+    Done,
+}
+
+/// Where a JSON value ends, scanned byte by byte across chunks.
+#[derive(Debug, Clone, Copy, Default)]
+struct ValueScan {
+    started: bool,
+    /// Open brackets (`[` and `{` alike).
+    depth: u32,
+    in_str: bool,
+    escaped: bool,
+    /// A number, `true`, `false` or `null`: ends before the next delimiter.
+    scalar: bool,
+}
+
+impl ValueScan {
+    /// Scans `bytes` (the value's continuation). `Some(n)`: the value ends after `n` bytes (a
+    /// scalar's delimiter is not part of it); `None`: it goes on past `bytes`.
+    fn scan(&mut self, bytes: &[u8]) -> Option<usize> {
+        let mut i = 0;
+        if !self.started {
+            self.started = true;
+            match bytes.first()? {
+                b'[' | b'{' => self.depth = 1,
+                b'"' => self.in_str = true,
+                _ => self.scalar = true,
+            }
+            i = 1;
+        }
+        while i < bytes.len() {
+            if self.in_str {
+                if self.escaped {
+                    self.escaped = false;
+                    i += 1;
+                    continue;
+                }
+                let k = memchr::memchr2(b'"', b'\\', &bytes[i..])?;
+                i += k;
+                if bytes[i] == b'\\' {
+                    self.escaped = true;
+                } else {
+                    self.in_str = false;
+                    if self.depth == 0 {
+                        return Some(i + 1);
+                    }
+                }
+                i += 1;
+                continue;
+            }
+            let b = bytes[i];
+            if self.scalar {
+                if matches!(b, b',' | b'}' | b']') || is_ws(b) {
+                    return Some(i);
+                }
+                i += 1;
+                continue;
+            }
+            match b {
+                b'"' => self.in_str = true,
+                b'[' | b'{' => self.depth += 1,
+                b']' | b'}' => {
+                    self.depth -= 1;
+                    if self.depth == 0 {
+                        return Some(i + 1);
+                    }
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        None
+    }
+}
+
+fn is_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+/// Reads a HogQL query response body chunk by chunk; see the [module docs](self).
+#[derive(Debug)]
+pub struct PageScanner {
+    state: State,
+    value: ValueScan,
+    /// The key being read, or the part of a row or `columns` value received so far when it
+    /// crosses a chunk boundary.
+    carry: Vec<u8>,
+    /// Whether the value in progress is being copied into `carry`.
+    carrying: bool,
+    columns: Option<Vec<String>>,
+    seen_results: bool,
+    rows: usize,
+    /// Body bytes fed so far (for error messages).
+    offset: u64,
+}
+
+impl Default for PageScanner {
+    fn default() -> Self {
+        PageScanner {
+            state: State::Start,
+            value: ValueScan::default(),
+            carry: Vec::new(),
+            carrying: false,
+            columns: None,
+            seen_results: false,
+            rows: 0,
+            offset: 0,
+        }
+    }
+}
+
+impl PageScanner {
+    /// Forgets the body read so far (a new attempt's body begins); the row buffer keeps its
+    /// capacity.
+    pub fn reset(&mut self) {
+        let mut carry = std::mem::take(&mut self.carry);
+        carry.clear();
+        *self = PageScanner {
+            carry,
+            ..PageScanner::default()
+        };
+    }
+
+    /// Rows handed out so far.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Feeds the next bytes of the body; `on_row` gets the text of every row completed by
+    /// them (a JSON array, as sent). A body that is not a HogQL result page is a
+    /// [`CoreError::Data`] naming the byte offset; an error from `on_row` stops the scan and
+    /// is returned as is.
+    pub fn feed<E: From<CoreError>>(
+        &mut self,
+        chunk: &[u8],
+        on_row: &mut dyn FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut i = 0;
+        while i < chunk.len() {
+            i = match self.state {
+                State::InRow => self.in_row(chunk, i, on_row)?,
+                State::InValue(member) => self.in_value(chunk, i, member)?,
+                State::InKey => self.in_key(chunk, i),
+                _ => self.punctuation(chunk, i)?,
+            };
+        }
+        self.offset += chunk.len() as u64;
+        Ok(())
+    }
+
+    /// Ends the body: an error when it stopped before the outer object closed (a truncated
+    /// body) or has no `results`.
+    pub fn finish(&mut self) -> Result<ScannedPage, CoreError> {
+        if self.state != State::Done {
+            return Err(CoreError::Data(format!(
+                "the query response is not a valid result page: it ends after {} bytes, inside \
+                 its JSON (truncated)",
+                self.offset
+            )));
+        }
+        if !self.seen_results {
+            return Err(CoreError::Data(
+                "the query response is not a valid result page: it has no `results` array".into(),
+            ));
+        }
+        Ok(ScannedPage {
+            rows: self.rows,
+            columns: self.columns.take(),
+        })
+    }
+
+    fn error(&self, at: usize, what: &str) -> CoreError {
+        CoreError::Data(format!(
+            "the query response is not a valid result page: {what} at byte {}",
+            self.offset + at as u64
+        ))
+    }
+
+    /// One byte of the outer structure (whitespace, brackets, `:` and `,`).
+    fn punctuation(&mut self, chunk: &[u8], i: usize) -> Result<usize, CoreError> {
+        let b = chunk[i];
+        if is_ws(b) {
+            return Ok(i + 1);
+        }
+        let next = match (self.state, b) {
+            (State::Start, b'{') => State::Key { first: true },
+            (State::Key { .. }, b'"') => {
+                self.carry.clear();
+                State::InKey
+            }
+            (State::Key { first: true }, b'}') | (State::AfterValue, b'}') => State::Done,
+            (State::Colon, b':') => {
+                let member = match self.carry.as_slice() {
+                    b"results" if self.seen_results => {
+                        return Err(self.error(i, "a second `results` member"));
+                    }
+                    b"results" => Member::Results,
+                    b"columns" => Member::Columns,
+                    _ => Member::Other,
+                };
+                self.carry.clear();
+                State::Value(member)
+            }
+            (State::Value(Member::Results), b'[') => {
+                self.seen_results = true;
+                State::RowStart { first: true }
+            }
+            (State::Value(Member::Results), _) => {
+                return Err(self.error(i, "`results` is not an array"));
+            }
+            (State::Value(_), b',' | b':' | b']' | b'}') => {
+                return Err(self.error(i, "a member without a value"));
+            }
+            (State::Value(member), _) => {
+                self.state = State::InValue(member);
+                self.value = ValueScan::default();
+                self.carrying = member == Member::Columns;
+                self.carry.clear();
+                return Ok(i); // the value's first byte is scanned by `in_value`
+            }
+            (State::AfterValue, b',') => State::Key { first: false },
+            (State::RowStart { .. }, b'[') => {
+                self.value = ValueScan::default();
+                self.carrying = false;
+                self.carry.clear();
+                self.state = State::InRow;
+                return Ok(i); // the row's `[` is part of its text
+            }
+            (State::RowStart { first: true }, b']') | (State::AfterRow, b']') => State::AfterValue,
+            (State::RowStart { .. }, _) => {
+                return Err(self.error(i, "a row of `results` is not an array"));
+            }
+            (State::AfterRow, b',') => State::RowStart { first: false },
+            (State::Done, _) => return Err(self.error(i, "text after the response object")),
+            (state, _) => {
+                return Err(self.error(i, &format!("unexpected {:?} ({state:?})", char::from(b))));
+            }
+        };
+        self.state = next;
+        Ok(i + 1)
+    }
+
+    /// Inside a key: reads up to its closing quote.
+    fn in_key(&mut self, chunk: &[u8], i: usize) -> usize {
+        let rest = &chunk[i..];
+        // Keys are short and rarely escaped: a quote ends the key unless an odd run of
+        // backslashes precedes it.
+        let mut k = 0;
+        while k < rest.len() {
+            match rest[k] {
+                b'"' if escaped_backslashes(&self.carry) => {
+                    self.state = State::Colon;
+                    return i + k + 1;
+                }
+                b => self.carry.push(b),
+            }
+            k += 1;
+        }
+        chunk.len()
+    }
+
+    /// Inside the value of `columns` or of a skipped member.
+    fn in_value(&mut self, chunk: &[u8], i: usize, member: Member) -> Result<usize, CoreError> {
+        let rest = &chunk[i..];
+        match self.value.scan(rest) {
+            Some(n) => {
+                if self.carrying {
+                    self.carry.extend_from_slice(&rest[..n]);
+                    self.columns = Some(serde_json::from_slice(&self.carry).map_err(|source| {
+                        CoreError::Json {
+                            what: "the query response's `columns` is not a list of names".into(),
+                            source,
+                        }
+                    })?);
+                    self.carry.clear();
+                }
+                debug_assert!(member != Member::Results);
+                self.state = State::AfterValue;
+                Ok(i + n)
+            }
+            None => {
+                if self.carrying {
+                    self.carry_more(rest, i)?;
+                }
+                Ok(chunk.len())
+            }
+        }
+    }
+
+    /// Inside a row: hands it out when it ends.
+    fn in_row<E: From<CoreError>>(
+        &mut self,
+        chunk: &[u8],
+        i: usize,
+        on_row: &mut dyn FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<usize, E> {
+        let rest = &chunk[i..];
+        match self.value.scan(rest) {
+            Some(n) => {
+                self.rows += 1;
+                self.state = State::AfterRow;
+                if self.carrying {
+                    self.carry.extend_from_slice(&rest[..n]);
+                    let text = std::mem::take(&mut self.carry);
+                    let result = on_row(&text);
+                    self.carry = text;
+                    self.carry.clear();
+                    self.carrying = false;
+                    result?;
+                } else {
+                    on_row(&rest[..n])?;
+                }
+                Ok(i + n)
+            }
+            None => {
+                self.carrying = true;
+                self.carry_more(rest, i)?;
+                Ok(chunk.len())
+            }
+        }
+    }
+
+    fn carry_more(&mut self, bytes: &[u8], at: usize) -> Result<(), CoreError> {
+        if self.carry.len() + bytes.len() > MAX_ROW_BYTES {
+            return Err(self.error(
+                at,
+                &format!("a value longer than {} MiB", MAX_ROW_BYTES >> 20),
+            ));
+        }
+        self.carry.extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
+/// Whether the backslashes ending `key` escape each other (an even run, or none): then a
+/// following quote ends the key.
+fn escaped_backslashes(key: &[u8]) -> bool {
+    key.iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 0
+}
+
+/// The values of one row (a JSON array) as source text, borrowed from `row`.
+///
+/// ```
+/// let values = posthog_core::row_values(br#"["a", 1, {"b": [2]}]"#).unwrap();
+/// assert_eq!(values.len(), 3);
+/// assert_eq!(values[2].get(), r#"{"b": [2]}"#);
+/// ```
+pub fn row_values(row: &[u8]) -> Result<Vec<&RawValue>, CoreError> {
+    let mut out = Vec::with_capacity(16);
+    let mut de = serde_json::Deserializer::from_slice(row);
+    RowValues { out: &mut out }
+        .deserialize(&mut de)
+        .and_then(|()| de.end())
+        .map_err(|source| CoreError::Json {
+            what: "a row of the query response is not a JSON array".into(),
+            source,
+        })?;
+    Ok(out)
+}
+
+struct RowValues<'o, 'de> {
+    out: &'o mut Vec<&'de RawValue>,
+}
+
+impl<'de> DeserializeSeed<'de> for RowValues<'_, 'de> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RowValues<'_, 'de> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON array")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(value) = seq.next_element::<&'de RawValue>()? {
+            self.out.push(value);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::QueryPage;
+
+    /// Scans `body` cut into the given chunk sizes (cycled), returning the rows' texts.
+    fn scan(body: &[u8], sizes: &[usize]) -> Result<(Vec<String>, ScannedPage), CoreError> {
+        let mut scanner = PageScanner::default();
+        let mut rows = Vec::new();
+        let mut at = 0;
+        let mut n = 0;
+        while at < body.len() {
+            let size = sizes[n % sizes.len()].max(1);
+            let end = (at + size).min(body.len());
+            scanner.feed(&body[at..end], &mut |row: &[u8]| {
+                rows.push(String::from_utf8(row.to_vec()).unwrap());
+                Ok::<(), CoreError>(())
+            })?;
+            at = end;
+            n += 1;
+        }
+        Ok((rows, scanner.finish()?))
+    }
+
+    const BODY: &str = r#" {"cache_key": "x", "clickhouse": "SELECT \"a]\" FROM [x]",
+        "columns": ["uuid", "properties"], "hasMore": false, "limit": 100,
+        "results": [["a", "{\"k\": \"v]\\\\\"}"], ["b", null], [ "c" , {"x": [1, {"y": "}"}]}]],
+        "timings": [{"k": "./x", "t": 0.5}], "types": [["uuid", "UUID"]], "error": null} "#;
+
+    #[test]
+    fn rows_are_found_whatever_the_chunking() {
+        let whole = QueryPage::parse(BODY.as_bytes()).unwrap();
+        let expected: Vec<String> = [
+            r#"["a", "{\"k\": \"v]\\\\\"}"]"#,
+            r#"["b", null]"#,
+            r#"[ "c" , {"x": [1, {"y": "}"}]}]"#,
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        for sizes in [&[usize::MAX][..], &[1], &[2], &[3, 5, 7], &[64], &[13, 1]] {
+            let (rows, page) = scan(BODY.as_bytes(), sizes).unwrap();
+            assert_eq!(rows, expected, "chunks {sizes:?}");
+            assert_eq!(page.rows, 3);
+            assert_eq!(page.columns.as_deref(), Some(&whole.columns[..]));
+            for (row, parsed) in rows.iter().zip(&whole.results) {
+                let values = row_values(row.as_bytes()).unwrap();
+                let texts: Vec<&str> = values.iter().map(|v| v.get()).collect();
+                let oracle: Vec<&str> = parsed.iter().map(|v| v.get()).collect();
+                assert_eq!(texts, oracle);
+            }
+        }
+    }
+
+    #[test]
+    fn columns_after_results_and_empty_results_are_read() {
+        let (rows, page) = scan(br#"{"results":[],"columns":["a"]}"#, &[1]).unwrap();
+        assert!(rows.is_empty());
+        assert_eq!(page.rows, 0);
+        assert_eq!(page.columns, Some(vec!["a".to_owned()]));
+        let (_, page) = scan(br#"{"results":[[1]]}"#, &[4]).unwrap();
+        assert_eq!(page.columns, None);
+    }
+
+    #[test]
+    fn keys_with_escaped_quotes_are_skipped_whole() {
+        let body = br#"{"a\"results\\":[1],"results":[[2]]}"#;
+        let (rows, _) = scan(body, &[1]).unwrap();
+        assert_eq!(rows, ["[2]"]);
+    }
+
+    #[test]
+    fn truncated_and_malformed_bodies_are_errors_naming_the_problem() {
+        for (body, says) in [
+            (&br#"{"results":[[1],[2"#[..], "truncated"),
+            (br#"{"results":[[1]]"#, "truncated"),
+            (b"", "truncated"),
+            (br#"{"results":{}}"#, "`results` is not an array"),
+            (br#"{"results":[1]}"#, "not an array"),
+            (br#"{"results":[[1]],}"#, "unexpected"),
+            (br#"{"results":[[1]]} x"#, "text after"),
+            (br#"{"results":[[1]],"results":[]}"#, "second `results`"),
+            (br#"{"columns":[1],"results":[]}"#, "`columns`"),
+            (br#"{"columns":[]}"#, "no `results`"),
+            (b"<html>", "unexpected"),
+            (br#"{"results":[[1] [2]]}"#, "unexpected"),
+        ] {
+            let err = scan(body, &[3]).unwrap_err().to_string();
+            assert!(
+                err.contains(says),
+                "{:?}: {err}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn a_reset_forgets_the_partial_body() {
+        let mut scanner = PageScanner::default();
+        let mut rows = 0;
+        let mut count = |_: &[u8]| {
+            rows += 1;
+            Ok::<(), CoreError>(())
+        };
+        scanner.feed(br#"{"results":[[1],[2"#, &mut count).unwrap();
+        scanner.reset();
+        scanner
+            .feed(br#"{"results":[[1],[2],[3]]}"#, &mut count)
+            .unwrap();
+        assert_eq!(scanner.finish().unwrap().rows, 3);
+        assert_eq!(rows, 4, "one row before the reset, three after");
+    }
+
+    #[test]
+    fn an_error_from_the_callback_stops_the_scan() {
+        let mut scanner = PageScanner::default();
+        let err = scanner
+            .feed(br#"{"results":[[1],[2]]}"#, &mut |_| {
+                Err(CoreError::Data("stop".into()))
+            })
+            .unwrap_err();
+        assert_eq!(err.to_string(), "bad data: stop");
+    }
+}
