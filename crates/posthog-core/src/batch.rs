@@ -211,6 +211,7 @@ impl Columns {
             field: spec.field.clone(),
             key: spec.key.clone(),
             fallback: true,
+            rest: false,
         };
         let base = format!("{}__json", spec.name);
         let id = self.fallback(slot, source, base);
@@ -273,6 +274,10 @@ pub struct BatchBuilder {
     field_slots: Vec<Slot>,
     /// Per declared field: the slots of its flattened keys.
     key_slots: Vec<KeySlots>,
+    /// Per declared field: its `__rest` column, once made.
+    rest_columns: Vec<Option<usize>>,
+    /// Columns the table may have before new keys go to `__rest` instead.
+    column_budget: usize,
     /// Top-level keys of object rows that no field declares.
     extra_slots: HashMap<String, Slot>,
     field_by_name: HashMap<String, usize>,
@@ -314,7 +319,14 @@ impl BatchBuilder {
             .enumerate()
             .map(|(i, f)| (f.name.clone(), i))
             .collect();
+        let mut rest_columns = vec![None; fields.len()];
         for (id, spec) in schema.columns().iter().enumerate() {
+            if spec.rest {
+                if let Some(&f) = field_by_name.get(&spec.field) {
+                    rest_columns[f] = Some(id);
+                }
+                continue;
+            }
             let slot = match (field_by_name.get(&spec.field), &spec.key) {
                 (Some(&f), None) => &mut field_slots[f],
                 (Some(&f), Some(key)) => {
@@ -346,12 +358,25 @@ impl BatchBuilder {
             },
             field_slots,
             key_slots,
+            rest_columns,
+            column_budget: usize::MAX,
             text_buf: Vec::new(),
             extra_slots,
             field_by_name,
             rows: 0,
             row_serial: 0,
         })
+    }
+
+    /// Caps the table's columns at `budget` (unlimited by default): once the table has that
+    /// many, a flattened key seen for the first time gets no column of its own; its values go,
+    /// with those of every other such key of the row, into one `<field>__rest` column holding
+    /// a JSON object (`{"key": value, ...}`, values as their compact source JSON), so nothing
+    /// is lost and readers still get a bounded schema. Keys that already have a column keep
+    /// it; the `__rest` column and `__json` siblings of existing columns may pass the budget.
+    pub fn with_column_budget(mut self, budget: usize) -> Self {
+        self.column_budget = budget;
+        self
     }
 
     /// Rows appended since the last [`finish_batch`](Self::finish_batch).
@@ -536,7 +561,9 @@ impl BatchBuilder {
         let field = &self.fields[i].name;
         let slots = &mut self.key_slots[i];
         let columns = &mut self.columns;
+        let budget = self.column_budget;
         let mut cells: Vec<(usize, Cell<'_>)> = Vec::with_capacity(entries.len());
+        let mut rest: Vec<(&str, &RawValue)> = Vec::new();
         let mut saw_null = false;
         for (position, (key, raw_value)) in entries.iter().enumerate() {
             let scalar = Scalar::classify(raw_value.get());
@@ -546,6 +573,10 @@ impl BatchBuilder {
             }
             let at = slots.index_of(key, position);
             let slot = &mut slots.slots[at];
+            if slot.value.is_none() && columns.schema.len() >= budget {
+                rest.push((key, raw_value));
+                continue;
+            }
             let placed = columns.place(
                 slot,
                 || {
@@ -553,6 +584,7 @@ impl BatchBuilder {
                         field: field.clone(),
                         key: Some(key.to_string()),
                         fallback: false,
+                        rest: false,
                     };
                     (source, format!("{field}_{key}"))
                 },
@@ -569,8 +601,25 @@ impl BatchBuilder {
                 cells.push((id, cell));
             }
         }
-        if saw_null && repeated_key(&entries).is_some() {
+        if (saw_null || !rest.is_empty()) && repeated_key(&entries).is_some() {
             return false;
+        }
+        if !rest.is_empty() {
+            let id = match self.rest_columns[i] {
+                Some(id) => id,
+                None => {
+                    let source = SourceKey {
+                        field: field.clone(),
+                        key: None,
+                        fallback: false,
+                        rest: true,
+                    };
+                    let id = columns.add(source, format!("{field}__rest"), ColumnType::Json);
+                    self.rest_columns[i] = Some(id);
+                    id
+                }
+            };
+            cells.push((id, Cell::Text(Cow::Owned(rest_object(&rest)))));
         }
         for (id, cell) in &cells {
             columns.append(*id, self.rows, cell);
@@ -675,6 +724,22 @@ impl KeySlots {
         }
         at
     }
+}
+
+/// A JSON object of `entries`, each value as its compact source JSON.
+fn rest_object(entries: &[(&str, &RawValue)]) -> String {
+    let mut text = String::from("{");
+    for (n, (key, value)) in entries.iter().enumerate() {
+        if n > 0 {
+            text.push(',');
+        }
+        // A `str` always serializes.
+        text.push_str(&serde_json::to_string(key).unwrap_or_default());
+        text.push(':');
+        text.push_str(&compact_json(value.get().trim_matches(is_json_ws)));
+    }
+    text.push('}');
+    text
 }
 
 /// The entries of `text` if it is exactly one JSON object whose keys are valid Unicode.
@@ -805,6 +870,71 @@ mod tests {
             "a non-object is kept whole, as its source JSON"
         );
         assert_eq!(text(&batch, "properties", 2), None);
+    }
+
+    #[test]
+    fn keys_past_the_column_budget_go_whole_into_one_rest_column() {
+        let fields = [
+            FieldSpec::fixed("uuid", ColumnType::Utf8),
+            FieldSpec::flatten("properties"),
+        ];
+        let rows = [
+            r#"["r0", "{\"a\": 1, \"b\": \"x\"}"]"#,
+            r#"["r1", "{\"c\": true, \"d\": {\"n\": [1, 2]}, \"a\": 2, \"e\": null}"]"#,
+            r#"["r2", "{\"e\": \"é\\\"q\", \"b\": \"y\"}"]"#,
+        ];
+        let mut b = BatchBuilder::new(&fields, FlattenMode::Flatten, &[])
+            .unwrap()
+            .with_column_budget(3);
+        for row in rows {
+            let row = raws(row);
+            let row: Vec<&RawValue> = row.iter().map(AsRef::as_ref).collect();
+            b.append_array_row(&row).unwrap();
+        }
+        let batch = b.finish_batch().unwrap().unwrap();
+        assert_eq!(
+            names(&batch),
+            ["uuid", "properties__rest", "properties_a", "properties_b"]
+        );
+        assert_eq!(text(&batch, "properties__rest", 0), None);
+        assert_eq!(
+            text(&batch, "properties__rest", 1).as_deref(),
+            Some(r#"{"c":true,"d":{"n":[1,2]}}"#),
+            "keys without a column, values as their JSON; a null is an absent key"
+        );
+        assert_eq!(
+            text(&batch, "properties__rest", 2).as_deref(),
+            Some(r#"{"e":"é\"q"}"#)
+        );
+        assert_eq!(text(&batch, "properties_b", 2).as_deref(), Some("y"));
+        // The next run, from the recorded columns, sends the same keys to the same places.
+        let known = b.schema().to_specs();
+        assert!(known.iter().any(|c| c.rest && c.name == "properties__rest"));
+        let mut next = BatchBuilder::new(&fields, FlattenMode::Flatten, &known)
+            .unwrap()
+            .with_column_budget(3);
+        let row = raws(r#"["r3", "{\"a\": 3, \"c\": false, \"f\": 1}"]"#);
+        let row: Vec<&RawValue> = row.iter().map(AsRef::as_ref).collect();
+        next.append_array_row(&row).unwrap();
+        let batch = next.finish_batch().unwrap().unwrap();
+        assert_eq!(batch.num_columns(), 4, "no new column");
+        assert_eq!(
+            text(&batch, "properties__rest", 0).as_deref(),
+            Some(r#"{"c":false,"f":1}"#)
+        );
+    }
+
+    #[test]
+    fn a_repeated_key_past_the_budget_sends_the_row_to_the_json_column() {
+        let fields = [FieldSpec::flatten("properties")];
+        let mut b = BatchBuilder::new(&fields, FlattenMode::Flatten, &[])
+            .unwrap()
+            .with_column_budget(0);
+        let row = raws(r#"["{\"z\": 1, \"z\": 2}"]"#);
+        let row: Vec<&RawValue> = row.iter().map(AsRef::as_ref).collect();
+        b.append_array_row(&row).unwrap();
+        let batch = b.finish_batch().unwrap().unwrap();
+        assert_eq!(names(&batch), ["properties__json"]);
     }
 
     #[test]

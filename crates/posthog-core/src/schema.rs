@@ -162,6 +162,10 @@ pub struct ColumnSpec {
     /// True for a `__json` sibling holding values that did not fit the typed column.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fallback: bool,
+    /// True for a `<field>__rest` column: a JSON object of the keys of `field` that have no
+    /// column of their own (the table reached its column budget before they first appeared).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rest: bool,
 }
 
 /// Identifies the source of a column: (field, key, fallback).
@@ -170,6 +174,7 @@ pub(crate) struct SourceKey {
     pub field: String,
     pub key: Option<String>,
     pub fallback: bool,
+    pub rest: bool,
 }
 
 impl SourceKey {
@@ -179,6 +184,7 @@ impl SourceKey {
             field: name.to_owned(),
             key: None,
             fallback,
+            rest: false,
         }
     }
 }
@@ -219,6 +225,7 @@ impl TableSchema {
                 field: field.name.clone(),
                 key: None,
                 fallback: false,
+                rest: false,
             };
             if let Some(&id) = schema.by_source.get(&source) {
                 let existing = &schema.columns[id];
@@ -235,6 +242,7 @@ impl TableSchema {
                 field: spec.field.clone(),
                 key: spec.key.clone(),
                 fallback: spec.fallback,
+                rest: spec.rest,
             };
             match schema.by_source.get(&source) {
                 Some(&id) if schema.columns[id].data_type == spec.data_type => {}
@@ -314,6 +322,7 @@ impl TableSchema {
             field: source.field.clone(),
             key: source.key.clone(),
             fallback: source.fallback,
+            rest: source.rest,
         });
         self.by_source.insert(source, id);
         id
@@ -346,6 +355,7 @@ mod tests {
             field: "properties".into(),
             key: Some(key.into()),
             fallback: false,
+            rest: false,
         }
     }
 
@@ -395,6 +405,7 @@ mod tests {
             field: "uuid".into(),
             key: None,
             fallback: false,
+            rest: false,
         }];
         assert!(TableSchema::new(&fields, FlattenMode::Flatten, &bad).is_err());
     }

@@ -24,6 +24,7 @@
 //! | `output.format` | `parquet` | `parquet`, `jsonl`, `csv` |
 //! | `output.part_rows` | 1000000 | 1000..=100000000 |
 //! | `output.flatten_properties` | true | |
+//! | `output.max_columns` | 1000 | 16..=10000 |
 //! | `logging.level` / `verbose_http` | `info` / false | `error`, `warn` (`warning`), `info`, `debug`, `trace` |
 //! | `performance.batch_size` | 5000 | 100..=1000000 |
 //! | `performance.request_timeout` (s) | 30 | 1..=600 |
@@ -141,6 +142,11 @@ pub struct OutputConfig {
     /// Whether `properties` and `person_properties` become one column per key
     /// (`properties_<key>`, the default) or stay one JSON text column each.
     pub flatten_properties: bool,
+    /// Columns a table may have (default 1 000). Once it has this many, a property key seen
+    /// for the first time gets no column of its own: its values go, with those of every other
+    /// such key of the row, into `properties__rest` (or `person_properties__rest`) as one
+    /// JSON object, so nothing is lost, memory stays bounded and readers get a usable schema.
+    pub max_columns: usize,
 }
 
 impl Default for OutputConfig {
@@ -149,6 +155,7 @@ impl Default for OutputConfig {
             format: OutputFormat::default(),
             part_rows: default_of(&raw::PART_ROWS),
             flatten_properties: true,
+            max_columns: default_of(&raw::MAX_COLUMNS),
         }
     }
 }
@@ -275,6 +282,7 @@ fn validate(raw: RawConfig) -> Result<ExtractConfig, ConfigError> {
             format: o.format.unwrap_or_default(),
             part_rows: int_in("output.part_rows", o.part_rows, &raw::PART_ROWS)?,
             flatten_properties: o.flatten_properties.unwrap_or(true),
+            max_columns: int_in("output.max_columns", o.max_columns, &raw::MAX_COLUMNS)?,
         },
     };
     let logging = raw

@@ -111,6 +111,10 @@ pub struct ColumnRecord {
     /// True for a `__json` sibling holding values that did not fit the typed column.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fallback: bool,
+    /// True for a `<field>__rest` column: the keys of `field` that have no column of their
+    /// own (`output.max_columns`), as one JSON object per row.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rest: bool,
 }
 
 /// One committed part file of a table.
@@ -217,6 +221,7 @@ impl ColumnRecord {
             field: None,
             key: None,
             fallback: false,
+            rest: false,
         }
     }
 }

@@ -62,6 +62,11 @@ pub(crate) const PART_ROWS: IntBounds = IntBounds {
     max: 100_000_000,
     default: 1_000_000,
 };
+pub(crate) const MAX_COLUMNS: IntBounds = IntBounds {
+    min: 16,
+    max: 10_000,
+    default: 1_000,
+};
 pub(crate) const QUERY_PER_MINUTE: IntBounds = IntBounds {
     min: 1,
     max: 100_000,
@@ -265,6 +270,14 @@ pub(crate) struct RawOutput {
     /// exports it.
     #[schemars(extend("default" = true))]
     pub flatten_properties: Option<bool>,
+    /// Columns a table may have: once it has this many, a property key seen for the first
+    /// time gets no column; its values go into `<field>__rest`, one JSON object per row.
+    #[schemars(
+        with = "Option<Integer>",
+        range(min = MAX_COLUMNS.min, max = MAX_COLUMNS.max),
+        extend("default" = MAX_COLUMNS.default)
+    )]
+    pub max_columns: Option<i128>,
 }
 
 /// Logging.

@@ -75,6 +75,8 @@ pub(crate) struct SinkPlan {
     pub writer: WriterOptions,
     pub batch_size: usize,
     pub part_rows: u64,
+    /// The table's column budget (`output.max_columns`).
+    pub max_columns: usize,
     pub time_column: Option<&'static str>,
     pub id_column: Option<&'static str>,
     /// The dedup window, when rows are deduplicated by id.
@@ -154,6 +156,7 @@ impl RunPlan {
             },
             batch_size: config.performance.batch_size,
             part_rows: config.output.part_rows,
+            max_columns: config.output.max_columns,
             time_column,
             id_column,
             dedup,

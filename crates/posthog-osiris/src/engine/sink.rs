@@ -210,6 +210,7 @@ impl Sink {
             setup.plan.flatten,
             &setup.plan.known_columns,
         )
+        .map(|builder| builder.with_column_budget(setup.plan.max_columns))
         .map_err(|e| {
             DriverError::Protocol(format!(
                 "table {}: the columns recorded in the state cannot be used: {e}",
@@ -626,6 +627,7 @@ pub(crate) fn known_columns(
                 field,
                 key: record.key.clone(),
                 fallback: record.fallback,
+                rest: record.rest,
             })
         })
         .collect()
@@ -639,6 +641,7 @@ fn column_record(spec: ColumnSpec) -> ColumnRecord {
         field: Some(spec.field),
         key: spec.key,
         fallback: spec.fallback,
+        rest: spec.rest,
     }
 }
 
