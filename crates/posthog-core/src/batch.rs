@@ -282,7 +282,7 @@ pub struct BatchBuilder {
     extra_slots: HashMap<String, Slot>,
     field_by_name: HashMap<String, usize>,
     /// Reused buffer for the unescaped text of a properties string.
-    text_buf: Vec<u8>,
+    text_buf: String,
     rows: usize,
     row_serial: u64,
 }
@@ -360,7 +360,7 @@ impl BatchBuilder {
             key_slots,
             rest_columns,
             column_budget: usize::MAX,
-            text_buf: Vec::new(),
+            text_buf: String::new(),
             extra_slots,
             field_by_name,
             rows: 0,
@@ -535,18 +535,17 @@ impl BatchBuilder {
 
     /// Appends the keys of the object in `raw` to their columns. False, with nothing appended,
     /// when `raw` is not an object with unique, valid keys (nor null, which appends nothing).
-    fn flatten_keys(&mut self, i: usize, raw: &str, buf: &mut Vec<u8>) -> bool {
+    fn flatten_keys(&mut self, i: usize, raw: &str, buf: &mut String) -> bool {
         let object_text: &str = match raw.as_bytes().first() {
             Some(b'n') => return true,
             Some(b'"') => {
                 if !unescape_into(raw, buf) {
                     return false;
                 }
-                match std::str::from_utf8(buf) {
+                match buf.trim_matches(is_json_ws) {
                     // PostHog's JSON encoding of "no properties".
-                    Ok(text) if text.trim_matches(is_json_ws) == "null" => return true,
-                    Ok(text) => text,
-                    Err(_) => return false,
+                    "null" => return true,
+                    _ => buf.as_str(),
                 }
             }
             Some(b'{') => raw,

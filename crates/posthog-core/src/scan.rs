@@ -427,8 +427,13 @@ fn escaped_backslashes(key: &[u8]) -> bool {
 /// assert_eq!(values[2].get(), r#"{"b": [2]}"#);
 /// ```
 pub fn row_values(row: &[u8]) -> Result<Vec<&RawValue>, CoreError> {
+    // One SIMD pass checks the row is UTF-8; the parser then reads it as `str` and does not
+    // check every string again (it did, one string at a time: 4 % of a run's CPU).
+    let row = simdutf8::basic::from_utf8(row).map_err(|_| {
+        CoreError::Data("the query response is not a valid result page: a row is not UTF-8".into())
+    })?;
     let mut out = Vec::with_capacity(16);
-    let mut de = serde_json::Deserializer::from_slice(row);
+    let mut de = serde_json::Deserializer::from_str(row);
     RowValues { out: &mut out }
         .deserialize(&mut de)
         .and_then(|()| de.end())

@@ -109,82 +109,76 @@ fn unescape_string(raw: &str) -> Option<Cow<'_, str>> {
     if !inner.contains('\\') {
         return Some(Cow::Borrowed(inner));
     }
-    let mut out = Vec::new();
+    let mut out = String::new();
     if !unescape_into(raw, &mut out) {
         return None;
     }
-    String::from_utf8(out).ok().map(Cow::Owned)
+    Some(Cow::Owned(out))
 }
 
-/// Decodes the JSON string literal `raw` (with its quotes) into `out` as UTF-8 bytes. False
-/// when it is not a well-formed literal or its escapes are not valid Unicode (a lone
-/// surrogate); `out` then holds partial text.
+/// Decodes the JSON string literal `raw` (with its quotes) into `out`. False when it is not a
+/// well-formed literal or its escapes are not valid Unicode (a lone surrogate); `out` then
+/// holds partial text.
 ///
-/// A hot path: the properties of every event arrive as one escaped string. Plain runs are
-/// copied whole; the output is valid UTF-8 whenever this returns true (the input is a `str`
-/// and every escape is encoded as a `char`).
-pub(crate) fn unescape_into(raw: &str, out: &mut Vec<u8>) -> bool {
+/// A hot path: the properties of every event arrive as one escaped string. Backslashes are
+/// found with `memchr` and the plain runs between them copied whole; the output is a `String`
+/// built from `str` runs and decoded `char`s, so it needs no UTF-8 check afterwards.
+pub(crate) fn unescape_into(raw: &str, out: &mut String) -> bool {
     let Some(inner) = raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) else {
         return false;
     };
     let bytes = inner.as_bytes();
     out.reserve(bytes.len());
-    let mut run_start = 0;
     let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] != b'\\' {
-            i += 1;
-            continue;
-        }
-        out.extend_from_slice(&bytes[run_start..i]);
+    while let Some(k) = memchr::memchr(b'\\', &bytes[i..]) {
+        // A backslash is ASCII, so both ends of the run are char boundaries.
+        out.push_str(&inner[i..i + k]);
+        i += k;
         let Some(&kind) = bytes.get(i + 1) else {
             return false;
         };
         let mut used = 2;
-        let simple = match kind {
-            b'"' => b'"',
-            b'\\' => b'\\',
-            b'/' => b'/',
-            b'b' => 8,
-            b'f' => 12,
-            b'n' => b'\n',
-            b'r' => b'\r',
-            b't' => b'\t',
-            b'u' => 0,
+        let c = match kind {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let Some(hi) = hex4(inner.get(i + 2..i + 6)) else {
+                    return false;
+                };
+                used = 6;
+                let c = if (0xD800..0xDC00).contains(&hi) {
+                    // A high surrogate must be followed by an escaped low surrogate.
+                    let low = inner
+                        .get(i + 6..i + 8)
+                        .filter(|s| *s == "\\u")
+                        .and_then(|_| hex4(inner.get(i + 8..i + 12)));
+                    match low {
+                        Some(lo) if (0xDC00..0xE000).contains(&lo) => {
+                            used = 12;
+                            char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00))
+                        }
+                        _ => None,
+                    }
+                } else {
+                    char::from_u32(hi)
+                };
+                let Some(c) = c else {
+                    return false;
+                };
+                c
+            }
             _ => return false,
         };
-        if kind != b'u' {
-            out.push(simple);
-        } else {
-            let Some(hi) = hex4(inner.get(i + 2..i + 6)) else {
-                return false;
-            };
-            used = 6;
-            let c = if (0xD800..0xDC00).contains(&hi) {
-                // A high surrogate must be followed by an escaped low surrogate.
-                let low = inner
-                    .get(i + 6..i + 8)
-                    .filter(|s| *s == "\\u")
-                    .and_then(|_| hex4(inner.get(i + 8..i + 12)));
-                match low {
-                    Some(lo) if (0xDC00..0xE000).contains(&lo) => {
-                        used = 12;
-                        char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00))
-                    }
-                    _ => None,
-                }
-            } else {
-                char::from_u32(hi)
-            };
-            let Some(c) = c else {
-                return false;
-            };
-            out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
-        }
+        out.push(c);
         i += used;
-        run_start = i;
     }
-    out.extend_from_slice(&bytes[run_start..]);
+    out.push_str(&inner[i..]);
     true
 }
 
@@ -297,9 +291,8 @@ mod tests {
             r#""\u00e9 \u20AC \ud83d\ude80 end""#,
             r#""mixed ✓ \u0000 nul""#,
         ] {
-            let mut out = Vec::new();
+            let mut out = String::new();
             assert!(unescape_into(raw, &mut out), "{raw}");
-            let out = String::from_utf8(out).unwrap();
             assert_eq!(out, serde_json::from_str::<String>(raw).unwrap(), "{raw}");
         }
         for bad in [
@@ -310,7 +303,7 @@ mod tests {
             r#""\u12""#,
             "\"a",
         ] {
-            assert!(!unescape_into(bad, &mut Vec::new()), "{bad}");
+            assert!(!unescape_into(bad, &mut String::new()), "{bad}");
         }
     }
 

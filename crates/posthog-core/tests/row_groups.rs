@@ -212,3 +212,63 @@ fn small_batches_do_not_multiply_row_groups() {
     let fewer = row_groups(100, 4 * bytes);
     assert!(fewer.len() * 2 <= small.len(), "{fewer:?} vs {small:?}");
 }
+
+/// A part's footer metadata (row groups × columns) is held until the part closes; the table
+/// writer closes the part once it reaches `MAX_FOOTER_COLUMN_CHUNKS` and goes on in a new one.
+#[test]
+fn a_part_closes_before_its_footer_passes_the_column_chunk_budget() {
+    use arrow_array::{ArrayRef, Int64Array, RecordBatch};
+    use arrow_schema::{DataType, Field, Schema};
+    use posthog_core::ColumnSpec;
+    use posthog_core::writer::MAX_FOOTER_COLUMN_CHUNKS;
+    use std::sync::Arc;
+
+    let columns = 2_048;
+    let dir = tempfile::tempdir().unwrap();
+    let options = WriterOptions {
+        format: PartFormat::Parquet,
+        // One row group per batch, so the footer grows by `columns` chunks per batch.
+        row_group_rows: 1,
+        row_group_bytes: 1,
+        max_part_rows: u64::MAX,
+        zstd_level: 1,
+    };
+    let schema = Arc::new(Schema::new(
+        (0..columns)
+            .map(|c| Field::new(format!("c{c}"), DataType::Int64, true))
+            .collect::<Vec<_>>(),
+    ));
+    let specs: Vec<ColumnSpec> = (0..columns)
+        .map(|c| ColumnSpec {
+            name: format!("c{c}"),
+            data_type: ColumnType::Int64,
+            field: format!("c{c}"),
+            key: None,
+            fallback: false,
+            rest: false,
+        })
+        .collect();
+    let mut writer = TableWriter::new(dir.path(), "part", options).unwrap();
+    let batches = 2 * MAX_FOOTER_COLUMN_CHUNKS / columns + 3;
+    let mut parts = Vec::new();
+    for b in 0..batches {
+        let arrays: Vec<ArrayRef> = (0..columns)
+            .map(|c| Arc::new(Int64Array::from(vec![(b * columns + c) as i64])) as ArrayRef)
+            .collect();
+        let batch = RecordBatch::try_new(schema.clone(), arrays).unwrap();
+        parts.extend(writer.write(&batch, &specs).unwrap());
+    }
+    parts.extend(writer.close_part().unwrap());
+    assert_eq!(parts.len(), 3, "{batches} row groups of {columns} columns");
+    let mut rows = 0;
+    for part in &parts {
+        let reader = SerializedFileReader::new(File::open(&part.path).unwrap()).unwrap();
+        let groups = reader.metadata().num_row_groups();
+        assert!(
+            groups * columns <= MAX_FOOTER_COLUMN_CHUNKS,
+            "{groups} row groups"
+        );
+        rows += reader.metadata().file_metadata().num_rows();
+    }
+    assert_eq!(rows, batches as i64, "every row in some part");
+}
