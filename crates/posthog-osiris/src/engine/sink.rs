@@ -35,8 +35,11 @@ const RECENT_UUIDS_MAX: usize = 1000;
 
 /// A batch is encoded once it holds this much ([`BatchBuilder::pending_bytes`]), whatever
 /// `batch_size` says: 5 000 rows of 10 KB values would otherwise hold 50 MB, and 5 000 rows
-/// of 3 000 columns 75 MB of offsets and null bits.
-const BATCH_BYTES: usize = 8 * 1024 * 1024;
+/// of 3 000 columns 75 MB of offsets and null bits. 4 MiB rather than 8: at 8 MiB a default
+/// event batch of 5 000 rows (~5 MB) cost more peak RSS than one of 10 000 (capped), and 4 MiB
+/// lowered both (300 k events: 48.0 → 43.0 MiB at 5 000, 47.8 → 43.4 at 10 000, 39 at 1 000
+/// either way) at no measurable CPU cost.
+const BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 /// What the fetcher sends.
 pub(crate) enum SinkMsg {
