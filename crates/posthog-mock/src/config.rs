@@ -1,5 +1,5 @@
-//! Server configuration: keys, project, time zone, data, LIMIT clamp, throttling and random
-//! faults.
+//! Server configuration: keys, project, time zone, data, LIMIT clamp, throttling, random
+//! faults and the query latency model.
 
 use std::time::Duration;
 
@@ -80,6 +80,90 @@ pub struct LimitClampChange {
     pub limit_clamp: usize,
 }
 
+/// PostHog's per-project limit on queries running at once (posthog-api.md §2 "3 concurrent"):
+/// the default of [`QueryLatency::concurrency`].
+pub const DEFAULT_QUERY_CONCURRENCY: usize = 3;
+
+/// How long PostHog lets a query wait for a free slot before it gives up with 429
+/// (posthog-api.md §1 "429"): the default of [`QueryLatency::queue_timeout`].
+pub const DEFAULT_QUERY_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A model of PostHog's query latency and per-project query concurrency, applied to
+/// `POST …/query/` requests only (REST lists, query status polls and control routes are never
+/// held).
+///
+/// A query first takes one of `concurrency` slots. When all are taken it waits in a FIFO queue;
+/// if no slot frees up within `queue_timeout` it gets PostHog's concurrency 429: the
+/// `throttled_error` body and **no** `Retry-After`. Once it has a slot it is evaluated and then
+/// held until `hold + rows × hold_per_row` have passed since it got the slot (`rows`: the
+/// result rows it returns; the mock's own evaluation time counts towards the hold, it is not
+/// added to it). The slot is released when the response body has been produced, before it is
+/// gzipped and sent — PostHog's limiter likewise wraps the query's execution, not the
+/// transfer. A query whose client hangs up releases its slot (or its place in the queue) at
+/// once.
+///
+/// Request validation, authentication and the [`RateLimit`] run before the slot is taken, so
+/// those errors are never queued. A query submitted with `refresh: async` is evaluated when it
+/// is submitted, so its `POST` is queued and held too.
+///
+/// Real PostHog queries take about a second or more: `hold: 1 s`, or `hold_per_row: 100 µs`
+/// so that a 10 000-row page is held one second. With `concurrency: 0` every query waits out
+/// the queue timeout and gets 429.
+///
+/// ```
+/// use std::time::Duration;
+/// use posthog_mock::{MockConfig, QueryLatency};
+///
+/// // 3 slots, a 30 s queue; 200 ms + 80 µs per row: a 10 000-row page is held one second.
+/// let latency = QueryLatency::new(Duration::from_millis(200), Duration::from_micros(80));
+/// assert_eq!(latency.hold_for(10_000), Duration::from_secs(1));
+/// let config = MockConfig {
+///     query_latency: Some(latency),
+///     ..MockConfig::default()
+/// };
+/// # drop(config);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueryLatency {
+    /// Fixed part of the time a query holds its slot.
+    pub hold: Duration,
+    /// Added to the hold for every row the query returns.
+    pub hold_per_row: Duration,
+    /// Queries of the project that may hold a slot at once (default
+    /// [`DEFAULT_QUERY_CONCURRENCY`]).
+    pub concurrency: usize,
+    /// The longest a query waits for a slot before it gets 429 (default
+    /// [`DEFAULT_QUERY_QUEUE_TIMEOUT`]; zero: answer 429 at once when every slot is taken).
+    pub queue_timeout: Duration,
+}
+
+impl QueryLatency {
+    /// PostHog's pool (3 slots, 30 s queue) with the given hold.
+    pub fn new(hold: Duration, hold_per_row: Duration) -> Self {
+        QueryLatency {
+            hold,
+            hold_per_row,
+            concurrency: DEFAULT_QUERY_CONCURRENCY,
+            queue_timeout: DEFAULT_QUERY_QUEUE_TIMEOUT,
+        }
+    }
+
+    /// How long a query returning `rows` rows holds its slot (saturating, never panics).
+    pub fn hold_for(&self, rows: usize) -> Duration {
+        let rows = u32::try_from(rows).unwrap_or(u32::MAX);
+        self.hold
+            .saturating_add(self.hold_per_row.saturating_mul(rows))
+    }
+}
+
+impl Default for QueryLatency {
+    /// PostHog's pool (3 slots, 30 s queue) and no hold: concurrency is limited, but a query
+    /// takes only as long as the mock needs to evaluate it.
+    fn default() -> Self {
+        QueryLatency::new(Duration::ZERO, Duration::ZERO)
+    }
+}
+
 /// Everything a [`crate::MockServer`] needs to start.
 #[derive(Debug, Clone)]
 pub struct MockConfig {
@@ -114,11 +198,14 @@ pub struct MockConfig {
     /// has moved between releases without notice). The clamp can also be set at once with
     /// [`crate::MockServer::set_limit_clamp`] or `POST /_mock/config`.
     pub limit_clamp_changes: Vec<LimitClampChange>,
+    /// Query latency and per-project query concurrency (`None`, the default: queries are
+    /// answered as fast as they are evaluated, any number at once).
+    pub query_latency: Option<QueryLatency>,
 }
 
 impl Default for MockConfig {
     /// Default keys, project 1 in `Asia/Kolkata`, gzip on, one async poll, LIMIT clamp 50 000
-    /// with no scheduled changes, no throttling or faults, and the dataset of
+    /// with no scheduled changes, no throttling, faults or query latency, and the dataset of
     /// [`GenSpec::default`] (1 000 events, 50 persons) plus the REST fixtures.
     fn default() -> Self {
         MockConfig::with_dataset(Dataset::generate(&GenSpec::default()))
@@ -142,6 +229,7 @@ impl MockConfig {
             async_polls: 1,
             limit_clamp: DEFAULT_LIMIT_CLAMP,
             limit_clamp_changes: Vec::new(),
+            query_latency: None,
         }
     }
 }

@@ -10,7 +10,9 @@
 //! flags validate and record. Nothing is replayed from canned pages keyed by query text.
 //!
 //! Around that it injects faults at connection level: scripted one-shot faults per route class
-//! ([`MockServer::push_fault`]), a seeded random fault mix, and a server-side rate limit.
+//! ([`MockServer::push_fault`]), a seeded random fault mix, and a server-side rate limit; and
+//! it can model PostHog's query latency and per-project query concurrency ([`QueryLatency`]:
+//! a held query, 3 slots, 429 after a bounded wait).
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -35,12 +37,14 @@ mod config;
 mod data;
 mod fault;
 mod hogql;
+mod query_pool;
 mod server;
 mod store;
 mod timefmt;
 
 pub use config::{
-    DEFAULT_LIMIT_CLAMP, LimitClampChange, MockConfig, ProjectTimezone, RandomFaults, RateLimit,
+    DEFAULT_LIMIT_CLAMP, DEFAULT_QUERY_CONCURRENCY, DEFAULT_QUERY_QUEUE_TIMEOUT, LimitClampChange,
+    MockConfig, ProjectTimezone, QueryLatency, RandomFaults, RateLimit,
 };
 pub use data::{DataError, DataShape, Dataset, Event, GenSpec, Person, WIDE_KEYS_PER_EVENT};
 pub use fault::{Fault, InvalidFault, RouteClass, UnknownRouteClass};

@@ -15,7 +15,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use posthog_mock::{
     DEFAULT_LIMIT_CLAMP, DataShape, Dataset, GenSpec, LimitClampChange, MockConfig, MockServer,
-    ProjectTimezone, RandomFaults, RateLimit,
+    ProjectTimezone, QueryLatency, RandomFaults, RateLimit,
 };
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -84,6 +84,22 @@ struct Args {
     /// After Q query requests the LIMIT clamp becomes N (repeatable), e.g. 3:1000.
     #[arg(long, value_name = "Q:N", value_parser = parse_clamp_change)]
     limit_clamp_after: Vec<LimitClampChange>,
+    /// Hold every `POST …/query/` for MS milliseconds while it holds a concurrency slot
+    /// (PostHog's queries take about a second). Any --query-* flag turns on the query
+    /// latency model: 3 slots, a 30 s queue, then 429 without Retry-After.
+    #[arg(long, value_name = "MS")]
+    query_hold_ms: Option<u64>,
+    /// Add US microseconds to a query's hold per row it returns (100 holds a 10 000-row page
+    /// one second).
+    #[arg(long, value_name = "US")]
+    query_hold_per_row_us: Option<u64>,
+    /// Queries held at once (default 3); more wait in the queue.
+    #[arg(long, value_name = "N", value_parser = parse_concurrency)]
+    query_concurrency: Option<usize>,
+    /// Seconds a query waits for a slot before it gets 429 without Retry-After (default 30;
+    /// decimals allowed, e.g. 0.5; 0: answer 429 at once when every slot is taken).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    query_queue_timeout_s: Option<Duration>,
     /// Write the sample events (GenSpec::sample, overridden by --seed/--events/--persons/
     /// --cluster) as JSONL to PATH and exit.
     #[arg(long, value_name = "PATH")]
@@ -148,6 +164,47 @@ fn parse_clamp_change(s: &str) -> anyhow::Result<LimitClampChange> {
     Ok(LimitClampChange {
         after_queries,
         limit_clamp: parse_clamp(clamp)?,
+    })
+}
+
+fn parse_concurrency(s: &str) -> anyhow::Result<usize> {
+    let n: usize = s
+        .trim()
+        .parse()
+        .with_context(|| format!("`{s}` is not a number of queries"))?;
+    if n == 0 {
+        bail!("the query concurrency must be at least 1 (0 would throttle every query)");
+    }
+    Ok(n)
+}
+
+fn parse_seconds(s: &str) -> anyhow::Result<Duration> {
+    let secs: f64 = s
+        .trim()
+        .parse()
+        .with_context(|| format!("`{s}` is not a number of seconds"))?;
+    Duration::try_from_secs_f64(secs)
+        .with_context(|| format!("`{s}` is not a non-negative number of seconds"))
+}
+
+/// The query latency model, when any `--query-*` flag is given; the others keep
+/// [`QueryLatency::default`]'s values.
+fn query_latency(args: &Args) -> Option<QueryLatency> {
+    if args.query_hold_ms.is_none()
+        && args.query_hold_per_row_us.is_none()
+        && args.query_concurrency.is_none()
+        && args.query_queue_timeout_s.is_none()
+    {
+        return None;
+    }
+    let base = QueryLatency::default();
+    Some(QueryLatency {
+        hold: args.query_hold_ms.map_or(base.hold, Duration::from_millis),
+        hold_per_row: args
+            .query_hold_per_row_us
+            .map_or(base.hold_per_row, Duration::from_micros),
+        concurrency: args.query_concurrency.unwrap_or(base.concurrency),
+        queue_timeout: args.query_queue_timeout_s.unwrap_or(base.queue_timeout),
     })
 }
 
@@ -231,6 +288,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         async_polls: args.async_polls,
         limit_clamp: args.limit_clamp,
         limit_clamp_changes: args.limit_clamp_after.clone(),
+        query_latency: query_latency(&args),
         ..MockConfig::with_dataset(Dataset::generate_lazy(&served))
     };
     let rfc3339 = |t: OffsetDateTime| t.format(&Rfc3339).unwrap_or_default();
@@ -348,6 +406,60 @@ mod tests {
         let defaults = Args::try_parse_from(["posthog-mock"]).unwrap();
         assert_eq!(defaults.limit_clamp, DEFAULT_LIMIT_CLAMP);
         assert!(defaults.limit_clamp_after.is_empty());
+    }
+
+    #[test]
+    fn query_latency_flags_turn_the_model_on_and_reject_nonsense() {
+        let off = Args::try_parse_from(["posthog-mock"]).unwrap();
+        assert_eq!(query_latency(&off), None, "off unless asked for");
+        let hold = Args::try_parse_from(["posthog-mock", "--query-hold-ms", "1000"]).unwrap();
+        assert_eq!(
+            query_latency(&hold),
+            Some(QueryLatency::new(Duration::from_secs(1), Duration::ZERO)),
+            "PostHog's 3 slots and 30 s queue by default"
+        );
+        let all = Args::try_parse_from([
+            "posthog-mock",
+            "--query-hold-ms",
+            "250",
+            "--query-hold-per-row-us",
+            "100",
+            "--query-concurrency",
+            "2",
+            "--query-queue-timeout-s",
+            "0.5",
+        ])
+        .unwrap();
+        assert_eq!(
+            query_latency(&all),
+            Some(QueryLatency {
+                hold: Duration::from_millis(250),
+                hold_per_row: Duration::from_micros(100),
+                concurrency: 2,
+                queue_timeout: Duration::from_millis(500),
+            })
+        );
+        let no_queue = Args::try_parse_from(["posthog-mock", "--query-queue-timeout-s", "0"]);
+        assert_eq!(
+            query_latency(&no_queue.unwrap()).map(|l| l.queue_timeout),
+            Some(Duration::ZERO)
+        );
+        for bad in [
+            ["--query-concurrency", "0"],
+            ["--query-concurrency", "many"],
+            ["--query-queue-timeout-s", "-1"],
+            ["--query-queue-timeout-s", "NaN"],
+            ["--query-queue-timeout-s", "soon"],
+            ["--query-hold-ms", "-5"],
+            ["--query-hold-per-row-us", "0.5"],
+        ] {
+            let parsed = Args::try_parse_from(["posthog-mock", bad[0], bad[1]]);
+            assert!(parsed.is_err(), "{bad:?} accepted");
+        }
+        let err = Args::try_parse_from(["posthog-mock", "--query-concurrency", "0"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at least 1"), "{err}");
     }
 
     #[test]

@@ -28,6 +28,7 @@ use crate::api::{self, ApiResponse, RequestCtx};
 use crate::config::{LimitClampChange, MockConfig};
 use crate::data::Event;
 use crate::fault::{Fault, RouteClass};
+use crate::query_pool::QueryPool;
 use crate::store::{EventStore, PersonStore};
 
 /// PostHog's `DATA_UPLOAD_MAX_MEMORY_SIZE`: larger bodies get 413.
@@ -148,6 +149,8 @@ pub(crate) struct Shared {
     pub queries: Mutex<HashMap<String, AsyncQuery>>,
     /// The LIMIT clamp: not reset by `/_mock/reset`.
     pub clamp: Mutex<ClampState>,
+    /// The query concurrency slots, when [`MockConfig::query_latency`] is set.
+    pub query_pool: Option<QueryPool>,
 }
 
 /// Locks a mutex, ignoring poisoning: every critical section leaves the data consistent.
@@ -177,6 +180,7 @@ impl Shared {
                 config.limit_clamp,
                 &config.limit_clamp_changes,
             )),
+            query_pool: config.query_latency.map(QueryPool::new),
             config,
         }
     }
@@ -196,6 +200,9 @@ impl Shared {
 
     pub(crate) fn reset_counters(&self) {
         *lock(&self.counts) = [0; RouteClass::ALL.len()];
+        if let Some(pool) = &self.query_pool {
+            pool.reset_counters();
+        }
         let mut log = lock(&self.log);
         log.generation += 1;
         log.entries.clear();
@@ -223,6 +230,16 @@ impl Shared {
 
     pub(crate) fn count(&self, route: RouteClass) -> usize {
         lock(&self.counts)[route.index()]
+    }
+
+    /// Query requests answered 429 because no concurrency slot freed up in time.
+    pub(crate) fn concurrency_throttled(&self) -> usize {
+        self.query_pool.as_ref().map_or(0, QueryPool::throttled)
+    }
+
+    /// The most query requests that held a concurrency slot at once.
+    pub(crate) fn peak_queries_held(&self) -> usize {
+        self.query_pool.as_ref().map_or(0, QueryPool::peak_held)
     }
 
     pub(crate) fn total(&self) -> usize {
@@ -362,7 +379,21 @@ impl MockServer {
         lock(&self.shared.log).entries.clone()
     }
 
-    /// Zeroes the counters and clears the request log.
+    /// Query requests answered with PostHog's concurrency 429 (no `Retry-After`) because every
+    /// slot of [`MockConfig::query_latency`] stayed taken for the whole queue timeout. Always 0
+    /// without `query_latency`; scripted and random 429 faults are not counted here.
+    pub fn concurrency_throttled(&self) -> usize {
+        self.shared.concurrency_throttled()
+    }
+
+    /// The most query requests that held a concurrency slot of [`MockConfig::query_latency`] at
+    /// the same time (evaluating or in their hold), since the start or the last reset (which
+    /// restarts it from the queries holding a slot then). Always 0 without `query_latency`.
+    pub fn peak_queries_held(&self) -> usize {
+        self.shared.peak_queries_held()
+    }
+
+    /// Zeroes the counters (the concurrency ones included) and clears the request log.
     pub fn reset_counters(&self) {
         self.shared.reset_counters();
     }

@@ -16,7 +16,10 @@
 //!    values from the data);
 //! 3. probes of what a keyset client relies on: `(timestamp, uuid) > (…)` across a cluster in
 //!    ClickHouse's UUID order, `ORDER BY timestamp, uuid`, DateTime rendering in UTC and in the
-//!    project zone, property access and `JSONExtract*`, `person.properties`, LIMIT and its clamp.
+//!    project zone, property access and `JSONExtract*`, `person.properties`, LIMIT and its clamp;
+//! 4. the slice-planning query of concurrent keyset slices (issue 16): `count()` and
+//!    `quantiles(…)(timestamp | created_at)` over a range, and `quantile`/`quantiles` of numbers
+//!    and Dates (the dataset is below ClickHouse's 8192-value reservoir, where it is exact).
 //!
 //! How: the mock's dataset is written to JSONL and loaded into chdb by
 //! `tests/differential/clickhouse.py` (one Python process for every query). Each HogQL query is
@@ -236,6 +239,17 @@ fn limit_and_its_clamp_match_clickhouse() {
     check(Group::Limit);
 }
 
+/// The slice-planning query of concurrent keyset slices (issue 16): `count()` and
+/// `quantiles(1/k, …, (k-1)/k)(column)` over the run's range, for 2, 3 and 8 slices, on
+/// `timestamp` and `created_at`, with and without the `event in (…)` filter, over an empty
+/// range, and `quantile`/`quantiles` of numbers, per group and in the project zone. The
+/// dataset has fewer than 8192 rows, where ClickHouse's reservoir holds every value and its
+/// answer is exact: the mock must give the same instants to the microsecond.
+#[test]
+fn slice_planning_quantiles_match_clickhouse() {
+    check(Group::Quantiles);
+}
+
 /// Every group of cases compared real queries and ClickHouse answered each one: a harness that
 /// quietly compared nothing (an extraction that sent no query, a translation that failed) fails
 /// here. Prints what was compared.
@@ -342,10 +356,11 @@ enum Group {
     PersonProps,
     JsonExtract,
     Limit,
+    Quantiles,
 }
 
 impl Group {
-    const ALL: [Group; 17] = [
+    const ALL: [Group; 18] = [
         Group::PagesTimestamp,
         Group::PagesCreatedAt,
         Group::PagesEventTypes,
@@ -363,6 +378,7 @@ impl Group {
         Group::PersonProps,
         Group::JsonExtract,
         Group::Limit,
+        Group::Quantiles,
     ];
 }
 
@@ -603,6 +619,7 @@ fn build_fixture() -> Fixture {
         .expect("mock starts");
     let (mut cases, extraction_failures) = rt.block_on(extraction_cases(&fixed_server, dir.path()));
     cases.extend(probe_cases(&fixed));
+    cases.extend(quantile_cases(&fixed));
     let recent_server = rt
         .block_on(MockServer::start(MockConfig::with_dataset(recent.clone())))
         .expect("mock starts");
@@ -1378,6 +1395,148 @@ fn probe_cases(d: &Dataset) -> Vec<Case> {
     cases
 }
 
+/// `1/k, 2/k, …, (k-1)/k`: the levels of a k-slice plan, written as Rust writes an `f64`
+/// (`0.5`, `0.3333333333333333`, `0.125`).
+fn slice_levels(k: u32) -> String {
+    (1..k)
+        .map(|i| (f64::from(i) / f64::from(k)).to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The slice-planning query of issue 16 over ranges of the fixed dataset (see
+/// [`slice_planning_quantiles_match_clickhouse`]), its time bounds written as the extractor's
+/// keyset queries write them (`column >= toDateTime({since})`, UTC strings bound as values).
+fn quantile_cases(d: &Dataset) -> Vec<Case> {
+    assert!(
+        d.events.len() <= 8192,
+        "ClickHouse's quantile is exact (every value in its reservoir) only up to 8192 rows"
+    );
+    let plan = |column: &str, k: u32, filter: &str| {
+        format!(
+            "select count() as n, quantiles({})({column}) as bounds from events where \
+             {column} >= toDateTime({{since}}) and {column} < toDateTime({{until}}){filter}",
+            slice_levels(k)
+        )
+    };
+    let mut cases = Vec::new();
+    let columns: [(&str, Vec<OffsetDateTime>); 2] = [
+        ("timestamp", d.events.iter().map(|e| e.timestamp).collect()),
+        (
+            "created_at",
+            d.events.iter().map(|e| e.created_at).collect(),
+        ),
+    ];
+    for (column, mut instants) in columns {
+        instants.sort();
+        let n = instants.len();
+        // A run's range cutting through the data at both ends, all of it, and nothing.
+        let inside = (iso_utc(instants[n / 5]), iso_utc(instants[n * 4 / 5]));
+        let all = (
+            "2024-12-01T00:00:00Z".to_owned(),
+            iso_utc(instants[n - 1] + time::Duration::seconds(1)),
+        );
+        let empty = (inside.0.clone(), inside.0.clone());
+        let ranges = [("inside", &inside), ("all", &all), ("empty", &empty)];
+        for k in [2, 3, 8] {
+            for (label, (since, until)) in ranges {
+                cases.push(
+                    Case::probe(
+                        Group::Quantiles,
+                        &format!("quantiles/{column}/{k}_slices/{label}"),
+                        &plan(column, k, ""),
+                    )
+                    .value("since", since.clone())
+                    .value("until", until.clone()),
+                );
+            }
+        }
+        // With the extractor's `event_types` filter.
+        for (label, (since, until)) in [("inside", &inside), ("empty", &empty)] {
+            cases.push(
+                Case::probe(
+                    Group::Quantiles,
+                    &format!("quantiles/{column}/3_slices/event_types/{label}"),
+                    &plan(column, 3, " and event in ({event_0}, {event_1})"),
+                )
+                .value("since", since.clone())
+                .value("until", until.clone())
+                .value("event_0", "$pageview")
+                .value("event_1", "purchase"),
+            );
+        }
+    }
+    cases.extend(more_quantile_cases(d));
+    cases
+}
+
+/// Quantiles beyond the planning query: in the project zone, with the literal style
+/// `toDateTime64('…', 6, 'UTC')`, per group, with `-If`, of Dates and of numbers.
+fn more_quantile_cases(d: &Dataset) -> Vec<Case> {
+    let mut ts: Vec<OffsetDateTime> = d.events.iter().map(|e| e.timestamp).collect();
+    ts.sort();
+    let (since, until) = (iso_utc(ts[ts.len() / 3]), iso_utc(ts[ts.len() * 2 / 3]));
+    let range = "timestamp >= toDateTime({since}) and timestamp < toDateTime({until})";
+    let numbers = format!(
+        "select count() as n, \
+         quantiles(0, 0.1, 0.5, 0.9, 1)(JSONExtractInt(properties, '$screen_width')) as widths, \
+         quantile(0.5)(JSONExtractFloat(properties, 'plan_price')) as price, \
+         quantiles(0.25, 0.75)(length(event)) as name_lengths from events where {range}"
+    );
+    let probes = [
+        (
+            "quantiles/timestamp/3_slices/project_tz",
+            format!(
+                "select count() as n, quantiles({})(timestamp) as bounds from events where {range}",
+                slice_levels(3)
+            ),
+        ),
+        (
+            "quantiles/timestamp/datetime64_literals",
+            format!(
+                "select count() as n, quantiles({})(timestamp) as bounds from events where \
+                 timestamp >= toDateTime64('2025-01-02 03:04:05.123456', 6, 'UTC') and \
+                 timestamp < toDateTime64('2025-01-05 00:00:00', 6, 'UTC')",
+                slice_levels(8)
+            ),
+        ),
+        (
+            "quantiles/per_event",
+            "select event, count() as n, quantiles(0.25, 0.5, 0.75)(created_at) as q, \
+             quantile(0.5)(timestamp) as median from events group by event order by event"
+                .to_owned(),
+        ),
+        (
+            "quantiles/if",
+            "select quantileIf(0.5)(timestamp, event = 'purchase') as purchase, \
+             quantilesIf(0.9)(created_at, event = '$pageview') as pageview, \
+             quantileIf(0.5)(timestamp, event = 'no such event') as no_rows from events"
+                .to_owned(),
+        ),
+        (
+            "quantiles/dates",
+            format!(
+                "select quantiles(0.2, 0.5, 0.8)(toDate(timestamp)) as days from events where {range}"
+            ),
+        ),
+        ("quantiles/numbers", numbers.clone()),
+        ("quantiles/numbers/empty", numbers),
+    ];
+    probes
+        .into_iter()
+        .map(|(id, hogql)| {
+            let case = Case::probe(Group::Quantiles, id, &hogql).value("since", since.clone());
+            match id {
+                "quantiles/numbers/empty" => case.value("until", since.clone()),
+                "quantiles/timestamp/3_slices/project_tz" => {
+                    case.value("until", until.clone()).project_tz()
+                }
+                _ => case.value("until", until.clone()),
+            }
+        })
+        .collect()
+}
+
 // ---------------------------------------------------------------------------------------------
 // The mock side: a plain HTTP/1.1 POST, so the case's modifiers are sent as they are.
 // ---------------------------------------------------------------------------------------------
@@ -1675,7 +1834,7 @@ fn property_sql(column: &str, keys: &[String]) -> String {
 /// | `$name` identifiers | `` `$name` `` |
 /// | top-level `LIMIT n` | `LIMIT min(n, clamp)` (PostHog's printer clamps a constant top-level LIMIT) |
 /// | no top-level LIMIT | `LIMIT 101`, then 100 rows and `hasMore` (PostHog's paginator) |
-/// | everything else (`toUUID`, `toDate`, `toStartOfWeek`, `toIntervalDay`, `count`, `countIf`, `JSONExtract*`, `round`, `greatest`, tuples, …) | unchanged: HogQL passes these functions through |
+/// | everything else (`toUUID`, `toDate`, `toDateTime64`, `toStartOfWeek`, `toIntervalDay`, `count`, `countIf`, `quantiles(…)(…)`, `JSONExtract*`, `round`, `greatest`, tuples, …) | unchanged: HogQL passes these functions through |
 fn translate(
     hogql: &str,
     values: &Map<String, Value>,

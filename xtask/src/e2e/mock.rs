@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use posthog_mock::{DataShape, Dataset, Event, GenSpec, Person};
+use posthog_mock::{DataShape, Dataset, Event, GenSpec, Person, QueryLatency};
 use serde_json::{Value, json};
 
 /// How a mock process is started; the same spec regenerates its events in-process.
@@ -33,6 +33,10 @@ pub struct MockOptions {
     pub shape: DataShape,
     /// Gzip large responses when the client accepts gzip (`false` passes `--no-gzip`).
     pub gzip: bool,
+    /// PostHog's query latency and per-project concurrency (`--query-hold-ms`,
+    /// `--query-hold-per-row-us`, `--query-concurrency`, `--query-queue-timeout-s`); `None`
+    /// (the default) passes none of them, so queries are not held.
+    pub query_latency: Option<QueryLatency>,
 }
 
 impl MockOptions {
@@ -52,6 +56,7 @@ impl MockOptions {
             limit_clamp_after: Vec::new(),
             shape: DataShape::Default,
             gzip: true,
+            query_latency: None,
         }
     }
 
@@ -135,8 +140,26 @@ impl MockOptions {
         if !self.gzip {
             a.push("--no-gzip".into());
         }
+        if let Some(latency) = &self.query_latency {
+            a.extend(query_latency_args(latency));
+        }
         a
     }
+}
+
+/// The `--query-*` flags for `latency`. The binary takes whole milliseconds and microseconds
+/// (finer parts are cut) and decimal seconds.
+fn query_latency_args(latency: &QueryLatency) -> Vec<String> {
+    vec![
+        "--query-hold-ms".into(),
+        latency.hold.as_millis().to_string(),
+        "--query-hold-per-row-us".into(),
+        latency.hold_per_row.as_micros().to_string(),
+        "--query-concurrency".into(),
+        latency.concurrency.to_string(),
+        "--query-queue-timeout-s".into(),
+        latency.queue_timeout.as_secs_f64().to_string(),
+    ]
 }
 
 /// A running `posthog-mock`; killed when dropped.
@@ -239,6 +262,32 @@ impl Mock {
         stats["by_route"]["query"]
             .as_u64()
             .with_context(|| format!("stats without by_route.query: {stats}"))
+    }
+
+    /// Queries answered PostHog's concurrency 429 (no slot freed up within the queue timeout)
+    /// since the last counter reset; 0 unless [`MockOptions::query_latency`] is set.
+    #[allow(
+        dead_code,
+        reason = "for issue 16's concurrent-slice scenarios and benchmarks, not written yet"
+    )]
+    pub fn concurrency_throttled(&self) -> anyhow::Result<u64> {
+        let stats = self.stats()?;
+        stats["concurrency_throttled"]
+            .as_u64()
+            .with_context(|| format!("stats without concurrency_throttled: {stats}"))
+    }
+
+    /// The most queries that held a concurrency slot at once since the last counter reset; 0
+    /// unless [`MockOptions::query_latency`] is set.
+    #[allow(
+        dead_code,
+        reason = "for issue 16's concurrent-slice scenarios and benchmarks, not written yet"
+    )]
+    pub fn peak_queries_held(&self) -> anyhow::Result<u64> {
+        let stats = self.stats()?;
+        stats["peak_queries_held"]
+            .as_u64()
+            .with_context(|| format!("stats without peak_queries_held: {stats}"))
     }
 
     /// Requests to every non-control route counted so far.
@@ -366,4 +415,37 @@ fn dechunk(mut data: &[u8]) -> anyhow::Result<Vec<u8>> {
 pub fn dead_port() -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding a probe port")?;
     Ok(listener.local_addr()?.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_latency_flags_are_passed_only_when_set() {
+        let off = MockOptions::new(10, 1).args();
+        assert!(!off.iter().any(|a| a.starts_with("--query-")), "{off:?}");
+        let on = MockOptions {
+            query_latency: Some(QueryLatency {
+                queue_timeout: Duration::from_millis(200),
+                ..QueryLatency::new(Duration::from_millis(300), Duration::from_micros(100))
+            }),
+            ..MockOptions::new(10, 1)
+        }
+        .args();
+        let tail = &on[on.len() - 8..];
+        assert_eq!(
+            tail,
+            [
+                "--query-hold-ms",
+                "300",
+                "--query-hold-per-row-us",
+                "100",
+                "--query-concurrency",
+                "3",
+                "--query-queue-timeout-s",
+                "0.2"
+            ]
+        );
+    }
 }

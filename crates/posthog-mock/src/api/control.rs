@@ -73,6 +73,8 @@ fn stats(shared: &Shared) -> ApiResponse {
             "limit_clamp": limit_clamp,
             "limit_clamp_changes_pending": clamp_changes,
             "query_requests_seen": query_requests,
+            "concurrency_throttled": shared.concurrency_throttled(),
+            "peak_queries_held": shared.peak_queries_held(),
         }),
     )
 }

@@ -211,9 +211,45 @@ pub(super) async fn create(
         Ok(r) => r,
         Err(e) => return e,
     };
+    // The slot (when the pool is on) is held from here until the response is produced.
+    let slot = match &shared.query_pool {
+        None => None,
+        Some(pool) => match pool.acquire().await {
+            Some(slot) => Some(slot),
+            None => {
+                return ApiResponse::concurrency_limited(pool.concurrency(), pool.queue_timeout());
+            }
+        },
+    };
     let start = OffsetDateTime::now_utc();
     let limit_clamp = ctx.limit_clamp.unwrap_or_else(|| shared.limit_clamp());
     let outcome = evaluate(shared, &req, limit_clamp).await;
+    if let Some(slot) = &slot {
+        slot.hold(returned_rows(&outcome)).await;
+    }
+    let response = respond(shared, &req, outcome, start);
+    drop(slot);
+    response
+}
+
+/// Rows a query's answer carries (0 for an error): what the per-row hold is paid on.
+fn returned_rows(outcome: &Result<Value, String>) -> usize {
+    outcome
+        .as_ref()
+        .ok()
+        .and_then(|body| body.get("results"))
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len)
+}
+
+/// The answer to an evaluated query: 200 or 400, or for an async query 202 (its outcome kept
+/// for the status polls).
+fn respond(
+    shared: &Shared,
+    req: &QueryRequest,
+    outcome: Result<Value, String>,
+    start: OffsetDateTime,
+) -> ApiResponse {
     if !req.asynchronous {
         return match outcome {
             Ok(body) => ApiResponse::json(200, &body),

@@ -97,6 +97,21 @@ impl ApiResponse {
         }
         r
     }
+
+    /// 429 for a query that waited `waited` for one of the project's `limit` concurrency slots
+    /// in vain: PostHog raises `Throttled` without a wait here, so the body is the throttled
+    /// one and there is **no** `Retry-After` (posthog-api.md §1 "429").
+    pub(crate) fn concurrency_limited(limit: usize, waited: std::time::Duration) -> Self {
+        Self::error(
+            429,
+            "throttled_error",
+            "throttled",
+            format!(
+                "Request was throttled. Exceeded the project's concurrency limit of {limit} \
+                 queries running at once; waited {waited:?} in the queue."
+            ),
+        )
+    }
 }
 
 /// The body PostHog sends for an error status (used by status faults without a body).

@@ -95,6 +95,9 @@ pub(crate) enum Expr {
     Star,
     Call {
         name: String,
+        /// The parameter list of a parametric aggregate, `quantiles(0.25, 0.75)(x)`: `None`
+        /// for an ordinary call.
+        params: Option<Vec<Expr>>,
         args: Vec<Expr>,
         distinct: bool,
     },
@@ -240,10 +243,17 @@ impl Display for Expr {
             Expr::Star => f.write_str("*"),
             Expr::Call {
                 name,
+                params,
                 args,
                 distinct,
             } => {
-                write!(f, "{name}(")?;
+                f.write_str(name)?;
+                if let Some(params) = params {
+                    f.write_str("(")?;
+                    write_list(f, params)?;
+                    f.write_str(")")?;
+                }
+                f.write_str("(")?;
                 if *distinct {
                     f.write_str("DISTINCT ")?;
                 }

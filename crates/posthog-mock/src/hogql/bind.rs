@@ -231,12 +231,19 @@ pub(crate) enum AggFunc {
     ArgMax,
     /// `argMin(x, by)`.
     ArgMin,
+    /// `quantile(level)(x)`: ClickHouse's reservoir-sampling quantile, interpolated (the
+    /// `quantile` module says how exactly, and what the mock does above 8192 values).
+    Quantile,
+    /// `quantiles(level, …)(x)`: the same at several levels, as an array in parameter order.
+    Quantiles,
 }
 
 /// One aggregate computed per group.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct AggSpec {
     pub func: AggFunc,
+    /// The levels of `quantile`/`quantiles`, in [0, 1], in parameter order; empty otherwise.
+    pub levels: Vec<f64>,
     /// The arguments (none for `count()`; `x, by` for `argMax`; one tuple for multi-argument
     /// `uniq`).
     pub args: Vec<BExpr>,
@@ -743,9 +750,10 @@ impl Binder<'_, '_> {
             )),
             Expr::Call {
                 name,
+                params,
                 args,
                 distinct,
-            } => self.call(name, args, *distinct),
+            } => self.call(name, params.as_deref(), args, *distinct),
             Expr::Not(inner) => {
                 let (b, t) = self.bind(inner)?;
                 check_filter(&t, "NOT")?;
@@ -1018,11 +1026,19 @@ impl Binder<'_, '_> {
     fn call(
         &mut self,
         name: &str,
+        params: Option<&[Expr]>,
         args: &[Expr],
         distinct: bool,
     ) -> Result<(BExpr, Ty), HogQlError> {
         if let Some((func, conditional)) = aggregate_name(name) {
-            return self.aggregate(name, func, conditional, args, distinct);
+            let levels = self.quantile_levels(name, func, conditional, params)?;
+            return self.aggregate(name, func, conditional, levels, args, distinct);
+        }
+        if params.is_some() {
+            return Err(HogQlError::new(format!(
+                "Function '{name}' takes no parameters: only the aggregates quantile(level)(x) \
+                 and quantiles(level, …)(x) have a parameter list"
+            )));
         }
         if distinct {
             return Err(HogQlError::new(format!(
@@ -1240,7 +1256,7 @@ impl Binder<'_, '_> {
                 arity(name, args, 1, 64)?;
                 if let Some(t) = tys
                     .iter()
-                    .find(|t| matches!(t.kind, Kind::Tuple(_) | Kind::Interval(_)))
+                    .find(|t| matches!(t.kind, Kind::Tuple(_) | Kind::Array(_) | Kind::Interval(_)))
                 {
                     return Err(arg_error(name, t));
                 }
@@ -1442,11 +1458,76 @@ impl Binder<'_, '_> {
         ))
     }
 
+    /// The levels of `quantile(l)(x)` / `quantiles(l, …)(x)`, checked as PostHog and ClickHouse
+    /// check them: `quantile` and the `-If` forms take exactly one (PostHog's function table),
+    /// `quantiles` at least one (ClickHouse); each a number constant in [0, 1]. Other
+    /// aggregates take no parameter list (empty levels).
+    fn quantile_levels(
+        &mut self,
+        name: &str,
+        func: AggFunc,
+        conditional: bool,
+        params: Option<&[Expr]>,
+    ) -> Result<Vec<f64>, HogQlError> {
+        let exactly_one = func == AggFunc::Quantile || conditional;
+        let params = match (func, params) {
+            (AggFunc::Quantile | AggFunc::Quantiles, Some(p)) => p,
+            (AggFunc::Quantile | AggFunc::Quantiles, None) => {
+                return Err(HogQlError::new(format!(
+                    "Aggregation '{name}' requires parameters in addition to arguments: the \
+                     level{} in [0, 1], as in {name}({})(x)",
+                    if exactly_one { "" } else { "s" },
+                    if exactly_one {
+                        "0.5"
+                    } else {
+                        "0.25, 0.5, 0.75"
+                    }
+                )));
+            }
+            (_, None) => return Ok(Vec::new()),
+            (_, Some(_)) => {
+                return Err(HogQlError::new(format!(
+                    "Aggregation '{name}' takes no parameters: only quantile(level)(x) and \
+                     quantiles(level, …)(x) have a parameter list"
+                )));
+            }
+        };
+        if exactly_one && params.len() != 1 {
+            return Err(HogQlError::new(format!(
+                "Aggregation '{name}' expects 1 parameter, found {}",
+                params.len()
+            )));
+        }
+        if params.is_empty() {
+            return Err(HogQlError::new(format!(
+                "Aggregation '{name}' expects at least 1 parameter, found 0"
+            )));
+        }
+        // A parameter is a constant: an aggregate inside one is as nested as inside an argument.
+        let outer = std::mem::replace(&mut self.in_agg, true);
+        let bound: Result<Vec<(BExpr, Ty)>, HogQlError> =
+            params.iter().map(|p| self.bind(p)).collect();
+        self.in_agg = outer;
+        bound?
+            .into_iter()
+            .zip(params)
+            .map(|((b, _), written)| match b {
+                BExpr::Const(Val::Int(i)) => level(name, i as f64, written),
+                BExpr::Const(Val::Float(f)) => level(name, f, written),
+                _ => Err(HogQlError::new(format!(
+                    "Aggregation '{name}': the level {written} is not a number constant (a \
+                     literal, or a placeholder bound to a number)"
+                ))),
+            })
+            .collect()
+    }
+
     fn aggregate(
         &mut self,
         name: &str,
         func: AggFunc,
         conditional: bool,
+        levels: Vec<f64>,
         args: &[Expr],
         distinct: bool,
     ) -> Result<(BExpr, Ty), HogQlError> {
@@ -1542,6 +1623,14 @@ impl Binder<'_, '_> {
             // Nullable(Float64) (NULL over no non-NULL rows); otherwise Float64 (nan over no rows).
             (AggFunc::Avg, Some(t)) if t.kind == Kind::Nothing => Ty::null(),
             (AggFunc::Avg, Some(t)) if numeric(t) => Ty::of(Kind::Float).or_null(t.nullable),
+            (AggFunc::Quantile | AggFunc::Quantiles, Some(t)) => quantile_type(func, t)
+                .ok_or_else(|| {
+                    HogQlError::new(format!(
+                        "Illegal type {} of argument for aggregate function {name}: quantiles \
+                         are taken of numbers, Date and DateTime values",
+                        t.clickhouse_name("UTC")
+                    ))
+                })?,
             (_, Some(t)) => {
                 return Err(HogQlError::new(format!(
                     "Illegal type {} of argument for aggregate function {name}",
@@ -1556,6 +1645,7 @@ impl Binder<'_, '_> {
         };
         let spec = AggSpec {
             func,
+            levels,
             args: bound.into_iter().map(|(b, _)| b).collect(),
             cond,
             ty: ty.clone(),
@@ -1589,9 +1679,42 @@ fn aggregate_name(name: &str) -> Option<(AggFunc, bool)> {
         "any" => AggFunc::Any,
         "argmax" => AggFunc::ArgMax,
         "argmin" => AggFunc::ArgMin,
+        "quantile" => AggFunc::Quantile,
+        "quantiles" => AggFunc::Quantiles,
         _ => return None,
     };
     Some((func, conditional))
+}
+
+/// A quantile level as ClickHouse accepts it: a number in [0, 1] (NaN is refused too).
+fn level(name: &str, l: f64, written: &Expr) -> Result<f64, HogQlError> {
+    if (0.0..=1.0).contains(&l) {
+        Ok(l)
+    } else {
+        Err(HogQlError::new(format!(
+            "Aggregation '{name}': the level {written} is out of range [0, 1]"
+        )))
+    }
+}
+
+/// The type of `quantile(l)(x)` / `quantiles(l, …)(x)` for an argument of type `t`, as
+/// ClickHouse types it: Float64 for numbers, the argument's own type for DateTime64 and Date;
+/// `quantile` of a Nullable argument is Nullable (NULL over no non-NULL rows), `quantiles`
+/// is an `Array` of the item type (never Nullable). `quantile(NULL)` is a NULL of type
+/// `Nullable(Nothing)`. `None` for types ClickHouse refuses (`quantiles(NULL)` among them).
+fn quantile_type(func: AggFunc, t: &Ty) -> Option<Ty> {
+    let item = match t.kind {
+        Kind::Nothing if func == AggFunc::Quantile => return Some(Ty::null()),
+        Kind::Bool | Kind::Int | Kind::UInt | Kind::Float => Kind::Float,
+        Kind::DateTime => Kind::DateTime,
+        Kind::Date => Kind::Date,
+        _ => return None,
+    };
+    Some(if func == AggFunc::Quantiles {
+        Ty::of(Kind::Array(Box::new(Ty::of(item))))
+    } else {
+        Ty::of(item).or_null(t.nullable)
+    })
 }
 
 /// The name a scalar function is matched by: ClickHouse's case-insensitive functions and
@@ -1727,6 +1850,9 @@ pub(crate) fn val_ty(v: &Val<'_>) -> Ty {
         Val::Uuid(_) => Ty::of(Kind::Uuid),
         Val::Interval(unit, _) => Ty::of(Kind::Interval(*unit)),
         Val::Tuple(items) => Ty::of(Kind::Tuple(items.iter().map(val_ty).collect())),
+        Val::Array(items) => Ty::of(Kind::Array(Box::new(
+            items.first().map_or_else(Ty::null, val_ty),
+        ))),
     }
 }
 

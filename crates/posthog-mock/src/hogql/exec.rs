@@ -18,6 +18,7 @@ use super::HogQlError;
 use super::ast::CmpOp;
 use super::bind::{AggFunc, AggSpec, BExpr, Col, OrderTerm, Plan, PlanSource, Table};
 use super::eval::{Row, RowCtx, eval};
+use super::quantile::Samples;
 use super::value::{Kind, Ty, Val, compare, sort_cmp};
 use crate::store::{EventStore, PersonStore, Session, SortColumn, UuidKey, uuid_key};
 
@@ -423,6 +424,8 @@ enum Acc {
         max: bool,
         best: Option<(Val<'static>, usize, Val<'static>)>,
     },
+    /// `quantile`/`quantiles`: the group's values.
+    Quantile(Samples),
 }
 
 impl Acc {
@@ -444,6 +447,7 @@ impl Acc {
                 max: false,
                 best: None,
             },
+            AggFunc::Quantile | AggFunc::Quantiles => Acc::Quantile(Samples::default()),
         }
     }
 
@@ -528,11 +532,13 @@ impl Acc {
                     *best = Some((by.into_owned(), pos, v.into_owned()));
                 }
             }
+            Acc::Quantile(samples) => samples.push(&v),
         }
         Ok(())
     }
 
-    fn finish(self, ty: &Ty) -> Val<'static> {
+    fn finish(self, spec: &AggSpec) -> Val<'static> {
+        let ty = &spec.ty;
         match self {
             Acc::Count(n) => Val::Int(i64::try_from(n).unwrap_or(i64::MAX)),
             Acc::Distinct(set) => Val::Int(i64::try_from(set.len()).unwrap_or(i64::MAX)),
@@ -545,6 +551,9 @@ impl Acc {
             // Over no (non-NULL) rows: NULL when Nullable, else nan (0 / 0), as in ClickHouse.
             Acc::Avg(_, 0) if ty.nullable => Val::Null,
             Acc::Avg(s, n) => Val::Float(s / n as f64),
+            Acc::Quantile(samples) => {
+                samples.finish(&spec.levels, ty, spec.func == AggFunc::Quantiles)
+            }
         }
     }
 }
@@ -571,6 +580,7 @@ fn default_of(ty: &Ty) -> Val<'static> {
         Kind::Date => Val::Date(0),
         Kind::Uuid => Val::Uuid(uuid::Uuid::nil()),
         Kind::Interval(unit) => Val::Interval(*unit, 0),
+        Kind::Array(_) => Val::Array(Vec::new()),
         Kind::Nothing | Kind::Tuple(_) => Val::Null,
     }
 }
@@ -634,7 +644,7 @@ fn aggregate(
             .accs
             .into_iter()
             .zip(&plan.aggs)
-            .map(|(acc, spec)| acc.finish(&spec.ty))
+            .map(|(acc, spec)| acc.finish(spec))
             .collect();
         let row = group.first.map(|pos| source.row_at_position(pos));
         let ctx = RowCtx::new(row, &values, tz);

@@ -13,6 +13,7 @@ mod exec;
 mod json;
 mod lexer;
 mod parser;
+mod quantile;
 mod value;
 
 use serde_json::{Map, Value as Json};

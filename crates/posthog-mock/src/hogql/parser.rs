@@ -10,6 +10,7 @@
 //! add     := mul ((+|-) mul)*;  mul := unary ((*|/|%) unary)*;  unary := - unary | postfix
 //! postfix := primary ([e])*
 //! primary := literal | {placeholder} | (e, …) | [e, …] | name(.name)* | name(args)
+//!            | name(params)(args)           (a parametric aggregate: quantiles(0.25, 0.75)(x))
 //!            | INTERVAL unary unit          (unit: SECOND … YEAR; read as toInterval<Unit>(…))
 //! ```
 
@@ -696,12 +697,46 @@ impl Parser {
         self.advance();
         Ok(Expr::Call {
             name: format!("toInterval{}", unit.name()),
+            params: None,
             args: vec![count],
             distinct: false,
         })
     }
 
+    /// `name(args)`, or `name(params)(args)` (a parametric aggregate such as
+    /// `quantiles(0.25, 0.75)(x)`), after the name.
     fn call(&mut self, name: String) -> Result<Expr, HogQlError> {
+        let (distinct, first) = self.call_list()?;
+        if !self.is_sym("(") {
+            return Ok(Expr::Call {
+                name,
+                params: None,
+                args: first,
+                distinct,
+            });
+        }
+        if distinct || first.iter().any(|a| matches!(a, Expr::Star)) {
+            return Err(self.error_here(&format!(
+                "DISTINCT and * belong in the argument list of {name}(…)(…), not in its parameters"
+            )));
+        }
+        let (distinct, args) = self.call_list()?;
+        if self.is_sym("(") {
+            return Err(self.error_here(&format!(
+                "{name}(…)(…) is followed by a third parenthesised list: a function has at most \
+                 one parameter list and one argument list"
+            )));
+        }
+        Ok(Expr::Call {
+            name,
+            params: Some(first),
+            args,
+            distinct,
+        })
+    }
+
+    /// One parenthesised list of a call: `([DISTINCT] e | *, …)`.
+    fn call_list(&mut self) -> Result<(bool, Vec<Expr>), HogQlError> {
         self.expect_sym("(")?;
         let distinct = self.eat_kw("DISTINCT");
         let mut args = Vec::new();
@@ -718,14 +753,7 @@ impl Parser {
             }
         }
         self.expect_sym(")")?;
-        if self.is_sym("(") {
-            return Err(self.error_here("parametric functions are not supported by the mock"));
-        }
-        Ok(Expr::Call {
-            name,
-            args,
-            distinct,
-        })
+        Ok((distinct, args))
     }
 
     fn field_chain(&mut self, first: String) -> Result<Expr, HogQlError> {
@@ -835,6 +863,44 @@ mod tests {
         };
         assert_eq!(expr.to_string(), "toIntervalMonth(-2)");
         assert!(parse_query("SELECT any(event) FROM events").is_ok());
+    }
+
+    #[test]
+    fn parametric_calls_read_parameters_then_arguments_and_print_back() {
+        let q = parse_query(
+            "SELECT count(), quantiles(0.25, 0.5, {l})(timestamp) FROM events WHERE event IN ({e})",
+        )
+        .unwrap();
+        let SelectItem::Expr { expr, .. } = &q.select[1] else {
+            panic!()
+        };
+        assert_eq!(
+            expr,
+            &Expr::Call {
+                name: "quantiles".into(),
+                params: Some(vec![
+                    Expr::Literal(Literal::Float(0.25)),
+                    Expr::Literal(Literal::Float(0.5)),
+                    Expr::Placeholder("l".into()),
+                ]),
+                args: vec![Expr::Field(vec!["timestamp".into()])],
+                distinct: false,
+            }
+        );
+        assert_eq!(expr.to_string(), "quantiles(0.25, 0.5, {l})(timestamp)");
+        let SelectItem::Expr { expr, .. } = &q.select[0] else {
+            panic!()
+        };
+        assert!(matches!(expr, Expr::Call { params: None, .. }));
+        assert_eq!(parse_query(&q.to_string()).unwrap(), q);
+        for bad in [
+            "SELECT quantile(0.5)(x)(y) FROM events",
+            "SELECT quantile(DISTINCT 0.5)(x) FROM events",
+            "SELECT quantile(*)(x) FROM events",
+            "SELECT quantile(0.5)(x FROM events",
+        ] {
+            assert!(parse_query(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -2092,3 +2092,338 @@ fn the_limit_clamp_is_the_servers_setting() {
         .unwrap();
     assert_eq!(inner.results[0][0], json!(1000));
 }
+
+// `quantile(level)(x)` / `quantiles(level, …)(x)`: the slice-planning query of issue 16.
+
+/// Events at 0, 10, 20, 40 and 80 s after 2025-01-01 00:00 UTC (`a`, `b`, `a`, `b`, `c`),
+/// each created 2 s after its timestamp.
+fn quantile_fixture() -> Fixture {
+    let t0 = datetime!(2025-01-01 0:00 UTC);
+    let events = [(0, "a"), (10, "b"), (20, "a"), (40, "b"), (80, "c")]
+        .into_iter()
+        .enumerate()
+        .map(|(i, (s, name))| {
+            let mut e = ev(
+                u32::try_from(i).unwrap(),
+                "d",
+                t0 + time::Duration::seconds(s),
+                name,
+                json!({"n": s}),
+            );
+            e.created_at = e.timestamp + time::Duration::seconds(2);
+            e
+        })
+        .collect();
+    Fixture::new(events)
+}
+
+const PLAN: &str = "SELECT count(), quantiles(0.3333333333333333, 0.6666666666666666)(timestamp) \
+                    FROM events WHERE timestamp >= toDateTime({since}) AND timestamp < toDateTime({until})";
+
+#[test]
+fn slice_planning_query_counts_and_interpolates_datetimes_to_the_microsecond() {
+    let f = quantile_fixture();
+    let range = json!({"since": "2025-01-01T00:00:00Z", "until": "2025-01-01T00:01:40Z"});
+    let r = f.run_with(PLAN, range.clone(), false).unwrap();
+    // index 4/3 between 10 s and 20 s, index 8/3 between 20 s and 40 s; truncated to the µs.
+    assert_eq!(
+        r.results,
+        vec![vec![
+            json!(5),
+            json!(["2025-01-01T00:00:13.333333Z", "2025-01-01T00:00:33.333333Z"])
+        ]]
+    );
+    assert_eq!(
+        r.types,
+        vec![
+            ("count()".to_owned(), "UInt64".to_owned()),
+            (
+                "quantiles(0.3333333333333333, 0.6666666666666666)(timestamp)".to_owned(),
+                "Array(DateTime64(6, 'UTC'))".to_owned()
+            )
+        ]
+    );
+    // In the project zone: the same instants, rendered and typed in it.
+    let r = f.run_with(PLAN, range.clone(), true).unwrap();
+    assert_eq!(
+        r.results[0][1],
+        json!([
+            "2025-01-01T05:30:13.333333+05:30",
+            "2025-01-01T05:30:33.333333+05:30"
+        ])
+    );
+    assert_eq!(r.types[1].1, "Array(DateTime64(6, 'Asia/Kolkata'))");
+    // A range cutting the data: 10, 20 and 40 s remain.
+    let cut = json!({"since": "2025-01-01T00:00:05Z", "until": "2025-01-01T00:01:20Z"});
+    let r = f.run_with(PLAN, cut, false).unwrap();
+    assert_eq!(
+        r.results,
+        vec![vec![
+            json!(3),
+            json!(["2025-01-01T00:00:16.666666Z", "2025-01-01T00:00:26.666666Z"])
+        ]]
+    );
+    // On created_at (2 s later each), with the extractor's event filter: 0, 10, 20, 40 s of
+    // `a` and `b`.
+    let q = "SELECT count(), quantiles(0.25, 0.5, 0.75)(created_at) FROM events WHERE \
+             created_at >= toDateTime({since}) AND created_at < toDateTime({until}) AND \
+             event IN ({event_0}, {event_1})";
+    let mut values = range;
+    values["event_0"] = json!("a");
+    values["event_1"] = json!("b");
+    let r = f.run_with(q, values, false).unwrap();
+    assert_eq!(
+        r.results,
+        vec![vec![
+            json!(4),
+            json!([
+                "2025-01-01T00:00:09.500000Z",
+                "2025-01-01T00:00:17Z",
+                "2025-01-01T00:00:27Z"
+            ])
+        ]]
+    );
+}
+
+#[test]
+fn quantiles_over_no_rows_are_the_epoch_for_datetimes_and_nan_for_numbers() {
+    let f = quantile_fixture();
+    let empty = json!({"since": "2025-01-01T00:00:10Z", "until": "2025-01-01T00:00:10Z"});
+    let r = f.run_with(PLAN, empty.clone(), false).unwrap();
+    assert_eq!(
+        r.results,
+        vec![vec![
+            json!(0),
+            json!(["1970-01-01T00:00:00Z", "1970-01-01T00:00:00Z"])
+        ]]
+    );
+    let r = f.run_with(PLAN, empty, true).unwrap();
+    assert_eq!(
+        r.results[0][1],
+        json!(["1970-01-01T05:30:00+05:30", "1970-01-01T05:30:00+05:30"])
+    );
+    let r = f
+        .run("SELECT quantile(0.5)(timestamp), quantiles(0.5)(JSONExtractInt(properties, 'n')), quantile(0.5)(toFloat(properties.n)) FROM events WHERE event = 'none'")
+        .unwrap();
+    assert_eq!(
+        r.results,
+        vec![vec![
+            json!("1970-01-01T05:30:00+05:30"),
+            json!([null]),
+            Json::Null
+        ]]
+    );
+    let types: Vec<&str> = r.types.iter().map(|(_, t)| t.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "DateTime64(6, 'Asia/Kolkata')",
+            "Array(Float64)",
+            "Nullable(Float64)"
+        ]
+    );
+}
+
+#[test]
+fn quantiles_of_numbers_and_dates_interpolate_in_float64() {
+    let f = quantile_fixture();
+    let r = f
+        .run("SELECT quantiles(0, 0.125, 0.5, 0.75, 1)(JSONExtractInt(properties, 'n')), quantile(0.5)(toFloat(properties.n)), quantile(0.625)(toDate(timestamp)) FROM events")
+        .unwrap();
+    // n = 0, 10, 20, 40, 80: index 0.5 → 5, index 2 → 20, index 3 → 40.
+    assert_eq!(r.results[0][0], json!([0.0, 5.0, 20.0, 40.0, 80.0]));
+    assert_eq!(r.results[0][1], json!(20.0));
+    assert_eq!(r.results[0][2], json!("2025-01-01"));
+    let types: Vec<&str> = r.types.iter().map(|(_, t)| t.as_str()).collect();
+    assert_eq!(types, ["Array(Float64)", "Nullable(Float64)", "Date"]);
+    // Levels keep their order, repeat, and may be integers or placeholders.
+    let r = f
+        .run_with(
+            "SELECT quantiles(1, {low}, 0.25, 0.25)(JSONExtractInt(properties, 'n')) FROM events",
+            json!({"low": 0}),
+            false,
+        )
+        .unwrap();
+    assert_eq!(r.results[0][0], json!([80.0, 0.0, 10.0, 10.0]));
+}
+
+#[test]
+fn quantiles_per_group_and_in_if_form() {
+    let f = quantile_fixture();
+    let r = f
+        .run_with(
+            "SELECT event, count(), quantiles(0.5)(timestamp), quantileIf(0.5)(JSONExtractInt(properties, 'n'), timestamp > toDateTime({t})) FROM events GROUP BY event ORDER BY event",
+            json!({"t": "2025-01-01T00:00:15Z"}),
+            false,
+        )
+        .unwrap();
+    assert_eq!(
+        r.results,
+        vec![
+            vec![
+                json!("a"),
+                json!(2),
+                json!(["2025-01-01T00:00:10Z"]),
+                json!(20.0)
+            ],
+            vec![
+                json!("b"),
+                json!(2),
+                json!(["2025-01-01T00:00:25Z"]),
+                json!(40.0)
+            ],
+            vec![
+                json!("c"),
+                json!(1),
+                json!(["2025-01-01T00:01:20Z"]),
+                json!(80.0)
+            ],
+        ]
+    );
+    // Different levels of the same argument are different aggregates.
+    let r = f
+        .run("SELECT quantile(0.25)(timestamp), quantile(0.75)(timestamp) FROM events")
+        .unwrap();
+    assert_ne!(r.results[0][0], r.results[0][1]);
+    // A subquery reads the array back.
+    let inner = "SELECT quantiles(0.5)(timestamp) AS q FROM events";
+    let r = f.run(&format!("SELECT q FROM ({inner})")).unwrap();
+    assert_eq!(r.types[0].1, "Array(DateTime64(6, 'Asia/Kolkata'))");
+    assert_eq!(r.results[0][0], json!(["2025-01-01T05:30:20+05:30"]));
+}
+
+#[test]
+fn quantile_parameters_and_arguments_are_checked() {
+    let f = quantile_fixture();
+    let err = |q: &str| f.run(q).unwrap_err();
+    for (q, needle) in [
+        (
+            "SELECT quantile(timestamp) FROM events",
+            "requires parameters",
+        ),
+        (
+            "SELECT quantiles(timestamp) FROM events",
+            "requires parameters",
+        ),
+        (
+            "SELECT quantiles()(timestamp) FROM events",
+            "at least 1 parameter",
+        ),
+        (
+            "SELECT quantile(0.1, 0.2)(timestamp) FROM events",
+            "expects 1 parameter, found 2",
+        ),
+        (
+            "SELECT quantilesIf(0.1, 0.2)(timestamp, 1) FROM events",
+            "expects 1 parameter, found 2",
+        ),
+        (
+            "SELECT quantiles(1.5)(timestamp) FROM events",
+            "out of range [0, 1]",
+        ),
+        (
+            "SELECT quantiles(0.5, -0.25)(timestamp) FROM events",
+            "-0.25 is out of range",
+        ),
+        (
+            "SELECT quantiles(timestamp)(timestamp) FROM events",
+            "not a number constant",
+        ),
+        (
+            "SELECT quantiles('0.5')(timestamp) FROM events",
+            "not a number constant",
+        ),
+        ("SELECT quantiles(count())(timestamp) FROM events", "nested"),
+        (
+            "SELECT quantile(0.5)(timestamp, uuid) FROM events",
+            "exactly 1 argument",
+        ),
+        ("SELECT quantile(0.5)() FROM events", "exactly 1 argument"),
+        (
+            "SELECT quantile(0.5)(uuid) FROM events",
+            "Illegal type UUID",
+        ),
+        (
+            "SELECT quantile(0.5)(event) FROM events",
+            "Illegal type String",
+        ),
+        (
+            "SELECT quantiles(0.5)(NULL) FROM events",
+            "Illegal type Nullable(Nothing)",
+        ),
+        (
+            "SELECT quantile(0.5)(DISTINCT timestamp) FROM events",
+            "DISTINCT is not supported",
+        ),
+        ("SELECT sum(quantile(0.5)(timestamp)) FROM events", "nested"),
+        (
+            "SELECT 1 FROM events WHERE quantile(0.5)(timestamp) > now()",
+            "WHERE",
+        ),
+        (
+            "SELECT count(0.5)(timestamp) FROM events",
+            "takes no parameters",
+        ),
+        (
+            "SELECT toString(1)(event) FROM events",
+            "takes no parameters",
+        ),
+        (
+            "SELECT quantile(0.5)(timestamp)(event) FROM events",
+            "third",
+        ),
+        (
+            "SELECT quantiles(DISTINCT 0.5)(timestamp) FROM events",
+            "DISTINCT and *",
+        ),
+    ] {
+        let e = err(q);
+        assert!(e.contains(needle), "{q}: {e}");
+    }
+    let e = f
+        .run_with(
+            "SELECT quantiles({l})(timestamp) FROM events",
+            json!({"l": "0.5"}),
+            true,
+        )
+        .unwrap_err();
+    assert!(e.contains("not a number constant"), "{e}");
+}
+
+#[test]
+fn datetime_quantiles_interpolate_exactly_as_a_decimal_not_through_float64() {
+    // ClickHouse 26.9 interpolates DateTime64 (a Decimal64) on exact integers: 35 µs plus
+    // 3/8 of 1 000 005 µs is 375 036.875 µs, truncated to 375 036. Through Float64 (older
+    // ClickHouse, and the obvious port) the products round and give 375 037.
+    let t0 = datetime!(2025-01-01 0:00 UTC);
+    let f = Fixture::new(vec![
+        ev(
+            1,
+            "d",
+            t0 + time::Duration::microseconds(35),
+            "a",
+            json!({}),
+        ),
+        ev(
+            2,
+            "d",
+            t0 + time::Duration::microseconds(1_000_040),
+            "a",
+            json!({}),
+        ),
+    ]);
+    let r = f
+        .run_with(
+            "SELECT quantile(0.375)(timestamp), quantiles(0.3333333333333333, 0.375)(timestamp) FROM events",
+            json!({}),
+            false,
+        )
+        .unwrap();
+    assert_eq!(
+        r.results,
+        vec![vec![
+            json!("2025-01-01T00:00:00.375036Z"),
+            json!(["2025-01-01T00:00:00.333369Z", "2025-01-01T00:00:00.375036Z"])
+        ]]
+    );
+}

@@ -87,6 +87,8 @@ pub(crate) enum Kind {
     /// `toIntervalDay(n)` and friends: only meaningful as an operand of `±` with a date.
     Interval(IntervalUnit),
     Tuple(Vec<Ty>),
+    /// `Array(T)`: what `quantiles(…)(x)` returns. Never `Nullable`, as in ClickHouse.
+    Array(Box<Ty>),
 }
 
 /// A static type: a kind, possibly `Nullable`.
@@ -141,8 +143,9 @@ impl Ty {
                 let names: Vec<String> = items.iter().map(|t| t.clickhouse_name(tz_name)).collect();
                 format!("Tuple({})", names.join(", "))
             }
+            Kind::Array(item) => format!("Array({})", item.clickhouse_name(tz_name)),
         };
-        if self.nullable && !matches!(self.kind, Kind::Tuple(_)) {
+        if self.nullable && !matches!(self.kind, Kind::Tuple(_) | Kind::Array(_)) {
             format!("Nullable({inner})")
         } else {
             inner
@@ -166,6 +169,7 @@ pub(crate) enum Val<'a> {
     /// A count of `unit`s (may be negative).
     Interval(IntervalUnit, i64),
     Tuple(Vec<Val<'a>>),
+    Array(Vec<Val<'a>>),
 }
 
 impl<'a> Val<'a> {
@@ -182,6 +186,7 @@ impl<'a> Val<'a> {
             Val::Uuid(u) => Val::Uuid(u),
             Val::Interval(unit, n) => Val::Interval(unit, n),
             Val::Tuple(items) => Val::Tuple(items.into_iter().map(Val::into_owned).collect()),
+            Val::Array(items) => Val::Array(items.into_iter().map(Val::into_owned).collect()),
         }
     }
 
@@ -190,6 +195,7 @@ impl<'a> Val<'a> {
         match self {
             Val::Str(s) => Val::Str(Cow::Borrowed(s.as_ref())),
             Val::Tuple(items) => Val::Tuple(items.iter().map(Val::borrowed).collect()),
+            Val::Array(items) => Val::Array(items.iter().map(Val::borrowed).collect()),
             other => other.clone().into_owned(),
         }
     }
@@ -229,21 +235,8 @@ impl<'a> Val<'a> {
             Val::Date(d) => format_date(*d),
             Val::Uuid(u) => u.to_string(),
             Val::Interval(_, n) => n.to_string(),
-            Val::Tuple(items) => {
-                let parts: Vec<String> = items
-                    .iter()
-                    .map(|v| match v {
-                        Val::Str(s) => super::ast::quote_str(s),
-                        Val::DateTime(_) | Val::Date(_) | Val::Uuid(_) => {
-                            super::ast::quote_str(&v.to_clickhouse_string(tz).unwrap_or_default())
-                        }
-                        other => other
-                            .to_clickhouse_string(tz)
-                            .unwrap_or_else(|| "NULL".into()),
-                    })
-                    .collect();
-                format!("({})", parts.join(","))
-            }
+            Val::Tuple(items) => format!("({})", items_string(items, tz)),
+            Val::Array(items) => format!("[{}]", items_string(items, tz)),
         })
     }
 
@@ -260,7 +253,10 @@ impl<'a> Val<'a> {
             Val::Date(d) => Json::String(format_date(*d)),
             Val::Uuid(u) => Json::String(u.to_string()),
             Val::Interval(_, n) => Json::from(*n),
-            Val::Tuple(items) => Json::Array(items.iter().map(|v| v.to_json(tz)).collect()),
+            // PostHog's renderer writes the items of tuples and arrays as it writes columns.
+            Val::Tuple(items) | Val::Array(items) => {
+                Json::Array(items.iter().map(|v| v.to_json(tz)).collect())
+            }
         }
     }
 
@@ -291,8 +287,13 @@ impl<'a> Val<'a> {
             Val::Interval(unit, n) => {
                 let _ = write!(out, "I{}{n};", unit.name());
             }
-            Val::Tuple(items) => {
-                let _ = write!(out, "t{}(", items.len());
+            Val::Tuple(items) | Val::Array(items) => {
+                let tag = if matches!(self, Val::Tuple(_)) {
+                    't'
+                } else {
+                    'a'
+                };
+                let _ = write!(out, "{tag}{}(", items.len());
                 for item in items {
                     item.write_key(out);
                 }
@@ -300,6 +301,24 @@ impl<'a> Val<'a> {
             }
         }
     }
+}
+
+/// The items of a tuple or array as `toString` writes them inside the brackets: strings,
+/// dates and UUIDs quoted, NULL as `NULL`.
+fn items_string(items: &[Val<'_>], tz: UtcOffset) -> String {
+    let parts: Vec<String> = items
+        .iter()
+        .map(|v| match v {
+            Val::Str(s) => super::ast::quote_str(s),
+            Val::DateTime(_) | Val::Date(_) | Val::Uuid(_) => {
+                super::ast::quote_str(&v.to_clickhouse_string(tz).unwrap_or_default())
+            }
+            other => other
+                .to_clickhouse_string(tz)
+                .unwrap_or_else(|| "NULL".into()),
+        })
+        .collect();
+    parts.join(",")
 }
 
 /// Compares two non-null-aware values for a predicate: `None` when either side is NULL (the
@@ -319,7 +338,7 @@ pub(crate) fn compare(a: &Val<'_>, b: &Val<'_>) -> Option<Ordering> {
             .ok()
             .map(|x| uuid_key(&x).cmp(&uuid_key(y))),
         (Val::Int(x), Val::Int(y)) => Some(x.cmp(y)),
-        (Val::Tuple(xs), Val::Tuple(ys)) => {
+        (Val::Tuple(xs), Val::Tuple(ys)) | (Val::Array(xs), Val::Array(ys)) => {
             for (x, y) in xs.iter().zip(ys) {
                 match compare(x, y)? {
                     Ordering::Equal => continue,
@@ -351,7 +370,7 @@ pub(crate) fn sort_cmp(a: &Val<'_>, b: &Val<'_>, nulls_first: bool) -> Ordering 
                 Ordering::Less
             }
         }
-        (Val::Tuple(xs), Val::Tuple(ys)) => {
+        (Val::Tuple(xs), Val::Tuple(ys)) | (Val::Array(xs), Val::Array(ys)) => {
             for (x, y) in xs.iter().zip(ys) {
                 match sort_cmp(x, y, nulls_first) {
                     Ordering::Equal => continue,
@@ -378,6 +397,7 @@ fn rank(v: &Val<'_>) -> u8 {
         Val::Uuid(_) => 3,
         Val::Tuple(_) => 4,
         Val::Interval(..) => 6,
+        Val::Array(_) => 7,
     }
 }
 
@@ -422,5 +442,26 @@ mod tests {
             Ty::of(Kind::DateTime).clickhouse_name("Asia/Kolkata"),
             "DateTime64(6, 'Asia/Kolkata')"
         );
+        let array = Ty::nullable(Kind::Array(Box::new(Ty::of(Kind::DateTime))));
+        assert_eq!(array.clickhouse_name("UTC"), "Array(DateTime64(6, 'UTC'))");
+    }
+
+    #[test]
+    fn arrays_render_as_lists_and_compare_like_tuples() {
+        let a = Val::Array(vec![Val::DateTime(0), Val::Float(f64::NAN)]);
+        assert_eq!(
+            a.to_json(UtcOffset::UTC),
+            serde_json::json!(["1970-01-01T00:00:00Z", null])
+        );
+        let b = Val::Array(vec![Val::DateTime(1), Val::Float(0.0)]);
+        assert_eq!(compare(&a, &b), Some(Ordering::Less));
+        assert_eq!(
+            Val::Array(vec![Val::DateTime(0), s("x")]).to_clickhouse_string(UtcOffset::UTC),
+            Some("['1970-01-01 00:00:00.000000','x']".to_owned())
+        );
+        let (mut ka, mut kt) = (String::new(), String::new());
+        Val::Array(vec![Val::Int(1)]).write_key(&mut ka);
+        Val::Tuple(vec![Val::Int(1)]).write_key(&mut kt);
+        assert_ne!(ka, kt);
     }
 }

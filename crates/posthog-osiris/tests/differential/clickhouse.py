@@ -20,7 +20,8 @@ Rendering (PostHog: clickhouse-driver values, then DRF's JSON encoder):
   DateTime/DateTime64 -> datetime.isoformat() in the column's zone, "+00:00" -> "Z", the
   fraction omitted when it is zero, else 6 digits; Date -> "YYYY-MM-DD"; UUID -> its string;
   integers -> JSON numbers; floats -> JSON numbers (NaN/inf -> null); Bool -> true/false;
-  NULL -> null; String -> the string.
+  NULL -> null; String -> the string; Array(T) -> a list of its items, each rendered as a T
+  (clickhouse-driver gives a list, which the encoder writes item by item).
 """
 
 import json
@@ -142,6 +143,10 @@ def renderer(ch_type):
         if not m:
             break
         inner = m.group(1)
+    m = re.fullmatch(r"Array\((.*)\)", inner)
+    if m:
+        render_item = renderer(m.group(1))
+        return lambda v: [None if x is None else render_item(x) for x in v]
     if inner.startswith("DateTime"):
         m = ZONE_OF_TYPE.search(inner)
         zone = ZoneInfo(m.group(1) if m else "UTC")
