@@ -55,17 +55,31 @@ impl BodySink for PageBody<'_> {
         let _ = self.pages.send(SinkMsg::Restart).await;
     }
 
-    async fn chunk(&mut self, bytes: bytes::Bytes) -> Result<(), ()> {
-        if self.block.is_empty() && bytes.len() >= SINK_BLOCK {
-            return self.pages.send(SinkMsg::Chunk(bytes)).await.map_err(|_| ());
+    async fn chunk(&mut self, mut bytes: bytes::Bytes) -> Result<(), ()> {
+        // Every block is at most SINK_BLOCK (large pieces are split, not copied): the channel
+        // bounds messages, not bytes, and an uncompressed body is read in pieces of up to
+        // ~400 KiB, so 16 whole pieces held ~6.5 MB in flight (fetch-only floor without gzip,
+        // pages of 50 000: 26.9 MiB peak against 16.7 at pages of 1 000).
+        if !self.block.is_empty() {
+            let take = SINK_BLOCK.saturating_sub(self.block.len()).min(bytes.len());
+            self.block.extend_from_slice(&bytes.split_to(take));
+            if self.block.len() >= SINK_BLOCK && !self.flush().await {
+                return Err(());
+            }
         }
-        if self.block.is_empty() {
-            // One allocation per block, not a doubling series.
-            self.block.reserve(SINK_BLOCK + bytes.len());
+        while bytes.len() >= SINK_BLOCK {
+            let block = bytes.split_to(SINK_BLOCK);
+            self.pages
+                .send(SinkMsg::Chunk(block))
+                .await
+                .map_err(|_| ())?;
         }
-        self.block.extend_from_slice(&bytes);
-        if self.block.len() >= SINK_BLOCK && !self.flush().await {
-            return Err(());
+        if !bytes.is_empty() {
+            if self.block.is_empty() {
+                // One allocation per block, not a doubling series.
+                self.block.reserve(SINK_BLOCK);
+            }
+            self.block.extend_from_slice(&bytes);
         }
         Ok(())
     }
@@ -262,4 +276,52 @@ pub(crate) async fn rest(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the sink receives for `pieces` handed to a [`PageBody`], as block lengths.
+    async fn blocks_for(pieces: &[usize]) -> Vec<usize> {
+        let (tx, mut rx) = mpsc::channel(1024);
+        let mut body = PageBody {
+            pages: &tx,
+            block: BytesMut::new(),
+        };
+        for &len in pieces {
+            body.chunk(bytes::Bytes::from(vec![b'x'; len]))
+                .await
+                .unwrap();
+        }
+        assert!(body.flush().await);
+        drop(body);
+        drop(tx);
+        let mut out = Vec::new();
+        while let Some(msg) = rx.recv().await {
+            match msg {
+                SinkMsg::Chunk(b) => out.push(b.len()),
+                _ => panic!("only chunks are sent"),
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn no_block_is_larger_than_sink_block_whatever_the_piece_size() {
+        // One 400 KiB piece (an uncompressed body's read) goes as 64 KiB blocks plus a rest.
+        let blocks = blocks_for(&[400 * 1024]).await;
+        assert_eq!(blocks.iter().sum::<usize>(), 400 * 1024);
+        assert!(blocks.iter().all(|&b| b <= SINK_BLOCK), "{blocks:?}");
+        assert_eq!(blocks.len(), 7, "{blocks:?}");
+        // Large pieces after a partial block: the block is topped up, never grown past it.
+        let blocks = blocks_for(&[16 * 1024, 400 * 1024, 1000, 400 * 1024]).await;
+        assert_eq!(blocks.iter().sum::<usize>(), 816 * 1024 + 1000);
+        assert!(blocks.iter().all(|&b| b <= SINK_BLOCK), "{blocks:?}");
+        // Small pieces (inflated output) are gathered into blocks of at least SINK_BLOCK.
+        let blocks = blocks_for(&[3000; 100]).await;
+        assert_eq!(blocks.iter().sum::<usize>(), 300_000);
+        assert!(blocks[..blocks.len() - 1].iter().all(|&b| b == SINK_BLOCK));
+        assert!(blocks.len() <= 300_000 / SINK_BLOCK + 1, "{blocks:?}");
+    }
 }
