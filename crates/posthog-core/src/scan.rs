@@ -158,7 +158,10 @@ fn is_ws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
 
-/// Reads a HogQL query response body chunk by chunk; see the [module docs](self).
+/// Reads a HogQL query response body chunk by chunk: [`feed`](Self::feed) hands each row of
+/// `results` to a callback as soon as its last byte has arrived, [`finish`](Self::finish)
+/// checks the body was whole and returns its row count and `columns`. Memory is one row (a row
+/// cut by a chunk boundary is copied, up to [`MAX_ROW_BYTES`]), whatever the page size.
 #[derive(Debug)]
 pub struct PageScanner {
     state: State,
