@@ -143,12 +143,18 @@ fn parse_start(s: &str) -> anyhow::Result<OffsetDateTime> {
 }
 
 fn parse_clamp(s: &str) -> anyhow::Result<usize> {
+    parse_at_least_one(s, "a row count", "the LIMIT clamp must be at least 1")
+}
+
+/// A count of at least 1: `what` names it when `s` is not a number, `zero` explains why 0 is
+/// refused.
+fn parse_at_least_one(s: &str, what: &str, zero: &str) -> anyhow::Result<usize> {
     let n: usize = s
         .trim()
         .parse()
-        .with_context(|| format!("`{s}` is not a row count"))?;
+        .with_context(|| format!("`{s}` is not {what}"))?;
     if n == 0 {
-        bail!("the LIMIT clamp must be at least 1");
+        bail!("{zero}");
     }
     Ok(n)
 }
@@ -168,14 +174,11 @@ fn parse_clamp_change(s: &str) -> anyhow::Result<LimitClampChange> {
 }
 
 fn parse_concurrency(s: &str) -> anyhow::Result<usize> {
-    let n: usize = s
-        .trim()
-        .parse()
-        .with_context(|| format!("`{s}` is not a number of queries"))?;
-    if n == 0 {
-        bail!("the query concurrency must be at least 1 (0 would throttle every query)");
-    }
-    Ok(n)
+    parse_at_least_one(
+        s,
+        "a number of queries",
+        "the query concurrency must be at least 1 (0 would throttle every query)",
+    )
 }
 
 fn parse_seconds(s: &str) -> anyhow::Result<Duration> {

@@ -258,44 +258,22 @@ impl Mock {
 
     /// `POST …/query/` requests counted so far (faulted and throttled ones included).
     pub fn query_requests(&self) -> anyhow::Result<u64> {
-        let stats = self.stats()?;
-        stats["by_route"]["query"]
-            .as_u64()
-            .with_context(|| format!("stats without by_route.query: {stats}"))
-    }
-
-    /// Queries answered PostHog's concurrency 429 (no slot freed up within the queue timeout)
-    /// since the last counter reset; 0 unless [`MockOptions::query_latency`] is set.
-    #[allow(
-        dead_code,
-        reason = "for issue 16's concurrent-slice scenarios and benchmarks, not written yet"
-    )]
-    pub fn concurrency_throttled(&self) -> anyhow::Result<u64> {
-        let stats = self.stats()?;
-        stats["concurrency_throttled"]
-            .as_u64()
-            .with_context(|| format!("stats without concurrency_throttled: {stats}"))
-    }
-
-    /// The most queries that held a concurrency slot at once since the last counter reset; 0
-    /// unless [`MockOptions::query_latency`] is set.
-    #[allow(
-        dead_code,
-        reason = "for issue 16's concurrent-slice scenarios and benchmarks, not written yet"
-    )]
-    pub fn peak_queries_held(&self) -> anyhow::Result<u64> {
-        let stats = self.stats()?;
-        stats["peak_queries_held"]
-            .as_u64()
-            .with_context(|| format!("stats without peak_queries_held: {stats}"))
+        self.counter("/by_route/query")
     }
 
     /// Requests to every non-control route counted so far.
     pub fn total_requests(&self) -> anyhow::Result<u64> {
+        self.counter("/total_requests")
+    }
+
+    /// One counter of `GET /_mock/stats`, by JSON pointer (its other counters, such as
+    /// `/concurrency_throttled` and `/peak_queries_held`, are read the same way).
+    fn counter(&self, pointer: &str) -> anyhow::Result<u64> {
         let stats = self.stats()?;
-        stats["total_requests"]
-            .as_u64()
-            .with_context(|| format!("stats without total_requests: {stats}"))
+        stats
+            .pointer(pointer)
+            .and_then(Value::as_u64)
+            .with_context(|| format!("stats without {pointer}: {stats}"))
     }
 
     pub fn reset_counters(&self) -> anyhow::Result<()> {
