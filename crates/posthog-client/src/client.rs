@@ -56,7 +56,8 @@ pub(crate) struct Inner {
     pub(crate) async_query_timeout: Duration,
 }
 
-/// Counters of what a client has done, for run summaries and metrics.
+/// Counters of what a client has done, and the query concurrency it settled on, for run
+/// summaries and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ClientStats {
     /// HTTP requests sent (every attempt counts).
@@ -72,6 +73,10 @@ pub struct ClientStats {
     pub breaker_trips: u64,
     /// Calls refused by the open breaker without a request.
     pub fast_failures: u64,
+    /// The cap on concurrent queries now: [`RateLimits::max_concurrent_queries`], lowered by
+    /// one (never below 1) for every 429 PostHog sent for its query concurrency limit (without
+    /// `Retry-After`). 0 only in a `Default` value.
+    pub query_concurrency: usize,
 }
 
 /// Waits before a retry, counted by [`WaitReason`].
@@ -164,6 +169,7 @@ impl Client {
             },
             breaker_trips: c.breaker_trips.load(Ordering::Relaxed),
             fast_failures: c.fast_failures.load(Ordering::Relaxed),
+            query_concurrency: self.inner.limiter.query_concurrency(),
         }
     }
 

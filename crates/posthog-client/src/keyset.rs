@@ -16,6 +16,11 @@
 //! - after a server timeout the page halves (down to [`MIN_PAGE`]) and grows back after
 //!   [`GROW_BACK_AFTER`] full pages in a row.
 //!
+//! Before a scan, [`KeysetQuery::summary`] builds its planning query from the same keyset
+//! bound and filters as the pages (a row count and quantiles of the time column, read back by
+//! [`RangeSummary::from_result`]), so a range can be split into slices read side by side,
+//! each bounded above by [`KeysetFilter::before`].
+//!
 //! ```
 //! use posthog_client::{KeysetCursor, KeysetPager, KeysetQuery, KeysetStart, PageSummary};
 //! let query = KeysetQuery::new("events", ["uuid", "timestamp"], "uuid").time_column("timestamp");
@@ -33,7 +38,9 @@
 
 use std::fmt::Write as _;
 
-use crate::HogQlQuery;
+use serde_json::Value;
+
+use crate::{HogQlQuery, QueryResult};
 
 /// The smallest page a server timeout can shrink the page to.
 pub const MIN_PAGE: u32 = 10;
@@ -69,20 +76,35 @@ impl KeysetCursor {
     pub fn from_text(time: Option<&str>, id: &str) -> Option<Self> {
         let time = match time {
             None => None,
-            Some(text) => {
-                let at = time::OffsetDateTime::parse(
-                    text,
-                    &time::format_description::well_known::Rfc3339,
-                )
-                .ok()?;
-                Some(Micros::try_from(at.unix_timestamp_nanos() / 1000).ok()?)
-            }
+            Some(text) => Some(rfc3339(text)?),
         };
         Some(KeysetCursor {
             time,
             id: id.to_owned(),
         })
     }
+}
+
+/// An RFC 3339 instant (any offset, with or without a fraction) in microseconds; `None` when
+/// the text is not one or the instant is outside [`Micros`].
+fn rfc3339(text: &str) -> Option<Micros> {
+    let at =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    Micros::try_from(at.unix_timestamp_nanos() / 1000).ok()
+}
+
+/// An instant as RFC 3339 text, or as ClickHouse's `YYYY-MM-DD hh:mm:ss[.ffffff]` read as UTC
+/// (what a query sent with `convertToProjectTimezone: false` may also render).
+fn instant(text: &str) -> Option<Micros> {
+    rfc3339(text).or_else(|| {
+        let format = time::macros::format_description!(
+            "[year]-[month]-[day] [hour]:[minute]:[second][optional [.[subsecond]]]"
+        );
+        let at = time::PrimitiveDateTime::parse(text, format)
+            .ok()?
+            .assume_utc();
+        Micros::try_from(at.unix_timestamp_nanos() / 1000).ok()
+    })
 }
 
 /// Where a scan starts.
@@ -141,6 +163,12 @@ impl KeysetFilter {
     /// `column <= toDateTime({key})`: rows at or before an instant.
     pub fn at_or_before(column: &str, key: &str, at: Micros) -> Self {
         KeysetFilter::new(format!("{column} <= toDateTime({{{key}}})")).value(key, utc(at))
+    }
+
+    /// `column < toDateTime({key})`: rows strictly before an instant (the exclusive upper
+    /// bound of one slice of a range, so that adjacent slices never share a row).
+    pub fn before(column: &str, key: &str, at: Micros) -> Self {
+        KeysetFilter::new(format!("{column} < toDateTime({{{key}}})")).value(key, utc(at))
     }
 }
 
@@ -212,9 +240,70 @@ impl KeysetQuery {
 
     /// The query for the page of `limit` rows from `start`.
     pub fn page(&self, start: &KeysetStart, limit: u32) -> HogQlQuery {
-        let mut conditions: Vec<&str> = Vec::new();
+        let (conditions, values) = self.conditions(start);
+        let mut sql = format!(
+            "select {} from {}{conditions}",
+            self.select.join(", "),
+            self.table
+        );
+        let id = &self.id_column;
+        match &self.time_column {
+            Some(time) => write!(sql, " order by {time}, {id} limit {limit}"),
+            None => write!(sql, " order by {id} limit {limit}"),
+        }
+        .expect("writing to a String cannot fail");
+        bind(HogQlQuery::new(sql).name(self.name.clone()), values)
+    }
+
+    /// The planning query of a scan from `start`: how many rows it will read and the instants
+    /// of its time column at `levels` (fractions of those rows, in `0..=1`), from the same
+    /// keyset bound and filters as its pages, so the answer describes exactly the rows the
+    /// pages would read. [`RangeSummary::from_result`] reads the answer.
+    ///
+    /// `select count(), quantiles(l1, l2, …)(time) from table where …`, with no `order by` or
+    /// `limit`; with no `levels`, `select count() from table where …`. Its name is the scan's
+    /// followed by ` plan`, and a timeout is returned at once, like a page's. `None` when the
+    /// scan has no time column, or a level is not a finite number in `0..=1` (which HogQL
+    /// would refuse).
+    ///
+    /// ```
+    /// use posthog_client::{KeysetFilter, KeysetQuery, KeysetStart};
+    /// let query = KeysetQuery::new("events", ["uuid", "timestamp"], "uuid")
+    ///     .time_column("timestamp")
+    ///     .filter(KeysetFilter::before("timestamp", "until", 86_400_000_000));
+    /// let plan = query.summary(&KeysetStart::AtOrAfter(0), &[0.25, 0.5, 0.75]).unwrap();
+    /// assert_eq!(
+    ///     plan.text(),
+    ///     "select count(), quantiles(0.25, 0.5, 0.75)(timestamp) from events where \
+    ///      timestamp >= toDateTime({cursor_time}) and timestamp < toDateTime({until})"
+    /// );
+    /// assert_eq!(plan.values()["until"], "1970-01-02T00:00:00.000000Z");
+    /// assert!(query.summary(&KeysetStart::Beginning, &[1.5]).is_none());
+    /// ```
+    pub fn summary(&self, start: &KeysetStart, levels: &[f64]) -> Option<HogQlQuery> {
+        let time = self.time_column.as_deref()?;
+        if !levels.iter().all(|l| (0.0..=1.0).contains(l)) {
+            return None;
+        }
+        let mut aggregates = String::from("count()");
+        if !levels.is_empty() {
+            // `Display` of an f64 never uses exponent notation; `abs` turns -0 into 0.
+            let levels: Vec<String> = levels.iter().map(|l| l.abs().to_string()).collect();
+            write!(aggregates, ", quantiles({})({time})", levels.join(", "))
+                .expect("writing to a String cannot fail");
+        }
+        let (conditions, values) = self.conditions(start);
+        let sql = format!("select {aggregates} from {}{conditions}", self.table);
+        let name = format!("{} plan", self.name);
+        Some(bind(HogQlQuery::new(sql).name(name), values))
+    }
+
+    /// The ` where …` clause of a read from `start` (its keyset bound, then the filters; empty
+    /// when there is neither) and the values of its placeholders: one function, so a page and
+    /// the plan of a scan can never disagree on which rows they read.
+    fn conditions(&self, start: &KeysetStart) -> (String, Vec<(&str, String)>) {
+        let mut conditions: Vec<String> = Vec::new();
         let mut values: Vec<(&str, String)> = Vec::new();
-        let bound;
         let id = &self.id_column;
         let id_value = if self.id_is_uuid {
             "toUUID({cursor_id})"
@@ -224,43 +313,133 @@ impl KeysetQuery {
         match (start, &self.time_column) {
             (KeysetStart::Beginning, _) | (KeysetStart::AtOrAfter(_), None) => {}
             (KeysetStart::AtOrAfter(at), Some(time)) => {
-                bound = format!("{time} >= toDateTime({{cursor_time}})");
-                conditions.push(&bound);
+                conditions.push(format!("{time} >= toDateTime({{cursor_time}})"));
                 values.push(("cursor_time", utc(*at)));
             }
             (KeysetStart::After(cursor), Some(time)) => {
-                bound = format!("({time}, {id}) > (toDateTime({{cursor_time}}), {id_value})");
-                conditions.push(&bound);
+                conditions.push(format!(
+                    "({time}, {id}) > (toDateTime({{cursor_time}}), {id_value})"
+                ));
                 values.push(("cursor_time", utc(cursor.time.unwrap_or(0))));
                 values.push(("cursor_id", cursor.id.clone()));
             }
             (KeysetStart::After(cursor), None) => {
-                bound = format!("{id} > {id_value}");
-                conditions.push(&bound);
+                conditions.push(format!("{id} > {id_value}"));
                 values.push(("cursor_id", cursor.id.clone()));
             }
         }
         for filter in &self.filters {
-            conditions.push(&filter.text);
+            conditions.push(filter.text.clone());
             values.extend(filter.values.iter().map(|(k, v)| (k.as_str(), v.clone())));
         }
-        let mut sql = format!("select {} from {}", self.select.join(", "), self.table);
-        if !conditions.is_empty() {
-            sql.push_str(" where ");
-            sql.push_str(&conditions.join(" and "));
+        if conditions.is_empty() {
+            return (String::new(), values);
         }
-        match &self.time_column {
-            Some(time) => write!(sql, " order by {time}, {id} limit {limit}"),
-            None => write!(sql, " order by {id} limit {limit}"),
-        }
-        .expect("writing to a String cannot fail");
-        let mut query = HogQlQuery::new(sql)
-            .name(self.name.clone())
-            .fail_fast_on_timeout();
-        for (key, value) in values {
-            query = query.value(key, value);
-        }
-        query
+        (format!(" where {}", conditions.join(" and ")), values)
+    }
+}
+
+/// A scan's query with its placeholders bound; its timeouts come back at once, for the caller
+/// to ask for less.
+fn bind(query: HogQlQuery, values: Vec<(&str, String)>) -> HogQlQuery {
+    values
+        .into_iter()
+        .fold(query.fail_fast_on_timeout(), |query, (key, value)| {
+            query.value(key, value)
+        })
+}
+
+/// The answer to a scan's planning query ([`KeysetQuery::summary`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeSummary {
+    /// Rows the scan will read (as of the query).
+    pub rows: u64,
+    /// The time column's value at each level asked for, in the order asked. Empty when no
+    /// level was asked for, and when `rows` is 0 (over no rows ClickHouse answers the epoch,
+    /// which is no instant of the range). Above 8192 rows ClickHouse estimates them from a
+    /// sample: good enough to split a range, not to count on.
+    pub quantiles: Vec<Micros>,
+}
+
+impl RangeSummary {
+    /// Reads the answer to [`KeysetQuery::summary`]: one row, `[count]` or `[count, [t1, t2,
+    /// …]]`. The count may be a JSON number or a numeric string (ClickHouse's `UInt64` as
+    /// JSON); each `t` is an instant as text, RFC 3339 with any offset (what PostHog sends
+    /// with `convertToProjectTimezone: false`) or ClickHouse's `2025-01-02 13:57:30.178957`,
+    /// read as UTC.
+    ///
+    /// ```
+    /// use posthog_client::{QueryResult, RangeSummary};
+    /// use serde_json::json;
+    /// let answer: QueryResult = serde_json::from_value(json!({
+    ///     "results": [["1200", ["1970-01-01T00:00:01Z", "1970-01-01 00:00:02.5"]]]
+    /// })).unwrap();
+    /// let summary = RangeSummary::from_result(&answer).unwrap();
+    /// assert_eq!(summary, RangeSummary { rows: 1200, quantiles: vec![1_000_000, 2_500_000] });
+    /// ```
+    pub fn from_result(result: &QueryResult) -> Result<RangeSummary, KeysetError> {
+        let invalid = |message: String| KeysetError::InvalidSummary { message };
+        let row = match result.results.as_slice() {
+            [row] => row,
+            rows => return Err(invalid(format!("{} rows, expected one", rows.len()))),
+        };
+        let (count, quantiles) = match row.as_slice() {
+            [count] => (count, &[][..]),
+            [count, Value::Array(quantiles)] => (count, quantiles.as_slice()),
+            [_, other] => {
+                return Err(invalid(format!(
+                    "the quantiles are {}, expected an array",
+                    describe(other)
+                )));
+            }
+            values => {
+                return Err(invalid(format!(
+                    "a row of {} values, expected [count] or [count, quantiles]",
+                    values.len()
+                )));
+            }
+        };
+        let rows = row_count(count).ok_or_else(|| {
+            invalid(format!(
+                "the count is {}, expected a whole number of at least 0",
+                describe(count)
+            ))
+        })?;
+        let quantiles = quantiles
+            .iter()
+            .enumerate()
+            .map(|(i, value)| {
+                value.as_str().and_then(instant).ok_or_else(|| {
+                    invalid(format!(
+                        "quantile {i} is {}, expected a timestamp as text",
+                        describe(value)
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(RangeSummary {
+            rows,
+            quantiles: if rows == 0 { Vec::new() } else { quantiles },
+        })
+    }
+}
+
+/// A count as ClickHouse sends it: a JSON number or a numeric string, never negative.
+fn row_count(value: &Value) -> Option<u64> {
+    match value {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+/// A value for an error message, cut short: a hostile answer must not flood the log.
+fn describe(value: &Value) -> String {
+    const SHOWN: usize = 64;
+    let text = value.to_string();
+    match text.char_indices().nth(SHOWN) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
     }
 }
 
@@ -273,7 +452,7 @@ pub struct PageSummary {
     pub last: Option<KeysetCursor>,
 }
 
-/// A page the pager refuses to move on from.
+/// A page the pager refuses to move on from, or a planning answer that cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum KeysetError {
@@ -296,10 +475,18 @@ pub enum KeysetError {
         /// The page's last row.
         last: KeysetCursor,
     },
+    /// The answer to a planning query ([`KeysetQuery::summary`]) is not one row of a count
+    /// and instants.
+    #[error("the range summary PostHog returned is not usable: {message}")]
+    InvalidSummary {
+        /// What is wrong with it.
+        message: String,
+    },
 }
 
 impl crate::Categorized for KeysetError {
-    /// A page the scan cannot move on from is the server's data breaking the scan's rules.
+    /// A page the scan cannot move on from, or a plan it cannot read, is the server's data
+    /// breaking the scan's rules.
     fn category(&self) -> crate::Category {
         crate::Category::Data
     }
@@ -593,6 +780,184 @@ mod tests {
             pager.next_query().unwrap().text().rsplit(' ').next(),
             Some("100")
         );
+    }
+
+    #[test]
+    fn a_slice_is_bounded_above_exclusively() {
+        let filter = KeysetFilter::before("timestamp", "until", 1_700_000_000_123_456);
+        let q = events().filter(filter).page(&KeysetStart::AtOrAfter(0), 10);
+        assert_eq!(
+            q.text(),
+            "select uuid, event, timestamp from events where timestamp >= \
+             toDateTime({cursor_time}) and timestamp < toDateTime({until}) order by timestamp, \
+             uuid limit 10"
+        );
+        assert_eq!(q.values()["until"], "2023-11-14T22:13:20.123456Z");
+        assert_eq!(q.values()["cursor_time"], "1970-01-01T00:00:00.000000Z");
+    }
+
+    #[test]
+    fn the_plan_carries_the_pages_bound_and_filters() {
+        let query = events()
+            .filter(KeysetFilter::new("event in ({event_0})").value("event_0", "$pageview"))
+            .filter(KeysetFilter::before("timestamp", "until", 1_000_000));
+        for start in [
+            KeysetStart::Beginning,
+            KeysetStart::AtOrAfter(-1),
+            KeysetStart::After(at(5, "x') or 1=1 --")),
+        ] {
+            let page = query.page(&start, 100);
+            let plan = query.summary(&start, &[0.25, 0.5, 0.75]).unwrap();
+            let (where_page, _) = page.text().split_once(" order by ").unwrap();
+            let (_, where_page) = where_page.split_once(" from events").unwrap();
+            let (_, where_plan) = plan.text().split_once(" from events").unwrap();
+            assert_eq!(where_plan, where_page, "{start}");
+            assert_eq!(plan.values(), page.values(), "{start}");
+            assert!(
+                plan.text()
+                    .starts_with("select count(), quantiles(0.25, 0.5, 0.75)(timestamp) from"),
+                "{}",
+                plan.text()
+            );
+        }
+        let plan = query
+            .summary(&KeysetStart::After(at(5, ID_A)), &[0.1])
+            .unwrap();
+        assert_eq!(
+            plan.text(),
+            "select count(), quantiles(0.1)(timestamp) from events where (timestamp, uuid) > \
+             (toDateTime({cursor_time}), toUUID({cursor_id})) and event in ({event_0}) and \
+             timestamp < toDateTime({until})"
+        );
+        assert_eq!(plan.values()["cursor_time"], "1970-01-01T00:00:00.000005Z");
+        assert_eq!(plan.values()["cursor_id"], ID_A);
+        assert_eq!(plan.values()["until"], "1970-01-01T00:00:01.000000Z");
+    }
+
+    #[test]
+    fn plan_levels_print_plainly_and_bad_ones_give_no_plan() {
+        let text = |levels: &[f64]| {
+            events()
+                .summary(&KeysetStart::Beginning, levels)
+                .map(|q| q.text().to_owned())
+        };
+        assert_eq!(
+            text(&[0.0, -0.0, 1e-7, 1.0]).unwrap(),
+            "select count(), quantiles(0, 0, 0.0000001, 1)(timestamp) from events"
+        );
+        assert_eq!(text(&[]).unwrap(), "select count() from events");
+        for bad in [f64::NAN, f64::INFINITY, -1e-9, 1.000_001] {
+            assert_eq!(text(&[0.5, bad]), None, "{bad}");
+        }
+        let persons = KeysetQuery::new("persons", ["id"], "id");
+        assert!(persons.summary(&KeysetStart::Beginning, &[0.5]).is_none());
+    }
+
+    #[test]
+    fn plans_and_pages_carry_the_scans_name_and_fail_fast() {
+        let query =
+            events()
+                .name("nightly events")
+                .filter(KeysetFilter::before("timestamp", "until", 0));
+        let plan = query.summary(&KeysetStart::Beginning, &[0.5]).unwrap();
+        let expected = HogQlQuery::new(plan.text())
+            .name("nightly events plan")
+            .fail_fast_on_timeout()
+            .value("until", utc(0));
+        assert_eq!(plan, expected);
+        let page = query.page(&KeysetStart::Beginning, 5);
+        let expected = HogQlQuery::new(page.text())
+            .name("nightly events")
+            .fail_fast_on_timeout()
+            .value("until", utc(0));
+        assert_eq!(page, expected);
+        let default = events().summary(&KeysetStart::Beginning, &[]).unwrap();
+        let expected = HogQlQuery::new(default.text())
+            .name("posthog-rs extract events plan")
+            .fail_fast_on_timeout();
+        assert_eq!(default, expected);
+    }
+
+    fn answer(results: serde_json::Value) -> QueryResult {
+        serde_json::from_value(serde_json::json!({ "results": results })).unwrap()
+    }
+
+    #[test]
+    fn a_summary_reads_counts_and_instants_in_every_form_posthog_sends() {
+        use serde_json::json;
+        let summary = RangeSummary::from_result(&answer(json!([[
+            3000,
+            [
+                "2025-01-02T13:57:30.178957Z",
+                "2025-01-02T19:27:30.178957+05:30",
+                "2025-01-02 13:57:30.178957",
+                "2025-01-02 13:57:30",
+                "2025-01-02T13:57:30Z"
+            ]
+        ]])))
+        .unwrap();
+        let t = 1_735_826_250_178_957;
+        assert_eq!(summary.rows, 3000);
+        assert_eq!(
+            summary.quantiles,
+            [t, t, t, t - 178_957, t - 178_957],
+            "one instant, however written"
+        );
+        let summary =
+            RangeSummary::from_result(&answer(json!([["18446744073709551615", []]]))).unwrap();
+        assert_eq!(summary.rows, u64::MAX);
+        assert!(summary.quantiles.is_empty());
+        let summary = RangeSummary::from_result(&answer(json!([[7]]))).unwrap();
+        assert_eq!(
+            summary,
+            RangeSummary {
+                rows: 7,
+                quantiles: Vec::new()
+            }
+        );
+        // Over no rows ClickHouse answers the epoch: no instant of the range.
+        let summary =
+            RangeSummary::from_result(&answer(json!([["0", ["1970-01-01T00:00:00.000000Z"]]])))
+                .unwrap();
+        assert_eq!(summary.rows, 0);
+        assert!(summary.quantiles.is_empty());
+    }
+
+    #[test]
+    fn a_summary_that_is_not_a_count_and_instants_is_an_error() {
+        use serde_json::json;
+        let long = "9".repeat(10_000);
+        let cases = [
+            (json!([]), "0 rows, expected one"),
+            (json!([[1, []], [2, []]]), "2 rows, expected one"),
+            (json!([[]]), "a row of 0 values"),
+            (json!([[1, [], 3]]), "a row of 3 values"),
+            (
+                json!([[1, "2025-01-02T13:57:30Z"]]),
+                "the quantiles are \"2025",
+            ),
+            (json!([[-1, []]]), "the count is -1"),
+            (json!([["-1", []]]), "the count is \"-1\""),
+            (json!([[1.5, []]]), "the count is 1.5"),
+            (json!([[null, []]]), "the count is null"),
+            (json!([[long, []]]), "…, expected a whole number"),
+            (
+                json!([[2, ["2025-01-02T13:57:30Z", "yesterday"]]]),
+                "quantile 1 is \"yesterday\"",
+            ),
+            (json!([[2, [1_735_826_250]]]), "quantile 0 is 1735826250"),
+            (json!([[2, ["2025-13-02 00:00:00"]]]), "quantile 0 is"),
+        ];
+        for (results, expected) in cases {
+            let err = RangeSummary::from_result(&answer(results.clone())).unwrap_err();
+            assert!(
+                matches!(err, KeysetError::InvalidSummary { .. }),
+                "{results}: {err:?}"
+            );
+            let shown = err.to_string();
+            assert!(shown.contains(expected), "{results}: {shown}");
+            assert!(shown.len() < 300, "a hostile value is cut short: {shown}");
+        }
     }
 
     #[test]

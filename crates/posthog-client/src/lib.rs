@@ -72,7 +72,7 @@ pub use error::{ApiError, Error};
 pub use flags::{FlagEvaluation, FlagReason, FlagsRequest, FlagsResponse};
 pub use keyset::{
     Advance, GROW_BACK_AFTER, KeysetCursor, KeysetError, KeysetFilter, KeysetPager, KeysetQuery,
-    KeysetStart, MIN_PAGE, Micros, PageSummary,
+    KeysetStart, MIN_PAGE, Micros, PageSummary, RangeSummary,
 };
 pub use posthog_error::{Categorized, Category};
 pub use query::{HogQlQuery, QueryResult, RawQueryResponse, StreamedQuery};

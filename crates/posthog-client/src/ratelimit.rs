@@ -23,12 +23,18 @@
 //! same lock that checked the budgets, so concurrent callers can never overrun a budget. The lock
 //! is never held while waiting: a caller computes how long to wait, releases it, sleeps and checks
 //! again. Time is [`tokio::time::Instant`], so tests can run on tokio's paused clock.
+//!
+//! Queries also hold one of `max_concurrent_queries` slots while in flight. PostHog's limit of
+//! 3 per project is shared with every other client of the project, so when it answers a query
+//! 429 without `Retry-After` (over that limit) the send path lowers the cap by one, never below
+//! 1, for the rest of the client's life; a reduction while every slot is held takes effect as
+//! the slots are released.
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
 use crate::error::Error;
@@ -136,7 +142,11 @@ pub struct RateLimits {
     pub analytics: Vec<Budget>,
     /// Budgets for other private endpoints.
     pub crud: Vec<Budget>,
-    /// Concurrent `/query` requests allowed (PostHog runs at most 3 per project).
+    /// Concurrent `/query` requests allowed (PostHog runs at most 3 per project). The client
+    /// lowers its cap by one, never below 1 and for the rest of its life, each time PostHog
+    /// answers a query 429 without `Retry-After` (its concurrency limit: other clients of the
+    /// project hold slots too); [`ClientStats::query_concurrency`](crate::ClientStats) says
+    /// where it stands.
     pub max_concurrent_queries: usize,
 }
 
@@ -169,12 +179,87 @@ pub(crate) struct RateLimiter {
     query: Option<ClassLimiter>,
     analytics: Option<ClassLimiter>,
     crud: Option<ClassLimiter>,
-    queries_in_flight: Semaphore,
+    queries_in_flight: QuerySlots,
 }
 
 /// Held while a request is in flight; releases the query concurrency slot on drop.
 pub(crate) struct Permit<'a> {
-    _slot: Option<tokio::sync::SemaphorePermit<'a>>,
+    slot: Option<(&'a QuerySlots, SemaphorePermit<'a>)>,
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if let Some((slots, permit)) = self.slot.take() {
+            slots.release(permit);
+        }
+    }
+}
+
+/// The cap on concurrent queries: a semaphore of `cap` permits, and a cap that can be lowered
+/// while every permit is held.
+///
+/// Lowering forgets a free permit when there is one; when all are held it is owed instead, and
+/// the next permit released is forgotten rather than returned. Both happen under one lock, so
+/// a permit never frees up while a reduction is owed, and `permits − owed = cap` always holds:
+/// once the queries in flight above a lowered cap end, no more than `cap` run at once.
+#[derive(Debug)]
+struct QuerySlots {
+    semaphore: Semaphore,
+    state: Mutex<SlotsState>,
+}
+
+#[derive(Debug)]
+struct SlotsState {
+    cap: usize,
+    /// Reductions of the cap still to take out of the semaphore, one per permit released.
+    owed: usize,
+}
+
+impl QuerySlots {
+    fn new(cap: usize) -> Self {
+        QuerySlots {
+            semaphore: Semaphore::new(cap),
+            state: Mutex::new(SlotsState { cap, owed: 0 }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotsState> {
+        // Nothing under the lock can panic with the state half-updated.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    async fn acquire(&self) -> Option<SemaphorePermit<'_>> {
+        // The semaphore is never closed, so acquire cannot fail.
+        self.semaphore.acquire().await.ok()
+    }
+
+    fn release(&self, permit: SemaphorePermit<'_>) {
+        let mut state = self.lock();
+        if state.owed > 0 {
+            state.owed -= 1;
+            permit.forget();
+        } else {
+            // Released under the lock, so `lower` never sees a permit free up mid-way.
+            drop(permit);
+        }
+    }
+
+    /// Lowers the cap by one; the new cap, or `None` when it is already 1.
+    fn lower(&self) -> Option<usize> {
+        let mut state = self.lock();
+        if state.cap <= 1 {
+            return None;
+        }
+        state.cap -= 1;
+        if self.semaphore.forget_permits(1) == 0 {
+            state.owed += 1;
+        }
+        Some(state.cap)
+    }
+
+    fn cap(&self) -> usize {
+        self.lock().cap
+    }
 }
 
 /// The budgets of one endpoint class: their sliding-window logs and the pace between requests.
@@ -303,7 +388,7 @@ impl RateLimiter {
             query: ClassLimiter::new(&limits.query, "rate_limits.query")?,
             analytics: ClassLimiter::new(&limits.analytics, "rate_limits.analytics")?,
             crud: ClassLimiter::new(&limits.crud, "rate_limits.crud")?,
-            queries_in_flight: Semaphore::new(limits.max_concurrent_queries),
+            queries_in_flight: QuerySlots::new(limits.max_concurrent_queries),
         })
     }
 
@@ -311,8 +396,11 @@ impl RateLimiter {
     /// Returns how long it waited for the class's budgets (not for a query slot), for tracing.
     pub(crate) async fn acquire(&self, class: EndpointClass) -> (Permit<'_>, Duration) {
         let slot = match class {
-            // The semaphore is never closed, so acquire cannot fail.
-            EndpointClass::Query => self.queries_in_flight.acquire().await.ok(),
+            EndpointClass::Query => self
+                .queries_in_flight
+                .acquire()
+                .await
+                .map(|permit| (&self.queries_in_flight, permit)),
             _ => None,
         };
         let limiter = match class {
@@ -325,7 +413,19 @@ impl RateLimiter {
             Some(limiter) => limiter.admit().await,
             None => Duration::ZERO,
         };
-        (Permit { _slot: slot }, waited)
+        (Permit { slot }, waited)
+    }
+
+    /// Lowers the cap on concurrent queries by one for the rest of the limiter's life, never
+    /// below 1: the new cap, or `None` when it was already 1. Queries in flight above the new
+    /// cap run on; no new one starts until fewer than the cap are in flight.
+    pub(crate) fn lower_query_concurrency(&self) -> Option<usize> {
+        self.queries_in_flight.lower()
+    }
+
+    /// The cap on concurrent queries now.
+    pub(crate) fn query_concurrency(&self) -> usize {
+        self.queries_in_flight.cap()
     }
 }
 
@@ -515,6 +615,126 @@ mod tests {
         // Two admitted, so the third waits for the first to leave the 10.1 s window.
         let _ = limiter.acquire(EndpointClass::Crud).await;
         assert_eq!(start.elapsed(), Duration::from_millis(10_100));
+    }
+
+    fn queries_at_most(cap: usize) -> RateLimiter {
+        RateLimiter::new(&RateLimits {
+            max_concurrent_queries: cap,
+            ..RateLimits::unlimited()
+        })
+        .unwrap()
+    }
+
+    /// Takes query slots until none is free; how many it got.
+    async fn free_slots(limiter: &RateLimiter) -> usize {
+        let mut held = Vec::new();
+        while let Ok((permit, _)) = tokio::time::timeout(
+            Duration::from_millis(1),
+            limiter.acquire(EndpointClass::Query),
+        )
+        .await
+        {
+            held.push(permit);
+        }
+        held.len()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_query_cap_lowers_one_at_a_time_down_to_one() {
+        let limiter = queries_at_most(3);
+        assert_eq!(limiter.query_concurrency(), 3);
+        assert_eq!(free_slots(&limiter).await, 3);
+        assert_eq!(limiter.lower_query_concurrency(), Some(2));
+        assert_eq!(limiter.query_concurrency(), 2);
+        assert_eq!(free_slots(&limiter).await, 2);
+        assert_eq!(limiter.lower_query_concurrency(), Some(1));
+        assert_eq!(limiter.lower_query_concurrency(), None, "never below 1");
+        assert_eq!(limiter.lower_query_concurrency(), None);
+        assert_eq!(limiter.query_concurrency(), 1);
+        assert_eq!(free_slots(&limiter).await, 1);
+        // Other classes hold no slot.
+        let (_crud, _) = limiter.acquire(EndpointClass::Crud).await;
+        assert_eq!(free_slots(&limiter).await, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lowering_while_every_slot_is_held_takes_effect_as_they_are_released() {
+        let limiter = queries_at_most(3);
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(limiter.acquire(EndpointClass::Query).await.0);
+        }
+        assert_eq!(limiter.lower_query_concurrency(), Some(2));
+        assert_eq!(limiter.lower_query_concurrency(), Some(1));
+        assert_eq!(limiter.query_concurrency(), 1, "the cap is lowered at once");
+        // The first two released pay off the reductions: nothing frees up.
+        held.pop();
+        assert_eq!(free_slots(&limiter).await, 0);
+        held.pop();
+        assert_eq!(free_slots(&limiter).await, 0);
+        held.pop();
+        assert_eq!(free_slots(&limiter).await, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_query_gets_no_slot_a_reduction_is_owed() {
+        let limiter = Arc::new(queries_at_most(2));
+        let first = limiter.acquire(EndpointClass::Query).await.0;
+        let second = limiter.acquire(EndpointClass::Query).await.0;
+        let waiter = {
+            let limiter = limiter.clone();
+            tokio::spawn(async move {
+                let _slot = limiter.acquire(EndpointClass::Query).await;
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(limiter.lower_query_concurrency(), Some(1));
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert!(!waiter.is_finished(), "one query is in flight: the cap");
+        drop(second);
+        tokio::time::timeout(Duration::from_millis(1), waiter)
+            .await
+            .expect("the waiter goes once the last slot is free")
+            .unwrap();
+        assert_eq!(free_slots(&limiter).await, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_queries_never_exceed_a_cap_lowered_under_load() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let limiter = Arc::new(queries_at_most(3));
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let peak_after = Arc::new(AtomicUsize::new(0));
+        let lowered = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let tasks: Vec<_> = (0..30)
+            .map(|i| {
+                let (limiter, in_flight) = (limiter.clone(), in_flight.clone());
+                let (peak_after, lowered) = (peak_after.clone(), lowered.clone());
+                tokio::spawn(async move {
+                    let (_slot, _) = limiter.acquire(EndpointClass::Query).await;
+                    let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                    if lowered.load(Ordering::SeqCst) {
+                        peak_after.fetch_max(now, Ordering::SeqCst);
+                    }
+                    if i == 1 {
+                        limiter.lower_query_concurrency();
+                        limiter.lower_query_concurrency();
+                        lowered.store(true, Ordering::SeqCst);
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    in_flight.fetch_sub(1, Ordering::SeqCst);
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        // The three in flight when it was lowered ran on; every query that started later
+        // found itself alone.
+        assert_eq!(limiter.query_concurrency(), 1);
+        assert_eq!(peak_after.load(Ordering::SeqCst), 1);
+        assert_eq!(free_slots(&limiter).await, 1);
     }
 
     #[tokio::test]

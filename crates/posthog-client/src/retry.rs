@@ -237,7 +237,7 @@ impl RetryPolicy {
                 None => (
                     self.rate_limit_backoff(state.rate_limit_waits.saturating_add(1))
                         .mul_f64(jitter),
-                    if request.class == EndpointClass::Query {
+                    if is_concurrency_limit(request, error) {
                         WaitReason::ConcurrencyLimit
                     } else {
                         WaitReason::RateLimited
@@ -266,6 +266,21 @@ impl RetryPolicy {
             Decision::Retry { after, reason }
         }
     }
+}
+
+/// Whether `error` is PostHog's per-project query concurrency limit: a 429 without
+/// `Retry-After` on a query request. The send path also lowers the client's query concurrency
+/// when it sees one.
+pub(crate) fn is_concurrency_limit(request: &RequestInfo, error: &Error) -> bool {
+    request.class == EndpointClass::Query
+        && matches!(
+            error,
+            Error::Api {
+                status: 429,
+                retry_after: None,
+                ..
+            }
+        )
 }
 
 /// `initial × factor^(n−1)`, at most `cap`; zero when `initial` is, `cap` when the product

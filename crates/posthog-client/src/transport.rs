@@ -38,7 +38,9 @@ use crate::client::{Client, Counters};
 use crate::error::Error;
 use crate::ratelimit::EndpointClass;
 use crate::redact::redact_secrets;
-use crate::retry::{Decision, RequestInfo, RetryState, WaitReason, parse_retry_after};
+use crate::retry::{
+    Decision, RequestInfo, RetryState, WaitReason, is_concurrency_limit, parse_retry_after,
+};
 
 /// A wait after a 429 shorter than this is logged at INFO (PostHog working as designed); every
 /// other wait at WARN.
@@ -282,6 +284,13 @@ impl Client {
             }
             let sent_at = Instant::now();
             let outcome = self.attempt(request, endpoint, attempt, &mut target).await;
+            // Lowered while this query still holds its slot, so that slot is the one taken
+            // back: no other query can start in it in between.
+            if let Err(err) = &outcome
+                && is_concurrency_limit(&info, err)
+            {
+                self.lower_query_concurrency(endpoint);
+            }
             drop(permit);
             let took = sent_at.elapsed();
             let latency_ms = millis(took);
@@ -335,6 +344,20 @@ impl Client {
                 rate_limit_time = rate_limit_time.saturating_add(slept_at.elapsed());
             }
             state.record_wait(reason, wait);
+        }
+    }
+
+    /// Lowers the client's query concurrency by one (never below 1) after PostHog said it is
+    /// over its concurrency limit: other clients of the project hold slots too, and each
+    /// query sent past the limit costs a wait and a retry. Logged once per 429 that lowers it.
+    fn lower_query_concurrency(&self, endpoint: &str) {
+        if let Some(cap) = self.inner.limiter.lower_query_concurrency() {
+            tracing::warn!(
+                endpoint,
+                query_concurrency = cap,
+                "PostHog is over its query concurrency limit (429 without Retry-After): lowered \
+                 the client's concurrent queries to {cap} for the rest of its life"
+            );
         }
     }
 

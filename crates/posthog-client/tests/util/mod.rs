@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod log;
+
 use std::time::Duration;
 
 use posthog_client::{BreakerConfig, Client, ClientBuilder, RateLimits, RetryPolicy};
