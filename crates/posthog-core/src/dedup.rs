@@ -183,6 +183,20 @@ impl DedupWindow {
         Ok(window)
     }
 
+    /// Takes in every entry of `other` (a window of the rows another slice of the same run
+    /// emitted): the union, with the later time for an id in both and the later high water.
+    /// Entries that fall behind the new cutoff go at the next sweep, as always.
+    pub fn merge(&mut self, other: &DedupWindow) {
+        for (&uuid, &at) in &other.entries {
+            let t = self.entries.entry(uuid).or_insert(at);
+            *t = (*t).max(at);
+        }
+        if let Some(hw) = other.high_water {
+            self.high_water = Some(self.high_water.map_or(hw, |mine| mine.max(hw)));
+        }
+        self.maybe_sweep();
+    }
+
     /// The entries, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (Uuid, UnixMicros)> + '_ {
         self.entries.iter().map(|(u, t)| (Uuid::from_u128(*u), *t))
@@ -197,6 +211,34 @@ mod tests {
 
     fn id(n: u128) -> Uuid {
         Uuid::from_u128(n)
+    }
+
+    #[test]
+    fn a_merged_window_drops_what_either_emitted_and_keeps_the_later_lookback() {
+        let lookback = Duration::from_secs(10 * 60);
+        let mut early = DedupWindow::new(lookback);
+        assert!(early.observe(id(1), 0));
+        assert!(early.observe(id(2), 5 * MIN));
+        let mut late = DedupWindow::new(lookback);
+        assert!(late.observe(id(3), 12 * MIN));
+        let mut merged = late.clone();
+        merged.merge(&early);
+        assert_eq!(merged.high_water(), Some(12 * MIN));
+        assert!(
+            !merged.observe(id(2), 5 * MIN),
+            "emitted by the early slice"
+        );
+        assert!(
+            !merged.observe(id(3), 12 * MIN),
+            "emitted by the late slice"
+        );
+        // Persisted, it holds the lookback before the later high water only: id 1 (at 0) is
+        // older than 12 - 10 minutes.
+        let back = DedupWindow::from_bytes(lookback, &merged.to_bytes()).unwrap();
+        assert!(!back.contains(id(1)) && back.contains(id(2)) && back.contains(id(3)));
+        // Merging the other way round gives the same window.
+        early.merge(&late);
+        assert_eq!(early.to_bytes(), merged.to_bytes());
     }
 
     #[test]

@@ -359,7 +359,8 @@ fn read_entry(path: &Path, table: &str, entry: &Value) -> Result<TableState, Sta
 /// Brings an entry read as `version` to [`FORMAT_VERSION`]. Each version adds its step here
 /// (`1 => …, 2 => …`) and keeps the older ones, so an entry of any supported version is read in
 /// one pass. 1 → 2 converts nothing: version 2 only adds the optional part ranges, and a
-/// version 1 part has none (its range is unknown).
+/// version 1 part has none (its range is unknown). 2 → 3 converts nothing either: version 3
+/// only adds `committed_ranges`, and an older entry has none.
 fn migrate(state: &mut TableState, version: u32) {
     debug_assert!((1..=FORMAT_VERSION).contains(&version));
     state.format_version = FORMAT_VERSION;

@@ -35,5 +35,5 @@ mod store;
 
 pub use error::StateError;
 pub use file_store::JsonFileStore;
-pub use model::{ColumnRecord, FORMAT_VERSION, PartRecord, TableState};
+pub use model::{ColumnRecord, CommittedRange, FORMAT_VERSION, PartRecord, TableState};
 pub use store::{MemoryStore, StateStore};

@@ -22,11 +22,16 @@ use crate::StateError;
 /// - **2**: each part may record the range of the incremental field its rows cover
 ///   (`first_timestamp`, `last_timestamp`), so a part that goes missing can be named with its
 ///   range and re-extracted exactly. Version 1 parts load with no range.
+/// - **3**: `committed_ranges`: ranges of the incremental field beyond the watermark whose rows
+///   are all in committed parts, left by a run that read its time range as concurrent slices
+///   and stopped before they joined up. A build that does not know them would read those rows
+///   again, so a state written by this build is refused by older ones. Older entries load
+///   with none.
 ///
 /// A store reads every version from 1 to this one and migrates an entry to this version when it
 /// loads it; the file keeps the old entry until that table's next commit. Versions outside that
 /// range are refused, never guessed at.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The version of an entry that has no `format_version` field.
 pub(crate) const UNVERSIONED_FORMAT: u32 = 1;
@@ -34,13 +39,14 @@ pub(crate) const UNVERSIONED_FORMAT: u32 = 1;
 /// The field names [`TableState`] knows. Keys in [`TableState::extra`] with one of these names
 /// are never written, so a serialized entry has each key once. A test keeps the list in step
 /// with the struct.
-const KNOWN_FIELDS: [&str; 11] = [
+const KNOWN_FIELDS: [&str; 12] = [
     "format_version",
     "last_timestamp",
     "last_uuid",
     "recent_uuids",
     "columns",
     "dedup_window",
+    "committed_ranges",
     "parts",
     "next_part_seq",
     "rows_total",
@@ -76,6 +82,10 @@ pub struct TableState {
     /// The engine's compact dedup window as standard base64 text (with padding). Opaque here;
     /// see [`TableState::set_dedup_window_bytes`] and [`TableState::dedup_window_bytes`].
     pub dedup_window: Option<String>,
+    /// Ranges beyond the watermark whose rows are all in committed parts, in time order (see
+    /// [`CommittedRange`]); empty when everything committed lies at or before the watermark.
+    #[serde(deserialize_with = "null_as_empty")]
+    pub committed_ranges: Vec<CommittedRange>,
     /// The committed part files of the table, in commit order.
     #[serde(deserialize_with = "null_as_empty")]
     pub parts: Vec<PartRecord>,
@@ -117,6 +127,30 @@ pub struct ColumnRecord {
     pub rest: bool,
 }
 
+/// A range of the incremental field, after the watermark, whose rows are all in committed
+/// parts: from `from` (inclusive) to the keyset position (`to`, `to_uuid`) inclusive.
+///
+/// A run that reads its time range as concurrent slices commits what every slice has written,
+/// and the watermark moves only over the slices that finished one after the other from the
+/// start; what a later slice wrote is recorded here, so the next run reads only the gaps
+/// between ranges (and after the last) and never a committed row twice.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CommittedRange {
+    /// The first instant of the range (RFC 3339); every row at or after it and up to the end
+    /// position is committed.
+    pub from: String,
+    /// The incremental time of the range's last row (RFC 3339).
+    pub to: String,
+    /// The id of the range's last row, the keyset's tie-breaker.
+    pub to_uuid: String,
+    /// The ids emitted with times within the lookback before `to`, in the engine's compact
+    /// form as standard base64 (see [`TableState::dedup_window`]), so that a run whose
+    /// watermark reaches this range still drops what the range holds when it re-reads its
+    /// lookback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup_window: Option<String>,
+}
+
 /// One committed part file of a table.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PartRecord {
@@ -148,6 +182,7 @@ impl Default for TableState {
             recent_uuids: Vec::new(),
             columns: None,
             dedup_window: None,
+            committed_ranges: Vec::new(),
             parts: Vec::new(),
             next_part_seq: 0,
             rows_total: 0,
@@ -190,6 +225,11 @@ impl TableState {
             ));
         }
         self.decode_dedup_window()?;
+        for (n, range) in self.committed_ranges.iter().enumerate() {
+            range.dedup_window_bytes().map_err(|e| {
+                format!("committed_ranges[{n}].dedup_window is not valid base64: {e}")
+            })?;
+        }
         for (n, part) in self.parts.iter().enumerate() {
             if !is_plain_relative_path(&part.file) {
                 return Err(format!(
@@ -209,6 +249,22 @@ impl TableState {
                 .map(Some)
                 .map_err(|e| format!("dedup_window is not valid base64: {e}")),
         }
+    }
+}
+
+impl CommittedRange {
+    /// Stores `bytes` as the range's dedup window (standard base64 with padding).
+    pub fn set_dedup_window_bytes(&mut self, bytes: &[u8]) {
+        self.dedup_window = Some(STANDARD.encode(bytes));
+    }
+
+    /// The range's dedup window decoded from base64, or `None` when it has none; the error
+    /// says why the text is not base64.
+    pub fn dedup_window_bytes(&self) -> Result<Option<Vec<u8>>, String> {
+        self.dedup_window
+            .as_ref()
+            .map(|text| STANDARD.decode(text).map_err(|e| e.to_string()))
+            .transpose()
     }
 }
 

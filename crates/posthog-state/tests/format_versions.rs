@@ -4,7 +4,8 @@
 //! table, the version found and the versions supported, and the file is left byte for byte.
 //!
 //! History (`git log -p -- crates/posthog-state`): version 1 exists in three shapes, version 2
-//! (parts with the range of the incremental field they cover) in one, each with a fixture under
+//! (parts with the range of the incremental field they cover) in one, version 3 (ranges committed
+//! beyond the watermark by a sliced run) in one, each with a fixture under
 //! `tests/fixtures/`:
 //!
 //! - `v1_seed_shape.json`: the seed's state (the Python component, Osiris `inputs.state`): no
@@ -12,9 +13,10 @@
 //! - `v1_columns_without_source.json`: as the first release of this crate wrote it, column
 //!   records without `field`/`key`/`fallback`;
 //! - `v1_current.json`: as the last version 1 release wrote it;
-//! - `v2_current.json`: as this build writes it.
+//! - `v2_current.json`: as the last version 2 release wrote it;
+//! - `v3_current.json`: as this build writes it (with the committed ranges a sliced run left).
 //!
-//! `v0_fabricated.json` and `v3_future.json` are versions no release of this build reads.
+//! `v0_fabricated.json` and `v4_future.json` are versions no release of this build reads.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -126,7 +128,7 @@ fn last_version_1_shape_is_migrated_with_parts_of_unknown_range() {
 
 #[test]
 fn current_shape_round_trips_byte_for_byte() {
-    let (_dir, path, bytes) = with_fixture("v2_current.json");
+    let (_dir, path, bytes) = with_fixture("v3_current.json");
     let mut store = JsonFileStore::open(&path).unwrap();
     let state = store.load("posthog_events").unwrap().expect("entry");
     assert_eq!(
@@ -141,12 +143,27 @@ fn current_shape_round_trips_byte_for_byte() {
         state.parts[0].last_timestamp.as_deref(),
         Some("2026-11-20T10:00:00.123456Z")
     );
+    assert_eq!(state.committed_ranges.len(), 1);
+    assert_eq!(
+        state.committed_ranges[0].to_uuid,
+        "0190a3c4-0000-7000-8000-0000000000ff"
+    );
     store.commit("posthog_events", &state).unwrap();
     assert_eq!(
         String::from_utf8(fs::read(&path).unwrap()).unwrap(),
         String::from_utf8(bytes).unwrap(),
         "the fixture is exactly what this build writes"
     );
+}
+
+#[test]
+fn a_version_2_entry_loads_with_no_committed_ranges() {
+    let (_dir, path, _bytes) = with_fixture("v2_current.json");
+    let store = JsonFileStore::open(&path).unwrap();
+    let state = store.load("posthog_events").unwrap().expect("entry");
+    assert_eq!(state.format_version, FORMAT_VERSION);
+    assert!(state.committed_ranges.is_empty());
+    assert_eq!(state.parts.len(), 1);
 }
 
 #[test]
@@ -202,7 +219,7 @@ fn version_0_is_refused_as_one_no_release_wrote() {
 
 #[test]
 fn a_future_version_is_refused_as_written_by_a_newer_release() {
-    let msg = refused("v3_future.json", "posthog_events", 3);
+    let msg = refused("v4_future.json", "posthog_events", 4);
     assert!(msg.contains("a newer release wrote it"), "{msg}");
 }
 
