@@ -240,8 +240,8 @@ fn an_unusable_inputs_state_is_a_config_error_naming_its_field() {
             "inputs.state.posthog_events.recent_uuids[0]: \"uuid-1\" is not a UUID",
         ),
         (
-            "{format_version: 3}",
-            "inputs.state.posthog_events: format_version 3 is not one this build writes",
+            "{format_version: 4}",
+            "inputs.state.posthog_events: format_version 4 is not one this build writes",
         ),
         (
             "{rows_total: many}",

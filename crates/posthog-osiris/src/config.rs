@@ -29,6 +29,7 @@
 //! | `performance.batch_size` | 5000 | 100..=1000000 |
 //! | `performance.request_timeout` (s) | 30 | 1..=600 |
 //! | `performance.pool_size` | 4 | 1..=64 |
+//! | `performance.query_concurrency` | 3 | 1..=3 |
 //! | `performance.query_requests_per_minute` | 240 | 1..=100000 |
 //! | `performance.query_requests_per_hour` | 2400 | 1..=6000000 |
 //! | `performance.retries.max_attempts` | 3 | 1..=20 |
@@ -180,6 +181,9 @@ pub struct PerformanceConfig {
     pub request_timeout: Duration,
     /// Concurrent HTTP connections.
     pub pool_size: usize,
+    /// Keyset scans (and so `/query` requests) a run keeps in flight at once: slices of the
+    /// run's time range read concurrently (PostHog runs at most 3 queries per project at once).
+    pub query_concurrency: usize,
     /// Client-side budget of `/query` requests per minute.
     pub query_requests_per_minute: u32,
     /// Client-side budget of `/query` requests per hour.
@@ -206,6 +210,7 @@ impl Default for PerformanceConfig {
             batch_size: default_of(&raw::BATCH_SIZE),
             request_timeout: Duration::from_secs(default_of(&raw::REQUEST_TIMEOUT)),
             pool_size: default_of(&raw::POOL_SIZE),
+            query_concurrency: default_of(&raw::QUERY_CONCURRENCY),
             query_requests_per_minute: default_of(&raw::QUERY_PER_MINUTE),
             query_requests_per_hour: default_of(&raw::QUERY_PER_HOUR),
             retries: RetryConfig::default(),
@@ -597,6 +602,11 @@ fn performance(raw: raw::RawPerformance) -> Result<PerformanceConfig, ConfigErro
         &raw::REQUEST_TIMEOUT,
     )?;
     let pool_size = int_in(&format!("{P}.pool_size"), raw.pool_size, &raw::POOL_SIZE)?;
+    let query_concurrency = int_in(
+        &format!("{P}.query_concurrency"),
+        raw.query_concurrency,
+        &raw::QUERY_CONCURRENCY,
+    )?;
     let query_requests_per_minute = int_in(
         &format!("{P}.query_requests_per_minute"),
         raw.query_requests_per_minute,
@@ -615,6 +625,7 @@ fn performance(raw: raw::RawPerformance) -> Result<PerformanceConfig, ConfigErro
         batch_size,
         request_timeout: Duration::from_secs(request_timeout),
         pool_size,
+        query_concurrency,
         query_requests_per_minute,
         query_requests_per_hour,
         retries,
@@ -660,6 +671,7 @@ mod tests {
         assert_eq!(defaults.batch_size, 5000);
         assert_eq!(defaults.request_timeout, Duration::from_secs(30));
         assert_eq!(defaults.pool_size, 4);
+        assert_eq!(defaults.query_concurrency, 3);
         assert_eq!(defaults.retries.max_attempts, 3);
         assert_eq!(defaults.retries.timeout, Duration::from_secs(30));
     }

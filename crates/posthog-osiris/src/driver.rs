@@ -139,6 +139,9 @@ pub struct RunSummary {
     pub rows_deduplicated: u64,
     /// Rows written to the part files of this run.
     pub rows_output: u64,
+    /// Keyset slices the run read (1 unless it read its range as concurrent slices, see
+    /// `performance.query_concurrency`; 1 for REST lists too).
+    pub slices: u64,
     /// Part files written by this run (paths under the base path).
     pub files: Vec<String>,
     /// The lost parts a repair re-extracted (file names as the state recorded them); empty

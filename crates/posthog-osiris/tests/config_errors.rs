@@ -7,7 +7,7 @@ use posthog_osiris::ExtractConfig;
 use serde_json::{Value, json};
 
 /// (path in the nested shape, path in the flat shape, min, max).
-const INT_RANGES: [(&str, &str, i64, i64); 7] = [
+const INT_RANGES: [(&str, &str, i64, i64); 8] = [
     ("config.source.page_size", "page_size", 100, 50_000),
     (
         "config.source.lookback_window_minutes",
@@ -28,6 +28,12 @@ const INT_RANGES: [(&str, &str, i64, i64); 7] = [
         600,
     ),
     ("performance.pool_size", "performance.pool_size", 1, 64),
+    (
+        "performance.query_concurrency",
+        "performance.query_concurrency",
+        1,
+        3,
+    ),
     (
         "performance.retries.max_attempts",
         "performance.retries.max_attempts",

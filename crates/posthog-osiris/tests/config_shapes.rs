@@ -129,6 +129,7 @@ fn maximal_nested_config_sets_every_field() {
     assert_eq!(cfg.performance.batch_size, 20_000);
     assert_eq!(cfg.performance.request_timeout, Duration::from_secs(45));
     assert_eq!(cfg.performance.pool_size, 8);
+    assert_eq!(cfg.performance.query_concurrency, 2);
     assert_eq!(cfg.performance.retries.max_attempts, 5);
     assert_eq!(cfg.performance.retries.backoff_factor, 0.5);
     assert_eq!(cfg.performance.retries.timeout, Duration::from_secs(120));

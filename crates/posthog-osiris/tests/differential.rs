@@ -132,11 +132,18 @@ fn the_extractors_page_sequence_reads_every_event_from_clickhouse() {
     let Some(f) = fixture() else { return };
     let mut seen: BTreeSet<String> = BTreeSet::new();
     let mut pages = 0;
+    let mut plans = 0;
     for case in f.cases.iter().filter(|c| c.first_run) {
-        pages += 1;
         let Some(Ok(answer)) = f.clickhouse.get(&case.id) else {
             panic!("{}: ClickHouse gave no answer", case.id);
         };
+        // The run reads its range as concurrent slices: its planning query (compared with
+        // ClickHouse's answer like every page, in its group's test) reads no rows.
+        if case.hogql.starts_with("select count(), quantiles(") {
+            plans += 1;
+            continue;
+        }
+        pages += 1;
         let at = answer
             .columns
             .iter()
@@ -147,6 +154,7 @@ fn the_extractors_page_sequence_reads_every_event_from_clickhouse() {
         }
     }
     assert!(pages > FIXED_EVENTS / 100, "{pages} pages recorded");
+    assert_eq!(plans, 1, "the first run splits its range once");
     let missing: Vec<&String> = f
         .fixed_uuids
         .iter()

@@ -18,9 +18,15 @@ async fn full_run_reads_every_event_once_within_the_request_budget() {
     let (server, dataset) = mock(4_321, 0).await;
     let dir = tempfile::tempdir().unwrap();
     let mut store = MemoryStore::new();
-    let summary = run(&events_config(&server, 500), &mut store, dir.path()).await;
+    let summary = run(
+        &sequential_events_config(&server, 500),
+        &mut store,
+        dir.path(),
+    )
+    .await;
     assert_eq!(summary.rows_output, 4_321);
     assert_eq!(summary.rows_read, 4_321);
+    assert_eq!(summary.slices, 1);
     assert_exactly_once(&dir.path().join("posthog_events"), all_uuids(&dataset));
     // ⌈4321 / 500⌉ = 9 keyset pages, then the empty page that ends the scan; nothing else.
     assert_eq!(server.request_count(RouteClass::Query), 10);
@@ -31,6 +37,105 @@ async fn full_run_reads_every_event_once_within_the_request_budget() {
     assert_eq!(state.rows_total, 4_321);
     assert_eq!(state.parts.len(), summary.files.len());
     assert!(state.dedup_window.is_some());
+    server.shutdown().await;
+}
+
+/// The default `query_concurrency: 3`: the first page comes back full, one planning query
+/// splits the rest into three slices read at once, and the requests stay within one scan's
+/// pages plus one empty page per slice and the planning query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_reads_three_slices_at_once_within_the_request_budget() {
+    let (server, dataset) = mock(4_321, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = MemoryStore::new();
+    let summary = run(&events_config(&server, 500), &mut store, dir.path()).await;
+    assert_eq!(summary.rows_output, 4_321);
+    assert_eq!(summary.slices, 3);
+    assert_exactly_once(&dir.path().join("posthog_events"), all_uuids(&dataset));
+    let sent: Vec<String> = server
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/query/"))
+        .map(|r| {
+            r.body
+                .as_ref()
+                .map(|b| b["query"]["query"].to_string())
+                .unwrap_or_default()
+        })
+        .collect();
+    let plans = sent.iter().filter(|q| q.contains("quantiles(")).count();
+    assert_eq!(plans, 1, "one planning query");
+    // ⌈4321 / 500⌉ + 3 slices + 1: the first page, the plan, then 3 slices of ~1274 rows in
+    // 2 pages each (pages of 644) and an empty page each.
+    assert!(sent.len() <= 9 + 3 + 1, "{} queries", sent.len());
+    assert_eq!(sent.len(), 11);
+    let state = store.load("posthog_events").unwrap().unwrap();
+    assert!(state.committed_ranges.is_empty(), "every slice finished");
+    assert_eq!(
+        state.last_timestamp.as_deref().map(|t| &t[..19]),
+        dataset
+            .events
+            .iter()
+            .map(|e| e.timestamp)
+            .max()
+            .map(|t| t
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap())
+            .as_deref()
+            .map(|t| &t[..19]),
+        "the watermark is the last event's"
+    );
+    // An incremental run after it reads the lookback once, in one scan, and writes nothing.
+    let again = run(&events_config(&server, 500), &mut store, dir.path()).await;
+    assert_eq!((again.rows_output, again.slices), (0, 1));
+    assert_exactly_once(&dir.path().join("posthog_events"), all_uuids(&dataset));
+    server.shutdown().await;
+}
+
+/// A sliced run stopped after any number of pages (a 400 ends it, as a crash would, after the
+/// checkpoints before it) leaves a state that the next run finishes exactly once: the
+/// watermark never passes an unfinished slice, and what later slices committed is recorded
+/// as ranges the next run does not read again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sliced_run_stopped_at_any_page_resumes_exactly_once() {
+    let (server, dataset) = mock(6_000, 0).await;
+    let config = events_config(&server, 200);
+    let mut ranges_seen = 0;
+    for stop_after in [2, 5, 9, 14, 20, 27] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = MemoryStore::new();
+        server.push_faults(RouteClass::Query, Fault::delay_ms(0), stop_after);
+        server.push_fault(RouteClass::Query, Fault::status(400));
+        let stopped = PostHogDriver
+            .run(&config, &mut store, &ctx(dir.path()))
+            .await;
+        server.clear_faults();
+        assert!(stopped.is_err(), "query {} fails the run", stop_after + 1);
+        if let Some(state) = store.load("posthog_events").unwrap() {
+            ranges_seen += state.committed_ranges.len();
+            let committed: usize = state.parts.iter().map(|p| p.rows as usize).sum();
+            assert!(committed <= 6_000, "{committed} rows committed");
+        }
+        // A second interrupted run on top of the first, then a clean one.
+        server.push_faults(RouteClass::Query, Fault::delay_ms(0), stop_after / 2 + 3);
+        server.push_fault(RouteClass::Query, Fault::status(400));
+        let _ = PostHogDriver
+            .run(&config, &mut store, &ctx(dir.path()))
+            .await;
+        server.clear_faults();
+        if let Some(state) = store.load("posthog_events").unwrap() {
+            ranges_seen += state.committed_ranges.len();
+        }
+        run(&config, &mut store, dir.path()).await;
+        assert_exactly_once(&dir.path().join("posthog_events"), all_uuids(&dataset));
+        let state = store.load("posthog_events").unwrap().unwrap();
+        assert!(state.committed_ranges.is_empty(), "stop after {stop_after}");
+        assert_eq!(state.rows_total, 6_000, "stop after {stop_after}");
+    }
+    assert!(
+        ranges_seen > 0,
+        "some stop left ranges committed beyond the watermark"
+    );
     server.shutdown().await;
 }
 
@@ -159,7 +264,12 @@ async fn checkpoints_commit_each_full_part() {
     let (server, _dataset) = mock(3_500, 0).await;
     let dir = tempfile::tempdir().unwrap();
     let mut store = MemoryStore::new();
-    let summary = run(&events_config(&server, 500), &mut store, dir.path()).await;
+    let summary = run(
+        &sequential_events_config(&server, 500),
+        &mut store,
+        dir.path(),
+    )
+    .await;
     // part_rows 1000 with pages of 500: a checkpoint after every second page, then the final.
     assert_eq!(summary.files.len(), 4);
     assert_eq!(store.commit_count(), 4);
@@ -215,7 +325,12 @@ async fn the_page_grows_back_after_a_transient_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = MemoryStore::new();
     server.push_fault(RouteClass::Query, Fault::status(504));
-    run(&events_config(&server, 1_000), &mut store, dir.path()).await;
+    run(
+        &sequential_events_config(&server, 1_000),
+        &mut store,
+        dir.path(),
+    )
+    .await;
     assert_exactly_once(&dir.path().join("posthog_events"), all_uuids(&dataset));
     let limits: Vec<String> = server
         .requests()
@@ -437,7 +552,7 @@ async fn a_malformed_page_fails_the_run_and_commits_nothing_built_on_it() {
     let (server, dataset) = mock(2_500, 0).await;
     let dir = tempfile::tempdir().unwrap();
     let mut store = MemoryStore::new();
-    let config = events_config(&server, 500);
+    let config = sequential_events_config(&server, 500);
     // Pages 1 and 2 fill part 1 (checkpoint); page 3 is not JSON.
     server.push_fault(RouteClass::Query, Fault::delay_ms(0));
     server.push_fault(RouteClass::Query, Fault::delay_ms(0));

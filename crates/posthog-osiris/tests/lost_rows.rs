@@ -57,7 +57,12 @@ async fn a_limit_clamp_below_at_or_above_the_page_loses_nothing() {
         let server = mock_with(&dataset, clamp, Vec::new()).await;
         let dir = tempfile::tempdir().unwrap();
         let mut store = MemoryStore::new();
-        let summary = run(&events_config(&server, 1_000), &mut store, dir.path()).await;
+        let summary = run(
+            &sequential_events_config(&server, 1_000),
+            &mut store,
+            dir.path(),
+        )
+        .await;
         assert_eq!(summary.rows_output, 5_000, "clamp {clamp}: every event");
         assert_exactly_once(&dir.path().join("posthog_events"), all_uuids(&dataset));
         // ⌈N / rows per page⌉ pages, then the empty page that ends the scan.
@@ -67,6 +72,25 @@ async fn a_limit_clamp_below_at_or_above_the_page_loses_nothing() {
             5_000usize.div_ceil(per_page) + 1,
             "clamp {clamp}"
         );
+        server.shutdown().await;
+    }
+}
+
+/// The same clamps under concurrent slices, whose pages are a little over `page_size` (so a
+/// clamp at the page size cuts every one of them short): every event exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_clamp_loses_nothing_when_slices_read_at_once() {
+    let dataset = Dataset::generate(&spec(5_000, 300));
+    for clamp in [777, 999, 1_000, 1_001, 50_000] {
+        let server = mock_with(&dataset, clamp, Vec::new()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = MemoryStore::new();
+        let summary = run(&events_config(&server, 1_000), &mut store, dir.path()).await;
+        assert_eq!(summary.rows_output, 5_000, "clamp {clamp}: every event");
+        assert_exactly_once(&dir.path().join("posthog_events"), all_uuids(&dataset));
+        // A first page cut short by the clamp is not full: no planning query, one scan.
+        let expected_slices = if clamp < 1_000 { 1 } else { 3 };
+        assert_eq!(summary.slices, expected_slices, "clamp {clamp}");
         server.shutdown().await;
     }
 }
@@ -87,7 +111,12 @@ async fn a_clamp_that_changes_mid_run_loses_nothing() {
     let server = mock_with(&dataset, 50_000, changes).await;
     let dir = tempfile::tempdir().unwrap();
     let mut store = MemoryStore::new();
-    let summary = run(&events_config(&server, 1_000), &mut store, dir.path()).await;
+    let summary = run(
+        &sequential_events_config(&server, 1_000),
+        &mut store,
+        dir.path(),
+    )
+    .await;
     assert_eq!(summary.rows_output, 6_000);
     assert_exactly_once(&dir.path().join("posthog_events"), all_uuids(&dataset));
     // 2 pages of 1000, 4 of 333, then (6000 − 3332) / 1000 → 3 pages, and the empty one.
@@ -267,7 +296,7 @@ async fn a_lost_part_is_an_error_naming_it_and_repair_writes_exactly_its_rows_ba
     let dir = tempfile::tempdir().unwrap();
     let table = dir.path().join("posthog_events");
     let mut store = MemoryStore::new();
-    let config = events_config(&server, 500); // parts of 1000 rows
+    let config = sequential_events_config(&server, 500); // parts of 1000 rows
     let first = run(&config, &mut store, dir.path()).await;
     assert_eq!(first.files.len(), 3);
 
@@ -461,7 +490,7 @@ proptest::proptest! {
                 .collect();
             let server = mock_with(&dataset, first, schedule).await;
             let dir = tempfile::tempdir().unwrap();
-            let summary = run(&events_config(&server, page), &mut MemoryStore::new(), dir.path()).await;
+            let summary = run(&sequential_events_config(&server, page), &mut MemoryStore::new(), dir.path()).await;
             assert_eq!(summary.rows_output as usize, n);
             if n > 0 {
                 assert_exactly_once(&dir.path().join("posthog_events"), all_uuids(&dataset));
@@ -470,6 +499,20 @@ proptest::proptest! {
                 server.request_count(RouteClass::Query),
                 expected_requests(n, page as usize, first, &changes)
             );
+            server.shutdown().await;
+            // The same schedule under concurrent slices (the clamp changes after a number of
+            // queries, whichever slice sends them): every event exactly once.
+            let schedule = changes
+                .iter()
+                .map(|&(after_queries, limit_clamp)| LimitClampChange { after_queries, limit_clamp })
+                .collect();
+            let server = mock_with(&dataset, first, schedule).await;
+            let dir = tempfile::tempdir().unwrap();
+            let summary = run(&events_config(&server, page), &mut MemoryStore::new(), dir.path()).await;
+            assert_eq!(summary.rows_output as usize, n);
+            if n > 0 {
+                assert_exactly_once(&dir.path().join("posthog_events"), all_uuids(&dataset));
+            }
             server.shutdown().await;
         });
     }
@@ -519,7 +562,7 @@ async fn part_ranges_are_their_rows_range_when_a_new_column_closes_a_part_mid_pa
     let dir = tempfile::tempdir().unwrap();
     let table = dir.path().join("posthog_events");
     let mut store = MemoryStore::new();
-    let config = events_config(&server, 700);
+    let config = sequential_events_config(&server, 700);
     let summary = run(&config, &mut store, dir.path()).await;
     // Without the new column: parts close at the first page boundary past 1 000 rows, every
     // 1 400 rows, so 3 parts; the column closes one more.

@@ -52,6 +52,11 @@ pub(crate) const POOL_SIZE: IntBounds = IntBounds {
     max: 64,
     default: 4,
 };
+pub(crate) const QUERY_CONCURRENCY: IntBounds = IntBounds {
+    min: 1,
+    max: 3,
+    default: 3,
+};
 pub(crate) const MAX_ATTEMPTS: IntBounds = IntBounds {
     min: 1,
     max: 20,
@@ -317,6 +322,14 @@ pub(crate) struct RawPerformance {
         extend("default" = POOL_SIZE.default)
     )]
     pub pool_size: Option<i128>,
+    /// Keyset scans run at once (PostHog runs at most 3 queries per project at a time): a
+    /// run with more than a few pages to read splits its time range into this many slices.
+    #[schemars(
+        with = "Option<Integer>",
+        range(min = QUERY_CONCURRENCY.min, max = QUERY_CONCURRENCY.max),
+        extend("default" = QUERY_CONCURRENCY.default)
+    )]
+    pub query_concurrency: Option<i128>,
     /// Client-side budget of HogQL query requests per minute (PostHog allows 240).
     #[schemars(
         with = "Option<Integer>",

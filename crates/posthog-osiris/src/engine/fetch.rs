@@ -3,28 +3,51 @@
 //! back committed as they arrive.
 //!
 //! Keyset scans follow a [`KeysetPager`] (the stop rule, the cursor guard and the page size
-//! live there); waits on rate limits and retries live in the client. The one decision made
-//! here is what a server timeout does: the page halves and the same position is asked again.
+//! live there); waits on rate limits and retries live in the client. The decisions made here
+//! are what a server timeout does (the page halves and the same position is asked again) and
+//! how a run's slices are read: all at once, each page's query sent as soon as its slice's last
+//! page is written, so PostHog computes up to `query_concurrency` pages at a time, while the
+//! bodies reach the sink one page at a time (a turn taken once a response's headers are in),
+//! so the sink's batches hold whole pages of one slice. The last slice splits once, after its
+//! first page comes back full (see `slices.rs`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use bytes::BytesMut;
-use futures_util::TryStreamExt;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{StreamExt, TryStreamExt};
 use posthog_client::{
-    Advance, BodySink, Category, Client, HogQlQuery, KeysetPager, ListParams, PageSummary, Resource,
+    Advance, BodySink, Category, Client, HogQlQuery, KeysetPager, ListParams, PageSummary,
+    RangeSummary, Resource,
 };
 use posthog_state::StateStore;
 use serde_json::value::RawValue;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Mutex, OwnedMutexGuard, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::plan::{SlicePlan, SplitPlan};
 use super::sink::{Checkpoint, PageInfo, SinkMsg, SinkOutcome};
+use super::slices;
+use super::source::{KeysetScan, Start};
 use crate::DriverError;
 
 /// The fetch side's end of the pipe to the sink, and the commits of what comes back.
 pub(crate) struct Pipeline<'a> {
-    pages: mpsc::Sender<SinkMsg>,
+    feeder: Feeder,
     commits: Commits<'a>,
+}
+
+/// What every slice's reading shares: the pipe to the sink and the turn at it.
+struct Feeder {
+    pages: mpsc::Sender<SinkMsg>,
+    /// Held from a page body's first byte to the sink's answer on it, so bodies of different
+    /// slices never interleave at the sink.
+    turn: Arc<Mutex<()>>,
     /// Times a server timeout made a page halve.
-    page_shrinks: u64,
+    page_shrinks: AtomicU64,
+    /// The number the next slice made by a split gets.
+    next_slice: AtomicUsize,
 }
 
 /// A page's body on its way to the sink, in blocks of [`SINK_BLOCK`] bytes.
@@ -34,7 +57,11 @@ pub(crate) struct Pipeline<'a> {
 /// with `perf`), so pieces are gathered into blocks first.
 struct PageBody<'p> {
     pages: &'p mpsc::Sender<SinkMsg>,
+    slice: usize,
     block: BytesMut,
+    /// The turn at the sink, taken when the first attempt's body begins.
+    turn: Option<&'p Arc<Mutex<()>>>,
+    held: Option<OwnedMutexGuard<()>>,
 }
 
 impl PageBody<'_> {
@@ -44,15 +71,32 @@ impl PageBody<'_> {
             return true;
         }
         let block = self.block.split().freeze();
-        self.pages.send(SinkMsg::Chunk(block)).await.is_ok()
+        self.send(block).await
+    }
+
+    async fn send(&self, bytes: bytes::Bytes) -> bool {
+        let slice = self.slice;
+        self.pages
+            .send(SinkMsg::Chunk { slice, bytes })
+            .await
+            .is_ok()
+    }
+
+    /// Waits for the turn at the sink, unless this body holds it already.
+    async fn take_turn(&mut self) {
+        if let (None, Some(turn)) = (&self.held, self.turn) {
+            self.held = Some(turn.clone().lock_owned().await);
+        }
     }
 }
 
 impl BodySink for PageBody<'_> {
     async fn restart(&mut self) {
+        self.take_turn().await;
         self.block.clear();
         // A closed channel is noticed by the next chunk.
-        let _ = self.pages.send(SinkMsg::Restart).await;
+        let slice = self.slice;
+        let _ = self.pages.send(SinkMsg::Restart { slice }).await;
     }
 
     async fn chunk(&mut self, mut bytes: bytes::Bytes) -> Result<(), ()> {
@@ -69,10 +113,9 @@ impl BodySink for PageBody<'_> {
         }
         while bytes.len() >= SINK_BLOCK {
             let block = bytes.split_to(SINK_BLOCK);
-            self.pages
-                .send(SinkMsg::Chunk(block))
-                .await
-                .map_err(|_| ())?;
+            if !self.send(block).await {
+                return Err(());
+            }
         }
         if !bytes.is_empty() {
             if self.block.is_empty() {
@@ -93,18 +136,33 @@ struct Commits<'a> {
 }
 
 impl Commits<'_> {
+    fn commit(&mut self, state: &posthog_state::TableState) -> Result<(), DriverError> {
+        self.store.commit(self.table, state)?;
+        tracing::info!(
+            table = self.table,
+            parts = state.parts.len(),
+            watermark = state.last_timestamp.as_deref().unwrap_or("-"),
+            ranges_ahead = state.committed_ranges.len(),
+            "checkpoint committed"
+        );
+        Ok(())
+    }
+
     /// Commits every checkpoint the sink has produced so far.
     fn commit_ready(&mut self) -> Result<(), DriverError> {
         while let Ok(Checkpoint(state)) = self.checkpoints.try_recv() {
-            self.store.commit(self.table, &state)?;
-            tracing::info!(
-                table = self.table,
-                parts = state.parts.len(),
-                watermark = state.last_timestamp.as_deref().unwrap_or("-"),
-                "checkpoint committed"
-            );
+            self.commit(&state)?;
         }
         Ok(())
+    }
+
+    /// Commits checkpoints as they come; returns only when a commit fails (once the sink has
+    /// stopped there is nothing more to commit, and its end is reported when it is joined).
+    async fn run(&mut self) -> Result<(), DriverError> {
+        while let Some(Checkpoint(state)) = self.checkpoints.recv().await {
+            self.commit(&state)?;
+        }
+        std::future::pending().await
     }
 }
 
@@ -127,55 +185,24 @@ impl<'a> Pipeline<'a> {
         table: &'a str,
     ) -> Self {
         Pipeline {
-            pages,
+            feeder: Feeder {
+                pages,
+                turn: Arc::new(Mutex::new(())),
+                page_shrinks: AtomicU64::new(0),
+                next_slice: AtomicUsize::new(0),
+            },
             commits: Commits {
                 checkpoints,
                 store,
                 table,
             },
-            page_shrinks: 0,
         }
-    }
-
-    /// Runs a page's query with its body streamed into the sink as it arrives, then waits
-    /// for the page's row count and last position. `Ok(None)` when the sink stopped (it
-    /// failed; its error is reported when it is joined).
-    async fn stream_page(
-        &mut self,
-        query: &HogQlQuery,
-        client: &Client,
-    ) -> Result<Option<PageInfo>, posthog_client::Error> {
-        // The client restarts the body before every attempt's first chunk, so what an earlier,
-        // failed request for this page delivered is dropped there.
-        let mut body = PageBody {
-            pages: &self.pages,
-            block: BytesMut::new(),
-        };
-        match client.query_streamed(query, &mut body).await {
-            Ok(_) if body.flush().await => {}
-            Ok(_) => return Ok(None),
-            Err(e) if self.pages.is_closed() => {
-                tracing::debug!(error = %e, "the writer stopped while a page arrived");
-                return Ok(None);
-            }
-            Err(e) => return Err(e),
-        }
-        let (reply, answer) = oneshot::channel();
-        if !self.send(SinkMsg::PageEnd { reply }).await {
-            return Ok(None);
-        }
-        Ok(answer.await.ok().flatten())
-    }
-
-    /// Sends a message to the sink; false when the sink has stopped (it failed).
-    async fn send(&self, msg: SinkMsg) -> bool {
-        self.pages.send(msg).await.is_ok()
     }
 
     /// Ends the fetch side and joins the sink, answering the sink's outcome and the page
-    /// shrinks. When every page was sent (`fetched` is `Ok`) the sink closes its last part
+    /// shrinks. When every page was sent (`fetched` is `Ok`) the sink closes its last parts
     /// and hands back the final state; otherwise the channel closes without `Finish` and the
-    /// sink discards its open part. Checkpoints name only durable parts, so they are committed
+    /// sink discards its open parts. Checkpoints name only durable parts, so they are committed
     /// even when the run failed.
     pub(crate) async fn finish(
         self,
@@ -184,14 +211,14 @@ impl<'a> Pipeline<'a> {
     ) -> Result<(SinkOutcome, u64), DriverError> {
         if fetched.is_ok() {
             // The sink may already have stopped with an error; joining it reports that.
-            self.send(SinkMsg::Finish).await;
+            self.feeder.send(SinkMsg::Finish).await;
         }
         let Pipeline {
-            pages,
+            feeder,
             mut commits,
-            page_shrinks,
         } = self;
-        drop(pages); // the sink ends when the channel closes
+        let page_shrinks = feeder.page_shrinks.load(Ordering::Relaxed);
+        drop(feeder); // the sink ends when the channel closes
         let joined = sink
             .await
             .map_err(|e| DriverError::Protocol(format!("the writer task failed: {e}")))?;
@@ -207,57 +234,252 @@ impl<'a> Pipeline<'a> {
     }
 }
 
-/// Reads every scan to its empty page, one after the other.
-pub(crate) async fn keyset(
-    client: &Client,
-    scans: Vec<KeysetPager>,
-    pipeline: &mut Pipeline<'_>,
-) -> Result<(), DriverError> {
-    for pager in scans {
-        scan(client, pager, pipeline).await?;
+impl Feeder {
+    /// Sends a message to the sink; false when the sink has stopped (it failed).
+    async fn send(&self, msg: SinkMsg) -> bool {
+        self.pages.send(msg).await.is_ok()
     }
-    Ok(())
+
+    /// Runs a page's query with its body streamed into the sink as it arrives, then waits
+    /// for the page's row count and last position. `Ok(None)` when the sink stopped (it
+    /// failed; its error is reported when it is joined).
+    async fn stream_page(
+        &self,
+        slice: usize,
+        query: &HogQlQuery,
+        client: &Client,
+    ) -> Result<Option<PageInfo>, posthog_client::Error> {
+        // The client restarts the body before every attempt's first chunk, so what an earlier,
+        // failed request for this page delivered is dropped there.
+        let mut body = PageBody {
+            pages: &self.pages,
+            slice,
+            block: BytesMut::new(),
+            turn: Some(&self.turn),
+            held: None,
+        };
+        match client.query_streamed(query, &mut body).await {
+            Ok(_) if body.flush().await => {}
+            Ok(_) => return Ok(None),
+            Err(e) if self.pages.is_closed() => {
+                tracing::debug!(error = %e, "the writer stopped while a page arrived");
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        }
+        body.take_turn().await;
+        let (reply, answer) = oneshot::channel();
+        if !self.send(SinkMsg::PageEnd { slice, reply }).await {
+            return Ok(None);
+        }
+        // The turn is released (with `body`) once the sink has answered.
+        Ok(answer.await.ok().flatten())
+    }
 }
 
-/// Reads pages until the pager says the scan is over; a server timeout halves the page and
-/// asks for the same position again.
-async fn scan(
+/// What one slice reads: its number, its scans one after the other, and whether it may split.
+struct SliceWork {
+    slice: usize,
+    pagers: Vec<KeysetPager>,
+    may_split: bool,
+}
+
+/// Reads the plan's slices concurrently, each to its empty page, splitting the last once as
+/// `split` says, while the checkpoints the sink hands back are committed.
+pub(crate) async fn keyset(
     client: &Client,
-    mut pager: KeysetPager,
+    slices: Vec<SlicePlan>,
+    split: Option<&SplitPlan>,
     pipeline: &mut Pipeline<'_>,
 ) -> Result<(), DriverError> {
-    while let Some(query) = pager.next_query() {
-        let info = match pipeline.stream_page(&query, client).await {
-            Ok(Some(info)) => info,
-            Ok(None) => return Ok(()), // the sink failed; its error is reported when joined
-            Err(e) if e.category() == Category::Timeout => {
-                let Some(limit) = pager.shrink() else {
-                    return Err(e.into());
-                };
-                pipeline.page_shrinks += 1;
-                tracing::warn!(page_size = limit, error = %e, "server timeout: halving the page");
-                continue;
+    let last = slices.len().saturating_sub(1);
+    let Pipeline { feeder, commits } = pipeline;
+    feeder.next_slice.store(slices.len(), Ordering::SeqCst);
+    let feeder = &*feeder;
+    let reading = async {
+        let mut running = FuturesUnordered::new();
+        for (slice, plan) in slices.into_iter().enumerate() {
+            let work = SliceWork {
+                slice,
+                pagers: plan.pagers,
+                may_split: slice == last && split.is_some(),
+            };
+            running.push(read_slice(client, feeder, work, split));
+        }
+        while let Some(done) = running.next().await {
+            for work in done? {
+                running.push(read_slice(client, feeder, work, split));
             }
-            Err(e) => return Err(e.into()),
-        };
-        pipeline.commits.commit_ready()?;
-        let summary = PageSummary {
-            rows: info.rows,
-            last: info.last,
-        };
-        match pager.advance(&summary)? {
-            Advance::Short => tracing::debug!(
-                rows = summary.rows,
-                limit = pager.limit(),
-                "a short page (the server may clamp LIMIT): reading on until an empty page"
-            ),
-            Advance::Grew(limit) => {
-                tracing::info!(page_size = limit, "pages succeed again: doubling the page");
+        }
+        Ok(())
+    };
+    tokio::select! {
+        read = reading => read,
+        Err(e) = commits.run() => Err(e),
+    }
+}
+
+/// Reads a slice's scans one after the other to their empty pages, then tells the sink the
+/// slice is done. A slice that may split does so after its first full page and hands back
+/// the slices it became (itself, now bounded, first) instead of reading on.
+async fn read_slice(
+    client: &Client,
+    feeder: &Feeder,
+    work: SliceWork,
+    split: Option<&SplitPlan>,
+) -> Result<Vec<SliceWork>, DriverError> {
+    let SliceWork {
+        slice,
+        pagers,
+        may_split,
+    } = work;
+    for mut pager in pagers {
+        while let Some(query) = pager.next_query() {
+            let Some(advance) = read_page(client, feeder, slice, &query, &mut pager).await? else {
+                return Ok(Vec::new()); // the sink failed; its error is reported when joined
+            };
+            if let (true, Advance::Full, Some(plan)) = (may_split, &advance, split) {
+                let slices = split_slice(client, feeder, slice, &pager, plan).await?;
+                if !slices.is_empty() {
+                    return Ok(slices);
+                }
             }
-            Advance::Full | Advance::Done => {}
         }
     }
-    Ok(())
+    feeder.send(SinkMsg::SliceDone { slice }).await;
+    Ok(Vec::new())
+}
+
+/// Reads one page and moves the pager on; a server timeout halves the page and leaves the
+/// pager where it was. `None` when the sink has stopped.
+async fn read_page(
+    client: &Client,
+    feeder: &Feeder,
+    slice: usize,
+    query: &HogQlQuery,
+    pager: &mut KeysetPager,
+) -> Result<Option<Advance>, DriverError> {
+    let info = match feeder.stream_page(slice, query, client).await {
+        Ok(Some(info)) => info,
+        Ok(None) => return Ok(None),
+        Err(e) if e.category() == Category::Timeout => {
+            let Some(limit) = pager.shrink() else {
+                return Err(e.into());
+            };
+            feeder.page_shrinks.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(slice, page_size = limit, error = %e, "server timeout: halving the page");
+            // The same position is asked again; nothing came back in full.
+            return Ok(Some(Advance::Short));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let summary = PageSummary {
+        rows: info.rows,
+        last: info.last,
+    };
+    let advance = pager.advance(&summary)?;
+    match &advance {
+        Advance::Short => tracing::debug!(
+            slice,
+            rows = summary.rows,
+            limit = pager.limit(),
+            "a short page (the server may clamp LIMIT): reading on until an empty page"
+        ),
+        Advance::Grew(limit) => {
+            tracing::info!(
+                slice,
+                page_size = limit,
+                "pages succeed again: doubling the page"
+            );
+        }
+        _ => {}
+    }
+    Ok(Some(advance))
+}
+
+/// Asks PostHog how many rows are left after the slice's position and where their times fall,
+/// and splits the rest into slices (see [`slices::split`]). Empty when it is not worth it.
+async fn split_slice(
+    client: &Client,
+    feeder: &Feeder,
+    slice: usize,
+    pager: &KeysetPager,
+    plan: &SplitPlan,
+) -> Result<Vec<SliceWork>, DriverError> {
+    let levels = slices::levels(plan.concurrency);
+    let Some(query) = pager.query().summary(pager.position(), &levels) else {
+        return Ok(Vec::new());
+    };
+    let summary = RangeSummary::from_result(&client.query(&query).await?)?;
+    let after = match pager.position() {
+        Start::After(c) => c.time,
+        Start::AtOrAfter(t) => Some(*t),
+        Start::Beginning => None,
+    };
+    let specs = slices::split(
+        &summary,
+        plan.concurrency,
+        after,
+        plan.floor,
+        plan.page_size,
+        plan.max_page,
+    );
+    let (Some(head), Some(rest)) = (specs.first(), specs.get(1..).filter(|r| !r.is_empty())) else {
+        tracing::info!(
+            slice,
+            rows_left = summary.rows,
+            "little left to read: one slice reads on"
+        );
+        return Ok(Vec::new());
+    };
+    let before = head.before.unwrap_or(i64::MAX);
+    let first = feeder.next_slice.fetch_add(rest.len(), Ordering::SeqCst);
+    let added = rest
+        .iter()
+        .map(|s| (s.from.unwrap_or(before), s.before))
+        .collect();
+    if !feeder
+        .send(SinkMsg::Split {
+            slice,
+            before,
+            first,
+            added,
+        })
+        .await
+    {
+        return Ok(Vec::new());
+    }
+    tracing::info!(
+        slice,
+        rows_left = summary.rows,
+        slices = specs.len(),
+        "reading the rest of the range as concurrent slices"
+    );
+    let bounded = |before: Option<i64>| KeysetScan {
+        before,
+        ..plan.scan.clone()
+    };
+    let mut works = vec![SliceWork {
+        slice,
+        pagers: vec![KeysetPager::new(
+            bounded(Some(before)).query(),
+            pager.position().clone(),
+            head.page_size,
+        )],
+        may_split: false,
+    }];
+    for (n, spec) in rest.iter().enumerate() {
+        works.push(SliceWork {
+            slice: first + n,
+            pagers: vec![KeysetPager::new(
+                bounded(spec.before).query(),
+                Start::AtOrAfter(spec.from.unwrap_or(before)),
+                spec.page_size,
+            )],
+            may_split: false,
+        });
+    }
+    Ok(works)
 }
 
 /// Reads a REST list page by page into the sink.
@@ -271,7 +493,7 @@ pub(crate) async fn rest(
         client.list_pages::<Box<RawValue>>(resource, ListParams::default().page_size(page_size))
     );
     while let Some(page) = pages.try_next().await? {
-        if !pipeline.send(SinkMsg::Objects(page.results)).await {
+        if !pipeline.feeder.send(SinkMsg::Objects(page.results)).await {
             return Ok(()); // the sink failed; its error is reported when it is joined
         }
     }
@@ -287,7 +509,10 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(1024);
         let mut body = PageBody {
             pages: &tx,
+            slice: 0,
             block: BytesMut::new(),
+            turn: None,
+            held: None,
         };
         for &len in pieces {
             body.chunk(bytes::Bytes::from(vec![b'x'; len]))
@@ -300,7 +525,7 @@ mod tests {
         let mut out = Vec::new();
         while let Some(msg) = rx.recv().await {
             match msg {
-                SinkMsg::Chunk(b) => out.push(b.len()),
+                SinkMsg::Chunk { bytes, .. } => out.push(bytes.len()),
                 _ => panic!("only chunks are sent"),
             }
         }

@@ -10,6 +10,9 @@
 //!   timeout halves the page), REST lists, pages handed to the sink, checkpoints committed.
 //! - `sink.rs`: the writer thread — parse, dedup, Arrow batches, part files (with the range
 //!   of the incremental field each covers), checkpoints.
+//! - `slices.rs`: concurrent slices — how the last slice splits after the planning query,
+//!   and what a commit claims while slices are unfinished (the watermark over the finished
+//!   prefix, the ranges committed beyond it).
 //! - `table_dir.rs`: the table's directory for one run — its lock, the check that it takes
 //!   files, leftovers removed, missing parts found, replaced snapshot parts deleted.
 //! - `repair.rs`: `run --repair` — the ranges of lost parts and the ids the remaining parts
@@ -22,6 +25,7 @@ mod plan;
 mod repair;
 mod run;
 mod sink;
+mod slices;
 mod source;
 mod table_dir;
 
@@ -123,6 +127,7 @@ fn build_client_inner(
             Budget::per_minute(perf.query_requests_per_minute),
             Budget::per_hour(perf.query_requests_per_hour),
         ],
+        max_concurrent_queries: perf.query_concurrency,
         ..RateLimits::default()
     });
     let mut builder = Client::builder();

@@ -15,6 +15,7 @@ use posthog_state::{StateError, TableState};
 
 use super::repair::RepairPlan;
 use super::sink::Repair;
+use super::slices::BaseRange;
 use super::source::{Cursor, KeysetScan, Source, Start};
 use crate::{ConfigError, DriverError, ExtractConfig, OutputFormat};
 
@@ -51,8 +52,13 @@ pub(crate) struct RunPlan {
     pub start: Start,
     /// The watermark of the base state.
     pub watermark: Option<Cursor>,
-    /// The keyset scans to read, in order: one, or one per range a repair re-reads.
-    pub scans: Vec<KeysetPager>,
+    /// The slices to read, concurrently, in time order: one, or one per gap between the
+    /// ranges an earlier sliced run committed (see [`BaseRange`]). A repair reads one slice
+    /// made of one scan per lost range, one after the other.
+    pub slices: Vec<SlicePlan>,
+    /// How the last slice splits once its first page comes back full; `None` when the run
+    /// reads one slice at a time (`query_concurrency: 1`, snapshots, repairs).
+    pub split: Option<SplitPlan>,
     /// Rows a REST page asks for.
     pub page_size: u32,
     /// How the sink writes.
@@ -63,6 +69,32 @@ pub(crate) struct RunPlan {
     pub dry_run: bool,
     /// The lost parts a repair re-extracts (file names); empty for other runs.
     pub repaired: Vec<String>,
+}
+
+/// One slice of the run's range: the keyset scans that read it, one after the other, and the
+/// range it covers.
+#[derive(Debug)]
+pub(crate) struct SlicePlan {
+    pub pagers: Vec<KeysetPager>,
+    /// Where the slice's range begins.
+    pub lower: Start,
+    /// The instant the slice's range ends before; `None` for the last slice.
+    pub before: Option<UnixMicros>,
+}
+
+/// How the open-ended last slice is split (see `slices.rs`).
+#[derive(Debug, Clone)]
+pub(crate) struct SplitPlan {
+    /// The scan the new slices read, each with its own bounds.
+    pub scan: KeysetScan,
+    /// Slices read at once (`performance.query_concurrency`, at least 2 here).
+    pub concurrency: usize,
+    pub page_size: u32,
+    /// The largest page a slice may ask for.
+    pub max_page: u32,
+    /// Boundaries lie after this instant: the base watermark, whose lookback only the first
+    /// slice's dedup window covers.
+    pub floor: Option<UnixMicros>,
 }
 
 /// How the sink writes the rows it is sent.
@@ -79,8 +111,14 @@ pub(crate) struct SinkPlan {
     pub max_columns: usize,
     pub time_column: Option<&'static str>,
     pub id_column: Option<&'static str>,
-    /// The dedup window, when rows are deduplicated by id.
+    /// The dedup window, when rows are deduplicated by id: the first slice's (the only one
+    /// that re-reads what earlier runs emitted); every other slice starts an empty one.
     pub dedup: Option<DedupWindow>,
+    /// How far back the dedup windows remember.
+    pub lookback: Duration,
+    /// Ranges an earlier run committed beyond the watermark, in time order; the slices read
+    /// the gaps between them.
+    pub ranges: Vec<BaseRange>,
     /// A repair's exclusions and lost parts.
     pub repair: Option<Repair>,
 }
@@ -120,21 +158,27 @@ impl RunPlan {
             true => super::sink::known_columns(&base, &table).map_err(unusable)?,
             false => Vec::new(),
         };
+        let ranges = match incremental {
+            true => committed_ranges(&base, &table, lookback, watermark.as_ref(), dedup_on)
+                .map_err(unusable)?,
+            false => Vec::new(),
+        };
         let start = start_of(config, &source, watermark.as_ref(), dedup_on, lookback, now);
         let span = match &start {
             Start::AtOrAfter(t) | Start::After(Cursor { time: Some(t), .. }) => Some((*t, now)),
             _ => None,
         };
         let page_size = config.source.page_size;
-        let (fields, time_column, id_column, scans) = match &source {
+        let (fields, time_column, id_column, slices) = match &source {
             Source::Keyset(scan) => (
                 scan.fields.clone(),
                 scan.time_column,
                 Some(scan.id_column),
-                vec![KeysetPager::new(scan.query(), start.clone(), page_size)],
+                gap_slices(scan, &start, &ranges, page_size),
             ),
             Source::Rest(_) => (Source::rest_fields(), None, None, Vec::new()),
         };
+        let split = split_plan(config, &source, &ranges, watermark.as_ref());
         let sink = SinkPlan {
             fields,
             flatten: match config.output.flatten_properties {
@@ -160,6 +204,8 @@ impl RunPlan {
             time_column,
             id_column,
             dedup,
+            lookback,
+            ranges,
             repair: None,
         };
         Ok(RunPlan {
@@ -170,7 +216,8 @@ impl RunPlan {
             incremental,
             start,
             watermark,
-            scans,
+            slices,
+            split,
             page_size,
             sink,
             span,
@@ -183,7 +230,7 @@ impl RunPlan {
     /// both ends), writes only what the remaining parts do not hold, and commits once.
     pub(crate) fn repair(mut self, plan: RepairPlan) -> RunPlan {
         if let Source::Keyset(scan) = &self.source {
-            self.scans = plan
+            let pagers = plan
                 .ranges
                 .iter()
                 .map(|&(first, last)| {
@@ -194,7 +241,13 @@ impl RunPlan {
                     KeysetPager::new(range.query(), Start::AtOrAfter(first), self.page_size)
                 })
                 .collect();
+            self.slices = vec![SlicePlan {
+                pagers,
+                lower: Start::Beginning,
+                before: None,
+            }];
         }
+        self.split = None;
         self.repaired = plan.lost();
         self.span = None;
         self.sink.repair = Some(plan.repair);
@@ -208,6 +261,129 @@ impl RunPlan {
             Source::Rest(_) => None,
         }
     }
+}
+
+/// How the last slice splits: incremental keyset scans with `query_concurrency` over 1. Its
+/// boundaries lie after the last committed range, else after the watermark.
+fn split_plan(
+    config: &ExtractConfig,
+    source: &Source,
+    ranges: &[BaseRange],
+    watermark: Option<&Cursor>,
+) -> Option<SplitPlan> {
+    match source {
+        Source::Keyset(scan)
+            if source.is_incremental() && config.performance.query_concurrency > 1 =>
+        {
+            Some(SplitPlan {
+                scan: scan.clone(),
+                concurrency: config.performance.query_concurrency,
+                page_size: config.source.page_size,
+                max_page: u32::try_from(crate::config::raw::PAGE_SIZE.max).unwrap_or(u32::MAX),
+                floor: ranges
+                    .last()
+                    .and_then(|r| r.to.time)
+                    .or(watermark.and_then(|w| w.time)),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The slices that read the gaps around the ranges an earlier run committed: from `start` to
+/// the first range, after each range to the next, and after the last to the end. Without
+/// ranges, one slice from `start`.
+fn gap_slices(
+    scan: &KeysetScan,
+    start: &Start,
+    ranges: &[BaseRange],
+    page_size: u32,
+) -> Vec<SlicePlan> {
+    let mut slices = Vec::with_capacity(ranges.len() + 1);
+    let mut lower = start.clone();
+    for range in ranges {
+        let bounded = KeysetScan {
+            before: Some(range.from),
+            ..scan.clone()
+        };
+        slices.push(SlicePlan {
+            pagers: vec![KeysetPager::new(bounded.query(), lower.clone(), page_size)],
+            lower,
+            before: Some(range.from),
+        });
+        lower = Start::After(range.to.clone());
+    }
+    slices.push(SlicePlan {
+        pagers: vec![KeysetPager::new(scan.query(), lower.clone(), page_size)],
+        lower,
+        before: None,
+    });
+    slices
+}
+
+/// The ranges an earlier sliced run committed beyond the watermark, checked: each lies after
+/// the watermark and after the one before, ends at or after it begins, and its window reads.
+fn committed_ranges(
+    state: &TableState,
+    table: &str,
+    lookback: Duration,
+    watermark: Option<&Cursor>,
+    dedup_on: bool,
+) -> Result<Vec<BaseRange>, DriverError> {
+    let mut ranges: Vec<BaseRange> = Vec::with_capacity(state.committed_ranges.len());
+    for (n, record) in state.committed_ranges.iter().enumerate() {
+        let field = |name: &str| format!("state.{table}.committed_ranges[{n}].{name}");
+        let bad = |name: &str, why: String| DriverError::Config(ConfigError::new(field(name), why));
+        let instant = |name: &str, text: &str| {
+            parse_timestamp(text)
+                .ok_or_else(|| bad(name, format!("{text:?} is not an RFC 3339 timestamp")))
+        };
+        let from = instant("from", &record.from)?;
+        let to = instant("to", &record.to)?;
+        if uuid::Uuid::parse_str(&record.to_uuid).is_err() {
+            return Err(bad(
+                "to_uuid",
+                format!("{:?} is not a UUID", record.to_uuid),
+            ));
+        }
+        let after = match ranges.last() {
+            Some(prev) => prev.to.time,
+            None => watermark.and_then(|w| w.time),
+        };
+        let Some(after) = after else {
+            return Err(bad(
+                "from",
+                "a committed range needs a watermark before it (last_timestamp is missing)".into(),
+            ));
+        };
+        if from <= after || to < from {
+            return Err(bad(
+                "from",
+                "committed ranges must follow the watermark and each other in time, each ending                  at or after it begins"
+                    .into(),
+            ));
+        }
+        let bytes = record
+            .dedup_window_bytes()
+            .map_err(|e| bad("dedup_window", format!("is not base64: {e}")))?;
+        let window = match (bytes, dedup_on) {
+            (Some(bytes), true) => Some(
+                DedupWindow::from_bytes(lookback, &bytes)
+                    .map_err(|e| bad("dedup_window", format!("cannot be used: {e}")))?,
+            ),
+            (None, true) => Some(DedupWindow::new(lookback)),
+            (_, false) => None,
+        };
+        ranges.push(BaseRange {
+            from,
+            to: Cursor {
+                time: Some(to),
+                id: record.to_uuid.clone(),
+            },
+            window,
+        });
+    }
+    Ok(ranges)
 }
 
 /// The core's part format for the config's output format.
@@ -395,8 +571,9 @@ mod tests {
             TableState::default(),
         );
         assert_eq!(p.start, Start::AtOrAfter(at("2025-01-01T00:00:00Z")));
-        assert_eq!(p.scans.len(), 1);
-        assert_eq!(p.scans[0].position(), &p.start);
+        assert_eq!(p.slices.len(), 1);
+        assert_eq!(p.slices[0].pagers[0].position(), &p.start);
+        assert_eq!(p.slices[0].before, None);
     }
 
     #[test]
@@ -408,7 +585,7 @@ mod tests {
         );
         assert!(p.sink.dedup.is_some());
         assert_eq!(p.watermark.as_ref().map(|w| w.id.as_str()), Some(UUID));
-        let query = p.scans[0].next_query().unwrap();
+        let query = p.slices[0].pagers[0].next_query().unwrap();
         assert_eq!(query.values()["cursor_time"], "2025-06-01T11:45:00.000000Z");
     }
 
@@ -480,7 +657,8 @@ mod tests {
         let cohorts =
             config("config:\n  source: {data_type: cohorts}\n  destination: {table_name: c}\n");
         let p = plan(&cohorts, TableState::default());
-        assert!(p.scans.is_empty(), "a REST snapshot has no keyset scan");
+        assert!(p.slices.is_empty(), "a REST snapshot has no keyset scan");
+        assert!(p.split.is_none());
         assert_eq!(p.sink.id_column, None);
     }
 
@@ -491,9 +669,16 @@ mod tests {
         let repair =
             RepairPlan::for_test(vec![(a, b), (b + MINUTE, b + 2 * MINUTE)], "part-1.parquet");
         let p = p.repair(repair);
-        assert_eq!(p.scans.len(), 2);
-        assert_eq!(p.scans[0].position(), &Start::AtOrAfter(a));
-        let q = p.scans[0].next_query().unwrap();
+        assert_eq!(
+            p.slices.len(),
+            1,
+            "a repair reads one slice, range after range"
+        );
+        assert!(p.split.is_none(), "a repair never splits");
+        let scans = &p.slices[0].pagers;
+        assert_eq!(scans.len(), 2);
+        assert_eq!(scans[0].position(), &Start::AtOrAfter(a));
+        let q = scans[0].next_query().unwrap();
         assert!(
             q.text().contains("timestamp <= toDateTime({until})"),
             "{}",
@@ -519,7 +704,7 @@ mod tests {
             p.sink.writer.row_group_bytes, DEFAULT_ROW_GROUP_BYTES,
             "row groups are sized by bytes, not by the batch size"
         );
-        assert_eq!(p.scans[0].limit(), 700);
+        assert_eq!(p.slices[0].pagers[0].limit(), 700);
         assert_eq!(p.sink.time_column, Some("timestamp"));
     }
 }

@@ -17,7 +17,7 @@ use super::fetch::{self, Pipeline};
 use super::plan::{RunPlan, StateOrigin};
 use super::repair::{self, KeyColumns};
 use super::sink::{Sink, SinkOutcome, SinkSetup};
-use super::source::Source;
+use super::source::{Source, Start};
 use super::table_dir::{TableDir, missing_parts};
 use crate::driver::{Context, RunStatus, RunSummary, StateSummary};
 use crate::{ConfigError, DriverError, ExtractConfig};
@@ -92,11 +92,15 @@ async fn extract(
         table = %plan.table, run_id = %run_id, incremental = plan.incremental,
         start = %plan.start, repair = !plan.repaired.is_empty(), "extraction starting"
     );
-    let scans = std::mem::take(&mut plan.scans);
+    let slices = std::mem::take(&mut plan.slices);
     let sink = Sink::new(SinkSetup {
         table: plan.table.clone(),
         parts,
         plan: plan.sink,
+        slices: match slices.is_empty() {
+            true => vec![(Start::Beginning, None)], // a REST list
+            false => slices.iter().map(|s| (s.lower.clone(), s.before)).collect(),
+        },
         base: plan.base.clone(),
         incremental: plan.incremental,
         watermark: plan.watermark,
@@ -110,7 +114,9 @@ async fn extract(
     let sink_task = tokio::task::spawn_blocking(move || sink.run(pages_rx, checkpoints_tx));
     let mut pipeline = Pipeline::new(pages_tx, checkpoints_rx, store, &plan.table);
     let fetched = match &plan.source {
-        Source::Keyset(_) => fetch::keyset(client, scans, &mut pipeline).await,
+        Source::Keyset(_) => {
+            fetch::keyset(client, slices, plan.split.as_ref(), &mut pipeline).await
+        }
         Source::Rest(resource) => {
             fetch::rest(client, *resource, plan.page_size, &mut pipeline).await
         }
@@ -154,7 +160,7 @@ fn summary(
     tracing::info!(
         table = %table, %status, rows_read = outcome.rows_read,
         rows_deduplicated = outcome.rows_deduplicated, rows_output = outcome.rows_output,
-        parts = outcome.files.len(), requests = client_stats.requests,
+        slices = outcome.slices, parts = outcome.files.len(), requests = client_stats.requests,
         repaired = repaired.len(), "extraction finished"
     );
     RunSummary {
@@ -163,6 +169,7 @@ fn summary(
         rows_read: outcome.rows_read,
         rows_deduplicated: outcome.rows_deduplicated,
         rows_output: outcome.rows_output,
+        slices: outcome.slices as u64,
         files: outcome
             .files
             .iter()

@@ -5,9 +5,15 @@
 //! last byte is in: rows already emitted are dropped (the dedup window), the rest go into Arrow
 //! batches streamed into the open part. No page is ever held whole: memory is one row, one
 //! batch and the row group being encoded, whatever the page size. At the page's end the sink
-//! answers with the page's row count and last keyset position. When a part is
-//! complete at a page boundary it is closed (durable) and, for incremental tables, a
-//! checkpoint — the full table state that names it — goes back to the fetcher to commit.
+//! answers with the page's row count and last keyset position.
+//!
+//! A run may read its range as several slices at once (`slices.rs`). Their bodies reach the
+//! sink one whole page at a time (the fetcher takes turns), and each slice writes its own
+//! parts, with its own receiving state and dedup window; one batch builder, so every slice
+//! shares the table's columns and their types. When the parts hold `part_rows` rows at a page
+//! boundary, every slice's part is closed (durable) and, for incremental tables, a checkpoint
+//! — the full table state that names them, with the watermark over the slices finished from
+//! the start and the ranges committed beyond it — goes back to the fetcher to commit.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -16,8 +22,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use posthog_core::{
-    BatchBuilder, ColumnSpec, ColumnType, FieldSpec, PageScanner, PartFile, PartStore, TableWriter,
-    UnixMicros, format_timestamp, raw_timestamp, raw_uuid, row_values,
+    BatchBuilder, ColumnSpec, ColumnType, DedupWindow, FieldSpec, PageScanner, PartFile, PartStore,
+    TableWriter, UnixMicros, format_timestamp, raw_timestamp, raw_uuid, row_values,
 };
 use posthog_state::{ColumnRecord, PartRecord, TableState};
 use serde_json::value::RawValue;
@@ -25,7 +31,8 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::plan::SinkPlan;
-use super::source::Cursor;
+use super::slices::{self, Segment};
+use super::source::{Cursor, Start};
 use crate::driver::{Observer, Progress};
 use crate::{ConfigError, DriverError};
 
@@ -41,20 +48,32 @@ const RECENT_UUIDS_MAX: usize = 1000;
 /// either way) at no measurable CPU cost.
 const BATCH_BYTES: usize = 4 * 1024 * 1024;
 
-/// What the fetcher sends.
+/// What the fetcher sends. `slice` numbers the run's slices in the order they were made.
 pub(crate) enum SinkMsg {
-    /// The next bytes of the HogQL page being received, as they arrive.
-    Chunk(Bytes),
-    /// The page's request is being sent again: the bytes received so far are dropped.
-    Restart,
-    /// The page is complete. The sink answers on `reply` as soon as it has parsed it (or
-    /// failed to), then writes it.
+    /// The next bytes of the HogQL page being received for a slice, as they arrive.
+    Chunk { slice: usize, bytes: Bytes },
+    /// A slice's page request is being sent (again): the bytes received so far are dropped.
+    /// Every body begins with it.
+    Restart { slice: usize },
+    /// The slice's page is complete. The sink answers on `reply` as soon as it has parsed it
+    /// (or failed to), then writes it.
     PageEnd {
+        slice: usize,
         reply: oneshot::Sender<Option<PageInfo>>,
     },
+    /// The slice now ends before `before`, and the slices `first..` follow it, each from its
+    /// instant to the next (the last open-ended).
+    Split {
+        slice: usize,
+        before: UnixMicros,
+        first: usize,
+        added: Vec<(UnixMicros, Option<UnixMicros>)>,
+    },
+    /// The slice's scan read its empty page: every row of its range is consumed.
+    SliceDone { slice: usize },
     /// A page of REST objects.
     Objects(Vec<Box<RawValue>>),
-    /// No more pages: flush, close the part and hand back the final state.
+    /// No more pages: flush, close the parts and hand back the final state.
     Finish,
 }
 
@@ -77,6 +96,8 @@ pub(crate) struct SinkOutcome {
     pub rows_read: u64,
     pub rows_deduplicated: u64,
     pub rows_output: u64,
+    /// Slices the run read.
+    pub slices: usize,
 }
 
 /// How the sink is set up for one run: the plan's writing half, and what the run adds.
@@ -86,6 +107,10 @@ pub(crate) struct SinkSetup {
     pub parts: Arc<dyn PartStore>,
     /// How rows are written (fields, columns, formats, sizes, dedup, repair).
     pub plan: SinkPlan,
+    /// The slices the run starts with, in time order: where each begins and what it ends
+    /// before. One per gap between the plan's committed ranges (one for a repair or a REST
+    /// list).
+    pub slices: Vec<(Start, Option<UnixMicros>)>,
     /// The state this run starts from. Incremental runs keep its parts; snapshots replace them.
     pub base: TableState,
     pub incremental: bool,
@@ -169,10 +194,7 @@ impl Receiving {
     fn end_page(&mut self) -> PageInfo {
         let info = PageInfo {
             rows: self.rows,
-            last: self.last.map(|(time, id)| Cursor {
-                time,
-                id: id.hyphenated().to_string(),
-            }),
+            last: self.last.map(|(time, id)| cursor(time, id)),
         };
         self.ahead = self.ahead.saturating_sub(self.rows);
         self.restart();
@@ -180,34 +202,66 @@ impl Receiving {
     }
 }
 
+fn cursor(time: Option<UnixMicros>, id: Uuid) -> Cursor {
+    Cursor {
+        time,
+        id: id.hyphenated().to_string(),
+    }
+}
+
 fn field_index(fields: &[FieldSpec], name: &str) -> Option<usize> {
     fields.iter().position(|f| f.name == name)
 }
 
+/// One slice of the run as the sink keeps it.
+struct Slice {
+    rx: Receiving,
+    /// The slice's open part.
+    writer: TableWriter,
+    /// Incremental time range of the rows in the slice's open part.
+    part_range: Option<TimeRange>,
+    /// Where the slice's range begins and what it ends before.
+    lower: Start,
+    before: Option<UnixMicros>,
+    /// Ids the slice emitted within the lookback of its latest row (the first slice's starts
+    /// with the base state's window).
+    window: Option<DedupWindow>,
+    /// The slice's scan read its empty page.
+    done: bool,
+}
+
+/// The slices and the committed ranges of the base state, in time order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stretch {
+    Slice(usize),
+    Range(usize),
+}
+
 pub(crate) struct Sink {
     setup: SinkSetup,
-    /// The HogQL page being received.
-    rx: Receiving,
+    slices: Vec<Slice>,
+    order: Vec<Stretch>,
     builder: BatchBuilder,
-    writer: TableWriter,
+    /// The slice whose rows the pending batch holds.
+    batch_slice: usize,
+    /// Incremental time range of the rows in the batch being built.
+    batch_range: Option<TimeRange>,
+    /// The number the next part file gets (one sequence for every slice's writer).
+    next_seq: u32,
     /// Parts in the state: the base's (incremental) plus those closed by this run.
     parts: Vec<PartRecord>,
     files: Vec<PathBuf>,
     /// Column positions of the page's keyset values: (time, id).
     keys: (Option<usize>, Option<usize>),
-    watermark: Option<Cursor>,
     rows_read: u64,
     rows_deduplicated: u64,
     rows_output: u64,
     pages: u64,
     started: Instant,
-    /// Incremental time range of the rows in the batch being built, and of the open part.
-    batch_range: Option<TimeRange>,
-    part_range: Option<TimeRange>,
 }
 
 impl Sink {
-    pub(crate) fn new(setup: SinkSetup) -> Result<Sink, DriverError> {
+    pub(crate) fn new(mut setup: SinkSetup) -> Result<Sink, DriverError> {
         let builder = BatchBuilder::new(
             &setup.plan.fields,
             setup.plan.flatten,
@@ -220,15 +274,12 @@ impl Sink {
                 setup.table
             ))
         })?;
-        let first_index = u32::try_from(setup.base.next_part_seq.max(1)).map_err(|_| {
+        let next_seq = u32::try_from(setup.base.next_part_seq.max(1)).map_err(|_| {
             DriverError::Protocol(format!(
                 "table {}: next_part_seq {} is too large",
                 setup.table, setup.base.next_part_seq
             ))
         })?;
-        let writer =
-            TableWriter::with_store(setup.parts.clone(), "part", setup.plan.writer.clone())
-                .starting_at(first_index);
         let parts = match (&setup.plan.repair, setup.incremental) {
             (Some(repair), _) => setup
                 .base
@@ -240,11 +291,45 @@ impl Sink {
             (None, true) => setup.base.parts.clone(),
             (None, false) => Vec::new(),
         };
+        let ranges = match setup.plan.repair {
+            None => setup.plan.ranges.len(),
+            Some(_) => 0,
+        };
+        if setup.slices.len() != ranges + 1 {
+            return Err(DriverError::Protocol(format!(
+                "a run over {ranges} committed ranges reads {} slices, not {}",
+                ranges + 1,
+                setup.slices.len()
+            )));
+        }
+        let mut order = vec![Stretch::Slice(0)];
+        for n in 0..ranges {
+            order.extend([Stretch::Range(n), Stretch::Slice(n + 1)]);
+        }
+        let mut first_window = setup.plan.dedup.take();
+        let dedup = first_window.is_some();
+        let lookback = setup.plan.lookback;
+        let slices = std::mem::take(&mut setup.slices)
+            .into_iter()
+            .map(|(lower, before)| Slice {
+                rx: Receiving::default(),
+                writer: new_writer(&setup),
+                part_range: None,
+                lower,
+                before,
+                window: first_window
+                    .take()
+                    .or_else(|| dedup.then(|| DedupWindow::new(lookback))),
+                done: false,
+            })
+            .collect();
         Ok(Sink {
-            rx: Receiving::default(),
-            watermark: setup.watermark.clone(),
+            slices,
+            order,
             builder,
-            writer,
+            batch_slice: 0,
+            batch_range: None,
+            next_seq,
             parts,
             files: Vec::new(),
             keys: (
@@ -262,14 +347,12 @@ impl Sink {
             rows_output: 0,
             pages: 0,
             started: Instant::now(),
-            batch_range: None,
-            part_range: None,
             setup,
         })
     }
 
     /// Runs until `Finish` (returning the final state) or until the channel closes without it
-    /// (the fetcher failed: the open part is discarded and `None` is returned).
+    /// (the fetcher failed: the open parts are discarded and `None` is returned).
     pub(crate) fn run(
         mut self,
         mut pages: mpsc::Receiver<SinkMsg>,
@@ -277,15 +360,28 @@ impl Sink {
     ) -> Result<Option<SinkOutcome>, DriverError> {
         while let Some(msg) = pages.blocking_recv() {
             match msg {
-                SinkMsg::Chunk(bytes) => {
-                    self.chunk(&bytes)?;
+                SinkMsg::Chunk { slice, bytes } => {
+                    self.chunk(slice, &bytes)?;
                     continue;
                 }
-                SinkMsg::Restart => {
-                    self.rx.restart();
+                SinkMsg::Restart { slice } => {
+                    self.slice(slice)?.rx.restart();
                     continue;
                 }
-                SinkMsg::PageEnd { reply } => self.page_end(reply)?,
+                SinkMsg::Split {
+                    slice,
+                    before,
+                    first,
+                    added,
+                } => {
+                    self.split(slice, before, first, added)?;
+                    continue;
+                }
+                SinkMsg::SliceDone { slice } => {
+                    self.slice_done(slice)?;
+                    continue;
+                }
+                SinkMsg::PageEnd { slice, reply } => self.page_end(slice, reply)?,
                 SinkMsg::Objects(objects) => self.objects(&objects)?,
                 SinkMsg::Finish => return self.finish().map(Some),
             }
@@ -302,19 +398,27 @@ impl Sink {
         Ok(None)
     }
 
+    fn slice(&mut self, slice: usize) -> Result<&mut Slice, DriverError> {
+        let count = self.slices.len();
+        self.slices.get_mut(slice).ok_or_else(|| {
+            DriverError::Protocol(format!("the run has {count} slices, not slice {slice}"))
+        })
+    }
+
     /// The next bytes of a HogQL page: every row they complete is written at once.
-    fn chunk(&mut self, bytes: &[u8]) -> Result<(), DriverError> {
-        let mut scanner = std::mem::take(&mut self.rx.scanner);
-        let fed = scanner.feed(bytes, &mut |row: &[u8]| self.query_row(row));
-        self.rx.scanner = scanner;
+    fn chunk(&mut self, slice: usize, bytes: &[u8]) -> Result<(), DriverError> {
+        let mut scanner = std::mem::take(&mut self.slice(slice)?.rx.scanner);
+        let fed = scanner.feed(bytes, &mut |row: &[u8]| self.query_row(slice, row));
+        self.slices[slice].rx.scanner = scanner;
         fed
     }
 
     /// One row of a HogQL page, as its JSON text.
-    fn query_row(&mut self, text: &[u8]) -> Result<(), DriverError> {
+    fn query_row(&mut self, slice: usize, text: &[u8]) -> Result<(), DriverError> {
         let row = row_values(text)?;
-        let n = self.rx.rows;
-        self.rx.rows += 1;
+        let rx = &mut self.slices[slice].rx;
+        let n = rx.rows;
+        rx.rows += 1;
         let fields = &self.setup.plan.fields;
         if row.len() != fields.len() {
             return Err(DriverError::Protocol(format!(
@@ -331,14 +435,14 @@ impl Sink {
         let id_idx =
             id_idx.ok_or_else(|| DriverError::Protocol("the response has no id column".into()))?;
         let id = raw_uuid(row[id_idx]).ok_or_else(|| bad_value(n, "id", row[id_idx]))?;
-        self.rx.last = Some((at, id));
-        if !self.rx.consume(n, id)? {
+        rx.last = Some((at, id));
+        if !rx.consume(n, id)? {
             return Ok(()); // written from an earlier attempt's body
         }
-        self.rx.consumed_last = Some((at, id));
+        rx.consumed_last = Some((at, id));
         self.rows_read += 1;
-        let by_id = self.setup.plan.dedup.is_some() || self.setup.plan.repair.is_some();
-        if by_id && !self.admit(id, at.unwrap_or(0)) {
+        let by_id = self.slices[slice].window.is_some() || self.setup.plan.repair.is_some();
+        if by_id && !self.admit(slice, id, at.unwrap_or(0)) {
             self.rows_deduplicated += 1;
             return Ok(());
         }
@@ -346,6 +450,11 @@ impl Sink {
         if self.setup.dry_run {
             self.rows_output += 1;
             return Ok(());
+        }
+        if slice != self.batch_slice {
+            // The batch holds one slice's rows: they go to that slice's part.
+            self.flush_batch()?;
+            self.batch_slice = slice;
         }
         self.builder.append_array_row(&row)?;
         self.batch_range = widen(self.batch_range, at.map(|t| (t, t)));
@@ -362,62 +471,95 @@ impl Sink {
             || self.builder.pending_bytes() >= BATCH_BYTES
     }
 
-    /// The end of a HogQL page's body: checks it was whole and had the columns asked for,
-    /// answers the fetcher with its row count and last position, and moves the watermark to
-    /// the last row written.
-    fn page_end(&mut self, reply: oneshot::Sender<Option<PageInfo>>) -> Result<(), DriverError> {
-        let ended = self.rx.scanner.finish().map_err(DriverError::from);
-        let checked = ended.and_then(|page| {
-            let expected = self.setup.plan.fields.iter().map(|f| f.name.as_str());
-            match page.columns {
-                Some(columns)
-                    if page.rows > 0
-                        && !columns.iter().map(String::as_str).eq(expected.clone()) =>
-                {
-                    Err(DriverError::Protocol(format!(
-                        "the query response has columns {columns:?}; the extractor asked for {:?}",
-                        expected.collect::<Vec<_>>()
-                    )))
-                }
-                None if page.rows > 0 => Err(DriverError::Protocol(
-                    "the query response has rows but no `columns`".into(),
-                )),
-                _ => Ok(()),
+    /// The end of a HogQL page's body: checks it was whole and had the columns asked for, and
+    /// answers the fetcher with its row count and last position.
+    fn page_end(
+        &mut self,
+        slice: usize,
+        reply: oneshot::Sender<Option<PageInfo>>,
+    ) -> Result<(), DriverError> {
+        self.slice(slice)?;
+        let expected = self.setup.plan.fields.iter().map(|f| f.name.as_str());
+        let rx = &mut self.slices[slice].rx;
+        let ended = rx.scanner.finish().map_err(DriverError::from);
+        let checked = ended.and_then(|page| match page.columns {
+            Some(columns)
+                if page.rows > 0 && !columns.iter().map(String::as_str).eq(expected.clone()) =>
+            {
+                Err(DriverError::Protocol(format!(
+                    "the query response has columns {columns:?}; the extractor asked for {:?}",
+                    expected.collect::<Vec<_>>()
+                )))
             }
+            None if page.rows > 0 => Err(DriverError::Protocol(
+                "the query response has rows but no `columns`".into(),
+            )),
+            _ => Ok(()),
         });
         if let Err(e) = checked {
             let _ = reply.send(None);
             return Err(e);
         }
-        let info = self.rx.end_page();
+        let info = rx.end_page();
         // The fetcher may have stopped waiting (it failed); the state stays consistent and the
         // run ends without committing.
         let _ = reply.send(Some(info));
         self.pages += 1;
-        if let Some((Some(time), id)) = self.rx.consumed_last
-            && self.setup.plan.time_column.is_some()
-            && self.setup.plan.repair.is_none()
-        {
-            let advanced = match &self.watermark {
-                None => true,
-                Some(w) => w.time.is_none_or(|t| time >= t),
-            };
-            if advanced {
-                self.watermark = Some(Cursor {
-                    time: Some(time),
-                    id: id.hyphenated().to_string(),
-                });
-            }
+        Ok(())
+    }
+
+    /// The last slice now ends at `before`; new slices follow it.
+    fn split(
+        &mut self,
+        slice: usize,
+        before: UnixMicros,
+        first: usize,
+        added: Vec<(UnixMicros, Option<UnixMicros>)>,
+    ) -> Result<(), DriverError> {
+        if first != self.slices.len() {
+            return Err(DriverError::Protocol(format!(
+                "new slices numbered from {first}; the run has {}",
+                self.slices.len()
+            )));
+        }
+        self.slice(slice)?.before = Some(before);
+        let at = self
+            .order
+            .iter()
+            .position(|s| *s == Stretch::Slice(slice))
+            .unwrap_or(self.order.len() - 1);
+        let dedup = self.slices[slice].window.is_some();
+        for (n, (from, end)) in added.into_iter().enumerate() {
+            self.slices.push(Slice {
+                rx: Receiving::default(),
+                writer: new_writer(&self.setup),
+                part_range: None,
+                lower: Start::AtOrAfter(from),
+                before: end,
+                window: dedup.then(|| DedupWindow::new(self.setup.plan.lookback)),
+                done: false,
+            });
+            self.order.insert(at + 1 + n, Stretch::Slice(first + n));
         }
         Ok(())
+    }
+
+    /// A slice's scan is over: its open part is closed now (it is committed with the next
+    /// checkpoint), so a finished slice holds no writer memory.
+    fn slice_done(&mut self, slice: usize) -> Result<(), DriverError> {
+        self.slice(slice)?.done = true;
+        if self.setup.dry_run {
+            return Ok(());
+        }
+        self.close_part_of(slice)
     }
 
     /// Whether a row with this id is written. A run drops what its dedup window says was
     /// emitted already; a repair drops what the table's other parts hold, and writes the rest
     /// even when the window knows it (the window remembers the lost part's rows as emitted),
     /// recording it there so the next run's lookback does not write it once more.
-    fn admit(&mut self, id: Uuid, at: UnixMicros) -> bool {
-        match (&self.setup.plan.repair, &mut self.setup.plan.dedup) {
+    fn admit(&mut self, slice: usize, id: Uuid, at: UnixMicros) -> bool {
+        match (&self.setup.plan.repair, &mut self.slices[slice].window) {
             (Some(repair), window) => {
                 if repair.exclude.contains(&id) {
                     return false;
@@ -448,27 +590,47 @@ impl Sink {
         Ok(())
     }
 
+    /// Encodes the pending batch into its slice's open part.
     fn flush_batch(&mut self) -> Result<(), DriverError> {
         if let Some(batch) = self.builder.finish_batch()? {
             let specs = self.builder.schema().to_specs();
             self.rows_output += batch.num_rows() as u64;
             let batch_range = self.batch_range.take();
-            // A part closed here (the schema widened) holds the rows before this batch.
-            if let Some(part) = self.writer.write(&batch, &specs)? {
-                self.closed(part);
+            let slice = self.batch_slice;
+            let writer = &mut self.slices[slice].writer;
+            writer.continue_at(self.next_seq);
+            let closed = writer.write(&batch, &specs);
+            self.next_seq = writer.next_index();
+            // A part closed here (the schema widened) holds the slice's rows before this batch.
+            if let Some(part) = closed? {
+                self.closed(slice, part);
             }
-            self.part_range = widen(self.part_range, batch_range);
+            let s = &mut self.slices[slice];
+            s.part_range = widen(s.part_range, batch_range);
         }
         Ok(())
     }
 
-    fn closed(&mut self, part: PartFile) {
-        let range = self.part_range.take().filter(|_| self.setup.incremental);
-        let text = |at: UnixMicros| {
-            let mut text = String::new();
-            format_timestamp(at, &mut text);
-            text
-        };
+    /// Closes the slice's open part, its pending rows written first.
+    fn close_part_of(&mut self, slice: usize) -> Result<(), DriverError> {
+        if slice == self.batch_slice {
+            self.flush_batch()?;
+        }
+        let writer = &mut self.slices[slice].writer;
+        writer.continue_at(self.next_seq);
+        let closed = writer.close_part()?;
+        self.next_seq = writer.next_index();
+        if let Some(part) = closed {
+            self.closed(slice, part);
+        }
+        Ok(())
+    }
+
+    fn closed(&mut self, slice: usize, part: PartFile) {
+        let range = self.slices[slice]
+            .part_range
+            .take()
+            .filter(|_| self.setup.incremental);
         let file = part
             .path
             .file_name()
@@ -485,29 +647,39 @@ impl Sink {
         self.files.push(part.path);
     }
 
-    /// At a page boundary: closes the part when it is full, and says whether a checkpoint is
-    /// due (an incremental table with parts closed since the last one).
+    /// Rows consumed but not yet in a closed part.
+    fn open_rows(&self) -> u64 {
+        self.slices
+            .iter()
+            .map(|s| s.writer.open_rows())
+            .sum::<u64>()
+            + self.builder.len() as u64
+    }
+
+    /// At a page boundary: closes every slice's part when they hold `part_rows` rows between
+    /// them, and says whether a checkpoint is due (an incremental table with parts closed
+    /// since the last one and nothing consumed outside a closed part).
     fn page_done(&mut self) -> Result<bool, DriverError> {
         let before = self.files.len();
-        if self.writer.open_rows() + self.builder.len() as u64 >= self.setup.plan.part_rows {
-            self.flush_batch()?;
-            if let Some(part) = self.writer.close_part()? {
-                self.closed(part);
+        if self.open_rows() >= self.setup.plan.part_rows {
+            for slice in 0..self.slices.len() {
+                self.close_part_of(slice)?;
             }
         }
-        // Parts closed earlier by a schema change hold rows before the open part's; they are
-        // checkpointed together with it, never alone (the watermark covers the open part too).
-        let due = self.setup.incremental
-            && self.files.len() > before
-            && self.writer.open_rows() == 0
-            && self.builder.is_empty();
-        Ok(due)
+        // Parts closed earlier by a schema change hold rows before the open parts'; they are
+        // checkpointed together with them, never alone (the watermark covers the open parts).
+        Ok(self.setup.incremental && self.files.len() > before && self.open_rows() == 0)
     }
 
     fn finish(mut self) -> Result<SinkOutcome, DriverError> {
-        self.flush_batch()?;
-        if let Some(part) = self.writer.close_part()? {
-            self.closed(part);
+        let keyset = self.setup.plan.id_column.is_some();
+        if let Some(n) = self.slices.iter().position(|s| keyset && !s.done) {
+            return Err(DriverError::Protocol(format!(
+                "the reading side finished with slice {n} unread to its end"
+            )));
+        }
+        for slice in 0..self.slices.len() {
+            self.close_part_of(slice)?;
         }
         self.report();
         let state = self.state();
@@ -517,7 +689,37 @@ impl Sink {
             rows_read: self.rows_read,
             rows_deduplicated: self.rows_deduplicated,
             rows_output: self.rows_output,
+            slices: self.slices.len(),
         })
+    }
+
+    /// The watermark, its dedup window and the ranges committed beyond it, with every
+    /// consumed row committed. A repair leaves the watermark and ranges as they were.
+    fn prefix(&self) -> slices::Prefix {
+        if self.setup.plan.repair.is_some() {
+            return slices::Prefix {
+                watermark: self.setup.watermark.clone(),
+                window: self.slices[0].window.clone(),
+                ranges: self.setup.plan.ranges.clone(),
+            };
+        }
+        let segments = self.order.iter().map(|stretch| match *stretch {
+            Stretch::Range(n) => Segment::Committed(&self.setup.plan.ranges[n]),
+            Stretch::Slice(n) => {
+                let s = &self.slices[n];
+                Segment::Slice {
+                    lower: &s.lower,
+                    last: s.rx.consumed_last.map(|(time, id)| cursor(time, id)),
+                    done: s.done,
+                    window: s.window.as_ref(),
+                }
+            }
+        });
+        slices::prefix(
+            self.setup.watermark.as_ref(),
+            self.setup.plan.lookback,
+            segments,
+        )
     }
 
     /// The table state naming every part closed so far, with the watermark and dedup window
@@ -526,7 +728,7 @@ impl Sink {
         let mut state = self.setup.base.clone();
         state.parts = self.parts.clone();
         state.rows_total = state.parts.iter().map(|p| p.rows).sum();
-        state.next_part_seq = u64::from(self.writer.next_index());
+        state.next_part_seq = u64::from(self.next_seq);
         state.columns = Some(
             self.builder
                 .schema()
@@ -536,15 +738,15 @@ impl Sink {
                 .collect(),
         );
         if self.setup.incremental {
-            if let Some(w) = &self.watermark {
-                let mut text = String::new();
+            let prefix = self.prefix();
+            if let Some(w) = &prefix.watermark {
                 if let Some(t) = w.time {
-                    format_timestamp(t, &mut text);
-                    state.last_timestamp = Some(text);
+                    state.last_timestamp = Some(text(t));
                 }
                 state.last_uuid = Some(w.id.clone());
             }
-            if let Some(window) = &mut self.setup.plan.dedup {
+            state.committed_ranges = prefix.ranges.iter().map(|r| r.record()).collect();
+            if let Some(mut window) = prefix.window {
                 let high = window.high_water();
                 let mut recent: Vec<String> = window
                     .iter()
@@ -562,10 +764,45 @@ impl Sink {
             state.last_uuid = None;
             state.recent_uuids = Vec::new();
             state.dedup_window = None;
+            state.committed_ranges = Vec::new();
         }
         state.updated_at = Some(super::now_rfc3339());
         state.run_id = Some(self.setup.run_id.clone());
         state
+    }
+
+    /// How much of the span the slices have read: each slice from its start to its last row
+    /// (to its end once done), and the ranges committed before this run.
+    fn fraction(&self) -> Option<f64> {
+        let (from, to) = self.setup.span?;
+        if to <= from {
+            return None;
+        }
+        let mut covered: i64 = 0;
+        for stretch in &self.order {
+            let (lo, hi) = match *stretch {
+                Stretch::Range(n) => {
+                    let r = &self.setup.plan.ranges[n];
+                    (r.from, r.to.time.unwrap_or(r.from))
+                }
+                Stretch::Slice(n) => {
+                    let s = &self.slices[n];
+                    let lo = match &s.lower {
+                        Start::AtOrAfter(t) => *t,
+                        Start::After(c) => c.time.unwrap_or(from),
+                        Start::Beginning => from,
+                    };
+                    let hi = match (s.done, s.rx.consumed_last) {
+                        (true, _) => s.before.unwrap_or(to),
+                        (false, Some((Some(t), _))) => t,
+                        (false, _) => lo,
+                    };
+                    (lo, hi)
+                }
+            };
+            covered = covered.saturating_add(hi.min(to).saturating_sub(lo.max(from)).max(0));
+        }
+        Some((covered as f64 / (to - from) as f64).clamp(0.0, 1.0))
     }
 
     fn report(&self) {
@@ -573,12 +810,7 @@ impl Sink {
             return;
         };
         let elapsed = self.started.elapsed().as_secs_f64();
-        let fraction = match (self.setup.span, &self.watermark) {
-            (Some((from, to)), Some(Cursor { time: Some(t), .. })) if to > from => {
-                Some(((*t - from) as f64 / (to - from) as f64).clamp(0.0, 1.0))
-            }
-            _ => None,
-        };
+        let fraction = self.fraction();
         let eta_seconds = fraction
             .filter(|f| *f > 0.0)
             .map(|f| elapsed * (1.0 - f) / f);
@@ -597,6 +829,17 @@ impl Sink {
             eta_seconds,
         });
     }
+}
+
+/// A writer for one slice's parts (the sink numbers them from one sequence).
+fn new_writer(setup: &SinkSetup) -> TableWriter {
+    TableWriter::with_store(setup.parts.clone(), "part", setup.plan.writer.clone())
+}
+
+fn text(at: UnixMicros) -> String {
+    let mut text = String::new();
+    format_timestamp(at, &mut text);
+    text
 }
 
 /// The columns recorded in the state, as the batch builder takes them (the inverse of

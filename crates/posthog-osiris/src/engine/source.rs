@@ -39,6 +39,8 @@ pub(crate) struct KeysetScan {
     /// The last instant of the time column to read, inclusive (a repair reads a closed range);
     /// `None` reads to the end.
     pub until: Option<UnixMicros>,
+    /// The instant a slice of the run's range ends before (exclusive); `None` reads to the end.
+    pub before: Option<UnixMicros>,
 }
 
 /// Where a keyset page starts, and a keyset position: the client's pager types.
@@ -65,6 +67,7 @@ impl Source {
                 event_types: config.source.event_types.clone(),
                 since: None,
                 until: None,
+                before: None,
             }),
             DataType::Persons => Source::Keyset(KeysetScan {
                 table: "persons",
@@ -75,6 +78,7 @@ impl Source {
                 event_types: Vec::new(),
                 since: None,
                 until: None,
+                before: None,
             }),
             DataType::Sessions => {
                 if field.is_some() {
@@ -97,6 +101,7 @@ impl Source {
                     event_types: Vec::new(),
                     since: Some(("$start_timestamp", since)),
                     until: None,
+                    before: None,
                 })
             }
             DataType::Cohorts => Source::Rest(Resource::Cohorts),
@@ -182,7 +187,8 @@ pub(crate) fn person_fields() -> Vec<FieldSpec> {
 
 impl KeysetScan {
     /// The scan as the client's pager reads it: the select list, the keys, and the filters
-    /// every page repeats (a repair's upper bound, the sessions window, the event names), with
+    /// every page repeats (a repair's or a slice's upper bound, the sessions window, the event
+    /// names), with
     /// every value bound as a placeholder.
     pub(crate) fn query(&self) -> KeysetQuery {
         let select = self.fields.iter().map(|f| select_expression(&f.name));
@@ -195,6 +201,9 @@ impl KeysetScan {
         }
         if let (Some(until), Some(time)) = (self.until, self.time_column) {
             query = query.filter(KeysetFilter::at_or_before(time, "until", until));
+        }
+        if let (Some(before), Some(time)) = (self.before, self.time_column) {
+            query = query.filter(KeysetFilter::before(time, "before", before));
         }
         if let Some((column, since)) = self.since {
             query = query.filter(KeysetFilter::at_or_after(column, "since", since));
@@ -232,6 +241,7 @@ mod tests {
             id_is_uuid: true,
             since: None,
             until: None,
+            before: None,
             event_types: event_types.iter().map(|s| (*s).to_owned()).collect(),
         }
     }
@@ -286,6 +296,24 @@ mod tests {
     }
 
     #[test]
+    fn a_slice_ends_before_its_boundary() {
+        let scan = KeysetScan {
+            before: Some(1_700_000_100_000_000),
+            ..events(&[])
+        };
+        let q = scan.page_query(&Start::AtOrAfter(1_700_000_000_000_000), 100);
+        assert!(
+            q.text().contains(
+                "where timestamp >= toDateTime({cursor_time}) and timestamp < \
+                 toDateTime({before}) order by timestamp, uuid limit 100"
+            ),
+            "{}",
+            q.text()
+        );
+        assert_eq!(q.values()["before"], "2023-11-14T22:15:00.000000Z");
+    }
+
+    #[test]
     fn persons_snapshot_pages_on_id_alone() {
         let scan = KeysetScan {
             table: "persons",
@@ -296,6 +324,7 @@ mod tests {
             event_types: Vec::new(),
             since: None,
             until: None,
+            before: None,
         };
         let cursor = Cursor {
             time: None,
@@ -320,6 +349,7 @@ mod tests {
             event_types: Vec::new(),
             since: Some(("$start_timestamp", 1_700_000_000_000_000)),
             until: None,
+            before: None,
         };
         let cursor = Cursor {
             time: None,

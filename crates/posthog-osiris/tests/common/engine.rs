@@ -51,6 +51,14 @@ pub fn events_config(server: &MockServer, page_size: u32) -> ExtractConfig {
     )
 }
 
+/// [`events_config`] reading one keyset scan at a time (`query_concurrency: 1`): for tests
+/// of what a single scan sends.
+pub fn sequential_events_config(server: &MockServer, page_size: u32) -> ExtractConfig {
+    let mut config = events_config(server, page_size);
+    config.performance.query_concurrency = 1;
+    config
+}
+
 pub fn ctx(dir: &Path) -> Context {
     Context::new(dir).with_rate_limits(RateLimits::unlimited())
 }
