@@ -715,12 +715,6 @@ impl TableWriter {
         self
     }
 
-    /// Numbers the next part `index` from now on: writers of one table that write at the same
-    /// time (one per slice of a run) share one sequence, so their parts never share a name.
-    pub fn continue_at(&mut self, index: u32) {
-        self.next_index = index.max(1);
-    }
-
     /// The number the next part will get.
     pub fn next_index(&self) -> u32 {
         self.next_index

@@ -139,6 +139,37 @@ async fn a_sliced_run_stopped_at_any_page_resumes_exactly_once() {
     server.shutdown().await;
 }
 
+/// PostHog's concurrency 429 (no `Retry-After`): the project has 2 free query slots, not 3,
+/// and answers 429 at once when they are taken. The run's first such answer lowers its
+/// concurrency to 2 for the rest of the run; every event arrives exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concurrency_429_lowers_the_slices_in_flight_for_the_rest_of_the_run() {
+    let dataset = Dataset::generate(&spec(6_000, 0));
+    let server = MockServer::start(MockConfig {
+        query_latency: Some(posthog_mock::QueryLatency {
+            concurrency: 2,
+            queue_timeout: Duration::ZERO,
+            ..posthog_mock::QueryLatency::new(Duration::from_millis(40), Duration::ZERO)
+        }),
+        ..MockConfig::with_dataset(dataset.clone())
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = MemoryStore::new();
+    let summary = run(&events_config(&server, 250), &mut store, dir.path()).await;
+    assert_eq!(summary.slices, 3);
+    assert_exactly_once(&dir.path().join("posthog_events"), all_uuids(&dataset));
+    // Slots are taken back one 429 at a time: at most one query too many is in flight when
+    // the first 429 arrives, none after the cap is 2.
+    assert!(
+        (1..=2).contains(&summary.throttled),
+        "{} concurrency 429s",
+        summary.throttled
+    );
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incremental_run_keeps_late_events_inside_the_lookback_and_drops_rereads() {
     let (server, dataset) = mock(2_000, 0).await;

@@ -8,7 +8,7 @@
 //! how a run's slices are read: all at once, each page's query sent as soon as its slice's last
 //! page is written, so PostHog computes up to `query_concurrency` pages at a time, while the
 //! bodies reach the sink one page at a time (a turn taken once a response's headers are in),
-//! so the sink's batches hold whole pages of one slice. The last slice splits once, after its
+//! so pages of different slices never interleave in the sink. The last slice splits once, after its
 //! first page comes back full (see `slices.rs`).
 
 use std::sync::Arc;
@@ -331,7 +331,7 @@ async fn read_slice(
     let SliceWork {
         slice,
         pagers,
-        may_split,
+        mut may_split,
     } = work;
     for mut pager in pagers {
         while let Some(query) = pager.next_query() {
@@ -339,6 +339,9 @@ async fn read_slice(
                 return Ok(Vec::new()); // the sink failed; its error is reported when joined
             };
             if let (true, Advance::Full, Some(plan)) = (may_split, &advance, split) {
+                // One planning query per run: when it finds too little left, the slice reads
+                // on alone.
+                may_split = false;
                 let slices = split_slice(client, feeder, slice, &pager, plan).await?;
                 if !slices.is_empty() {
                     return Ok(slices);

@@ -122,14 +122,15 @@ fn build_client_inner(
         )
     })?;
     let perf = &config.performance;
-    let limits = ctx.rate_limits.clone().unwrap_or_else(|| RateLimits {
+    let mut limits = ctx.rate_limits.clone().unwrap_or_else(|| RateLimits {
         query: vec![
             Budget::per_minute(perf.query_requests_per_minute),
             Budget::per_hour(perf.query_requests_per_hour),
         ],
-        max_concurrent_queries: perf.query_concurrency,
         ..RateLimits::default()
     });
+    // `query_concurrency` is the most queries in flight, whatever budgets the context sets.
+    limits.max_concurrent_queries = limits.max_concurrent_queries.min(perf.query_concurrency);
     let mut builder = Client::builder();
     if let Some(project_key) = project_api_key {
         builder = builder.project_api_key(project_key.expose_secret());

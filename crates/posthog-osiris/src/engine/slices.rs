@@ -4,15 +4,16 @@
 //! PostHog answers each `/query` in about a second and runs 3 per project at once, so a
 //! backfill read as one keyset scan waits on latency, not on its rate budget. A run reads its
 //! range as up to `performance.query_concurrency` slices instead: `[b_i, b_i+1)` of the
-//! incremental field, each a keyset scan with its own upper bound, writing its own parts.
+//! incremental field, each a keyset scan with its own upper bound. Their pages reach the sink
+//! one at a time and go into the run's one open part (see `sink.rs` for why).
 //!
 //! **Splitting.** The planning query (`count()` and `quantiles(1/k, …)(time)` over what is
 //! left after the first page) places the boundaries; each slice's page size is chosen so its
 //! rows fill whole pages (at most 1 % over `page_size` at 1 M events), so the slices together
 //! send no more page requests than one scan would, plus the one empty page each ends with.
 //!
-//! **Committing.** A checkpoint commits every row any slice has consumed (the sink closes every
-//! slice's part at once), but the watermark moves only over the slices that finished one after
+//! **Committing.** A checkpoint commits every row any slice has consumed (the sink closes the
+//! open part at a page boundary), but the watermark moves only over the slices that finished one after
 //! the other from the start ([`prefix`]); what later slices committed is recorded as
 //! [`BaseRange`]s (the state's `committed_ranges`), each with the dedup window of its tail, so the
 //! next run reads only what lies between them and re-reads its lookback without duplicates.
