@@ -3,9 +3,10 @@
 //! child process against it, and proves the extractor's contract (PRODUCT.md §3–§6) from the
 //! outside: every source event exactly once and value by value in the part files (its person's
 //! properties as of the event included), across incremental runs, late events, faults,
-//! throttling, `kill -9`, time zones, LIMIT clamps below, at and above the page; secrets never
-//! printed; bad configs and unwritable destinations refused before any request; one run per
-//! table; lost parts named and repaired exactly once; `doctor` fast and honest.
+//! throttling, `kill -9` (also while concurrent slices are in flight), time zones, LIMIT
+//! clamps below, at and above the page; secrets never printed; bad configs and unwritable
+//! destinations refused before any request; one run per table; lost parts named and repaired
+//! exactly once; `doctor` fast and honest.
 //!
 //! The expected events are regenerated in-process from the same `GenSpec` the mock serves,
 //! so every check compares against the source, not against another run.
@@ -25,7 +26,7 @@ mod output;
 mod paging;
 mod robustness;
 mod scenarios;
-mod verify;
+pub(crate) mod verify;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -43,7 +44,7 @@ pub struct E2eArgs {
     /// Also run the scenarios marked slow.
     #[arg(long)]
     slow: bool,
-    /// Seed of the random kill instants of the `kill9` scenario (default: from the clock).
+    /// Seed of the random kill instants of the `kill9` scenarios (default: from the clock).
     #[arg(long)]
     kill_seed: Option<u64>,
     /// Use the binaries already in target/release instead of building them.
@@ -121,6 +122,12 @@ const SCENARIOS: &[Scenario] = &[
         about: "SIGKILL at random instants, re-run each time: committed parts exactly once",
         slow: false,
         run: robustness::kill9,
+    },
+    Scenario {
+        name: "kill9_sliced",
+        about: "kill9 with query_concurrency 3 and 200 ms queries: sliced runs killed, exactly once",
+        slow: false,
+        run: robustness::kill9_sliced,
     },
     Scenario {
         name: "crash-before-commit",

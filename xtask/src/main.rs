@@ -2,8 +2,8 @@
 //!
 //! - `cargo xtask demo`: starts the mock PostHog on loopback and runs `posthog-cli run`
 //!   against it twice: a full extraction, then an incremental one after new and late events.
-//! - `cargo xtask bench core|run|rate|sweep`: the core pipeline, a whole run and the request budget,
-//!   measured on release builds (`docs/benchmarks.md`).
+//! - `cargo xtask bench core|run|rate|sweep|backfill`: the core pipeline, a whole run, the
+//!   request budget and concurrent slices, measured on release builds (`docs/benchmarks.md`).
 //! - `cargo xtask e2e`: the black-box end-to-end suite over the release `posthog-cli` and
 //!   `posthog-mock` binaries.
 //! - `cargo xtask tidy`: checks what `docs/ARCHITECTURE.md` claims about the code (also a

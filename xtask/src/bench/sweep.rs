@@ -250,7 +250,7 @@ fn summary(rows: &[Row]) -> anyhow::Result<()> {
 }
 
 /// The machine, for the table's heading: CPU model, cores, memory, kernel.
-fn machine() -> String {
+pub(super) fn machine() -> String {
     let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
     let cpuinfo = read("/proc/cpuinfo");
     let cpu = cpuinfo

@@ -252,6 +252,17 @@ impl Mock {
         Ok(entries.iter().filter(|r| r["status"] == 429).count() as u64)
     }
 
+    /// `POST …/query/` requests in the mock's request log (since the last counter reset) whose
+    /// body contains `needle`, e.g. `quantiles(` for a run's planning query.
+    pub fn query_requests_containing(&self, needle: &str) -> anyhow::Result<u64> {
+        let log = self.control("GET", "/_mock/requests", None)?;
+        let entries = log.as_array().context("request log is not an array")?;
+        Ok(entries
+            .iter()
+            .filter(|r| r["route"] == "query" && r["body"].to_string().contains(needle))
+            .count() as u64)
+    }
+
     pub fn stats(&self) -> anyhow::Result<Value> {
         self.control("GET", "/_mock/stats", None)
     }
@@ -268,7 +279,7 @@ impl Mock {
 
     /// One counter of `GET /_mock/stats`, by JSON pointer (its other counters, such as
     /// `/concurrency_throttled` and `/peak_queries_held`, are read the same way).
-    fn counter(&self, pointer: &str) -> anyhow::Result<u64> {
+    pub(crate) fn counter(&self, pointer: &str) -> anyhow::Result<u64> {
         let stats = self.stats()?;
         stats
             .pointer(pointer)
@@ -303,9 +314,48 @@ impl Mock {
         self.control("DELETE", "/_mock/faults", None).map(drop)
     }
 
+    /// Every event UUID the mock serves, sorted: HogQL queries ordered by `uuid` and keyset-paged
+    /// on it, until an empty page (independent of the CLI's scan by time). Every query counts
+    /// and, with [`MockOptions::query_latency`], is held: ask a mock without it.
+    pub fn served_uuids(&self) -> anyhow::Result<Vec<uuid::Uuid>> {
+        let path = format!("/api/projects/{}/query/", self.project_id);
+        let auth = format!("Bearer {}", self.key);
+        let mut uuids: Vec<uuid::Uuid> = Vec::new();
+        loop {
+            let after = uuids
+                .last()
+                .map(|u| format!(" where uuid > toUUID('{u}')"))
+                .unwrap_or_default();
+            let sql = format!("select uuid from events{after} order by uuid limit 50000");
+            let body = json!({"query": {"kind": "HogQLQuery", "query": sql}}).to_string();
+            let (status, bytes) = http(
+                self.addr,
+                "POST",
+                &path,
+                Some(&body),
+                &[("Authorization", &auth)],
+            )
+            .with_context(|| format!("POST {path} on the mock"))?;
+            if status != 200 {
+                bail!("{sql}: HTTP {status}: {}", String::from_utf8_lossy(&bytes));
+            }
+            let answer: Value = serde_json::from_slice(&bytes).context("query answer")?;
+            let rows = answer["results"]
+                .as_array()
+                .with_context(|| format!("{sql}: no results"))?;
+            if rows.is_empty() {
+                return Ok(uuids);
+            }
+            for row in rows {
+                let text = row[0].as_str().with_context(|| format!("row {row}"))?;
+                uuids.push(text.parse().with_context(|| format!("uuid {text}"))?);
+            }
+        }
+    }
+
     fn control(&self, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
         let body = body.map(Value::to_string);
-        let (status, bytes) = http(self.addr, method, path, body.as_deref())
+        let (status, bytes) = http(self.addr, method, path, body.as_deref(), &[])
             .with_context(|| format!("{method} {path} on the mock"))?;
         if status != 200 {
             bail!(
@@ -330,14 +380,19 @@ fn http(
     method: &str,
     path: &str,
     body: Option<&str>,
+    headers: &[(&str, &str)],
 ) -> anyhow::Result<(u16, Vec<u8>)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     stream.set_write_timeout(Some(Duration::from_secs(60)))?;
     let body = body.unwrap_or("");
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+         Content-Type: application/json\r\nContent-Length: {}\r\n{extra}\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes())?;

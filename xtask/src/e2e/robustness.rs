@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::Context;
+use posthog_mock::QueryLatency;
 use serde_json::{Value, json};
 
 use super::Env;
@@ -20,15 +21,138 @@ use super::verify::{self, Checks, Format};
 /// once, and they are exactly the `part-*` files on disk.
 pub fn kill9(env: &Env, ck: &mut Checks) -> anyhow::Result<()> {
     let ctx = Ctx::start(env, "kill9", MockOptions::new(30_000, 31))?;
-    let mut source = ctx.opts.expected_events();
     let config = cli::base_config(&ctx.mock, "parquet");
-    let out = ctx.path("out");
     ctx.mock.push_faults(&json!({
         "route": "query", "fault": {"type": "delay", "ms": 200}, "times": 100_000
     }))?;
-    let seed = env.kill_seed;
+    let plan = KillPlan {
+        kills: 10,
+        min_kills: 8,
+        attempts: 40,
+        busy_ms: 250..2_000,
+        late_ms: 2_000..5_000,
+    };
+    // The final run goes without the delay.
+    let f = kill_then_finish(&ctx, ck, &config, &plan, || ctx.mock.clear_faults())?;
+    ck.note(format!(
+        "seed {}, {} kills at ms [{}], {} rows in {} parts (largest {})",
+        env.kill_seed,
+        f.kills.kills,
+        f.kills.delays.join(" "),
+        f.report.rows,
+        f.report.parts,
+        f.report.largest_part
+    ));
+    Ok(())
+}
+
+/// `kill9` with `performance.query_concurrency: 3` against a mock that holds every query
+/// 200 ms in PostHog's pool of 3 slots: 30 000 events in pages of 1 000, so a run plans its
+/// range (one `quantiles(` query) and reads it as concurrent keyset slices, and the kills land
+/// while several slices are in flight. At least 5 kills, each followed by the committed-parts
+/// checks; then a clean run, a run that outputs 0 rows, and every source event exactly once.
+/// Slicing must be seen: at least one planning query reached the mock and it held more than
+/// one query at once.
+pub fn kill9_sliced(env: &Env, ck: &mut Checks) -> anyhow::Result<()> {
+    let opts = MockOptions {
+        query_latency: Some(QueryLatency::new(
+            Duration::from_millis(200),
+            Duration::ZERO,
+        )),
+        ..MockOptions::new(30_000, 37)
+    };
+    let ctx = Ctx::start(env, "kill9_sliced", opts)?;
+    let mut config = cli::base_config(&ctx.mock, "parquet");
+    config["performance"]["query_concurrency"] = json!(3);
+    let plan = KillPlan {
+        kills: 8,
+        min_kills: 5,
+        attempts: 40,
+        busy_ms: 400..2_500,
+        late_ms: 2_500..4_000,
+    };
+    let f = kill_then_finish(&ctx, ck, &config, &plan, || Ok(()))?;
+    // The request log holds every request since the mock started (nothing reset it).
+    let queries = ctx.mock.query_requests()?;
+    let planning = ctx.mock.query_requests_containing("quantiles(")?;
+    let peak = ctx.mock.counter("/peak_queries_held")?;
+    let throttled = ctx.mock.counter("/concurrency_throttled")?;
+    ck.check(
+        planning >= 1,
+        format!(
+            "slicing happened: {planning} planning queries (`quantiles(`) reached the mock (≥ 1)"
+        ),
+    );
+    ck.check(
+        peak >= 2,
+        format!("the mock held up to {peak} queries at once (≥ 2: slices read concurrently)"),
+    );
+    ck.check(
+        throttled == 0,
+        format!("no query waited out the mock's queue for a 429 ({throttled})"),
+    );
+    ck.check(
+        f.kills.with_ranges >= 1,
+        format!(
+            "{} kills left ranges committed beyond the watermark (≥ 1: the resume reads only \
+             the gaps between them)",
+            f.kills.with_ranges
+        ),
+    );
+    ck.note(format!(
+        "seed {}, {} kills at ms [{}], {queries} queries ({planning} planning) in {} runs, \
+         slices of the last two runs [{}], peak {peak} held, {} rows in {} parts",
+        env.kill_seed,
+        f.kills.kills,
+        f.kills.delays.join(" "),
+        f.kills.delays.len() + 2,
+        f.slices
+            .map(|n| n.map_or("?".to_owned(), |n| n.to_string()))
+            .join(" "),
+        f.report.rows,
+        f.report.parts,
+    ));
+    Ok(())
+}
+
+/// When [`kill_repeatedly`] kills and when it stops.
+struct KillPlan {
+    /// Kills to deliver before stopping.
+    kills: usize,
+    /// Kills the scenario must deliver to pass.
+    min_kills: usize,
+    /// Runs to start at most.
+    attempts: usize,
+    /// Kill instants (ms after the start) while the run is busy, 7 in 10 attempts; 2 in 10
+    /// land in the start-up (5 ms to the start of this range), 1 in 10 in `late_ms`.
+    busy_ms: std::ops::Range<u64>,
+    late_ms: std::ops::Range<u64>,
+}
+
+/// What [`kill_then_finish`] saw.
+struct Finished {
+    kills: Kills,
+    /// The table after the last run.
+    report: verify::TableReport,
+    /// The `slices` of the final run and of the run after it, as their summaries report them.
+    slices: [Option<u64>; 2],
+}
+
+/// The shared body of the kill scenarios: prints the seed, kills runs per `plan` (checking
+/// what is committed after each kill), calls `before_final`, then a run to completion, a run
+/// that must output 0 rows, and every source event exactly once, value by value.
+fn kill_then_finish(
+    ctx: &Ctx,
+    ck: &mut Checks,
+    config: &Value,
+    plan: &KillPlan,
+    before_final: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<Finished> {
+    let mut source = ctx.opts.expected_events();
+    let out = ctx.path("out");
+    let seed = ctx.env.kill_seed;
     println!("   kill seed {seed} (rerun with --kill-seed {seed})");
-    let k = kill_repeatedly(&ctx, ck, &config, &out, &mut source)?;
+    let k = kill_repeatedly(ctx, ck, config, &out, &mut source, plan)?;
     ck.check(
         k.after_kill.is_empty(),
         format!(
@@ -40,10 +164,10 @@ pub fn kill9(env: &Env, ck: &mut Checks) -> anyhow::Result<()> {
         ),
     );
     ck.check(
-        k.kills >= 8,
+        k.kills >= plan.min_kills,
         format!(
-            "{} SIGKILLs delivered mid-run (≥ 8), {} runs finished first",
-            k.kills, k.finished
+            "{} SIGKILLs delivered mid-run (≥ {}), {} runs finished first",
+            k.kills, plan.min_kills, k.finished
         ),
     );
     ck.check(
@@ -53,12 +177,12 @@ pub fn kill9(env: &Env, ck: &mut Checks) -> anyhow::Result<()> {
             k.torn_state
         ),
     );
-    // The final run, without the delay.
-    ctx.mock.clear_faults()?;
-    let run = ctx.run(ck, &config, &out, &[], &[])?;
-    verify::run_ok(ck, &run, "final run");
-    let run = ctx.run(ck, &config, &out, &[], &[])?;
+    before_final()?;
+    let run = ctx.run(ck, config, &out, &[], &[])?;
+    let last = verify::run_ok(ck, &run, "final run");
+    let run = ctx.run(ck, config, &out, &[], &[])?;
     let again = verify::run_ok(ck, &run, "run after the final run");
+    let slices = [&last, &again].map(|s| s.as_ref().and_then(|v| v["slices"].as_u64()));
     let extra = verify::num(again.as_ref(), "rows_output");
     ck.check(
         extra == 0,
@@ -66,15 +190,11 @@ pub fn kill9(env: &Env, ck: &mut Checks) -> anyhow::Result<()> {
     );
     let expected = verify::expected_map(source);
     let report = verify::table(ck, &out, Format::Parquet, &expected, true)?;
-    ck.note(format!(
-        "seed {seed}, {} kills at ms [{}], {} rows in {} parts (largest {})",
-        k.kills,
-        k.delays.join(" "),
-        report.rows,
-        report.parts,
-        report.largest_part
-    ));
-    Ok(())
+    Ok(Finished {
+        kills: k,
+        report,
+        slices,
+    })
 }
 
 /// What [`kill_repeatedly`] saw.
@@ -89,17 +209,30 @@ struct Kills {
     torn_state: usize,
     /// What was wrong with the committed parts after a kill.
     after_kill: Vec<String>,
+    /// Kills after which the state recorded ranges committed beyond the watermark (slices
+    /// further ahead than the first unfinished one).
+    with_ranges: usize,
 }
 
-/// Runs and SIGKILLs the CLI at seeded random instants until 10 kills (or 40 attempts),
-/// checking after each what is committed; a run that finishes first gets new events in
-/// `source` for the next ones.
+/// The number of `committed_ranges` the table's state records (0 when there is no state).
+fn committed_ranges(state_path: &std::path::Path) -> usize {
+    std::fs::read(state_path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+        .and_then(|v| v[cli::TABLE]["committed_ranges"].as_array().map(Vec::len))
+        .unwrap_or(0)
+}
+
+/// Runs and SIGKILLs the CLI at seeded random instants until `plan.kills` kills (or
+/// `plan.attempts` runs), checking after each what is committed; a run that finishes first
+/// gets new events in `source` for the next ones.
 fn kill_repeatedly(
     ctx: &Ctx,
     ck: &mut Checks,
     config: &Value,
     out: &std::path::Path,
     source: &mut Vec<posthog_mock::Event>,
+    plan: &KillPlan,
 ) -> anyhow::Result<Kills> {
     let seed = ctx.env.kill_seed;
     let args = ctx.run_args(config, out, &[], &[])?;
@@ -116,15 +249,15 @@ fn kill_repeatedly(
         ..verify::Look::new(out, Format::Parquet)
     };
     let mut k = Kills::default();
-    for attempt in 0..40 {
-        if k.kills >= 10 {
+    for attempt in 0..plan.attempts {
+        if k.kills >= plan.kills {
             break;
         }
         // Mostly inside the run, some right at start-up, a few late.
         let ms = match rng.u8(..10) {
-            0..2 => rng.u64(5..250),
-            2..9 => rng.u64(250..2_000),
-            _ => rng.u64(2_000..5_000),
+            0..2 => rng.u64(5..plan.busy_ms.start),
+            2..9 => rng.u64(plan.busy_ms.clone()),
+            _ => rng.u64(plan.late_ms.clone()),
         };
         let running = cli::spawn(&ctx.env.cli, ctx.work.path(), &args, &[])?;
         let run = running.kill_at(Duration::from_millis(ms))?;
@@ -156,6 +289,9 @@ fn kill_repeatedly(
         if state_path.exists() && output::load_state(&state_path).is_err() {
             k.torn_state += 1;
             continue;
+        }
+        if committed_ranges(&state_path) > 0 {
+            k.with_ranges += 1;
         }
         // What is committed at this instant: durable parts, each UUID at most once.
         let mut quiet = Checks::default();
