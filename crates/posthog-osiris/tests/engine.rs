@@ -52,17 +52,7 @@ async fn a_backfill_reads_three_slices_at_once_within_the_request_budget() {
     assert_eq!(summary.rows_output, 4_321);
     assert_eq!(summary.slices, 3);
     assert_exactly_once(&dir.path().join("posthog_events"), all_uuids(&dataset));
-    let sent: Vec<String> = server
-        .requests()
-        .iter()
-        .filter(|r| r.path.ends_with("/query/"))
-        .map(|r| {
-            r.body
-                .as_ref()
-                .map(|b| b["query"]["query"].to_string())
-                .unwrap_or_default()
-        })
-        .collect();
+    let sent = query_texts(&server);
     let plans = sent.iter().filter(|q| q.contains("quantiles(")).count();
     assert_eq!(plans, 1, "one planning query");
     // ⌈4321 / 500⌉ + 3 slices + 1: the first page, the plan, then 3 slices of ~1274 rows in
@@ -335,17 +325,7 @@ async fn a_server_timeout_halves_the_page_and_loses_nothing() {
     assert_eq!(summary.page_shrinks, 1);
     assert_eq!(summary.retries, 1, "the halved request is the one repeat");
     assert_exactly_once(&dir.path().join("posthog_events"), all_uuids(&dataset));
-    let sent: Vec<String> = server
-        .requests()
-        .iter()
-        .filter(|r| r.path.ends_with("/query/"))
-        .map(|r| {
-            r.body
-                .as_ref()
-                .map(|b| b["query"]["query"].to_string())
-                .unwrap_or_default()
-        })
-        .collect();
+    let sent = query_texts(&server);
     assert!(sent[0].contains("limit 1000") && sent[1].contains("limit 500"));
     server.shutdown().await;
 }
@@ -363,16 +343,9 @@ async fn the_page_grows_back_after_a_transient_timeout() {
     )
     .await;
     assert_exactly_once(&dir.path().join("posthog_events"), all_uuids(&dataset));
-    let limits: Vec<String> = server
-        .requests()
+    let limits: Vec<String> = query_texts(&server)
         .iter()
-        .filter(|r| r.path.ends_with("/query/"))
-        .map(|r| {
-            let q = r
-                .body
-                .as_ref()
-                .map(|b| b["query"]["query"].to_string())
-                .unwrap_or_default();
+        .map(|q| {
             q.rsplit("limit ")
                 .next()
                 .unwrap_or("")

@@ -484,36 +484,33 @@ proptest::proptest! {
             .unwrap();
         runtime.block_on(async {
             let dataset = Dataset::generate(&spec(n, n / 10));
-            let schedule = changes
-                .iter()
-                .map(|&(after_queries, limit_clamp)| LimitClampChange { after_queries, limit_clamp })
-                .collect();
-            let server = mock_with(&dataset, first, schedule).await;
-            let dir = tempfile::tempdir().unwrap();
-            let summary = run(&sequential_events_config(&server, page), &mut MemoryStore::new(), dir.path()).await;
-            assert_eq!(summary.rows_output as usize, n);
-            if n > 0 {
-                assert_exactly_once(&dir.path().join("posthog_events"), all_uuids(&dataset));
+            // One scan, then the same schedule under concurrent slices (the clamp changes after
+            // a number of queries, whichever slice sends them): every event exactly once, and
+            // one scan in exactly the pages the clamps allow.
+            for sliced in [false, true] {
+                let schedule = changes
+                    .iter()
+                    .map(|&(after_queries, limit_clamp)| LimitClampChange { after_queries, limit_clamp })
+                    .collect();
+                let server = mock_with(&dataset, first, schedule).await;
+                let config = match sliced {
+                    false => sequential_events_config(&server, page),
+                    true => events_config(&server, page),
+                };
+                let dir = tempfile::tempdir().unwrap();
+                let summary = run(&config, &mut MemoryStore::new(), dir.path()).await;
+                assert_eq!(summary.rows_output as usize, n);
+                if n > 0 {
+                    assert_exactly_once(&dir.path().join("posthog_events"), all_uuids(&dataset));
+                }
+                if !sliced {
+                    assert_eq!(
+                        server.request_count(RouteClass::Query),
+                        expected_requests(n, page as usize, first, &changes)
+                    );
+                }
+                server.shutdown().await;
             }
-            assert_eq!(
-                server.request_count(RouteClass::Query),
-                expected_requests(n, page as usize, first, &changes)
-            );
-            server.shutdown().await;
-            // The same schedule under concurrent slices (the clamp changes after a number of
-            // queries, whichever slice sends them): every event exactly once.
-            let schedule = changes
-                .iter()
-                .map(|&(after_queries, limit_clamp)| LimitClampChange { after_queries, limit_clamp })
-                .collect();
-            let server = mock_with(&dataset, first, schedule).await;
-            let dir = tempfile::tempdir().unwrap();
-            let summary = run(&events_config(&server, page), &mut MemoryStore::new(), dir.path()).await;
-            assert_eq!(summary.rows_output as usize, n);
-            if n > 0 {
-                assert_exactly_once(&dir.path().join("posthog_events"), all_uuids(&dataset));
-            }
-            server.shutdown().await;
         });
     }
 }

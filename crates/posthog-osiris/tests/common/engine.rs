@@ -59,6 +59,21 @@ pub fn sequential_events_config(server: &MockServer, page_size: u32) -> ExtractC
     config
 }
 
+/// The HogQL text of every query the mock received, in order.
+pub fn query_texts(server: &MockServer) -> Vec<String> {
+    server
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/query/"))
+        .map(|r| {
+            r.body
+                .as_ref()
+                .map(|b| b["query"]["query"].to_string())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
 pub fn ctx(dir: &Path) -> Context {
     Context::new(dir).with_rate_limits(RateLimits::unlimited())
 }
