@@ -129,6 +129,32 @@ async fn a_sliced_run_stopped_at_any_page_resumes_exactly_once() {
     server.shutdown().await;
 }
 
+/// The planning query is an optimisation: PostHog refusing it (a 400: `quantiles` not allowed,
+/// say) or answering it with a body we cannot read leaves the run reading on as one slice,
+/// every event exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planning_query_that_fails_leaves_one_slice_reading_on() {
+    for fault in [Fault::status(400), Fault::MalformedJson] {
+        let (server, dataset) = mock(4_321, 0).await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = MemoryStore::new();
+        // The first page goes through; the second query is the planning query.
+        server.push_fault(RouteClass::Query, Fault::delay_ms(0));
+        server.push_fault(RouteClass::Query, fault.clone());
+        let summary = run(&events_config(&server, 500), &mut store, dir.path()).await;
+        assert_eq!(summary.slices, 1, "{fault:?}");
+        assert_exactly_once(&dir.path().join("posthog_events"), all_uuids(&dataset));
+        let sent = query_texts(&server);
+        assert!(sent[1].contains("quantiles("), "{fault:?}: {}", sent[1]);
+        assert_eq!(
+            sent.iter().filter(|q| q.contains("quantiles(")).count(),
+            1,
+            "{fault:?}: asked once"
+        );
+        server.shutdown().await;
+    }
+}
+
 /// PostHog's concurrency 429 (no `Retry-After`): the project has 2 free query slots, not 3,
 /// and answers 429 at once when they are taken. The run's first such answer lowers its
 /// concurrency to 2 for the rest of the run; every event arrives exactly once.

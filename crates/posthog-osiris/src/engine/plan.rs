@@ -690,6 +690,66 @@ mod tests {
     }
 
     #[test]
+    fn committed_ranges_become_gap_slices_and_bad_ones_name_their_field() {
+        use posthog_state::CommittedRange;
+        let range = |from: &str, to: &str| CommittedRange {
+            from: from.into(),
+            to: to.into(),
+            to_uuid: UUID.into(),
+            dedup_window: None,
+        };
+        let mut base = state_at("2025-06-01T12:00:00Z");
+        base.committed_ranges = vec![
+            range("2025-06-02T00:00:00Z", "2025-06-02T06:00:00Z"),
+            range("2025-06-03T00:00:00Z", "2025-06-03T01:00:00Z"),
+        ];
+        let p = plan(&events(""), base.clone());
+        // Before the first range (from the lookback), between them, after the last.
+        assert_eq!(p.slices.len(), 3);
+        assert_eq!(p.slices[0].before, Some(at("2025-06-02T00:00:00Z")));
+        assert!(
+            matches!(&p.slices[1].lower, Start::After(c) if c.time == Some(at("2025-06-02T06:00:00Z")))
+        );
+        assert_eq!(p.slices[1].before, Some(at("2025-06-03T00:00:00Z")));
+        assert_eq!(p.slices[2].before, None);
+        assert_eq!(
+            p.split.as_ref().and_then(|s| s.floor),
+            Some(at("2025-06-03T01:00:00Z"))
+        );
+        let refused = |ranges: Vec<CommittedRange>| {
+            let mut bad = base.clone();
+            bad.committed_ranges = ranges;
+            RunPlan::new(
+                &events(""),
+                Path::new("/o"),
+                bad,
+                &StateOrigin::Seeded,
+                false,
+                NOW,
+            )
+            .unwrap_err()
+            .to_string()
+        };
+        let err = refused(vec![range("soon", "2025-06-02T06:00:00Z")]);
+        assert!(
+            err.contains("inputs.state.ev.committed_ranges[0].from"),
+            "{err}"
+        );
+        // Not after the watermark, out of order, or ending before it begins.
+        for ranges in [
+            vec![range("2025-06-01T11:00:00Z", "2025-06-01T13:00:00Z")],
+            vec![
+                range("2025-06-03T00:00:00Z", "2025-06-03T01:00:00Z"),
+                range("2025-06-02T00:00:00Z", "2025-06-02T06:00:00Z"),
+            ],
+            vec![range("2025-06-02T06:00:00Z", "2025-06-02T00:00:00Z")],
+        ] {
+            let err = refused(ranges);
+            assert!(err.contains("must follow the watermark"), "{err}");
+        }
+    }
+
+    #[test]
     fn the_sink_writes_what_the_output_section_says() {
         let c = config(
             "config:\n  source: {data_type: events, page_size: 700}\n  destination: \
