@@ -7,8 +7,9 @@
 //! 2. **No environment, no `unsafe`, no files**: no library target reads the environment
 //!    (`std::env`; `env!` is compile time and allowed) or has an `unsafe` block, and the
 //!    libraries in [`NO_FILES`] touch no files.
-//! 3. **Who may depend on what**: [`ONLY_IN`] (an HTTP client only in `posthog-client`, an HTTP
-//!    server only in the mock) and `anyhow` only in binaries.
+//! 3. **Who may depend on what**: [`ONLY_IN`] (an HTTP client only in `posthog-client`, the
+//!    object-store client only in `posthog-storage`, an HTTP server only in the mock) and
+//!    `anyhow` only in binaries.
 //! 4. **Module docs**: every `src/**/*.rs` (and `build.rs`) opens with a `//!` doc.
 //! 5. **No unused dependency**: every `[dependencies]` entry is used by the crate's code,
 //!    outside tests, except those in [`UNUSED_ALLOWED`].
@@ -34,7 +35,12 @@ use source::Source;
 const ARCHITECTURE: &str = "docs/ARCHITECTURE.md";
 
 /// Libraries whose section in ARCHITECTURE.md promises they touch no files.
-pub const NO_FILES: &[&str] = &["posthog-client", "posthog-error", "posthog-agent"];
+pub const NO_FILES: &[&str] = &[
+    "posthog-client",
+    "posthog-error",
+    "posthog-agent",
+    "posthog-storage",
+];
 
 /// External crates that only the listed workspace crates may have as a normal dependency
 /// (dev-dependencies are free: a test may poke the mock with an HTTP client).
@@ -43,6 +49,12 @@ pub const ONLY_IN: &[(&str, &[&str], &str)] = &[
         "reqwest",
         &["posthog-client"],
         "only posthog-client talks HTTP to PostHog; call its API instead",
+    ),
+    (
+        "object_store",
+        &["posthog-storage"],
+        "only posthog-storage talks to object stores; use its Bucket, ObjectParts, \
+         ObjectStateStore or Lease (a test may use object_store's InMemory)",
     ),
     (
         "hyper",

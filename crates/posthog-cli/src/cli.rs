@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use posthog_osiris::{LogLevel, OutputFormat};
+use posthog_storage::Location;
 
 /// The exit codes, as every `--help` lists them.
 macro_rules! exit_codes {
@@ -793,13 +794,16 @@ pub struct RunArgs {
     #[arg(long, short, value_name = "FILE")]
     pub config: PathBuf,
 
-    /// Directory the tables' part files are written under
-    #[arg(long, value_name = "DIR", default_value = "posthog-output")]
-    pub output_dir: PathBuf,
+    /// Where the tables land: a directory, or an object-store URL (s3://bucket/prefix,
+    /// gs://bucket/prefix, az://container/prefix, file:///path); credentials come from the
+    /// environment (AWS_*, GOOGLE_*, AZURE_*) [default: the config's output.location, else
+    /// posthog-output]
+    #[arg(long, value_name = "DIR|URL")]
+    pub output_dir: Option<String>,
 
-    /// State store [default: DIR/state.json]
-    #[arg(long, value_name = "FILE")]
-    pub state_file: Option<PathBuf>,
+    /// State store, a file or an object URL [default: DIR/state.json]
+    #[arg(long, value_name = "FILE|URL")]
+    pub state_file: Option<String>,
 
     /// Part file format, overriding the config's output.format
     #[arg(long, value_name = "FORMAT", value_parser = output_format_parser())]
@@ -827,12 +831,34 @@ pub struct RunArgs {
     pub repair: bool,
 }
 
+/// The output location when neither `--output-dir` nor `output.location` gives one.
+pub const DEFAULT_OUTPUT_DIR: &str = "posthog-output";
+
 impl RunArgs {
-    /// The state store's path: `--state-file`, else `DIR/state.json`.
-    pub fn state_path(&self) -> PathBuf {
-        self.state_file
-            .clone()
-            .unwrap_or_else(|| self.output_dir.join("state.json"))
+    /// Where the tables land: `--output-dir`, else the config's `output.location`, else
+    /// [`DEFAULT_OUTPUT_DIR`].
+    pub fn output_location(
+        &self,
+        configured: Option<&Location>,
+    ) -> Result<Location, posthog_osiris::ConfigError> {
+        match (&self.output_dir, configured) {
+            (Some(text), _) => Location::parse(text)
+                .map_err(|e| posthog_osiris::ConfigError::new("--output-dir", e.to_string())),
+            (None, Some(location)) => Ok(location.clone()),
+            (None, None) => Ok(Location::Local(PathBuf::from(DEFAULT_OUTPUT_DIR))),
+        }
+    }
+
+    /// The state store's location: `--state-file`, else `state.json` in the output location.
+    pub fn state_location(
+        &self,
+        output: &Location,
+    ) -> Result<Location, posthog_osiris::ConfigError> {
+        match &self.state_file {
+            Some(text) => Location::parse(text)
+                .map_err(|e| posthog_osiris::ConfigError::new("--state-file", e.to_string())),
+            None => Ok(output.join("state.json")),
+        }
     }
 }
 
@@ -907,10 +933,18 @@ mod tests {
             panic!("not run")
         };
         assert_eq!(args.config, PathBuf::from("c.yaml"));
-        assert_eq!(args.output_dir, PathBuf::from("posthog-output"));
+        let output = args.output_location(None).unwrap();
+        assert_eq!(output, Location::Local(PathBuf::from("posthog-output")));
         assert_eq!(
-            args.state_path(),
-            PathBuf::from("posthog-output/state.json")
+            args.state_location(&output).unwrap(),
+            Location::Local(PathBuf::from("posthog-output/state.json"))
+        );
+        let configured = Location::parse("s3://bucket/landing").unwrap();
+        let output = args.output_location(Some(&configured)).unwrap();
+        assert_eq!(output, configured, "the config's output.location");
+        assert_eq!(
+            args.state_location(&output).unwrap().to_string(),
+            "s3://bucket/landing/state.json"
         );
         assert_eq!(args.format, None);
         assert_eq!(cli.global.log_level, None);
@@ -944,7 +978,16 @@ mod tests {
             panic!("extract is not run")
         };
         assert_eq!(args.format, Some(OutputFormat::Csv));
-        assert_eq!(args.state_path(), PathBuf::from("s.json"));
+        let output = args.output_location(None).unwrap();
+        assert_eq!(
+            output,
+            Location::Local(PathBuf::from("out")),
+            "the flag wins"
+        );
+        assert_eq!(
+            args.state_location(&output).unwrap(),
+            Location::Local(PathBuf::from("s.json"))
+        );
         assert_eq!(cli.global.log_level, Some(LogLevel::Warn));
         assert_eq!(cli.global.log_format, LogFormat::Json);
         assert!(cli.global.quiet);

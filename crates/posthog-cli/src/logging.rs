@@ -2,7 +2,9 @@
 //!
 //! The level applies to the toolkit's crates; other crates (hyper, reqwest, …) log warnings
 //! and errors only. `logging.verbose_http` turns on `trace` for `posthog_client`, the level at
-//! which it logs request and response bodies (keys redacted by the client). Log lines are
+//! which it logs request and response bodies (keys redacted by the client), and for the object
+//! store client (`object_store`: its requests and retries; credentials are never in them, as
+//! the e2e `s3-full` scenario checks at trace level). Log lines are
 //! written around the progress bar so that neither garbles the other.
 
 use std::io;
@@ -24,6 +26,7 @@ const TOOLKIT_TARGETS: &[&str] = &[
     "posthog_client",
     "posthog_core",
     "posthog_state",
+    "posthog_storage",
 ];
 
 /// Installs the global subscriber. `bar` is the progress bar log lines must not collide with
@@ -71,6 +74,9 @@ pub fn targets(level: LogLevel, verbose_http: bool) -> Targets {
             toolkit
         };
         targets = targets.with_target(*target, filter);
+    }
+    if verbose_http {
+        targets = targets.with_target("object_store", LevelFilter::TRACE);
     }
     targets
 }

@@ -29,6 +29,7 @@ mod metrics;
 mod output;
 mod progress;
 mod rows;
+mod storage;
 
 use std::io::{self, IsTerminal as _};
 use std::process::ExitCode;
@@ -39,7 +40,7 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use indicatif::ProgressBar;
 use posthog_osiris::{Context, Driver as _, DriverError, ExtractConfig, PostHogDriver};
-use posthog_state::JsonFileStore;
+use posthog_storage::{Bucket, Location};
 
 use crate::cli::{
     Cli, CohortsCommand, Command, DiscoverArgs, DoctorArgs, FlagsCommand, RunArgs, TemplateCommand,
@@ -306,8 +307,10 @@ fn extract(
     bar: ProgressBar,
     show_progress: bool,
 ) -> Result<posthog_osiris::RunSummary, Failure> {
-    let state_path = args.state_path();
-    let mut store = JsonFileStore::open(&state_path)?;
+    let output = args.output_location(config.output.location.as_ref())?;
+    let state_location = args.state_location(&output)?;
+    let options = storage::options(config);
+    let mut store = storage::open_state(&state_location, &options)?;
     // The metrics file is written after the run whatever its outcome; a place it cannot be
     // written is found now, before the first request, not after the run's work is done.
     if let Some(path) = &args.metrics_file {
@@ -319,18 +322,22 @@ fn extract(
     }
     tracing::info!(
         table = %config.destination.table_name,
-        output_dir = %args.output_dir.display(),
-        state_file = %state_path.display(),
+        output = %output,
+        state = %state_location,
         format = %config.output.format,
         "starting run"
     );
-    let mut ctx = Context::new(&args.output_dir)
-        .with_dry_run(args.dry_run)
-        .with_repair(args.repair);
+    let mut ctx = match &output {
+        Location::Local(dir) => Context::new(dir),
+        Location::Object(url) => Context::new(".")
+            .with_bucket(Bucket::connect(url, &options).map_err(DriverError::from)?),
+    }
+    .with_dry_run(args.dry_run)
+    .with_repair(args.repair);
     if show_progress {
         ctx = ctx.with_observer(Arc::new(BarObserver::new(bar.clone())));
     }
-    let summary = runtime.block_on(PostHogDriver.run(config, &mut store, &ctx));
+    let summary = runtime.block_on(PostHogDriver.run(config, store.as_mut(), &ctx));
     bar.finish_and_clear();
     Ok(summary?)
 }

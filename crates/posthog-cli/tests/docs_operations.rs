@@ -427,11 +427,14 @@ fn readme_cli_examples_run_against_the_mock() {
         assert!(summary.get(key).is_some(), "the summary has no {key}");
     }
     assert_eq!(summary["rows_output"], 600, "{summary}");
-    // Everything a reader's glob sees: the table's lock file is hidden.
-    let parts: Vec<_> = std::fs::read_dir(scene.root.join("posthog-output/posthog_events"))
+    // Everything a reader's glob sees: the table's lock file is hidden, and the manifest is
+    // `_`-prefixed, which dataset readers (pyarrow, Spark, Hive) skip.
+    let table = scene.root.join("posthog-output/posthog_events");
+    assert!(table.join("_manifest.json").is_file());
+    let parts: Vec<_> = std::fs::read_dir(&table)
         .expect("the README's part directory")
         .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
-        .filter(|name| !name.starts_with('.'))
+        .filter(|name| !name.starts_with('.') && !name.starts_with('_'))
         .collect();
     assert!(
         !parts.is_empty()

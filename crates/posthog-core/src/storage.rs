@@ -68,8 +68,14 @@ fn io_err<'p>(op: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> Cor
 
 impl PartStore for LocalDir {
     fn create(&self, name: &str) -> Result<Box<dyn PartUpload>, CoreError> {
-        fs::create_dir_all(&self.dir).map_err(io_err("create directory", &self.dir))?;
-        let tmp_path = self.dir.join(format!(".{name}.tmp"));
+        let final_path = self.dir.join(name);
+        let parent = final_path.parent().unwrap_or(&self.dir).to_path_buf();
+        fs::create_dir_all(&parent).map_err(io_err("create directory", &parent))?;
+        let base = final_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp_path = parent.join(format!(".{base}.tmp"));
         let file = fs::OpenOptions::new()
             .write(true)
             .create(true)
@@ -78,22 +84,25 @@ impl PartStore for LocalDir {
             .map_err(io_err("create", &tmp_path))?;
         Ok(Box::new(LocalUpload {
             file: Some(BufWriter::with_capacity(256 * 1024, file)),
-            final_path: self.dir.join(name),
+            final_path,
             tmp_path,
         }))
     }
 
+    /// Every file in the directory and, one level down, in its subdirectories (a partitioned
+    /// table's `date=…` directories), named `dir/file`; hidden directories are skipped.
     fn list(&self) -> Result<Vec<String>, CoreError> {
-        let entries = match fs::read_dir(&self.dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io_err("list", &self.dir)(e)),
-        };
         let mut names = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(io_err("list", &self.dir))?;
-            if let Some(name) = entry.file_name().to_str() {
-                names.push(name.to_owned());
+        for (name, is_dir) in read_names(&self.dir)? {
+            if !is_dir {
+                names.push(name);
+            } else if !name.starts_with('.') {
+                let sub = self.dir.join(&name);
+                for (inner, inner_is_dir) in read_names(&sub)? {
+                    if !inner_is_dir {
+                        names.push(format!("{name}/{inner}"));
+                    }
+                }
             }
         }
         Ok(names)
@@ -101,16 +110,25 @@ impl PartStore for LocalDir {
 
     fn remove(&self, names: &[&str]) -> Result<usize, CoreError> {
         let mut removed = 0;
+        let mut touched: Vec<PathBuf> = Vec::new();
         for name in names {
             let path = self.dir.join(name);
             match fs::remove_file(&path) {
                 Ok(()) => removed += 1,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(io_err("remove", &path)(e)),
             }
+            if !touched.iter().any(|t| Some(t.as_path()) == path.parent()) {
+                touched.push(path.parent().unwrap_or(&self.dir).to_path_buf());
+            }
         }
-        if removed > 0 {
-            sync_dir(&self.dir.join("."))?;
+        for dir in &touched {
+            sync_dir(&dir.join("."))?;
+            // A partition directory left empty goes too (best effort: a run writing into it
+            // again creates it again).
+            if dir != &self.dir && fs::remove_dir(dir).is_ok() {
+                sync_dir(dir)?;
+            }
         }
         Ok(removed)
     }
@@ -122,6 +140,24 @@ impl PartStore for LocalDir {
     fn locate(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
+}
+
+/// The entries of `dir` (none when it does not exist), each with whether it is a directory.
+fn read_names(dir: &Path) -> Result<Vec<(String, bool)>, CoreError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err("list", dir)(e)),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io_err("list", dir))?;
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if let Some(name) = entry.file_name().to_str() {
+            names.push((name.to_owned(), is_dir));
+        }
+    }
+    Ok(names)
 }
 
 /// A local part being written: a hidden temporary file, renamed over its final name on commit
@@ -211,5 +247,30 @@ mod tests {
 
         assert_eq!(store.remove(&["part-1.csv", "part-9.csv"]).unwrap(), 1);
         assert!(!store.exists("part-1.csv"));
+    }
+
+    #[test]
+    fn parts_in_partition_directories_are_listed_by_their_path_and_empty_ones_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalDir::new(dir.path().join("t"));
+        let mut upload = store.create("date=2026-12-01/part-1.csv").unwrap();
+        upload.write_all(b"x").unwrap();
+        assert_eq!(
+            store.list().unwrap(),
+            vec!["date=2026-12-01/.part-1.csv.tmp".to_owned()],
+            "the temporary file sits beside the part's final name"
+        );
+        upload.commit().unwrap();
+        store.create("top.csv").unwrap().commit().unwrap();
+        let mut names = store.list().unwrap();
+        names.sort();
+        assert_eq!(names, ["date=2026-12-01/part-1.csv", "top.csv"]);
+        assert!(store.exists("date=2026-12-01/part-1.csv"));
+        assert_eq!(store.remove(&["date=2026-12-01/part-1.csv"]).unwrap(), 1);
+        assert!(
+            !dir.path().join("t/date=2026-12-01").exists(),
+            "an emptied partition directory is removed"
+        );
+        assert_eq!(store.list().unwrap(), ["top.csv"]);
     }
 }

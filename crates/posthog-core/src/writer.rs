@@ -90,6 +90,9 @@ impl Default for WriterOptions {
 /// A finished, durable part file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartFile {
+    /// Its name in its store (relative to the table's directory; `date=YYYY-MM-DD/part-…` in
+    /// a partitioned table).
+    pub name: String,
     /// Where it is.
     pub path: PathBuf,
     /// Data rows in it.
@@ -157,6 +160,8 @@ impl Write for HashingWriter {
 
 /// A part on its way into its store: the upload discards it if dropped before `commit`.
 struct PendingFile {
+    /// The part's name in its store.
+    name: String,
     /// Where the part will be, for errors and the finished part.
     tmp_path: PathBuf,
 }
@@ -170,6 +175,7 @@ impl PendingFile {
         };
         Ok((
             PendingFile {
+                name: name.to_owned(),
                 tmp_path: store.locate(name),
             },
             writer,
@@ -185,6 +191,7 @@ impl PendingFile {
         inner.flush().map_err(io_err("write", &self.tmp_path))?;
         inner.commit()?;
         Ok(PartFile {
+            name: self.name,
             path: self.tmp_path,
             rows,
             bytes,
@@ -620,6 +627,10 @@ pub struct TableWriter {
     prefix: String,
     options: WriterOptions,
     next_index: u32,
+    /// Appended to every part's name (`<prefix>-<n>-<token>.<ext>`), when set.
+    token: Option<String>,
+    /// The directory (inside the store) new parts go to, when set (`date=2026-12-01`).
+    directory: Option<String>,
     current: Option<(Box<dyn PartWriter>, SchemaRef)>,
 }
 
@@ -660,8 +671,31 @@ impl TableWriter {
             prefix: prefix.into(),
             options,
             next_index: 1,
+            token: None,
+            directory: None,
             current: None,
         }
+    }
+
+    /// Names parts `<prefix>-<n>-<token>.<ext>`: on an object store, where a run whose lease
+    /// has expired may still be uploading, a name no other run can choose means no upload
+    /// ever replaces another run's part.
+    pub fn with_name_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// Puts the parts opened from now on in `directory` inside the store (`None`: at its
+    /// top). A part open in another directory is closed first and returned.
+    pub fn set_directory(
+        &mut self,
+        directory: Option<String>,
+    ) -> Result<Option<PartFile>, CoreError> {
+        if directory == self.directory {
+            return Ok(None);
+        }
+        self.directory = directory;
+        self.close_part()
     }
 
     /// Writes a batch. `columns` are the table's column specs in the batch's column order.
@@ -685,12 +719,7 @@ impl TableWriter {
         }
         if self.current.is_none() {
             let schema = batch.schema();
-            let name = format!(
-                "{}-{:05}.{}",
-                self.prefix,
-                self.next_index,
-                self.options.format.extension()
-            );
+            let name = self.part_name();
             self.next_index += 1;
             let part = open_part(
                 self.store.as_ref(),
@@ -706,6 +735,23 @@ impl TableWriter {
             part.write(batch)?;
         }
         Ok(closed)
+    }
+
+    /// The name of the next part: `[<directory>/]<prefix>-<n>[-<token>].<ext>`.
+    fn part_name(&self) -> String {
+        let mut name = String::new();
+        if let Some(dir) = &self.directory {
+            name.push_str(dir);
+            name.push('/');
+        }
+        name.push_str(&format!("{}-{:05}", self.prefix, self.next_index));
+        if let Some(token) = &self.token {
+            name.push('-');
+            name.push_str(token);
+        }
+        name.push('.');
+        name.push_str(self.options.format.extension());
+        name
     }
 
     /// Numbers the next part `index` instead of 1, so a table's parts keep unique names across

@@ -131,3 +131,67 @@ fn an_unknown_extension_is_refused() {
     let err = for_each_part_key(&path, "uuid", "timestamp", |_, _| {}).unwrap_err();
     assert!(err.to_string().contains("not a part file"), "{err}");
 }
+
+/// A partitioned table's parts are named `date=…/part-<n>-<token>.<ext>`: a change of
+/// directory closes the open part, the sequence runs on across directories, and the name the
+/// part reports is the one it has in its store.
+#[test]
+fn parts_change_directory_with_the_partition_and_carry_the_name_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = rows(10);
+    let mut builder = BatchBuilder::new(&fields(), FlattenMode::Flatten, &[]).unwrap();
+    let mut writer = TableWriter::new(dir.path(), "part", WriterOptions::default())
+        .unwrap()
+        .starting_at(7)
+        .with_name_token("1a2b3c4d");
+    let mut batch_of = |rows: &[(Uuid, i64, String)]| {
+        for (id, at, props) in rows {
+            let mut ts = String::new();
+            format_timestamp(*at, &mut ts);
+            let cells = [
+                serde_json::to_string(&id.to_string()).unwrap(),
+                "\"$pageview\"".into(),
+                serde_json::to_string(&ts).unwrap(),
+                serde_json::to_string(props).unwrap(),
+            ];
+            let raw: Vec<Box<RawValue>> = cells
+                .iter()
+                .map(|c| RawValue::from_string(c.clone()).unwrap())
+                .collect();
+            let row: Vec<&RawValue> = raw.iter().map(|r| r.as_ref()).collect();
+            builder.append_array_row(&row).unwrap();
+        }
+        (
+            builder.finish_batch().unwrap().unwrap(),
+            builder.schema().to_specs(),
+        )
+    };
+    assert!(
+        writer
+            .set_directory(Some("date=2025-01-01".into()))
+            .unwrap()
+            .is_none()
+    );
+    let (batch, specs) = batch_of(&rows[..5]);
+    assert!(writer.write(&batch, &specs).unwrap().is_none());
+    assert!(
+        writer
+            .set_directory(Some("date=2025-01-01".into()))
+            .unwrap()
+            .is_none(),
+        "the same directory keeps the part open"
+    );
+    let first = writer
+        .set_directory(Some("date=2025-01-02".into()))
+        .unwrap()
+        .expect("a new directory closes the open part");
+    assert_eq!(first.name, "date=2025-01-01/part-00007-1a2b3c4d.parquet");
+    assert_eq!(first.rows, 5);
+    assert!(dir.path().join(&first.name).is_file());
+    let (batch, specs) = batch_of(&rows[5..]);
+    writer.write(&batch, &specs).unwrap();
+    let second = writer.close_part().unwrap().unwrap();
+    assert_eq!(second.name, "date=2025-01-02/part-00008-1a2b3c4d.parquet");
+    assert_eq!(second.path, dir.path().join(&second.name));
+    assert_eq!(file_sha256(&second.path).unwrap(), second.sha256);
+}

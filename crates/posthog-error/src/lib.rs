@@ -176,6 +176,14 @@ impl Category {
     /// assert_eq!(Category::of_io_error(&Error::from(ErrorKind::StorageFull)), Category::Data);
     /// ```
     pub fn of_io_error(error: &std::io::Error) -> Category {
+        // An error of another kind of store (an object store behind a file-like seam) says
+        // its own category.
+        if let Some(categorized) = error
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<CategorizedError>())
+        {
+            return categorized.category;
+        }
         match error.kind() {
             std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
                 Category::Permission
@@ -188,6 +196,55 @@ impl Category {
 impl fmt::Display for Category {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// An error carried with the category its producer gave it, for seams whose error type is
+/// `std::io::Error` (a part upload's `Write`, the state store's I/O errors): wrapped in an
+/// `io::Error`, [`Category::of_io_error`] answers its category instead of reading the kind.
+/// It shows as the error it wraps, and its source is that error's source.
+///
+/// ```
+/// use posthog_error::{CategorizedError, Category};
+/// let inner = std::io::Error::other("the bucket `landing` does not exist");
+/// let error = std::io::Error::other(CategorizedError::new(Category::Config, inner));
+/// assert_eq!(Category::of_io_error(&error), Category::Config);
+/// assert_eq!(error.to_string(), "the bucket `landing` does not exist");
+/// ```
+#[derive(Debug)]
+pub struct CategorizedError {
+    category: Category,
+    error: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl CategorizedError {
+    /// `error`, in `category`.
+    pub fn new(
+        category: Category,
+        error: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        CategorizedError {
+            category,
+            error: error.into(),
+        }
+    }
+}
+
+impl Categorized for CategorizedError {
+    fn category(&self) -> Category {
+        self.category
+    }
+}
+
+impl fmt::Display for CategorizedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for CategorizedError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.source()
     }
 }
 

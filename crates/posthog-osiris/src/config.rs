@@ -25,6 +25,10 @@
 //! | `output.part_rows` | 1000000 | 1000..=100000000 |
 //! | `output.flatten_properties` | true | |
 //! | `output.max_columns` | 1000 | 16..=10000 |
+//! | `output.location` | none (`--output-dir`, else `./posthog-output`) | a path, `s3://`, `gs://`, `az://`, `abfss://`, `file://` URL |
+//! | `output.partition_by` | `none` | `none`, `day` (incremental tables) |
+//! | `output.storage.endpoint` / `region` / `allow_http` | none (the environment's) | |
+//! | `output.storage.lease_seconds` | 60 | 5..=3600 |
 //! | `logging.level` / `verbose_http` | `info` / false | `error`, `warn` (`warning`), `info`, `debug`, `trace` |
 //! | `performance.batch_size` | 5000 | 100..=1000000 |
 //! | `performance.request_timeout` (s) | 30 | 1..=600 |
@@ -50,7 +54,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 pub use error::ConfigError;
-pub use names::{DataType, IncrementalField, LogLevel, OutputFormat, ParseNameError};
+pub use names::{DataType, IncrementalField, LogLevel, OutputFormat, ParseNameError, PartitionBy};
 
 use error::API_KEY_FIELD;
 use names::RegionName;
@@ -130,9 +134,16 @@ pub struct DestinationConfig {
 }
 
 /// `output`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct OutputConfig {
+    /// Where the tables land (`output.location`), when the config says; the CLI's
+    /// `--output-dir` overrides it.
+    pub location: Option<posthog_storage::Location>,
+    /// How parts are laid out in a table's directory (default: all at its top).
+    pub partition_by: PartitionBy,
+    /// Non-secret options of an object-store location.
+    pub storage: StorageConfig,
     /// Format of the part files (default Parquet).
     pub format: OutputFormat,
     /// Rows per part file (default 1 000 000). A part is closed at the first page boundary
@@ -150,9 +161,37 @@ pub struct OutputConfig {
     pub max_columns: usize,
 }
 
+/// `output.storage`: what an object-store location needs besides credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StorageConfig {
+    /// The store's endpoint (S3-compatible servers), over the environment's.
+    pub endpoint: Option<String>,
+    /// The bucket's region, over the environment's.
+    pub region: Option<String>,
+    /// Whether a plain `http://` endpoint is allowed, over the environment's.
+    pub allow_http: Option<bool>,
+    /// How long a table's lease lasts unless renewed (default 60 s).
+    pub lease: Duration,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            endpoint: None,
+            region: None,
+            allow_http: None,
+            lease: Duration::from_secs(default_of::<u64>(&raw::LEASE_SECONDS)),
+        }
+    }
+}
+
 impl Default for OutputConfig {
     fn default() -> Self {
         OutputConfig {
+            location: None,
+            partition_by: PartitionBy::None,
+            storage: StorageConfig::default(),
             format: OutputFormat::default(),
             part_rows: default_of(&raw::PART_ROWS),
             flatten_properties: true,
@@ -283,12 +322,7 @@ fn validate(raw: RawConfig) -> Result<ExtractConfig, ConfigError> {
     let inputs_state = raw.inputs.and_then(|i| i.state).unwrap_or_default();
     let output = match raw.output {
         None => OutputConfig::default(),
-        Some(o) => OutputConfig {
-            format: o.format.unwrap_or_default(),
-            part_rows: int_in("output.part_rows", o.part_rows, &raw::PART_ROWS)?,
-            flatten_properties: o.flatten_properties.unwrap_or(true),
-            max_columns: int_in("output.max_columns", o.max_columns, &raw::MAX_COLUMNS)?,
-        },
+        Some(o) => output(o, &source)?,
     };
     let logging = raw
         .logging
@@ -309,6 +343,49 @@ fn validate(raw: RawConfig) -> Result<ExtractConfig, ConfigError> {
         output,
         logging,
         performance,
+    })
+}
+
+fn output(o: raw::RawOutput, source: &SourceConfig) -> Result<OutputConfig, ConfigError> {
+    let location = match o.location {
+        None => None,
+        Some(text) => Some(
+            posthog_storage::Location::parse(&text)
+                .map_err(|e| ConfigError::new("output.location", e.to_string()))?,
+        ),
+    };
+    let partition_by = o.partition_by.unwrap_or_default();
+    if partition_by == PartitionBy::Day && source.incremental_field.is_none() {
+        return Err(ConfigError::new(
+            "output.partition_by",
+            format!(
+                "day partitions by the incremental field's date; {} is extracted as a snapshot, \
+                 which has none: leave partition_by out or set it to none",
+                source.data_type
+            ),
+        ));
+    }
+    let storage = match o.storage {
+        None => StorageConfig::default(),
+        Some(st) => StorageConfig {
+            endpoint: st.endpoint,
+            region: st.region,
+            allow_http: st.allow_http,
+            lease: Duration::from_secs(int_in(
+                "output.storage.lease_seconds",
+                st.lease_seconds,
+                &raw::LEASE_SECONDS,
+            )?),
+        },
+    };
+    Ok(OutputConfig {
+        location,
+        partition_by,
+        storage,
+        format: o.format.unwrap_or_default(),
+        part_rows: int_in("output.part_rows", o.part_rows, &raw::PART_ROWS)?,
+        flatten_properties: o.flatten_properties.unwrap_or(true),
+        max_columns: int_in("output.max_columns", o.max_columns, &raw::MAX_COLUMNS)?,
     })
 }
 

@@ -20,6 +20,10 @@ use crate::{DriverError, ExtractConfig};
 pub struct Context {
     /// Base path: a table's parts go to `<base_path>/<table_name>/`.
     pub base_path: PathBuf,
+    /// An object-store location to write to instead of `base_path`: a table's parts go under
+    /// `<prefix>/<table_name>/`, held by a lease object there (`_lease`) rather than a lock
+    /// file. The caller builds it (credentials come from its environment).
+    pub bucket: Option<posthog_storage::Bucket>,
     /// Receives progress and the final metrics of a run; `None` to receive nothing.
     pub observer: Option<Arc<dyn Observer>>,
     /// How long `doctor` may take in all (default 2 s).
@@ -42,6 +46,7 @@ impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Context")
             .field("base_path", &self.base_path)
+            .field("bucket", &self.bucket.as_ref().map(|b| b.url().to_string()))
             .field("observer", &self.observer.is_some())
             .field("doctor_timeout", &self.doctor_timeout)
             .field("dry_run", &self.dry_run)
@@ -55,6 +60,7 @@ impl Context {
     pub fn new(base_path: impl Into<PathBuf>) -> Self {
         Context {
             base_path: base_path.into(),
+            bucket: None,
             observer: None,
             doctor_timeout: Duration::from_secs(2),
             rate_limits: None,
@@ -78,6 +84,14 @@ impl Context {
     /// Makes `run` a dry run: every page is requested and read, nothing is written or committed.
     pub fn with_dry_run(mut self, dry_run: bool) -> Self {
         self.dry_run = dry_run;
+        self
+    }
+
+    /// Writes to the object-store location `bucket` (its URL becomes the base path shown in
+    /// paths and errors).
+    pub fn with_bucket(mut self, bucket: posthog_storage::Bucket) -> Self {
+        self.base_path = PathBuf::from(bucket.url().to_string());
+        self.bucket = Some(bucket);
         self
     }
 

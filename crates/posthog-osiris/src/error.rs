@@ -92,6 +92,24 @@ pub enum DriverError {
         reason: String,
     },
 
+    /// The object store refused or failed (a missing bucket, access denied, another run's
+    /// lease on the table, throttling or errors that outlasted the retries).
+    #[error(transparent)]
+    Storage(#[from] posthog_storage::StorageError),
+
+    /// This run's lease on an object-store table could not be renewed, so another run may
+    /// have taken the table over: nothing more is committed.
+    #[error(
+        "this run lost its lease on {table} ({reason}); nothing more was committed: the next run \
+         removes what this one uploaded after its last commit"
+    )]
+    LeaseLost {
+        /// The table's location.
+        table: String,
+        /// Why the lease was lost.
+        reason: String,
+    },
+
     /// A file operation of the driver itself failed (creating the output directory, removing an
     /// uncommitted part).
     #[error("cannot {action} {path}")]
@@ -121,6 +139,8 @@ impl DriverError {
             },
             DriverError::State(e) => e.category(),
             DriverError::Core(e) => e.category(),
+            DriverError::Storage(e) => e.category(),
+            DriverError::LeaseLost { .. } => Category::Config,
             DriverError::TableLocked { .. } | DriverError::TableOwned { .. } => Category::Config,
             DriverError::Io { source, .. } => Category::of_io_error(source),
             DriverError::Protocol(_)

@@ -41,8 +41,8 @@ pub mod spec;
 
 pub use config::{
     ConfigError, Connection, DataType, DestinationConfig, ExtractConfig, IncrementalField,
-    LogLevel, LoggingConfig, OutputConfig, OutputFormat, ParseNameError, PerformanceConfig,
-    RetryConfig, SourceConfig,
+    LogLevel, LoggingConfig, OutputConfig, OutputFormat, ParseNameError, PartitionBy,
+    PerformanceConfig, RetryConfig, SourceConfig, StorageConfig,
 };
 pub use driver::{
     Context, DiscoveredResource, Discovery, DoctorReport, Driver, Field, Observer, PostHogDriver,

@@ -7,7 +7,7 @@ use posthog_osiris::ExtractConfig;
 use serde_json::{Value, json};
 
 /// (path in the nested shape, path in the flat shape, min, max).
-const INT_RANGES: [(&str, &str, i64, i64); 8] = [
+const INT_RANGES: [(&str, &str, i64, i64); 9] = [
     ("config.source.page_size", "page_size", 100, 50_000),
     (
         "config.source.lookback_window_minutes",
@@ -28,6 +28,12 @@ const INT_RANGES: [(&str, &str, i64, i64); 8] = [
         600,
     ),
     ("performance.pool_size", "performance.pool_size", 1, 64),
+    (
+        "output.storage.lease_seconds",
+        "output.storage.lease_seconds",
+        5,
+        3600,
+    ),
     (
         "performance.query_concurrency",
         "performance.query_concurrency",
@@ -591,4 +597,33 @@ fn the_first_error_is_reported_deterministically() {
     for _ in 0..3 {
         assert_eq!(load_err(&doc).field, "config.source.page_size");
     }
+}
+
+/// `output.location` is checked like every value: a URL of an unknown scheme, or an object URL
+/// without a bucket, is refused naming the field; `partition_by: day` needs a time column.
+#[test]
+fn output_location_and_partitioning_are_checked() {
+    for (bad, says) in [
+        ("ftp://host/dir", "ftp"),
+        ("s3://", "bucket"),
+        ("s3://bucket/a/../b", ".."),
+    ] {
+        let err = load_err(&set(nested_base(), "output.location", json!(bad)));
+        let text = err.to_string();
+        assert!(text.starts_with("output.location: "), "{bad}: {text}");
+        assert!(text.contains(says), "{bad}: {text}");
+    }
+    let ok = load(&set(nested_base(), "output.location", json!("gs://b/p"))).unwrap();
+    assert_eq!(ok.output.location.unwrap().to_string(), "gs://b/p");
+    let err = load_err(&set(
+        set(nested_base(), "config.source.data_type", json!("cohorts")),
+        "output.partition_by",
+        json!("day"),
+    ));
+    assert!(
+        err.to_string().starts_with("output.partition_by: "),
+        "{err}"
+    );
+    let err = load_err(&set(nested_base(), "output.partition_by", json!("hour")));
+    assert!(err.to_string().contains("output.partition_by"), "{err}");
 }

@@ -124,6 +124,18 @@ fn maximal_nested_config_sets_every_field() {
     assert_eq!(cfg.destination.primary_key, ["uuid", "event"]);
     assert_eq!(cfg.output.format, OutputFormat::Csv);
     assert_eq!(cfg.output.format.extension(), "csv");
+    assert_eq!(
+        cfg.output.location.as_ref().map(ToString::to_string),
+        Some("s3://landing-bucket/posthog".to_owned())
+    );
+    assert_eq!(cfg.output.partition_by, posthog_osiris::PartitionBy::Day);
+    assert_eq!(
+        cfg.output.storage.endpoint.as_deref(),
+        Some("http://127.0.0.1:9000")
+    );
+    assert_eq!(cfg.output.storage.region.as_deref(), Some("eu-west-1"));
+    assert_eq!(cfg.output.storage.allow_http, Some(true));
+    assert_eq!(cfg.output.storage.lease, Duration::from_secs(30));
     assert_eq!(cfg.logging.level, LogLevel::Debug);
     assert!(cfg.logging.verbose_http);
     assert_eq!(cfg.performance.batch_size, 20_000);

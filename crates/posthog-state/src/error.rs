@@ -65,6 +65,22 @@ pub enum StateError {
         reason: String,
     },
 
+    /// Another run committed a different state for this table to the same store since this run
+    /// read it (a store without a lock, such as an object in a bucket, found out when its
+    /// conditional write failed). Nothing of this commit was written.
+    #[error(
+        "another run changed the state of table {table:?} in {} since this run read it; nothing \
+         was committed: only one run may extract a table at a time (stop the other run, then \
+         run again: this run's uncommitted parts are removed)",
+        location.display()
+    )]
+    Conflict {
+        /// The state store (a file, or an object's URL as a path).
+        location: PathBuf,
+        /// The table whose entry changed.
+        table: String,
+    },
+
     /// Reading, writing, locking or syncing a file failed.
     #[error("cannot {action} {}", path.display())]
     Io {
@@ -89,14 +105,15 @@ fn version_advice(found: u64, supported: u32) -> &'static str {
 }
 
 impl StateError {
-    /// The failure's category: [`Config`](Category::Config) for a store locked by another run
-    /// (the user started two runs on one store), [`Permission`](Category::Permission) for I/O
-    /// the file system refused as not permitted (a read-only directory),
-    /// [`Data`](Category::Data) for everything else (a state file or state that cannot be used,
-    /// or I/O failing).
+    /// The failure's category: [`Config`](Category::Config) for a store locked by another run or a
+    /// table another run committed meanwhile (the user started two runs on one store or table:
+    /// retrying cannot help while the other runs, stopping it can),
+    /// [`Permission`](Category::Permission) for I/O the file system refused as not permitted (a
+    /// read-only directory), [`Data`](Category::Data) for everything else (a state file or state
+    /// that cannot be used, or I/O failing).
     pub fn category(&self) -> Category {
         match self {
-            StateError::Locked { .. } => Category::Config,
+            StateError::Locked { .. } | StateError::Conflict { .. } => Category::Config,
             StateError::Io { source, .. } => Category::of_io_error(source),
             StateError::Corrupt { .. }
             | StateError::UnsupportedVersion { .. }
@@ -134,7 +151,12 @@ mod tests {
             action: "create a file in the state directory",
             source: io::Error::from(io::ErrorKind::PermissionDenied),
         };
+        let conflict = StateError::Conflict {
+            location: PathBuf::from("s3://b/state.json"),
+            table: "events".into(),
+        };
         assert_eq!(locked.category(), Category::Config);
+        assert_eq!(conflict.category(), Category::Config);
         assert_eq!(corrupt.category(), Category::Data);
         assert_eq!(io.category(), Category::Data);
         assert_eq!(denied.category(), Category::Permission);

@@ -1,22 +1,18 @@
 //! The JSON state file: one exclusive lock per store, validated once on open, rewritten
 //! atomically on every commit.
 
-use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize as _;
-use serde_json::{Map, Value};
+use crate::{StateDocument, StateError, StateStore, TableState};
 
-use crate::model::UNVERSIONED_FORMAT;
-use crate::{FORMAT_VERSION, StateError, StateStore, TableState};
-
-/// A [`StateStore`] in one JSON file, an object keyed by table name whose values are
-/// [`TableState`] entries (the seed's shape; entries without a `format_version` are read as
-/// version 1, and every version this build reads is migrated to [`FORMAT_VERSION`] on load).
+/// A [`StateStore`] in one JSON file, a [`StateDocument`]: an object keyed by table name whose
+/// values are [`TableState`] entries (the seed's shape; entries without a `format_version` are
+/// read as version 1, and every version this build reads is migrated to
+/// [`FORMAT_VERSION`](crate::FORMAT_VERSION) on load).
 ///
 /// - **One run at a time.** [`JsonFileStore::open`] takes an exclusive lock on `<path>.lock` and
 ///   holds it until the store is dropped; a second open fails at once with
@@ -36,7 +32,7 @@ pub struct JsonFileStore {
     _lock: File,
     /// The entries as read or last committed. Kept as JSON values so that tables this run does
     /// not commit are written back exactly as they were read.
-    tables: BTreeMap<String, Value>,
+    document: StateDocument,
     temp_counter: u64,
 }
 
@@ -68,13 +64,13 @@ impl JsonFileStore {
         let lock = lock_exclusive(&lock_path)?;
         // Only after locking: no other store can be writing temporary files for this path now.
         remove_stale_temp_files(&dir, &file_name);
-        let tables = read_tables(&path)?;
+        let document = read_document(&path)?;
 
         Ok(JsonFileStore {
             path,
             lock_path,
             _lock: lock,
-            tables,
+            document,
             temp_counter: 0,
         })
     }
@@ -91,7 +87,7 @@ impl JsonFileStore {
 
     /// The names of the tables with an entry, sorted.
     pub fn tables(&self) -> impl Iterator<Item = &str> + '_ {
-        self.tables.keys().map(String::as_str)
+        self.document.tables()
     }
 
     /// Writes all entries to a temporary sibling, syncs it and renames it over the state file.
@@ -130,36 +126,22 @@ impl JsonFileStore {
 }
 
 impl StateStore for JsonFileStore {
-    /// The table's entry, migrated to [`FORMAT_VERSION`]. The file keeps the entry as it was
-    /// read until this table's next commit writes it in the current version.
+    /// The table's entry, migrated to [`FORMAT_VERSION`](crate::FORMAT_VERSION). The file keeps the
+    /// entry as it was read until this table's next commit writes it in the current version.
     fn load(&self, table: &str) -> Result<Option<TableState>, StateError> {
-        let Some(entry) = self.tables.get(table) else {
-            return Ok(None);
-        };
-        // Checked on open and on commit, so this only fails if those checks have a gap.
-        read_entry(&self.path, table, entry).map(Some)
+        self.document.load(table)
     }
 
     fn commit(&mut self, table: &str, state: &TableState) -> Result<(), StateError> {
-        state.validate(table)?;
-        let entry = serde_json::to_value(state).map_err(|e| StateError::InvalidState {
-            table: table.to_owned(),
-            reason: format!("cannot be written as JSON: {e}"),
-        })?;
-
-        let previous = self.tables.insert(table.to_owned(), entry);
-        let replaced = render(&self.tables)
-            .map_err(|e| StateError::InvalidState {
-                table: table.to_owned(),
-                reason: format!("cannot be written as JSON: {e}"),
-            })
-            .and_then(|contents| self.replace_file(contents.as_bytes()));
+        let previous = self.document.set(table, state)?;
+        let replaced = self
+            .document
+            .render()
+            .and_then(|contents| self.replace_file(&contents));
         if let Err(e) = replaced {
-            // The file still holds the previous entry; so must memory.
-            match previous {
-                Some(old) => self.tables.insert(table.to_owned(), old),
-                None => self.tables.remove(table),
-            };
+            // The file still holds the previous entry; so must memory. It was in the document
+            // before, so it is put back without a check that could fail.
+            let _ = self.document.set_entry(table, previous);
             return Err(e);
         }
         // The new file is in place; the entry stays in memory even if the directory sync fails,
@@ -197,7 +179,7 @@ impl fmt::Debug for JsonFileStore {
         f.debug_struct("JsonFileStore")
             .field("path", &self.path)
             .field("lock_path", &self.lock_path)
-            .field("tables", &self.tables.keys().collect::<Vec<_>>())
+            .field("tables", &self.document.tables().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
@@ -267,131 +249,16 @@ fn remove_stale_temp_files(dir: &Path, file_name: &OsStr) {
     }
 }
 
-fn read_tables(path: &Path) -> Result<BTreeMap<String, Value>, StateError> {
+fn read_document(path: &Path) -> Result<StateDocument, StateError> {
     match fs::read(path) {
-        Ok(bytes) => parse_tables(path, &bytes),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+        Ok(bytes) => StateDocument::parse(path, &bytes),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(StateDocument::empty(path)),
         Err(source) => Err(StateError::Io {
             path: path.to_path_buf(),
             action: "read the state file",
             source,
         }),
     }
-}
-
-/// Parses and checks a whole state file. Every entry must load as a [`TableState`] and pass
-/// its checks, so later loads cannot fail and nothing unreadable is ever written back.
-fn parse_tables(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, Value>, StateError> {
-    let corrupt = |reason: String| StateError::Corrupt {
-        path: path.to_path_buf(),
-        reason,
-    };
-    if bytes.is_empty() {
-        // Our writes are atomic, so an empty file was made or truncated by something else;
-        // reading it as "no state" would re-extract everything and duplicate committed rows.
-        return Err(corrupt("the file is empty (0 bytes)".into()));
-    }
-    let value: Value =
-        serde_json::from_slice(bytes).map_err(|e| corrupt(format!("not valid JSON: {e}")))?;
-    let Value::Object(tables) = value else {
-        return Err(corrupt(format!(
-            "expected a JSON object keyed by table name, found {}",
-            kind(&value)
-        )));
-    };
-    for (table, entry) in &tables {
-        read_entry(path, table, entry)?;
-    }
-    Ok(tables.into_iter().collect())
-}
-
-/// Reads one table's entry: checks its version, loads it, checks it, and migrates it to
-/// [`FORMAT_VERSION`]. Every error names the file, the table and, when one is at fault, the
-/// field.
-fn read_entry(path: &Path, table: &str, entry: &Value) -> Result<TableState, StateError> {
-    let corrupt = |reason: String| StateError::Corrupt {
-        path: path.to_path_buf(),
-        reason: format!("table {table:?}: {reason}"),
-    };
-    let Value::Object(fields) = entry else {
-        return Err(corrupt(format!(
-            "expected an object, found {}",
-            kind(entry)
-        )));
-    };
-    // The version decides how to read the rest, so it is checked before anything else: a newer
-    // entry must be reported as newer, not as corrupt.
-    let version = match fields.get("format_version") {
-        None => UNVERSIONED_FORMAT,
-        Some(version) => match version.as_u64() {
-            Some(found) if (1..=u64::from(FORMAT_VERSION)).contains(&found) => {
-                // In range, so it fits.
-                u32::try_from(found).unwrap_or(FORMAT_VERSION)
-            }
-            Some(found) => {
-                return Err(StateError::UnsupportedVersion {
-                    path: path.to_path_buf(),
-                    table: table.to_owned(),
-                    found,
-                    supported: FORMAT_VERSION,
-                });
-            }
-            None => {
-                let found = match version {
-                    Value::Number(n) => format!("the number {n}"),
-                    other => kind(other).to_owned(),
-                };
-                return Err(corrupt(format!(
-                    "format_version must be a positive integer, found {found}"
-                )));
-            }
-        },
-    };
-    let mut state = TableState::deserialize(entry).map_err(|e| match blame_field(fields) {
-        Some(field) => corrupt(format!("field {field:?}: {e}")),
-        None => corrupt(e.to_string()),
-    })?;
-    state.problem().map_err(corrupt)?;
-    migrate(&mut state, version);
-    Ok(state)
-}
-
-/// Brings an entry read as `version` to [`FORMAT_VERSION`]. Each version adds its step here
-/// (`1 => …, 2 => …`) and keeps the older ones, so an entry of any supported version is read in
-/// one pass. 1 → 2 converts nothing: version 2 only adds the optional part ranges, and a
-/// version 1 part has none (its range is unknown). 2 → 3 converts nothing either: version 3
-/// only adds `committed_ranges`, and an older entry has none.
-fn migrate(state: &mut TableState, version: u32) {
-    debug_assert!((1..=FORMAT_VERSION).contains(&version));
-    state.format_version = FORMAT_VERSION;
-}
-
-/// The first field that does not load on its own, to name it in the error (serde's messages
-/// say what type was wrong but not where). Runs only when an entry has already failed.
-fn blame_field(fields: &Map<String, Value>) -> Option<&str> {
-    fields.iter().find_map(|(name, value)| {
-        let alone = Value::Object(Map::from_iter([(name.clone(), value.clone())]));
-        TableState::deserialize(&alone)
-            .is_err()
-            .then_some(name.as_str())
-    })
-}
-
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-fn render(tables: &BTreeMap<String, Value>) -> Result<String, serde_json::Error> {
-    let mut text = serde_json::to_string_pretty(tables)?;
-    text.push('\n');
-    Ok(text)
 }
 
 /// Writes `contents` to the new temporary `file` and syncs it. The file gets the permissions of
@@ -453,20 +320,6 @@ mod tests {
         assert_eq!(
             parent_dir(Path::new("out/state.json")),
             PathBuf::from("out")
-        );
-    }
-
-    #[test]
-    fn corrupt_field_is_named() {
-        let err = parse_tables(
-            Path::new("s.json"),
-            br#"{"t": {"last_timestamp": null, "rows_total": "many"}}"#,
-        )
-        .unwrap_err();
-        let msg = err.to_string();
-        assert!(
-            msg.contains(r#"table "t": field "rows_total": invalid type"#),
-            "{msg}"
         );
     }
 }

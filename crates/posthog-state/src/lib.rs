@@ -11,6 +11,8 @@
 //! - [`JsonFileStore`]: the store as one JSON file, locked for one run at a time, checked on
 //!   open and never overwritten when it cannot be read, rewritten atomically on each commit.
 //! - [`MemoryStore`]: the same contract in memory, for tests of the engine.
+//! - [`StateDocument`]: the store's bytes, parsed, checked and rendered in one place, for every
+//!   store that keeps them (the file store here, an object store elsewhere).
 //!
 //! ```
 //! use posthog_state::{JsonFileStore, StateStore, TableState};
@@ -28,11 +30,13 @@
 
 #![warn(missing_docs)]
 
+mod document;
 mod error;
 mod file_store;
 mod model;
 mod store;
 
+pub use document::StateDocument;
 pub use error::StateError;
 pub use file_store::JsonFileStore;
 pub use model::{ColumnRecord, CommittedRange, FORMAT_VERSION, PartRecord, TableState};

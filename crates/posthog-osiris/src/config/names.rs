@@ -229,6 +229,18 @@ impl OutputFormat {
 }
 
 name_enum! {
+    /// How a table's parts are laid out in its directory.
+    pub enum PartitionBy ("partitioning") {
+        /// Every part at the top of the table's directory.
+        #[default]
+        None = "none",
+        /// Hive-style `date=YYYY-MM-DD/` directories by the UTC date of the incremental
+        /// field, which Spark, Trino, Athena, pyarrow and DuckDB (`hive_partitioning`) read.
+        Day = "day",
+    }
+}
+
+name_enum! {
     /// How much the component logs. `warning` (the seeds' spelling) is read as `warn`.
     pub enum LogLevel ("log level") {
         /// Errors only.

@@ -18,7 +18,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 use super::error::{ConfigError, DOCUMENT_FIELD};
-use super::names::{DataType, IncrementalField, LogLevel, OutputFormat, RegionName};
+use super::names::{DataType, IncrementalField, LogLevel, OutputFormat, PartitionBy, RegionName};
 
 /// An integer setting's accepted range and its default.
 pub(crate) struct IntBounds {
@@ -71,6 +71,11 @@ pub(crate) const MAX_COLUMNS: IntBounds = IntBounds {
     min: 16,
     max: 10_000,
     default: 1_000,
+};
+pub(crate) const LEASE_SECONDS: IntBounds = IntBounds {
+    min: 5,
+    max: 3_600,
+    default: 60,
 };
 pub(crate) const QUERY_PER_MINUTE: IntBounds = IntBounds {
     min: 1,
@@ -283,6 +288,37 @@ pub(crate) struct RawOutput {
         extend("default" = MAX_COLUMNS.default)
     )]
     pub max_columns: Option<i128>,
+    /// Where the tables land: a local path, or `s3://bucket/prefix`, `gs://bucket/prefix`,
+    /// `az://container/prefix`, `file:///path`. `--output-dir` overrides it.
+    #[schemars(extend("default" = "./posthog-output"))]
+    pub location: Option<String>,
+    /// `day`: parts go to `<table>/date=YYYY-MM-DD/` by the UTC date of the incremental field.
+    #[schemars(extend("default" = "none"))]
+    pub partition_by: Option<PartitionBy>,
+    /// Options of an object-store location that are not secrets (credentials come from the
+    /// environment).
+    pub storage: Option<RawStorage>,
+}
+
+/// `output.storage`.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub(crate) struct RawStorage {
+    /// The store's endpoint (an S3-compatible server: MinIO, R2, Ceph); overrides
+    /// `AWS_ENDPOINT_URL`.
+    pub endpoint: Option<String>,
+    /// The bucket's region; overrides `AWS_REGION`.
+    pub region: Option<String>,
+    /// Allows a plain `http://` endpoint; overrides `AWS_ALLOW_HTTP`.
+    pub allow_http: Option<bool>,
+    /// How long a run's lease on a table (`<table>/_lease`) lasts unless renewed; a crashed
+    /// run's lease expires after it.
+    #[schemars(
+        with = "Option<Integer>",
+        range(min = LEASE_SECONDS.min, max = LEASE_SECONDS.max),
+        extend("default" = LEASE_SECONDS.default)
+    )]
+    pub lease_seconds: Option<i128>,
 }
 
 /// Logging.

@@ -30,6 +30,7 @@ use super::plan::{SlicePlan, SplitPlan};
 use super::sink::{Checkpoint, PageInfo, SinkMsg, SinkOutcome};
 use super::slices;
 use super::source::{KeysetScan, Start};
+use super::table_dir::TableDir;
 use crate::DriverError;
 
 /// The fetch side's end of the pipe to the sink, and the commits of what comes back.
@@ -133,11 +134,16 @@ struct Commits<'a> {
     checkpoints: mpsc::UnboundedReceiver<Checkpoint>,
     store: &'a mut dyn StateStore,
     table: &'a str,
+    /// The table as this run holds it: each commit checks the hold and rewrites the manifest.
+    dir: Option<&'a TableDir>,
 }
 
 impl Commits<'_> {
     fn commit(&mut self, state: &posthog_state::TableState) -> Result<(), DriverError> {
-        self.store.commit(self.table, state)?;
+        match self.dir {
+            Some(dir) => dir.commit(self.store, self.table, state)?,
+            None => self.store.commit(self.table, state)?,
+        }
         tracing::info!(
             table = self.table,
             parts = state.parts.len(),
@@ -183,6 +189,7 @@ impl<'a> Pipeline<'a> {
         checkpoints: mpsc::UnboundedReceiver<Checkpoint>,
         store: &'a mut dyn StateStore,
         table: &'a str,
+        dir: Option<&'a TableDir>,
     ) -> Self {
         Pipeline {
             feeder: Feeder {
@@ -195,6 +202,7 @@ impl<'a> Pipeline<'a> {
                 checkpoints,
                 store,
                 table,
+                dir,
             },
         }
     }

@@ -121,6 +121,9 @@ pub(crate) struct SinkPlan {
     pub ranges: Vec<BaseRange>,
     /// A repair's exclusions and lost parts.
     pub repair: Option<Repair>,
+    /// Parts go to `date=YYYY-MM-DD/` by the UTC date of `time_column` (`output.partition_by:
+    /// day`; only tables with a time column).
+    pub partition_by_day: bool,
 }
 
 impl RunPlan {
@@ -207,6 +210,8 @@ impl RunPlan {
             lookback,
             ranges,
             repair: None,
+            partition_by_day: config.output.partition_by == crate::config::PartitionBy::Day
+                && time_column.is_some(),
         };
         Ok(RunPlan {
             table_path: base_path.join(&table),

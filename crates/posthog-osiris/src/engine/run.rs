@@ -45,36 +45,70 @@ pub(crate) async fn run(
     // before the first request: a run that cannot finish fails before it reads anything.
     let table_dir = match plan.dry_run {
         true => None,
-        false => Some(TableDir::claim(
-            &plan.table_path,
-            store,
-            &plan.base,
-            &run_id,
-        )?),
+        false => Some(claim(&plan, config, store, ctx, &run_id)?),
     };
     let parts = table_dir.as_ref().map_or_else(
-        || Arc::new(LocalDir::new(&plan.table_path)) as Arc<dyn PartStore>,
+        || match &ctx.bucket {
+            Some(bucket) => bucket.parts(&plan.table),
+            None => Arc::new(LocalDir::new(&plan.table_path)) as Arc<dyn PartStore>,
+        },
         TableDir::parts,
     );
-    let plan = match ctx.repair {
-        true => plan_repair(plan, config, parts.as_ref()).await,
-        false => refuse_missing_parts(plan, parts.as_ref()),
+    let plan = match (ctx.repair, &ctx.bucket) {
+        (true, Some(_)) => Err(DriverError::Config(ConfigError::new(
+            "--repair",
+            "reads the table's remaining parts back from a local directory; a table on an \
+             object store cannot be repaired yet: copy it to a local directory, repair it \
+             there, and copy the new parts and state back",
+        ))),
+        (true, None) => plan_repair(plan, config, parts.as_ref()).await,
+        (false, _) => refuse_missing_parts(plan, parts.as_ref()),
     };
     let extracted = match plan {
         Ok(plan) => extract(&client, plan, parts, table_dir.as_ref(), store, ctx, run_id).await,
         Err(e) => Err(e),
     };
-    let extracted = extracted.inspect_err(|_| {
-        if let Some(dir) = &table_dir {
-            dir.release_if_unused();
-        }
-    })?;
+    if let (Err(_), Some(dir)) = (&extracted, &table_dir) {
+        dir.release_if_unused();
+    }
+    if let Some(dir) = table_dir {
+        dir.release();
+    }
+    let extracted = extracted?;
     let status = match (ctx.dry_run, ctx.repair) {
         (true, _) => RunStatus::DryRun,
         (false, true) => RunStatus::Repaired,
         (false, false) => RunStatus::Success,
     };
     Ok(summary(config, status, extracted, &client, started))
+}
+
+/// Takes the table for this run (a local directory's lock, or an object store's lease),
+/// removes what an interrupted run left, and rewrites the manifest from the committed state
+/// (an interrupted run may have committed without rewriting it).
+fn claim(
+    plan: &RunPlan,
+    config: &ExtractConfig,
+    store: &mut dyn StateStore,
+    ctx: &Context,
+    run_id: &str,
+) -> Result<TableDir, DriverError> {
+    let dir = match &ctx.bucket {
+        None => TableDir::claim(&plan.table_path, store, &plan.base, run_id)?,
+        Some(bucket) => TableDir::claim_object(
+            bucket,
+            &plan.table,
+            &plan.table_path,
+            config.output.storage.lease,
+            store,
+            &plan.base,
+            run_id,
+        )?,
+    };
+    if !plan.base.parts.is_empty() {
+        dir.write_manifest(&plan.table, &plan.base)?;
+    }
+    Ok(dir)
 }
 
 /// Reads the plan's pages into the sink and commits what it wrote: the checkpoints as they
@@ -104,15 +138,23 @@ async fn extract(
         base: plan.base.clone(),
         incremental: plan.incremental,
         watermark: plan.watermark,
-        run_id,
+        run_id: run_id.clone(),
         observer: ctx.observer.clone(),
         span: plan.span,
         dry_run: plan.dry_run,
+        // The run id's first 8 hex digits.
+        part_token: ctx.bucket.as_ref().map(|_| {
+            run_id
+                .chars()
+                .filter(char::is_ascii_hexdigit)
+                .take(8)
+                .collect()
+        }),
     })?;
     let (pages_tx, pages_rx) = mpsc::channel(fetch::SINK_CHANNEL);
     let (checkpoints_tx, checkpoints_rx) = mpsc::unbounded_channel();
     let sink_task = tokio::task::spawn_blocking(move || sink.run(pages_rx, checkpoints_tx));
-    let mut pipeline = Pipeline::new(pages_tx, checkpoints_rx, store, &plan.table);
+    let mut pipeline = Pipeline::new(pages_tx, checkpoints_rx, store, &plan.table, table_dir);
     let fetched = match &plan.source {
         Source::Keyset(_) => {
             fetch::keyset(client, slices, plan.split.as_ref(), &mut pipeline).await
@@ -126,7 +168,7 @@ async fn extract(
     let state = match table_dir {
         None => plan.base,
         Some(dir) => {
-            store.commit(&plan.table, &outcome.state)?;
+            dir.commit(store, &plan.table, &outcome.state)?;
             if !plan.incremental {
                 dir.remove_replaced(&plan.base, &outcome.state)?;
             }
@@ -191,7 +233,7 @@ fn summary(
 /// Committed parts whose files are gone stop an incremental run before any request: their
 /// rows would never be read again. A snapshot replaces every part anyway.
 fn refuse_missing_parts(plan: RunPlan, parts: &dyn PartStore) -> Result<RunPlan, DriverError> {
-    let missing = missing_parts(parts, &plan.base);
+    let missing = missing_parts(parts, &plan.base)?;
     if !plan.incremental {
         for part in &missing {
             tracing::warn!(file = %part.file, "a part of the previous snapshot is missing; this run replaces the snapshot");
@@ -230,7 +272,7 @@ async fn plan_repair(
         id: scan.id_column,
         time: scan.time_column.unwrap_or("timestamp"),
     };
-    let missing = missing_parts(parts, &plan.base);
+    let missing = missing_parts(parts, &plan.base)?;
     let (table, dir, state) = (
         plan.table.clone(),
         plan.table_path.clone(),

@@ -42,6 +42,9 @@ use crate::{ConfigError, DriverError};
 /// window (`dedup_window`) is what the engine reads back.
 const RECENT_UUIDS_MAX: usize = 1000;
 
+/// Microseconds in a day: rows are partitioned by `time.div_euclid(DAY_MICROS)`.
+const DAY_MICROS: i64 = 86_400_000_000;
+
 /// A batch is encoded once it holds this much ([`BatchBuilder::pending_bytes`]), whatever
 /// `batch_size` says: 5 000 rows of 10 KB values would otherwise hold 50 MB, and 5 000 rows
 /// of 3 000 columns 75 MB of offsets and null bits. 4 MiB rather than 8: at 8 MiB a default
@@ -124,6 +127,9 @@ pub(crate) struct SinkSetup {
     pub span: Option<(i64, i64)>,
     /// Read and count pages, write nothing (see `Context::dry_run`).
     pub dry_run: bool,
+    /// Appended to part names (`part-<n>-<token>.<ext>`) on object stores, where a run whose
+    /// lease expired may still be uploading: no two runs ever write one name.
+    pub part_token: Option<String>,
 }
 
 /// How a repair writes: the rows of lost parts again, and nothing that other parts hold.
@@ -243,6 +249,9 @@ pub(crate) struct Sink {
     writer: TableWriter,
     /// Incremental time range of the rows in the batch being built, and of the open part.
     batch_range: Option<TimeRange>,
+    /// The UTC day (days since 1970-01-01) of the rows in the open partition, when
+    /// partitioned by day.
+    day: Option<i64>,
     part_range: Option<TimeRange>,
     /// Parts in the state: the base's (incremental) plus those closed by this run.
     parts: Vec<PartRecord>,
@@ -305,9 +314,12 @@ impl Sink {
         let mut first_window = setup.plan.dedup.take();
         let dedup = first_window.is_some();
         let lookback = setup.plan.lookback;
-        let writer =
+        let mut writer =
             TableWriter::with_store(setup.parts.clone(), "part", setup.plan.writer.clone())
                 .starting_at(first_index);
+        if let Some(token) = &setup.part_token {
+            writer = writer.with_name_token(token.clone());
+        }
         let slices = std::mem::take(&mut setup.slices)
             .into_iter()
             .map(|(lower, before)| Slice {
@@ -326,6 +338,7 @@ impl Sink {
             builder,
             writer,
             batch_range: None,
+            day: None,
             part_range: None,
             parts,
             files: Vec::new(),
@@ -447,6 +460,12 @@ impl Sink {
         if self.setup.dry_run {
             self.rows_output += 1;
             return Ok(());
+        }
+        if let (true, Some(t)) = (self.setup.plan.partition_by_day, at) {
+            let day = t.div_euclid(DAY_MICROS);
+            if self.day != Some(day) {
+                self.enter_day(day, t)?;
+            }
         }
         self.builder.append_array_row(&row)?;
         self.batch_range = widen(self.batch_range, at.map(|t| (t, t)));
@@ -590,6 +609,21 @@ impl Sink {
         Ok(())
     }
 
+    /// Rows of another UTC day arrive: the pending batch goes into the open part, which is
+    /// closed, and the next part opens in the day's `date=YYYY-MM-DD` directory.
+    fn enter_day(&mut self, day: i64, at: UnixMicros) -> Result<(), DriverError> {
+        self.flush_batch()?;
+        let stamp = text(at);
+        let date = stamp
+            .split_once('T')
+            .map_or(stamp.as_str(), |(date, _)| date);
+        if let Some(part) = self.writer.set_directory(Some(format!("date={date}")))? {
+            self.closed(part);
+        }
+        self.day = Some(day);
+        Ok(())
+    }
+
     /// Closes the open part, the pending batch written first.
     fn close_part(&mut self) -> Result<(), DriverError> {
         self.flush_batch()?;
@@ -601,13 +635,8 @@ impl Sink {
 
     fn closed(&mut self, part: PartFile) {
         let range = self.part_range.take().filter(|_| self.setup.incremental);
-        let file = part
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
         self.parts.push(PartRecord {
-            file,
+            file: part.name,
             rows: part.rows,
             bytes: part.bytes,
             sha256: part.sha256,

@@ -19,14 +19,32 @@ use crate::DriverError;
 /// it while another run may be opening it would let two runs lock two different files.
 pub(crate) const LOCK_FILE: &str = ".lock";
 
-/// The table directory, created and locked for one run. Dropping it releases the lock.
+/// The table's lease object on an object store: created if absent, renewed while the run
+/// lives, expiring after a crash.
+pub(crate) const LEASE_OBJECT: &str = "_lease";
+
+/// The manifest of a table's committed parts, rewritten after each commit. `_`-prefixed, so
+/// Spark, pyarrow datasets and Hive-style readers skip it when they list the parts.
+pub(crate) const MANIFEST: &str = "_manifest.json";
+
+/// The table directory, created and locked for one run. Dropping it releases the lock (or
+/// the lease).
 #[derive(Debug)]
 pub(crate) struct TableDir {
     path: PathBuf,
     /// The table's parts, where the sink writes them.
     parts: Arc<dyn PartStore>,
+    /// What keeps other runs out while this one writes.
+    hold: Hold,
+}
+
+/// A local table's lock file, or an object-store table's lease.
+#[derive(Debug)]
+enum Hold {
     /// Holds the exclusive lock; the OS releases it when the handle closes.
-    _lock: File,
+    Local { _lock: File },
+    /// Renewed while held; released when dropped.
+    Lease(posthog_storage::Lease),
 }
 
 impl TableDir {
@@ -51,7 +69,7 @@ impl TableDir {
             return Ok(TableDir {
                 path: path.to_path_buf(),
                 parts: Arc::new(LocalDir::new(path)),
-                _lock: file,
+                hold: Hold::Local { _lock: file },
             });
         }
         Err(DriverError::TableLocked {
@@ -104,10 +122,133 @@ impl TableDir {
         }
     }
 
+    /// Takes an object-store table for a run: its lease (`<table>/_lease`, put-if-absent, or
+    /// taken over once expired), a check that the state store takes a commit, and the removal
+    /// of parts no committed state names. The lease's own put is the check that the run may
+    /// write under the table's prefix.
+    pub(crate) fn claim_object(
+        bucket: &posthog_storage::Bucket,
+        table: &str,
+        path: &Path,
+        lease_ttl: std::time::Duration,
+        store: &mut dyn StateStore,
+        base: &TableState,
+        run_id: &str,
+    ) -> Result<TableDir, DriverError> {
+        let holder = posthog_storage::LeaseHolder {
+            run_id: run_id.to_owned(),
+            host: host_name(),
+            pid: std::process::id(),
+        };
+        let lease = posthog_storage::Lease::acquire(
+            bucket,
+            &format!("{table}/{LEASE_OBJECT}"),
+            lease_ttl,
+            holder,
+            time::OffsetDateTime::now_utc(),
+        )?;
+        let dir = TableDir {
+            path: path.to_path_buf(),
+            parts: bucket.parts(table),
+            hold: Hold::Lease(lease),
+        };
+        store.check_writable()?;
+        dir.remove_uncommitted(base)?;
+        Ok(dir)
+    }
+
+    /// Ends the run's hold on the table: the lease is deleted now (if still this run's), so
+    /// the next run need not wait for it to expire; a lock file is unlocked by the drop.
+    /// Best effort: a lease that cannot be deleted expires by itself.
+    pub(crate) fn release(self) {
+        if let Hold::Lease(lease) = self.hold {
+            let url = lease.url().to_owned();
+            if let Err(e) = lease.release() {
+                tracing::warn!(lease = %url, error = %posthog_error::ErrorChain::new(&e), "cannot release the lease; it expires by itself");
+            }
+        }
+    }
+
+    /// Fails when this run no longer holds the table (its lease could not be renewed: another
+    /// run may have taken it over), so nothing more is committed.
+    pub(crate) fn check_held(&self) -> Result<(), DriverError> {
+        match &self.hold {
+            Hold::Local { .. } => Ok(()),
+            Hold::Lease(lease) => match lease.lost() {
+                None => Ok(()),
+                Some(why) => Err(DriverError::LeaseLost {
+                    table: self.path.display().to_string(),
+                    reason: why,
+                }),
+            },
+        }
+    }
+
+    /// Commits `state` for `table`: only while this run still holds the table, and followed
+    /// by the manifest, so a reader that knows nothing of the state finds the committed parts.
+    pub(crate) fn commit(
+        &self,
+        store: &mut dyn StateStore,
+        table: &str,
+        state: &TableState,
+    ) -> Result<(), DriverError> {
+        self.check_held()?;
+        store.commit(table, state)?;
+        self.write_manifest(table, state)
+    }
+
+    /// Writes `_manifest.json`: every part `state` names (path, rows, bytes, SHA-256, time
+    /// range) and its watermark, replacing the previous manifest whole.
+    pub(crate) fn write_manifest(
+        &self,
+        table: &str,
+        state: &TableState,
+    ) -> Result<(), DriverError> {
+        let parts: Vec<serde_json::Value> = state
+            .parts
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "path": p.file,
+                    "url": self.parts.locate(&p.file).display().to_string(),
+                    "rows": p.rows,
+                    "bytes": p.bytes,
+                    "sha256": p.sha256,
+                    "first_timestamp": p.first_timestamp,
+                    "last_timestamp": p.last_timestamp,
+                })
+            })
+            .collect();
+        let manifest = serde_json::json!({
+            "table": table,
+            "location": self.path.display().to_string(),
+            "run_id": state.run_id,
+            "committed_at": state.updated_at,
+            "watermark": {
+                "last_timestamp": state.last_timestamp,
+                "last_uuid": state.last_uuid,
+            },
+            "rows": state.parts.iter().map(|p| p.rows).sum::<u64>(),
+            "parts": parts,
+        });
+        let mut text = serde_json::to_vec_pretty(&manifest)
+            .map_err(|e| DriverError::Protocol(format!("cannot write the manifest: {e}")))?;
+        text.push(b'\n');
+        let mut upload = self.parts.create(MANIFEST)?;
+        upload
+            .write_all(&text)
+            .map_err(|e| DriverError::io("write the manifest in", &self.path, e))?;
+        upload.commit()?;
+        Ok(())
+    }
+
     /// After a failed run: when the table directory holds nothing but the lock file, removes
     /// both, so a run that failed before writing anything leaves no trace. Best effort: what
     /// cannot be removed stays and is logged.
     pub(crate) fn release_if_unused(&self) {
+        if matches!(self.hold, Hold::Lease(_)) {
+            return; // no directories on an object store; the lease goes when dropped
+        }
         let only_lock = fs::read_dir(&self.path).is_ok_and(|entries| {
             entries
                 .filter_map(Result::ok)
@@ -149,9 +290,7 @@ impl TableDir {
             .iter()
             .map(String::as_str)
             .filter(|name| {
-                (is_part_name(name) && !committed.contains(name))
-                    || (name.starts_with(".part-") && name.ends_with(".tmp"))
-                    || (name.starts_with(".write-check-") && name.ends_with(".tmp"))
+                (is_part_name(name) && !committed.contains(name)) || is_leftover_temp(name)
             })
             .collect();
         for name in &leftovers {
@@ -179,14 +318,22 @@ impl TableDir {
     }
 }
 
-/// The committed parts whose files are not in the store.
-pub(crate) fn missing_parts(parts: &dyn PartStore, state: &TableState) -> Vec<PartRecord> {
-    state
+/// The committed parts whose files are not in the store (one listing, not a request per part
+/// on an object store).
+pub(crate) fn missing_parts(
+    parts: &dyn PartStore,
+    state: &TableState,
+) -> Result<Vec<PartRecord>, DriverError> {
+    if state.parts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let present: HashSet<String> = parts.list()?.into_iter().collect();
+    Ok(state
         .parts
         .iter()
-        .filter(|p| !parts.exists(&p.file))
+        .filter(|p| !present.contains(&p.file))
         .cloned()
-        .collect()
+        .collect())
 }
 
 /// Records `owner` in an empty lock file, or checks it is the one recorded.
@@ -230,17 +377,58 @@ fn check_owner(file: &mut File, lock_path: &Path, owner: &Path) -> Result<(), Dr
     Ok(())
 }
 
-/// `part-<digits>.<parquet|jsonl|csv>`: the names the engine gives parts.
+/// `[date=YYYY-MM-DD/]part-<digits>[-<hex token>].<parquet|jsonl|csv>`: the names the engine
+/// gives parts.
 pub(crate) fn is_part_name(name: &str) -> bool {
-    let Some(rest) = name.strip_prefix("part-") else {
+    let Some(file) = in_partition(name) else {
         return false;
     };
-    let Some((digits, ext)) = rest.split_once('.') else {
+    let Some(rest) = file.strip_prefix("part-") else {
         return false;
+    };
+    let Some((stem, ext)) = rest.split_once('.') else {
+        return false;
+    };
+    let (digits, token) = match stem.split_once('-') {
+        Some((digits, token)) => (digits, Some(token)),
+        None => (stem, None),
     };
     !digits.is_empty()
         && digits.bytes().all(|b| b.is_ascii_digit())
+        && token.is_none_or(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_hexdigit()))
         && matches!(ext, "parquet" | "jsonl" | "csv")
+}
+
+/// A temporary file a part, or a write check, left: `[date=…/].part-….tmp`.
+fn is_leftover_temp(name: &str) -> bool {
+    in_partition(name).is_some_and(|file| {
+        (file.starts_with(".part-") || file.starts_with(".write-check-")) && file.ends_with(".tmp")
+    })
+}
+
+/// The file name inside a `date=YYYY-MM-DD/` directory, or the name itself at the top; `None`
+/// for any other directory.
+fn in_partition(name: &str) -> Option<&str> {
+    match name.split_once('/') {
+        None => Some(name),
+        Some((dir, file)) => {
+            let date = dir.strip_prefix("date=")?;
+            let well_formed = date.len() == 10
+                && date.bytes().enumerate().all(|(i, b)| {
+                    matches!(i, 4 | 7) == (b == b'-') && (b == b'-' || b.is_ascii_digit())
+                });
+            (well_formed && !file.contains('/')).then_some(file)
+        }
+    }
+}
+
+/// This machine's name, for a lease's holder (`unknown` where the system does not say).
+fn host_name() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 /// Whether `file` is the file at `path` now (not one removed since it was opened).
@@ -272,6 +460,17 @@ mod tests {
         assert!(!is_part_name("part-0001.txt"));
         assert!(!is_part_name("notes.parquet"));
         assert!(!is_part_name("part-0001-copy.jsonl"));
+        assert!(is_part_name("part-00001-1a2b3c4d.parquet"));
+        assert!(is_part_name("date=2026-12-01/part-00001.parquet"));
+        assert!(is_part_name("date=2026-12-01/part-00007-00ff.csv"));
+        assert!(!is_part_name("date=2026-12/part-00001.parquet"));
+        assert!(!is_part_name("other/part-00001.parquet"));
+        assert!(!is_part_name("date=2026-12-01/x/part-00001.parquet"));
+        assert!(!is_part_name("_manifest.json"));
+        assert!(!is_part_name("_lease"));
+        assert!(is_leftover_temp("date=2026-12-01/.part-00001.parquet.tmp"));
+        assert!(is_leftover_temp(".write-check-abc.tmp"));
+        assert!(!is_leftover_temp("date=2026-12-01/part-00001.parquet"));
     }
 
     #[test]
