@@ -15,13 +15,15 @@
 //! - [`cli`]: running `posthog-cli`, config files.
 //! - [`output`]: reading part files (Parquet, JSONL, CSV) union-by-name, state and part sets.
 //! - [`verify`]: the checks: exactly once, value by value, part bookkeeping.
-//! - [`scenarios`], [`robustness`], [`paging`] (LIMIT clamps, a hostile `Retry-After`) and
-//!   [`destination`] (read-only destinations, the table lock, lost parts and `--repair`): the
-//!   scenarios.
+//! - [`scenarios`], [`robustness`], [`paging`] (LIMIT clamps, a hostile `Retry-After`),
+//!   [`destination`] (read-only destinations, the table lock, lost parts and `--repair`) and
+//!   [`object_store`] (landing on S3 against a moto server: exactly once, `kill -9`, the lease,
+//!   day partitions): the scenarios.
 
 mod cli;
 mod destination;
 pub(crate) mod mock;
+mod object_store;
 mod output;
 mod paging;
 mod robustness;
@@ -206,6 +208,30 @@ const SCENARIOS: &[Scenario] = &[
         about: "deleted committed parts: the next run names them (exit 1); run --repair restores exactly once",
         slow: false,
         run: destination::lost_part,
+    },
+    Scenario {
+        name: "s3-full",
+        about: "5 000 events to s3://bucket/landing (moto): exactly once, value by value via pyarrow, manifest, nothing on local disk",
+        slow: false,
+        run: object_store::s3_full,
+    },
+    Scenario {
+        name: "s3-kill9",
+        about: "SIGKILL during multipart uploads and before the state commit, lease 5 s: exactly once, no orphan part",
+        slow: false,
+        run: object_store::s3_kill9,
+    },
+    Scenario {
+        name: "s3-lease",
+        about: "a second run while the lease lives: exit 2 naming it; renewed; an expired lease taken over",
+        slow: false,
+        run: object_store::s3_lease,
+    },
+    Scenario {
+        name: "s3-partition-day",
+        about: "partition_by: day on S3 and locally: rows in their UTC date=…/ dirs; pyarrow and DuckDB hive counts",
+        slow: false,
+        run: object_store::s3_partition_day,
     },
 ];
 

@@ -39,6 +39,26 @@ fn rows(n: usize) -> Vec<(Uuid, i64, String)> {
         .collect()
 }
 
+/// Appends `rows` to the batch being built, as a HogQL page holds them.
+fn append(builder: &mut BatchBuilder, rows: &[(Uuid, i64, String)]) {
+    for (id, at, props) in rows {
+        let mut ts = String::new();
+        format_timestamp(*at, &mut ts);
+        let cells = [
+            serde_json::to_string(&id.to_string()).unwrap(),
+            "\"$pageview\"".into(),
+            serde_json::to_string(&ts).unwrap(),
+            serde_json::to_string(props).unwrap(),
+        ];
+        let raw: Vec<Box<RawValue>> = cells
+            .iter()
+            .map(|c| RawValue::from_string(c.clone()).unwrap())
+            .collect();
+        let row: Vec<&RawValue> = raw.iter().map(|r| r.as_ref()).collect();
+        builder.append_array_row(&row).unwrap();
+    }
+}
+
 fn write(dir: &Path, format: PartFormat, rows: &[(Uuid, i64, String)]) -> PartFile {
     let mut builder = BatchBuilder::new(&fields(), FlattenMode::Flatten, &[]).unwrap();
     let mut writer = TableWriter::new(
@@ -54,22 +74,7 @@ fn write(dir: &Path, format: PartFormat, rows: &[(Uuid, i64, String)]) -> PartFi
     )
     .unwrap();
     for chunk in rows.chunks(100) {
-        for (id, at, props) in chunk {
-            let mut ts = String::new();
-            format_timestamp(*at, &mut ts);
-            let cells: Vec<String> = vec![
-                serde_json::to_string(&id.to_string()).unwrap(),
-                "\"$pageview\"".into(),
-                serde_json::to_string(&ts).unwrap(),
-                serde_json::to_string(props).unwrap(),
-            ];
-            let raw: Vec<Box<RawValue>> = cells
-                .iter()
-                .map(|c| RawValue::from_string(c.clone()).unwrap())
-                .collect();
-            let row: Vec<&RawValue> = raw.iter().map(|r| r.as_ref()).collect();
-            builder.append_array_row(&row).unwrap();
-        }
+        append(&mut builder, chunk);
         let batch = builder.finish_batch().unwrap().unwrap();
         let specs = builder.schema().to_specs();
         assert!(writer.write(&batch, &specs).unwrap().is_none());
@@ -145,22 +150,7 @@ fn parts_change_directory_with_the_partition_and_carry_the_name_token() {
         .starting_at(7)
         .with_name_token("1a2b3c4d");
     let mut batch_of = |rows: &[(Uuid, i64, String)]| {
-        for (id, at, props) in rows {
-            let mut ts = String::new();
-            format_timestamp(*at, &mut ts);
-            let cells = [
-                serde_json::to_string(&id.to_string()).unwrap(),
-                "\"$pageview\"".into(),
-                serde_json::to_string(&ts).unwrap(),
-                serde_json::to_string(props).unwrap(),
-            ];
-            let raw: Vec<Box<RawValue>> = cells
-                .iter()
-                .map(|c| RawValue::from_string(c.clone()).unwrap())
-                .collect();
-            let row: Vec<&RawValue> = raw.iter().map(|r| r.as_ref()).collect();
-            builder.append_array_row(&row).unwrap();
-        }
+        append(&mut builder, rows);
         (
             builder.finish_batch().unwrap().unwrap(),
             builder.schema().to_specs(),

@@ -24,6 +24,10 @@ const CONNECTION_ENV: [&str; 4] = [
     "RUST_LOG",
 ];
 
+/// The prefixes of the variables an object store would read credentials and endpoints from
+/// (AWS, Google Cloud, Azure); removed for every run, so only what a scenario passes is seen.
+const STORE_ENV_PREFIXES: [&str; 3] = ["AWS_", "GOOGLE_", "AZURE_"];
+
 static RUN_SEQ: AtomicUsize = AtomicUsize::new(0);
 
 /// A finished CLI process.
@@ -106,6 +110,28 @@ impl RunningCli {
             }
             std::thread::sleep((after - elapsed).min(Duration::from_millis(5)));
         }
+        self.kill_now()
+    }
+
+    /// SIGKILLs it as soon as `now()` says so (asked every millisecond) or at `deadline` since
+    /// its start, unless it exited first; `killed` tells which.
+    pub fn kill_when(
+        mut self,
+        mut now: impl FnMut() -> bool,
+        deadline: Duration,
+    ) -> anyhow::Result<CliRun> {
+        loop {
+            if let Some(status) = self.child.try_wait().context("waiting for posthog-cli")? {
+                return self.finish(status, false);
+            }
+            if now() || self.started.elapsed() >= deadline {
+                return self.kill_now();
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn kill_now(mut self) -> anyhow::Result<CliRun> {
         // Child::kill sends SIGKILL on Unix: no chance to clean up, like `kill -9`.
         let _ = self.child.kill();
         let status = self.child.wait().context("reaping posthog-cli")?;
@@ -148,6 +174,19 @@ pub fn spawn_via(
     args: &[OsString],
     env: &[(&str, &str)],
 ) -> anyhow::Result<RunningCli> {
+    spawn_in(prefix, bin, work, work, args, env)
+}
+
+/// [`spawn_via`] with the CLI's working directory `cwd` (its stdout and stderr files still
+/// go to `work`).
+pub fn spawn_in(
+    prefix: &[OsString],
+    bin: &Path,
+    work: &Path,
+    cwd: &Path,
+    args: &[OsString],
+    env: &[(&str, &str)],
+) -> anyhow::Result<RunningCli> {
     let seq = RUN_SEQ.fetch_add(1, Ordering::Relaxed);
     let stdout_path = work.join(format!("cli-{seq:03}.stdout"));
     let stderr_path = work.join(format!("cli-{seq:03}.stderr"));
@@ -164,12 +203,20 @@ pub fn spawn_via(
         }
     };
     cmd.args(args)
-        .current_dir(work)
+        .current_dir(cwd)
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(stderr);
     for var in CONNECTION_ENV {
         cmd.env_remove(var);
+    }
+    for (var, _) in std::env::vars_os() {
+        if STORE_ENV_PREFIXES
+            .iter()
+            .any(|p| var.to_string_lossy().starts_with(p))
+        {
+            cmd.env_remove(var);
+        }
     }
     for (k, v) in env {
         cmd.env(k, v);

@@ -375,7 +375,7 @@ impl Drop for Mock {
 }
 
 /// One HTTP/1.1 exchange with `Connection: close`: status and body (chunked bodies decoded).
-fn http(
+pub(super) fn http(
     addr: SocketAddr,
     method: &str,
     path: &str,

@@ -330,14 +330,18 @@ pub struct PartSets {
     pub in_state: Vec<StatePart>,
     /// Whether the state has a `parts` list at all.
     pub state_has_parts: bool,
-    /// `part-*` files in the table directory.
+    /// `part-*` files in the table directory and in its `date=YYYY-MM-DD` directories
+    /// (`output.partition_by: day`).
     pub on_disk: BTreeSet<PathBuf>,
-    /// Hidden or temporary files in the table directory (an unfinished part, …), the table
-    /// lock aside.
+    /// Hidden or temporary files in the table directory or its day directories (an unfinished
+    /// part, an object store's `_lease` after the run, an empty day directory…), the table
+    /// lock and the manifest aside.
     pub leftovers: Vec<PathBuf>,
     /// The table lock `<table>/.lock`'s content (the state file that owns the table), when
     /// the file exists.
     pub lock: Option<String>,
+    /// `<table>/_manifest.json`, when it exists.
+    pub manifest: Option<PathBuf>,
 }
 
 impl PartSets {
@@ -349,6 +353,23 @@ impl PartSets {
 /// The table lock in a table directory: kept there for good, it records the state file
 /// that owns the table.
 pub const LOCK_FILE: &str = ".lock";
+
+/// The manifest of the committed parts a run rewrites after each commit.
+pub const MANIFEST_FILE: &str = "_manifest.json";
+
+/// A Hive day directory of `output.partition_by: day`: `date=YYYY-MM-DD`.
+pub fn is_day_dir(name: &str) -> bool {
+    name.strip_prefix("date=").is_some_and(|d| {
+        d.len() == 10
+            && d.bytes().enumerate().all(|(i, b)| {
+                if i == 4 || i == 7 {
+                    b == b'-'
+                } else {
+                    b.is_ascii_digit()
+                }
+            })
+    })
+}
 
 pub fn part_sets(state: Option<&Value>, table_dir: &Path, table: &str) -> anyhow::Result<PartSets> {
     let mut sets = PartSets::default();
@@ -372,13 +393,17 @@ pub fn part_sets(state: Option<&Value>, table_dir: &Path, table: &str) -> anyhow
         {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with("part-") && !name.contains(".tmp") {
+            if is_day_dir(&name) && entry.file_type()?.is_dir() {
+                day_dir_parts(&entry.path(), &mut sets)?;
+            } else if is_part_file(&name) {
                 sets.on_disk.insert(entry.path());
             } else if name == LOCK_FILE {
                 let path = entry.path();
                 let text = std::fs::read_to_string(&path)
                     .with_context(|| format!("reading {}", path.display()))?;
                 sets.lock = Some(text);
+            } else if name == MANIFEST_FILE {
+                sets.manifest = Some(entry.path());
             } else {
                 sets.leftovers.push(entry.path());
             }
@@ -386,6 +411,30 @@ pub fn part_sets(state: Option<&Value>, table_dir: &Path, table: &str) -> anyhow
     }
     sets.leftovers.sort();
     Ok(sets)
+}
+
+fn is_part_file(name: &str) -> bool {
+    name.starts_with("part-") && !name.contains(".tmp")
+}
+
+/// The parts of one `date=…` directory into `sets`; anything else there, or the directory
+/// itself when empty, is a leftover.
+fn day_dir_parts(dir: &Path, sets: &mut PartSets) -> anyhow::Result<()> {
+    let mut empty = true;
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let entry = entry?;
+        empty = false;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if is_part_file(&name) && entry.file_type()?.is_file() {
+            sets.on_disk.insert(entry.path());
+        } else {
+            sets.leftovers.push(entry.path());
+        }
+    }
+    if empty {
+        sets.leftovers.push(dir.to_path_buf());
+    }
+    Ok(())
 }
 
 /// SHA-256 of a file, lowercase hex.

@@ -191,6 +191,9 @@ pub struct Look<'a> {
     /// committed ones, nothing left over. Without it (after a crash): the committed parts are
     /// durable and hold no UUID twice and none unknown.
     pub complete: bool,
+    /// The table directory holds the table lock naming the state file (a local output); else
+    /// (an object store's objects, copied to disk) it holds no lock file.
+    pub lock: bool,
 }
 
 impl<'a> Look<'a> {
@@ -201,6 +204,7 @@ impl<'a> Look<'a> {
             format,
             values: true,
             complete: true,
+            lock: true,
         }
     }
 }
@@ -270,22 +274,7 @@ fn table_of(ck: &mut Checks, look: &Look, source: Source) -> anyhow::Result<Tabl
     let sets = output::part_sets(state.as_ref(), &table_dir, TABLE)?;
     let parts = committed_parts(ck, look, state.as_ref(), &sets)?;
     if look.complete {
-        let owner = lock_owner(look.out, &look.state);
-        let recorded = sets.lock.as_deref().map(str::trim);
-        ck.check(
-            recorded == Some(owner.as_str()),
-            format!(
-                "the table lock {} records the state file as {owner} (got {recorded:?})",
-                output::LOCK_FILE
-            ),
-        );
-        ck.check(
-            sets.leftovers.is_empty(),
-            format!(
-                "no temporary or stray files in the table directory {}",
-                first(&sets.leftovers.iter().map(|p| name(p)).collect::<Vec<_>>())
-            ),
-        );
+        lock_and_leftovers(ck, look, &sets);
     }
     let wrong_ext: Vec<String> = parts
         .iter()
@@ -352,6 +341,34 @@ fn table_of(ck: &mut Checks, look: &Look, source: Source) -> anyhow::Result<Tabl
         types,
         format,
     })
+}
+
+/// After a successful run: the table lock names the state file (a local output; none in an
+/// object store's copy), and nothing else is left in the table directory.
+fn lock_and_leftovers(ck: &mut Checks, look: &Look, sets: &output::PartSets) {
+    if look.lock {
+        let owner = lock_owner(look.out, &look.state);
+        let recorded = sets.lock.as_deref().map(str::trim);
+        ck.check(
+            recorded == Some(owner.as_str()),
+            format!(
+                "the table lock {} records the state file as {owner} (got {recorded:?})",
+                output::LOCK_FILE
+            ),
+        );
+    } else {
+        ck.check(
+            sets.lock.is_none(),
+            format!("no table lock {} in an object store", output::LOCK_FILE),
+        );
+    }
+    ck.check(
+        sets.leftovers.is_empty(),
+        format!(
+            "no temporary or stray files in the table directory {}",
+            first(&sets.leftovers.iter().map(|p| name(p)).collect::<Vec<_>>())
+        ),
+    );
 }
 
 /// The part files to read: the ones the state names that exist, checked against the files

@@ -152,9 +152,17 @@ impl TableDir {
             parts: bucket.parts(table),
             hold: Hold::Lease(lease),
         };
-        store.check_writable()?;
-        dir.remove_uncommitted(base)?;
-        Ok(dir)
+        let checked = store
+            .check_writable()
+            .map_err(DriverError::from)
+            .and_then(|()| dir.remove_uncommitted(base));
+        match checked {
+            Ok(()) => Ok(dir),
+            Err(e) => {
+                dir.release();
+                Err(e)
+            }
+        }
     }
 
     /// Ends the run's hold on the table: the lease is deleted now (if still this run's), so
