@@ -292,3 +292,41 @@ async fn a_live_lease_refuses_a_second_run_and_an_expired_one_is_taken_over() {
     assert_eq!(summary.rows_output, 300);
     server.shutdown().await;
 }
+
+/// A state store opened before another run committed the table (a scheduler started two runs
+/// at once; the second waited out the first's lease): the run reads the state again once it
+/// holds the lease, so it starts from the first run's commit, and never takes the first run's
+/// parts for orphans.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_starts_from_the_state_as_it_is_once_it_holds_the_lease() {
+    let (server, dataset) = mock(1_200, 0).await;
+    let memory = Arc::new(InMemory::new());
+    let bucket = bucket_over(&memory);
+    let config = events_config(&server, 500);
+    let ctx = Context::new(".")
+        .with_rate_limits(posthog_client::RateLimits::unlimited())
+        .with_bucket(bucket.clone());
+    let mut opened_early = ObjectStateStore::open(bucket.clone(), "state.json").unwrap();
+    let mut first = ObjectStateStore::open(bucket.clone(), "state.json").unwrap();
+    let summary = PostHogDriver.run(&config, &mut first, &ctx).await.unwrap();
+    assert_eq!(summary.rows_output, 1_200);
+    let committed = state_parts(&first.load("posthog_events").unwrap().unwrap());
+
+    let second = PostHogDriver
+        .run(&config, &mut opened_early, &ctx)
+        .await
+        .expect("the second run reads the first one's commit");
+    assert_eq!(second.rows_output, 0, "nothing new after the first run");
+    let table = "posthog/posthog_events";
+    let names = objects(&memory, table).await;
+    let parts: BTreeSet<String> = names
+        .iter()
+        .filter(|n| n.starts_with("part-"))
+        .cloned()
+        .collect();
+    assert_eq!(parts, committed, "the first run's parts are all still there");
+    let seen = uuids_in_objects(&memory, table).await;
+    assert_eq!(seen.len(), dataset.events.len());
+    assert!(seen.values().all(|n| *n == 1));
+    server.shutdown().await;
+}

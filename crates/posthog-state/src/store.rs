@@ -30,6 +30,15 @@ pub trait StateStore {
         Ok(())
     }
 
+    /// Reads the store again, for a store that another process may have written since it was
+    /// opened (an object store, where the lease on a table is taken after the store is
+    /// opened): a run that has just taken a table over must start from every commit the
+    /// table's previous holder made. A store that holds a lock from open to drop has nothing
+    /// to read again. `Ok` by default.
+    fn reload(&mut self) -> Result<(), StateError> {
+        Ok(())
+    }
+
     /// The file the store keeps its entries in, if it has one, so that a caller refusing a
     /// loaded entry's values can name it ([`StateError::Corrupt`]). `None` by default.
     fn location(&self) -> Option<&Path> {

@@ -180,6 +180,15 @@ impl StateStore for ObjectStateStore {
             .map_err(|e| io_error(&probe_location, "delete a probe object", e))
     }
 
+    /// Reads the object again (document and version): what was committed since this store
+    /// was opened, by the run whose lease the caller has just taken over, is then the base.
+    fn reload(&mut self) -> Result<(), StateError> {
+        let (document, version) = read(&self.bucket, &self.key, &self.location)?;
+        self.document = document;
+        self.version = version;
+        Ok(())
+    }
+
     /// The object's URL as a path, e.g. `s3://bucket/prefix/state.json`.
     fn location(&self) -> Option<&Path> {
         Some(&self.location)

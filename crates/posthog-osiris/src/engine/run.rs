@@ -37,15 +37,51 @@ pub(crate) async fn run(
 ) -> Result<RunSummary, DriverError> {
     let started = Instant::now();
     let client = super::build_client(config, ctx)?;
-    let (base, origin) = load_state(store, config)?;
-    let now = super::now_micros();
-    let plan = RunPlan::new(config, &ctx.base_path, base, &origin, ctx.dry_run, now)?;
     let run_id = uuid::Uuid::new_v4().to_string();
+    // An object-store table is leased before its state is read: the state then holds every
+    // commit of the run that held the table before (the file store is locked from open).
+    let leased = match (&ctx.bucket, ctx.dry_run) {
+        (Some(bucket), false) => {
+            let table = &config.destination.table_name;
+            let dir = TableDir::lease_object(
+                bucket,
+                table,
+                &ctx.base_path.join(table),
+                config.output.storage.lease,
+                &run_id,
+            )?;
+            if let Err(e) = store.reload() {
+                dir.release();
+                return Err(e.into());
+            }
+            Some(dir)
+        }
+        _ => None,
+    };
+    let planned = load_state(store, config).and_then(|(base, origin)| {
+        RunPlan::new(
+            config,
+            &ctx.base_path,
+            base,
+            &origin,
+            ctx.dry_run,
+            super::now_micros(),
+        )
+    });
+    let plan = match planned {
+        Ok(plan) => plan,
+        Err(e) => {
+            if let Some(dir) = leased {
+                dir.release();
+            }
+            return Err(e);
+        }
+    };
     // From here the table is this run's alone, and every place it writes has taken a file
     // before the first request: a run that cannot finish fails before it reads anything.
     let table_dir = match plan.dry_run {
         true => None,
-        false => Some(claim(&plan, config, store, ctx, &run_id)?),
+        false => Some(claim(&plan, leased, store, &run_id)?),
     };
     let parts = table_dir.as_ref().map_or_else(
         || match &ctx.bucket {
@@ -83,30 +119,24 @@ pub(crate) async fn run(
     Ok(summary(config, status, extracted, &client, started))
 }
 
-/// Takes the table for this run (a local directory's lock, or an object store's lease),
-/// removes what an interrupted run left, and rewrites the manifest from the committed state
-/// (an interrupted run may have committed without rewriting it).
+/// Takes the table for this run (a local directory's lock, or prepares the object store's
+/// table already leased), removes what an interrupted run left, and rewrites the manifest
+/// from the committed state (an interrupted run may have committed without rewriting it).
 fn claim(
     plan: &RunPlan,
-    config: &ExtractConfig,
+    leased: Option<TableDir>,
     store: &mut dyn StateStore,
-    ctx: &Context,
     run_id: &str,
 ) -> Result<TableDir, DriverError> {
-    let dir = match &ctx.bucket {
+    let dir = match leased {
         None => TableDir::claim(&plan.table_path, store, &plan.base, run_id)?,
-        Some(bucket) => TableDir::claim_object(
-            bucket,
-            &plan.table,
-            &plan.table_path,
-            config.output.storage.lease,
-            store,
-            &plan.base,
-            run_id,
-        )?,
+        Some(leased) => leased.prepare_object(store, &plan.base)?,
     };
-    if !plan.base.parts.is_empty() {
-        dir.write_manifest(&plan.table, &plan.base)?;
+    if !plan.base.parts.is_empty()
+        && let Err(e) = dir.write_manifest(&plan.table, &plan.base)
+    {
+        dir.release();
+        return Err(e);
     }
     Ok(dir)
 }

@@ -123,16 +123,14 @@ impl TableDir {
     }
 
     /// Takes an object-store table for a run: its lease (`<table>/_lease`, put-if-absent, or
-    /// taken over once expired), a check that the state store takes a commit, and the removal
-    /// of parts no committed state names. The lease's own put is the check that the run may
-    /// write under the table's prefix.
-    pub(crate) fn claim_object(
+    /// taken over once expired). Taken before the state is read (see
+    /// [`TableDir::prepare_object`]), so the run starts from every commit of the table's
+    /// previous holder.
+    pub(crate) fn lease_object(
         bucket: &posthog_storage::Bucket,
         table: &str,
         path: &Path,
         lease_ttl: std::time::Duration,
-        store: &mut dyn StateStore,
-        base: &TableState,
         run_id: &str,
     ) -> Result<TableDir, DriverError> {
         let holder = posthog_storage::LeaseHolder {
@@ -147,19 +145,29 @@ impl TableDir {
             holder,
             time::OffsetDateTime::now_utc(),
         )?;
-        let dir = TableDir {
+        Ok(TableDir {
             path: path.to_path_buf(),
             parts: bucket.parts(table),
             hold: Hold::Lease(lease),
-        };
+        })
+    }
+
+    /// With the lease held and the state read: checks that the state store takes a commit
+    /// and removes the parts no committed state names. The lease's own put is the check that
+    /// the run may write under the table's prefix. On failure the lease is released.
+    pub(crate) fn prepare_object(
+        self,
+        store: &mut dyn StateStore,
+        base: &TableState,
+    ) -> Result<TableDir, DriverError> {
         let checked = store
             .check_writable()
             .map_err(DriverError::from)
-            .and_then(|()| dir.remove_uncommitted(base));
+            .and_then(|()| self.remove_uncommitted(base));
         match checked {
-            Ok(()) => Ok(dir),
+            Ok(()) => Ok(self),
             Err(e) => {
-                dir.release();
+                self.release();
                 Err(e)
             }
         }
