@@ -324,8 +324,53 @@ async fn a_run_starts_from_the_state_as_it_is_once_it_holds_the_lease() {
         .filter(|n| n.starts_with("part-"))
         .cloned()
         .collect();
-    assert_eq!(parts, committed, "the first run's parts are all still there");
+    assert_eq!(
+        parts, committed,
+        "the first run's parts are all still there"
+    );
     let seen = uuids_in_objects(&memory, table).await;
+    assert_eq!(seen.len(), dataset.events.len());
+    assert!(seen.values().all(|n| *n == 1));
+    server.shutdown().await;
+}
+
+/// A day-partitioned scan commits as it crosses each day, not only when `part_rows` rows have
+/// gathered: a crash loses at most the day being read (and the pages since).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_day_partitioned_scan_commits_each_day_it_passes() {
+    let (server, dataset) = mock(3_000, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = MemoryStore::new();
+    let mut config = sequential_events_config(&server, 500);
+    config.output.partition_by = PartitionBy::Day;
+    config.output.part_rows = 1_000_000;
+    let summary = run(&config, &mut store, dir.path()).await;
+    assert_eq!(summary.rows_output, 3_000);
+    assert!(
+        store.commit_count() >= 7,
+        "a checkpoint at each of the 6 day boundaries, then the final commit: {}",
+        store.commit_count()
+    );
+    let state = store.load("posthog_events").unwrap().unwrap();
+    let table = dir.path().join("posthog_events");
+    assert_eq!(part_files(&table), state_parts(&state));
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for name in part_files(&table) {
+        let date = name
+            .split_once('/')
+            .unwrap()
+            .0
+            .strip_prefix("date=")
+            .unwrap()
+            .to_owned();
+        for line in std::fs::read_to_string(table.join(&name)).unwrap().lines() {
+            let row: Value = serde_json::from_str(line).unwrap();
+            assert_eq!(&row["timestamp"].as_str().unwrap()[..10], date);
+            *seen
+                .entry(row["uuid"].as_str().unwrap().to_owned())
+                .or_default() += 1;
+        }
+    }
     assert_eq!(seen.len(), dataset.events.len());
     assert!(seen.values().all(|n| *n == 1));
     server.shutdown().await;

@@ -256,6 +256,8 @@ pub(crate) struct Sink {
     /// Parts in the state: the base's (incremental) plus those closed by this run.
     parts: Vec<PartRecord>,
     files: Vec<PathBuf>,
+    /// How many of `files` the last checkpoint named.
+    checkpointed: usize,
     /// Column positions of the page's keyset values: (time, id).
     keys: (Option<usize>, Option<usize>),
     rows_read: u64,
@@ -342,6 +344,7 @@ impl Sink {
             part_range: None,
             parts,
             files: Vec::new(),
+            checkpointed: 0,
             keys: (
                 setup
                     .plan
@@ -654,14 +657,24 @@ impl Sink {
     /// At a page boundary: closes the part when it holds `part_rows` rows, and says whether a
     /// checkpoint is due (an incremental table with parts closed since the last one and
     /// nothing consumed outside a closed part: every slice's rows so far are committed).
+    ///
+    /// A table partitioned by day also closes the open part at the first page boundary after
+    /// a part closed for a new day, so each day's parts are committed as the scan moves on
+    /// (without it, a backfill of many small days would commit nothing until `part_rows` rows
+    /// had gathered in one part).
     fn page_done(&mut self) -> Result<bool, DriverError> {
-        let before = self.files.len();
-        if self.open_rows() >= self.setup.plan.part_rows {
+        let day_closed = self.setup.plan.partition_by_day && self.files.len() > self.checkpointed;
+        if self.open_rows() >= self.setup.plan.part_rows || (day_closed && self.open_rows() > 0) {
             self.close_part()?;
         }
         // Parts closed earlier by a schema change hold rows before the open parts'; they are
         // checkpointed together with them, never alone (the watermark covers the open parts).
-        Ok(self.setup.incremental && self.files.len() > before && self.open_rows() == 0)
+        let due =
+            self.setup.incremental && self.files.len() > self.checkpointed && self.open_rows() == 0;
+        if due {
+            self.checkpointed = self.files.len();
+        }
+        Ok(due)
     }
 
     fn finish(mut self) -> Result<SinkOutcome, DriverError> {
