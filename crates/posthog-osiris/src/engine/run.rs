@@ -38,8 +38,49 @@ pub(crate) async fn run(
     let started = Instant::now();
     let client = super::build_client(config, ctx)?;
     let run_id = uuid::Uuid::new_v4().to_string();
-    // An object-store table is leased before its state is read: the state then holds every
-    // commit of the run that held the table before (the file store is locked from open).
+    let (leased, plan) = lease_and_plan(config, store, ctx, &run_id)?;
+    // From here the table is this run's alone, and every place it writes has taken a file
+    // before the first request: a run that cannot finish fails before it reads anything.
+    let table_dir = match plan.dry_run {
+        true => None,
+        false => Some(claim(&plan, leased, store, &run_id)?),
+    };
+    let parts = table_dir.as_ref().map_or_else(
+        || match &ctx.bucket {
+            Some(bucket) => bucket.parts(&plan.table),
+            None => Arc::new(LocalDir::new(&plan.table_path)) as Arc<dyn PartStore>,
+        },
+        TableDir::parts,
+    );
+    let plan = check_parts(plan, config, ctx, parts.as_ref()).await;
+    let extracted = match plan {
+        Ok(plan) => extract(&client, plan, parts, table_dir.as_ref(), store, ctx, run_id).await,
+        Err(e) => Err(e),
+    };
+    if let (Err(_), Some(dir)) = (&extracted, &table_dir) {
+        dir.release_if_unused();
+    }
+    if let Some(dir) = table_dir {
+        dir.release();
+    }
+    let extracted = extracted?;
+    let status = match (ctx.dry_run, ctx.repair) {
+        (true, _) => RunStatus::DryRun,
+        (false, true) => RunStatus::Repaired,
+        (false, false) => RunStatus::Success,
+    };
+    Ok(summary(config, status, extracted, &client, started))
+}
+
+/// Leases an object-store table, then loads the state and plans the run. The lease comes
+/// before the state is read: the state then holds every commit of the run that held the
+/// table before (a file store is locked from open, so its state cannot change under a run).
+fn lease_and_plan(
+    config: &ExtractConfig,
+    store: &mut dyn StateStore,
+    ctx: &Context,
+    run_id: &str,
+) -> Result<(Option<TableDir>, RunPlan), DriverError> {
     let leased = match (&ctx.bucket, ctx.dry_run) {
         (Some(bucket), false) => {
             let table = &config.destination.table_name;
@@ -48,7 +89,7 @@ pub(crate) async fn run(
                 table,
                 &ctx.base_path.join(table),
                 config.output.storage.lease,
-                &run_id,
+                run_id,
             )?;
             if let Err(e) = store.reload() {
                 dir.release();
@@ -68,55 +109,35 @@ pub(crate) async fn run(
             super::now_micros(),
         )
     });
-    let plan = match planned {
-        Ok(plan) => plan,
+    match planned {
+        Ok(plan) => Ok((leased, plan)),
         Err(e) => {
             if let Some(dir) = leased {
                 dir.release();
             }
-            return Err(e);
+            Err(e)
         }
-    };
-    // From here the table is this run's alone, and every place it writes has taken a file
-    // before the first request: a run that cannot finish fails before it reads anything.
-    let table_dir = match plan.dry_run {
-        true => None,
-        false => Some(claim(&plan, leased, store, &run_id)?),
-    };
-    let parts = table_dir.as_ref().map_or_else(
-        || match &ctx.bucket {
-            Some(bucket) => bucket.parts(&plan.table),
-            None => Arc::new(LocalDir::new(&plan.table_path)) as Arc<dyn PartStore>,
-        },
-        TableDir::parts,
-    );
-    let plan = match (ctx.repair, &ctx.bucket) {
+    }
+}
+
+/// Before the first request: a repair is planned from the parts that remain; any other run
+/// stops if a committed part is missing.
+async fn check_parts(
+    plan: RunPlan,
+    config: &ExtractConfig,
+    ctx: &Context,
+    parts: &dyn PartStore,
+) -> Result<RunPlan, DriverError> {
+    match (ctx.repair, &ctx.bucket) {
         (true, Some(_)) => Err(DriverError::Config(ConfigError::new(
             "--repair",
             "reads the table's remaining parts back from a local directory; a table on an \
              object store cannot be repaired yet: copy it to a local directory, repair it \
              there, and copy the new parts and state back",
         ))),
-        (true, None) => plan_repair(plan, config, parts.as_ref()).await,
-        (false, _) => refuse_missing_parts(plan, parts.as_ref()),
-    };
-    let extracted = match plan {
-        Ok(plan) => extract(&client, plan, parts, table_dir.as_ref(), store, ctx, run_id).await,
-        Err(e) => Err(e),
-    };
-    if let (Err(_), Some(dir)) = (&extracted, &table_dir) {
-        dir.release_if_unused();
+        (true, None) => plan_repair(plan, config, parts).await,
+        (false, _) => refuse_missing_parts(plan, parts),
     }
-    if let Some(dir) = table_dir {
-        dir.release();
-    }
-    let extracted = extracted?;
-    let status = match (ctx.dry_run, ctx.repair) {
-        (true, _) => RunStatus::DryRun,
-        (false, true) => RunStatus::Repaired,
-        (false, false) => RunStatus::Success,
-    };
-    Ok(summary(config, status, extracted, &client, started))
 }
 
 /// Takes the table for this run (a local directory's lock, or prepares the object store's
