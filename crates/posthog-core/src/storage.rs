@@ -27,9 +27,6 @@ pub trait PartStore: Send + Sync + std::fmt::Debug {
     /// Answers how many were removed.
     fn remove(&self, names: &[&str]) -> Result<usize, CoreError>;
 
-    /// Whether the object `name` exists.
-    fn exists(&self, name: &str) -> bool;
-
     /// Where the object `name` is, as a user reads it (a path, or a URL).
     fn locate(&self, name: &str) -> PathBuf;
 }
@@ -133,10 +130,6 @@ impl PartStore for LocalDir {
         Ok(removed)
     }
 
-    fn exists(&self, name: &str) -> bool {
-        self.dir.join(name).is_file()
-    }
-
     fn locate(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
@@ -234,7 +227,10 @@ mod tests {
         );
         let mut upload = store.create("part-1.csv").unwrap();
         upload.write_all(b"a,b\n").unwrap();
-        assert!(!store.exists("part-1.csv"), "not visible before commit");
+        assert!(
+            !store.locate("part-1.csv").is_file(),
+            "not visible before commit"
+        );
         assert_eq!(store.list().unwrap(), vec![".part-1.csv.tmp".to_owned()]);
         upload.commit().unwrap();
         assert_eq!(fs::read(store.locate("part-1.csv")).unwrap(), b"a,b\n");
@@ -246,7 +242,7 @@ mod tests {
         assert_eq!(store.list().unwrap(), vec!["part-1.csv".to_owned()]);
 
         assert_eq!(store.remove(&["part-1.csv", "part-9.csv"]).unwrap(), 1);
-        assert!(!store.exists("part-1.csv"));
+        assert!(!store.locate("part-1.csv").is_file());
     }
 
     #[test]
@@ -265,7 +261,7 @@ mod tests {
         let mut names = store.list().unwrap();
         names.sort();
         assert_eq!(names, ["date=2026-12-01/part-1.csv", "top.csv"]);
-        assert!(store.exists("date=2026-12-01/part-1.csv"));
+        assert!(store.locate("date=2026-12-01/part-1.csv").is_file());
         assert_eq!(store.remove(&["date=2026-12-01/part-1.csv"]).unwrap(), 1);
         assert!(
             !dir.path().join("t/date=2026-12-01").exists(),

@@ -147,6 +147,13 @@ async fn uuids_in_objects(store: &InMemory, table_prefix: &str) -> HashMap<Strin
     seen
 }
 
+/// A run writing to `bucket`, without client-side request budgets.
+fn object_ctx(bucket: &Bucket) -> Context {
+    Context::new(".")
+        .with_rate_limits(posthog_client::RateLimits::unlimited())
+        .with_bucket(bucket.clone())
+}
+
 fn bucket_over(memory: &Arc<InMemory>) -> Bucket {
     let Location::Object(url) = Location::parse("s3://landing/posthog").unwrap() else {
         panic!("an object URL")
@@ -163,11 +170,7 @@ async fn an_object_store_table_is_written_exactly_once_and_cleaned_of_orphans() 
     let memory = Arc::new(InMemory::new());
     let bucket = bucket_over(&memory);
     let config = events_config(&server, 500);
-    let ctx = || {
-        Context::new(".")
-            .with_rate_limits(posthog_client::RateLimits::unlimited())
-            .with_bucket(bucket.clone())
-    };
+    let ctx = || object_ctx(&bucket);
     let mut store = ObjectStateStore::open(bucket.clone(), "state.json").unwrap();
     let summary = PostHogDriver
         .run(&config, &mut store, &ctx())
@@ -240,9 +243,7 @@ async fn a_live_lease_refuses_a_second_run_and_an_expired_one_is_taken_over() {
     let memory = Arc::new(InMemory::new());
     let bucket = bucket_over(&memory);
     let config = events_config(&server, 500);
-    let ctx = Context::new(".")
-        .with_rate_limits(posthog_client::RateLimits::unlimited())
-        .with_bucket(bucket.clone());
+    let ctx = object_ctx(&bucket);
     let holder = |run: &str| LeaseHolder {
         run_id: run.to_owned(),
         host: "elsewhere".to_owned(),
@@ -303,9 +304,7 @@ async fn a_run_starts_from_the_state_as_it_is_once_it_holds_the_lease() {
     let memory = Arc::new(InMemory::new());
     let bucket = bucket_over(&memory);
     let config = events_config(&server, 500);
-    let ctx = Context::new(".")
-        .with_rate_limits(posthog_client::RateLimits::unlimited())
-        .with_bucket(bucket.clone());
+    let ctx = object_ctx(&bucket);
     let mut opened_early = ObjectStateStore::open(bucket.clone(), "state.json").unwrap();
     let mut first = ObjectStateStore::open(bucket.clone(), "state.json").unwrap();
     let summary = PostHogDriver.run(&config, &mut first, &ctx).await.unwrap();

@@ -356,11 +356,12 @@ pub(crate) fn is_absent(e: &object_store::Error) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::{Location, Scheme};
     use object_store::memory::InMemory;
 
+    /// A bucket `s3://b/<prefix>` over an in-memory store, for every module's tests.
     pub(crate) fn memory_bucket(prefix: &str) -> Bucket {
         let url = ObjectUrl {
             scheme: Scheme::S3,

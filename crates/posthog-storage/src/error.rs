@@ -157,11 +157,12 @@ impl StorageError {
         }
     }
 
-    /// This error as an `io::Error` (it is the `io::Error`'s source), for the traits whose
-    /// errors carry one (`posthog_core::CoreError::Io`, `posthog_state::StateError::Io`). The
-    /// kind carries what the category needs: `PermissionDenied` for denied access (so
-    /// `Category::of_io_error` says permission), `NotFound` for a missing bucket, `TimedOut`
-    /// and `NotConnected` for the network, `Other` for the rest.
+    /// This error as an `io::Error`, for the traits whose errors carry one
+    /// (`posthog_core::CoreError::Io`, `posthog_state::StateError::Io`). Its category travels
+    /// with it (`posthog_error::CategorizedError`, which `Category::of_io_error` reads); the
+    /// kind is what an `io::Error` reader expects besides: `PermissionDenied` for denied access,
+    /// `NotFound` for a missing bucket, `TimedOut` and `NotConnected` for the network, `Other`
+    /// for the rest.
     pub fn into_io(self) -> io::Error {
         let kind = match &self {
             StorageError::Denied { .. } => io::ErrorKind::PermissionDenied,

@@ -431,20 +431,12 @@ impl Renewer {
 
 #[cfg(test)]
 mod tests {
-    use object_store::memory::InMemory;
     use posthog_error::Category;
 
     use super::*;
-    use crate::{ObjectUrl, Scheme};
 
     fn bucket() -> Bucket {
-        let url = ObjectUrl {
-            scheme: Scheme::S3,
-            bucket: "b".into(),
-            prefix: "p".into(),
-            account: None,
-        };
-        Bucket::with_store(url, Arc::new(InMemory::new())).unwrap()
+        crate::bucket::tests::memory_bucket("p")
     }
 
     fn holder(run_id: &str) -> LeaseHolder {

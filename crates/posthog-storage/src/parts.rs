@@ -116,25 +116,6 @@ impl PartStore for ObjectParts {
         Ok(removed)
     }
 
-    /// Whether the object exists. The trait has no room for an error: a store that cannot be
-    /// asked is logged and answered `true` ("not known to be missing"), so a passing network
-    /// failure does not make a run report committed parts as lost; the run's next request meets
-    /// the same failure and reports it.
-    fn exists(&self, name: &str) -> bool {
-        match self.bucket.head(&self.key(name)) {
-            Ok(found) => found.is_some(),
-            Err(e) => {
-                tracing::warn!(
-                    object = %self.locate(name).display(),
-                    error = %posthog_error::ErrorChain::new(&e),
-                    "cannot check whether a part exists; assuming it does"
-                );
-                true
-            }
-        }
-    }
-
-    /// The object's URL, e.g. `s3://bucket/prefix/dir/name`, as a path.
     fn locate(&self, name: &str) -> PathBuf {
         PathBuf::from(self.bucket.object_url(&self.key(name)))
     }
@@ -358,10 +339,13 @@ mod tests {
         let parts = bucket.parts("events");
         let mut upload = parts.create("part-1.csv").unwrap();
         upload.write_all(b"a,b\n").unwrap();
-        assert!(!parts.exists("part-1.csv"), "not visible before commit");
+        assert!(
+            bucket.head("events/part-1.csv").unwrap().is_none(),
+            "not visible before commit"
+        );
         assert!(parts.list().unwrap().is_empty());
         upload.commit().unwrap();
-        assert!(parts.exists("part-1.csv"));
+        assert!(bucket.head("events/part-1.csv").unwrap().is_some());
         let (bytes, _) = bucket.get("events/part-1.csv").unwrap().unwrap();
         assert_eq!(&bytes[..], b"a,b\n");
         parts.create("empty.csv").unwrap().commit().unwrap();
@@ -426,7 +410,8 @@ mod tests {
             Counts::get(&counts.aborts) == 1
         });
         assert!(parts.list().unwrap().is_empty());
-        assert!(!parts.exists("small.csv") && !parts.exists("large.bin"));
+        assert!(bucket.head("events/small.csv").unwrap().is_none());
+        assert!(bucket.head("events/large.bin").unwrap().is_none());
         assert_eq!(
             Counts::get(&counts.puts) + Counts::get(&counts.completes),
             0

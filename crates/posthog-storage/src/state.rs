@@ -31,9 +31,8 @@ const COMMIT_ATTEMPTS: usize = 5;
 /// - **No lock.** Unlike the file store, opening takes no lock: one run per table is the
 ///   [`Lease`](crate::Lease)'s job; this store only makes sure no commit is lost.
 ///
-/// Storage failures are `StateError::Io` naming the object's URL, with the [`StorageError`] as
-/// the `io::Error`'s source and its kind saying what the category needs (`PermissionDenied`
-/// for denied access).
+/// Storage failures are `StateError::Io` naming the object's URL, with the [`StorageError`]
+/// (and its category) carried in the `io::Error` ([`StorageError::into_io`]).
 pub struct ObjectStateStore {
     bucket: Bucket,
     key: String,
@@ -228,22 +227,12 @@ fn io_error(location: &Path, action: &'static str, e: StorageError) -> StateErro
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use object_store::memory::InMemory;
     use posthog_error::Category;
 
     use super::*;
-    use crate::{ObjectUrl, Scheme};
 
     fn bucket() -> Bucket {
-        let url = ObjectUrl {
-            scheme: Scheme::S3,
-            bucket: "b".into(),
-            prefix: "p".into(),
-            account: None,
-        };
-        Bucket::with_store(url, Arc::new(InMemory::new())).unwrap()
+        crate::bucket::tests::memory_bucket("p")
     }
 
     fn at(ts: &str) -> TableState {
