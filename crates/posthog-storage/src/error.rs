@@ -84,6 +84,22 @@ pub enum StorageError {
         key: String,
     },
 
+    /// The store wrote over an object that a put-if-absent should have left alone: it ignores
+    /// conditional writes (`If-None-Match` / `If-Match`), so neither the lease nor the state's
+    /// commit could keep two runs apart.
+    #[error(
+        "the store at {bucket} does not honour conditional writes: a put-if-absent of {object} \
+         replaced the object that was there; one run per table and the state's commits rely on \
+         them, so nothing is written there: use a store that supports them (AWS S3, Google Cloud \
+         Storage, Azure, MinIO, Cloudflare R2) or a local directory"
+    )]
+    Unconditional {
+        /// The bucket's URL.
+        bucket: String,
+        /// The object written twice.
+        object: String,
+    },
+
     /// Another run holds the lease: it is writing the same place now.
     #[error(
         "{lease} is held by run {run_id} on host {host} (pid {pid}) until {expires_at} \
@@ -150,6 +166,7 @@ impl StorageError {
             | StorageError::Connect { .. }
             | StorageError::NoSuchBucket { .. }
             | StorageError::Precondition { .. }
+            | StorageError::Unconditional { .. }
             | StorageError::LeaseHeld { .. } => Category::Config,
             StorageError::Denied { .. } => Category::Permission,
             StorageError::Request { category, .. } => *category,

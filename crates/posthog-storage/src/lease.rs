@@ -199,7 +199,10 @@ impl Lease {
         let bytes = body.to_bytes(&url)?;
         for _ in 0..ACQUIRE_ATTEMPTS {
             match bucket.put(key, bytes.clone(), PutCondition::Create) {
-                Ok(version) => return Ok(Lease::start(bucket, key, ttl, holder, now, version)),
+                Ok(version) => {
+                    let version = honours_conditions(bucket, key, &bytes, version)?;
+                    return Ok(Lease::start(bucket, key, ttl, holder, now, version));
+                }
                 Err(StorageError::Precondition { .. }) => {}
                 Err(e) => return Err(e),
             }
@@ -218,7 +221,10 @@ impl Lease {
                 None => tracing::warn!(lease = %url, "taking over an object that is not a lease"),
             }
             match bucket.put(key, bytes.clone(), PutCondition::Match(version)) {
-                Ok(version) => return Ok(Lease::start(bucket, key, ttl, holder, now, version)),
+                Ok(version) => {
+                    let version = honours_conditions(bucket, key, &bytes, version)?;
+                    return Ok(Lease::start(bucket, key, ttl, holder, now, version));
+                }
                 // Someone else took it first: the next round reads who.
                 Err(StorageError::Precondition { .. }) => {}
                 Err(e) => return Err(e),
@@ -343,6 +349,31 @@ async fn release_if_ours(
     match bucket::head(store, path).await? {
         Some((_, version)) if version == ours => bucket::delete(store, path).await,
         _ => Ok(()),
+    }
+}
+
+/// Checks, with the lease just written, that the store refuses a put-if-absent of an object
+/// that exists. S3-compatible stores that ignore `If-None-Match` write over it instead, and on
+/// them neither the lease nor the state's conditional commit would keep two runs apart: the
+/// run stops here, naming the store, and the lease it wrote is deleted. Answers the lease's
+/// version (the one the check left, if the store wrote over it).
+fn honours_conditions(
+    bucket: &Bucket,
+    key: &str,
+    bytes: &Bytes,
+    version: Version,
+) -> Result<Version, StorageError> {
+    match bucket.put(key, bytes.clone(), PutCondition::Create) {
+        Err(StorageError::Precondition { .. }) => Ok(version),
+        Err(e) => Err(e),
+        Ok(_) => {
+            // Best effort: the run stops either way, and a lease left behind expires.
+            let _ = bucket.delete(key);
+            Err(StorageError::Unconditional {
+                bucket: bucket.url().to_string(),
+                object: bucket.object_url(key),
+            })
+        }
     }
 }
 
@@ -567,6 +598,56 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// A store that ignores `If-None-Match` writes over an existing lease instead of refusing:
+    /// the acquisition finds that out with its own lease, refuses to go on (config), names the
+    /// store, and leaves no lease behind. A store that honours conditions passes the same check.
+    #[test]
+    fn a_store_that_ignores_conditional_writes_is_refused() {
+        let store = crate::watched::Watched::default();
+        let counts = Arc::clone(&store.counts);
+        let url = crate::ObjectUrl {
+            scheme: crate::Scheme::S3,
+            bucket: "b".into(),
+            prefix: "p".into(),
+            account: None,
+        };
+        let bucket = Bucket::with_store(url, Arc::new(store)).unwrap();
+        let now = OffsetDateTime::now_utc();
+        let lease = Lease::acquire(
+            &bucket,
+            "events/_lease",
+            LEASE_DEFAULT_TTL,
+            holder("a"),
+            now,
+        )
+        .expect("conditions honoured: the check passes");
+        lease.release().unwrap();
+
+        counts
+            .ignore_conditions
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let err = Lease::acquire(
+            &bucket,
+            "events/_lease",
+            LEASE_DEFAULT_TTL,
+            holder("b"),
+            now,
+        )
+        .unwrap_err();
+        assert!(matches!(err, StorageError::Unconditional { .. }), "{err}");
+        assert_eq!(err.category(), Category::Config);
+        let text = err.to_string();
+        assert!(
+            text.contains("s3://b/p/events/_lease") && text.contains("s3://b/p"),
+            "{text}"
+        );
+        assert_eq!(
+            bucket.get("events/_lease").unwrap(),
+            None,
+            "no lease left behind"
+        );
     }
 
     /// A run that stalls past its lease's expiry (no renewal landed: a long pause, a store

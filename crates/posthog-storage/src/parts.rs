@@ -22,7 +22,7 @@ pub const PART_CHUNK: usize = 5 * 1024 * 1024;
 /// partition: `date=2026-01-01/part-00001-1a2b3c4d.parquet`).
 ///
 /// Errors are `CoreError::Io` naming the object's URL, with the [`StorageError`] as the
-/// `io::Error`'s source and its kind saying what the category needs (`PermissionDenied` for
+/// `io::Error` with its category ([`StorageError::into_io`]; `PermissionDenied` kind for
 /// denied access, so the run exits with the permission code).
 #[derive(Clone)]
 pub struct ObjectParts {
@@ -268,11 +268,12 @@ impl PartUpload for ObjectUpload {
 }
 
 impl Drop for ObjectUpload {
-    /// Aborts a multipart upload that was not completed, on the bucket's runtime, without
-    /// waiting: the parts sent are discarded and nothing appears under the name. (If the
-    /// bucket's last handle goes at the same moment, the abort may not be sent; an incomplete
-    /// multipart upload is invisible to readers and removed by the bucket's lifecycle rule
-    /// for incomplete uploads.)
+    /// Aborts a multipart upload that was not completed, on the bucket's runtime, and waits
+    /// for the abort (at most [`ABORT_WAIT`]): the parts sent are discarded and nothing appears
+    /// under the name, even when the process exits right after a failed run. Past the wait, or
+    /// from the runtime's own thread, the abort goes on in the background; an incomplete
+    /// multipart upload is invisible to readers and removed by the bucket's lifecycle rule for
+    /// incomplete uploads.
     fn drop(&mut self) {
         if self.committed {
             return;
@@ -282,7 +283,7 @@ impl Drop for ObjectUpload {
         };
         let in_flight = self.in_flight.take();
         let object = self.located.display().to_string();
-        drop(self.bucket.spawn(async move {
+        let abort = self.bucket.spawn(async move {
             if let Some(part) = in_flight {
                 // A part still being sent would outlive an abort sent before it lands.
                 let _ = part.await;
@@ -290,15 +291,20 @@ impl Drop for ObjectUpload {
             if let Err(e) = upload.abort().await {
                 tracing::warn!(%object, error = %e, "cannot abort an unfinished upload");
             }
-        }));
+        });
+        let _ = self
+            .bucket
+            .run(async move { tokio::time::timeout(ABORT_WAIT, abort).await });
     }
 }
+
+/// How long a dropped upload waits for its multipart upload to be aborted.
+const ABORT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
     use std::sync::atomic::Ordering;
-    use std::time::{Duration, Instant};
 
     use posthog_error::Category;
 
@@ -323,14 +329,6 @@ mod tests {
         (0..len)
             .map(|i| (i % 251) as u8 ^ (i / 251) as u8)
             .collect()
-    }
-
-    fn eventually(what: &str, done: impl Fn() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !done() {
-            assert!(Instant::now() < deadline, "{what}");
-            std::thread::sleep(Duration::from_millis(5));
-        }
     }
 
     #[test]
@@ -406,9 +404,11 @@ mod tests {
         let mut large = parts.create("large.bin").unwrap();
         large.write_all(&pattern(PART_CHUNK + 10)).unwrap();
         drop(large);
-        eventually("the multipart upload is aborted", || {
-            Counts::get(&counts.aborts) == 1
-        });
+        assert_eq!(
+            Counts::get(&counts.aborts),
+            1,
+            "the drop waited for the multipart upload's abort"
+        );
         assert!(parts.list().unwrap().is_empty());
         assert!(bucket.head("events/small.csv").unwrap().is_none());
         assert!(bucket.head("events/large.bin").unwrap().is_none());
@@ -460,9 +460,11 @@ mod tests {
             "CoreError::Io carries the storage error's category"
         );
 
-        eventually("both failed uploads are aborted", || {
-            Counts::get(&counts.aborts) == 2
-        });
+        assert_eq!(
+            Counts::get(&counts.aborts),
+            2,
+            "both failed uploads were aborted before their drops returned"
+        );
         assert!(parts.list().unwrap().is_empty());
     }
 
