@@ -1664,11 +1664,15 @@ fn kill_repeatedly(
             break;
         }
         let from = moto.log_len();
-        // Every second and third run, until that phase has been hit, dies the instant the
-        // server has stored a part's first chunk, or completed a part.
+        // Every first and second run of three, until that phase has been hit, dies the
+        // instant the server has stored a part's first chunk, or completed a part. The chunk
+        // kill comes first: only a run with a whole part's worth of rows to write uploads in
+        // chunks, and after a few kills have committed progress a run may have only the
+        // refill to write, one small part in a single put (a CI run whose chunk kills all came
+        // later saw no chunk in 16 runs).
         let target = match attempt % 3 {
-            1 if !k.phases.contains_key(DURING_UPLOAD) => Some(Request::Chunk),
-            2 if !k.phases.contains_key(BEFORE_COMMIT) => Some(Request::Done),
+            0 if !k.phases.contains_key(DURING_UPLOAD) => Some(Request::Chunk),
+            1 if !k.phases.contains_key(BEFORE_COMMIT) => Some(Request::Done),
             _ => None,
         };
         let running = landing.spawn(config, &[])?;
