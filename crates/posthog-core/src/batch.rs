@@ -20,7 +20,7 @@ use serde_json::value::RawValue;
 use crate::schema::{
     ColumnSpec, ColumnType, FieldKind, FieldSpec, FlattenMode, SchemaError, SourceKey, TableSchema,
 };
-use crate::value::{Scalar, compact_json, is_json_ws, unescape_into};
+use crate::value::{JsonText, Scalar, compact_json, is_json_ws, unescape_into};
 use crate::{CoreError, parse_timestamp};
 
 /// Largest integer magnitude a `Float64` column takes exactly.
@@ -407,7 +407,7 @@ impl BatchBuilder {
     ///
     /// The only error is a row whose length differs from the field count; any value is
     /// accepted (see the type rule in [`crate::schema`]).
-    pub fn append_array_row(&mut self, row: &[&RawValue]) -> Result<(), CoreError> {
+    pub fn append_array_row(&mut self, row: &[impl JsonText]) -> Result<(), CoreError> {
         if row.len() != self.fields.len() {
             return Err(CoreError::Data(format!(
                 "a result row has {} values but {} columns were selected",
@@ -417,7 +417,7 @@ impl BatchBuilder {
         }
         self.begin_row();
         for (i, raw) in row.iter().enumerate() {
-            self.append_field(i, raw.get());
+            self.append_field(i, raw.json_text());
         }
         self.rows += 1;
         Ok(())

@@ -35,12 +35,13 @@ use posthog_error::{Categorized, Category};
 pub use batch::{BatchBuilder, arrow_type};
 pub use dedup::{DedupError, DedupWindow, UnixMicros};
 pub use page::{QueryPage, raw_timestamp, raw_uuid};
-pub use scan::{MAX_ROW_BYTES, PageScanner, ScannedPage, row_values};
+pub use scan::{MAX_ROW_BYTES, PageScanner, Row, RowValue, ScannedPage, row_values};
 pub use schema::{
     ColumnSpec, ColumnType, FieldKind, FieldSpec, FlattenMode, SchemaError, TableSchema,
 };
 pub use storage::{LocalDir, PartStore, PartUpload};
 pub use timestamp::{format_timestamp, parse_timestamp};
+pub use value::JsonText;
 pub use writer::{
     DEFAULT_ROW_GROUP_BYTES, PartFile, PartFormat, PartWriter, TableWriter, WriterOptions,
 };

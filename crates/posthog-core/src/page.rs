@@ -4,7 +4,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use crate::value::Scalar;
+use crate::value::{JsonText, Scalar};
 use crate::{CoreError, UnixMicros, parse_timestamp};
 
 /// One page of a HogQL query response: the rows stay slices of the body.
@@ -60,16 +60,16 @@ impl<'a> QueryPage<'a> {
 }
 
 /// Reads a JSON string value as a UUID.
-pub fn raw_uuid(raw: &RawValue) -> Option<Uuid> {
-    match Scalar::classify(raw.get()) {
+pub fn raw_uuid(raw: &(impl JsonText + ?Sized)) -> Option<Uuid> {
+    match Scalar::classify(raw.json_text()) {
         Scalar::Str(s) => Uuid::parse_str(&s).ok(),
         _ => None,
     }
 }
 
 /// Reads a JSON string value as an RFC 3339 timestamp.
-pub fn raw_timestamp(raw: &RawValue) -> Option<UnixMicros> {
-    match Scalar::classify(raw.get()) {
+pub fn raw_timestamp(raw: &(impl JsonText + ?Sized)) -> Option<UnixMicros> {
+    match Scalar::classify(raw.json_text()) {
         Scalar::Str(s) => parse_timestamp(&s),
         _ => None,
     }

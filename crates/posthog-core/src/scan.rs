@@ -2,8 +2,10 @@
 //!
 //! [`PageScanner`] is fed the (inflated) body in chunks of any size. It walks the outer object
 //! with a small state machine, finds each row of `results` by its brackets (strings are skipped
-//! with `memchr`, so the bulk of a page, the properties strings, is crossed at SIMD speed) and
-//! hands the row's text to a callback, which parses it with [`row_values`]. A row that lies
+//! with `memchr`, so the bulk of a page, the properties strings, is crossed at SIMD speed),
+//! noting in the same pass where each of the row's values lies and checking the row's commas
+//! and every string's escapes, and hands the row to a callback, which takes its values with
+//! [`Row::values`] (no second parse of the row). A row that lies
 //! inside one chunk is handed out as a slice of that chunk; only a row cut by a chunk boundary
 //! is copied, into a buffer that grows to the largest row (not the page). `columns` is read
 //! wherever it appears, before or after `results`; other members are skipped after checking
@@ -11,15 +13,15 @@
 //! size.
 //!
 //! ```
-//! use posthog_core::{PageScanner, row_values};
+//! use posthog_core::{PageScanner, Row};
 //!
 //! let body = br#"{"columns":["uuid","n"],"results":[["a",1],["b",2]],"hasMore":false}"#;
 //! let mut scanner = PageScanner::default();
 //! let mut seen = Vec::new();
 //! for chunk in body.chunks(7) {
 //!     scanner
-//!         .feed(chunk, &mut |row: &[u8]| {
-//!             let values = row_values(row)?;
+//!         .feed(chunk, &mut |row: Row| {
+//!             let values = row.values()?;
 //!             seen.push(values[1].get().to_owned());
 //!             Ok::<(), posthog_core::CoreError>(())
 //!         })
@@ -31,8 +33,7 @@
 //! assert_eq!(seen, ["1", "2"]);
 //! ```
 
-use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
-use serde_json::value::RawValue;
+use serde::de;
 
 use crate::CoreError;
 
@@ -158,6 +159,290 @@ fn is_ws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
 
+/// Where a row (a JSON array) ends and where each of its values lies, found in the same pass:
+/// the row's own structure (values, commas, the closing `]`) is checked as it goes, and so
+/// are the escapes of every string, so [`Row::values`] need not parse the row again. What
+/// the pass does not check (a number's or literal's spelling, the inside of a nested object
+/// or array) is checked by [`Row::values`] on those values alone, which are short or rare
+/// in a HogQL row.
+#[derive(Debug, Default)]
+struct RowScan {
+    /// Bytes of the row scanned so far (offsets in `bounds` count from the row's `[`).
+    len: usize,
+    /// Open brackets: 1 inside the row itself, more inside a nested value.
+    depth: u32,
+    in_str: bool,
+    escaped: bool,
+    /// Hex digits still due after a `\u`.
+    hex: u8,
+    at: AtRow,
+    /// Where the value in progress began.
+    start: usize,
+    /// Each value's text as `start..end` within the row.
+    bounds: Vec<(usize, usize)>,
+}
+
+/// Where the scan is in the row's own list of values (depth 1).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum AtRow {
+    /// Before the row's `[`.
+    #[default]
+    Open,
+    /// Expecting a value (or, when `first`, the `]` of an empty row).
+    Value { first: bool },
+    /// Inside a number or literal.
+    Scalar,
+    /// After a value: `,` or `]`.
+    After,
+}
+
+impl RowScan {
+    /// Starts a new row; the bounds keep their capacity.
+    fn reset(&mut self) {
+        let mut bounds = std::mem::take(&mut self.bounds);
+        bounds.clear();
+        *self = RowScan {
+            bounds,
+            ..RowScan::default()
+        };
+    }
+
+    /// Scans `bytes` (the row's continuation). `Ok(Some(n))`: the row's `]` is byte `n - 1`;
+    /// `Ok(None)`: the row goes on past `bytes`; `Err`: what is wrong, at which byte.
+    fn scan(&mut self, bytes: &[u8]) -> Result<Option<usize>, (usize, &'static str)> {
+        let base = self.len;
+        let mut i = 0;
+        while i < bytes.len() {
+            if self.in_str {
+                i = self.string(bytes, i, base)?;
+                continue;
+            }
+            let b = bytes[i];
+            if self.depth > 1 {
+                match b {
+                    b'"' => self.in_str = true,
+                    b'[' | b'{' => self.depth += 1,
+                    b']' | b'}' => {
+                        self.depth -= 1;
+                        if self.depth == 1 {
+                            self.end_value(base + i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+                continue;
+            }
+            let ws = is_ws(b);
+            match (self.at, b) {
+                (AtRow::Open, b'[') => {
+                    self.depth = 1;
+                    self.at = AtRow::Value { first: true };
+                }
+                (AtRow::Open, _) => return Err((i, "a row of `results` is not an array")),
+                (AtRow::Value { .. } | AtRow::After, _) if ws => {}
+                (AtRow::Scalar, _) if ws => self.end_value(base + i),
+                (AtRow::Value { first: true } | AtRow::After, b']') => {
+                    return Ok(Some(self.close(i)));
+                }
+                (AtRow::Scalar, b']') => {
+                    self.end_value(base + i);
+                    return Ok(Some(self.close(i)));
+                }
+                (AtRow::Scalar, b',') => {
+                    self.end_value(base + i);
+                    self.at = AtRow::Value { first: false };
+                }
+                (AtRow::After, b',') => self.at = AtRow::Value { first: false },
+                (AtRow::Value { .. }, b',' | b']' | b'}' | b':') => {
+                    return Err((i, "a row with a missing value"));
+                }
+                (AtRow::Value { .. }, b'"') => {
+                    self.start = base + i;
+                    self.in_str = true;
+                }
+                (AtRow::Value { .. }, b'[' | b'{') => {
+                    self.start = base + i;
+                    self.depth = 2;
+                }
+                (AtRow::Value { .. }, _) => {
+                    self.start = base + i;
+                    self.at = AtRow::Scalar;
+                }
+                (AtRow::Scalar, _) => {}
+                (AtRow::After, _) => return Err((i, "text after a value in a row")),
+            }
+            i += 1;
+        }
+        self.len += bytes.len();
+        Ok(None)
+    }
+
+    /// Inside a string from `bytes[i]`: returns where scanning goes on. Stays in this loop
+    /// from escape to escape (a properties string has one every few bytes) until the string
+    /// or the bytes end.
+    fn string(
+        &mut self,
+        bytes: &[u8],
+        mut i: usize,
+        base: usize,
+    ) -> Result<usize, (usize, &'static str)> {
+        while i < bytes.len() {
+            if self.hex > 0 {
+                if !bytes[i].is_ascii_hexdigit() {
+                    return Err((i, "a string with a malformed \\u escape"));
+                }
+                self.hex -= 1;
+                i += 1;
+                continue;
+            }
+            if self.escaped {
+                match bytes[i] {
+                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {}
+                    b'u' => self.hex = 4,
+                    _ => return Err((i, "a string with an invalid escape")),
+                }
+                self.escaped = false;
+                i += 1;
+                continue;
+            }
+            let Some(k) = memchr::memchr2(b'"', b'\\', &bytes[i..]) else {
+                return Ok(bytes.len());
+            };
+            let at = i + k;
+            if bytes[at] == b'"' {
+                self.in_str = false;
+                if self.depth == 1 {
+                    self.end_value(base + at + 1);
+                }
+                return Ok(at + 1);
+            }
+            self.escaped = true;
+            i = at + 1;
+        }
+        Ok(i)
+    }
+
+    fn end_value(&mut self, end: usize) {
+        self.bounds.push((self.start, end));
+        self.at = AtRow::After;
+    }
+
+    /// The row's `]` is at `i` of the current bytes: the row is complete.
+    fn close(&mut self, i: usize) -> usize {
+        self.depth = 0;
+        self.len += i + 1;
+        i + 1
+    }
+}
+
+/// One row of a HogQL page as the scanner found it: its text (a JSON array, as sent) and
+/// where each of its values lies.
+#[derive(Debug, Clone, Copy)]
+pub struct Row<'a, 'b> {
+    text: &'a [u8],
+    bounds: &'b [(usize, usize)],
+}
+
+impl<'a> Row<'a, '_> {
+    /// The row's JSON text, as sent.
+    pub fn text(&self) -> &'a [u8] {
+        self.text
+    }
+
+    /// The number of values in the row.
+    pub fn len(&self) -> usize {
+        self.bounds.len()
+    }
+
+    /// Whether the row is `[]`.
+    pub fn is_empty(&self) -> bool {
+        self.bounds.is_empty()
+    }
+
+    /// The row's values as JSON text, borrowed from the row: a [`CoreError::Data`] when the
+    /// row is not UTF-8 or a value is not JSON.
+    pub fn values(&self) -> Result<Vec<RowValue<'a>>, CoreError> {
+        // One SIMD pass checks the row is UTF-8; the values are then slices of it.
+        let text = simdutf8::basic::from_utf8(self.text).map_err(|_| {
+            CoreError::Data(
+                "the query response is not a valid result page: a row is not UTF-8".into(),
+            )
+        })?;
+        let mut out = Vec::with_capacity(self.bounds.len());
+        for &(start, end) in self.bounds {
+            let value = text
+                .get(start..end)
+                .filter(|v| valid_value(v))
+                .ok_or_else(|| {
+                    CoreError::Data(format!(
+                        "the query response is not a valid result page: value {} of a row is \
+                         not JSON",
+                        out.len()
+                    ))
+                })?;
+            out.push(RowValue(value));
+        }
+        Ok(out)
+    }
+}
+
+/// Whether one value found by [`RowScan`] is JSON. Its strings' quotes and escapes were checked
+/// by the scan (a raw control character inside a string is let through: it is kept as sent);
+/// what remains is a scalar's spelling and a nested value's inside.
+fn valid_value(value: &str) -> bool {
+    match value.as_bytes().first() {
+        Some(b'"') => true,
+        Some(b'[' | b'{') => serde_json::from_str::<de::IgnoredAny>(value).is_ok(),
+        Some(_) => valid_scalar(value.as_bytes()),
+        None => false,
+    }
+}
+
+/// `null`, `true`, `false` or a JSON number: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
+fn valid_scalar(s: &[u8]) -> bool {
+    if matches!(s, b"null" | b"true" | b"false") {
+        return true;
+    }
+    let digits = |s: &[u8], at: usize| s[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+    let mut i = usize::from(s.first() == Some(&b'-'));
+    match s.get(i) {
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => i += digits(s, i),
+        _ => return false,
+    }
+    if s.get(i) == Some(&b'.') {
+        let n = digits(s, i + 1);
+        if n == 0 {
+            return false;
+        }
+        i += 1 + n;
+    }
+    if matches!(s.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(s.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        let n = digits(s, i);
+        if n == 0 {
+            return false;
+        }
+        i += n;
+    }
+    i == s.len()
+}
+
+/// One value of a row as JSON text, checked to be JSON by [`Row::values`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowValue<'a>(&'a str);
+
+impl<'a> RowValue<'a> {
+    /// The value's JSON text, as sent.
+    pub fn get(&self) -> &'a str {
+        self.0
+    }
+}
+
 /// Reads a HogQL query response body chunk by chunk: [`feed`](Self::feed) hands each row of
 /// `results` to a callback as soon as its last byte has arrived, [`finish`](Self::finish)
 /// checks the body was whole and returns its row count and `columns`. Memory is one row (a row
@@ -166,6 +451,7 @@ fn is_ws(b: u8) -> bool {
 pub struct PageScanner {
     state: State,
     value: ValueScan,
+    row: RowScan,
     /// The key being read, or the part of a row or `columns` value received so far when it
     /// crosses a chunk boundary.
     carry: Vec<u8>,
@@ -183,6 +469,7 @@ impl Default for PageScanner {
         PageScanner {
             state: State::Start,
             value: ValueScan::default(),
+            row: RowScan::default(),
             carry: Vec::new(),
             carrying: false,
             columns: None,
@@ -199,8 +486,11 @@ impl PageScanner {
     pub fn reset(&mut self) {
         let mut carry = std::mem::take(&mut self.carry);
         carry.clear();
+        let mut row = std::mem::take(&mut self.row);
+        row.reset();
         *self = PageScanner {
             carry,
+            row,
             ..PageScanner::default()
         };
     }
@@ -210,14 +500,14 @@ impl PageScanner {
         self.rows
     }
 
-    /// Feeds the next bytes of the body; `on_row` gets the text of every row completed by
-    /// them (a JSON array, as sent). A body that is not a HogQL result page is a
+    /// Feeds the next bytes of the body; `on_row` gets every row completed by them (its text,
+    /// a JSON array as sent, and where its values lie). A body that is not a HogQL result page is a
     /// [`CoreError::Data`] naming the byte offset; an error from `on_row` stops the scan and
     /// is returned as is.
     pub fn feed<E: From<CoreError>>(
         &mut self,
         chunk: &[u8],
-        on_row: &mut dyn FnMut(&[u8]) -> Result<(), E>,
+        on_row: &mut dyn FnMut(Row<'_, '_>) -> Result<(), E>,
     ) -> Result<(), E> {
         let mut i = 0;
         while i < chunk.len() {
@@ -304,7 +594,7 @@ impl PageScanner {
             }
             (State::AfterValue, b',') => State::Key { first: false },
             (State::RowStart { .. }, b'[') => {
-                self.value = ValueScan::default();
+                self.row.reset();
                 self.carrying = false;
                 self.carry.clear();
                 self.state = State::InRow;
@@ -376,31 +666,38 @@ impl PageScanner {
         &mut self,
         chunk: &[u8],
         i: usize,
-        on_row: &mut dyn FnMut(&[u8]) -> Result<(), E>,
+        on_row: &mut dyn FnMut(Row<'_, '_>) -> Result<(), E>,
     ) -> Result<usize, E> {
         let rest = &chunk[i..];
-        match self.value.scan(rest) {
-            Some(n) => {
+        match self.row.scan(rest) {
+            Ok(Some(n)) => {
                 self.rows += 1;
                 self.state = State::AfterRow;
                 if self.carrying {
                     self.carry.extend_from_slice(&rest[..n]);
                     let text = std::mem::take(&mut self.carry);
-                    let result = on_row(&text);
+                    let result = on_row(Row {
+                        text: &text,
+                        bounds: &self.row.bounds,
+                    });
                     self.carry = text;
                     self.carry.clear();
                     self.carrying = false;
                     result?;
                 } else {
-                    on_row(&rest[..n])?;
+                    on_row(Row {
+                        text: &rest[..n],
+                        bounds: &self.row.bounds,
+                    })?;
                 }
                 Ok(i + n)
             }
-            None => {
+            Ok(None) => {
                 self.carrying = true;
                 self.carry_more(rest, i)?;
                 Ok(chunk.len())
             }
+            Err((at, what)) => Err(self.error(i + at, what).into()),
         }
     }
 
@@ -422,56 +719,35 @@ fn escaped_backslashes(key: &[u8]) -> bool {
     key.iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 0
 }
 
-/// The values of one row (a JSON array) as source text, borrowed from `row`.
+/// The values of one row (a JSON array) as JSON text, borrowed from `row`: the same check and
+/// split the scanner gives each row of a page ([`Row::values`]), for a row on its own.
 ///
 /// ```
 /// let values = posthog_core::row_values(br#"["a", 1, {"b": [2]}]"#).unwrap();
 /// assert_eq!(values.len(), 3);
 /// assert_eq!(values[2].get(), r#"{"b": [2]}"#);
 /// ```
-pub fn row_values(row: &[u8]) -> Result<Vec<&RawValue>, CoreError> {
-    // One SIMD pass checks the row is UTF-8; the parser then reads it as `str` and does not
-    // check every string again (it did, one string at a time: 4 % of a run's CPU).
-    let row = simdutf8::basic::from_utf8(row).map_err(|_| {
-        CoreError::Data("the query response is not a valid result page: a row is not UTF-8".into())
-    })?;
-    let mut out = Vec::with_capacity(16);
-    let mut de = serde_json::Deserializer::from_str(row);
-    RowValues { out: &mut out }
-        .deserialize(&mut de)
-        .and_then(|()| de.end())
-        .map_err(|source| CoreError::Json {
-            what: "a row of the query response is not a JSON array".into(),
-            source,
-        })?;
-    Ok(out)
-}
-
-struct RowValues<'o, 'de> {
-    out: &'o mut Vec<&'de RawValue>,
-}
-
-impl<'de> DeserializeSeed<'de> for RowValues<'_, 'de> {
-    type Value = ();
-
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_seq(self)
+pub fn row_values(row: &[u8]) -> Result<Vec<RowValue<'_>>, CoreError> {
+    let bad = |what: &str| {
+        CoreError::Data(format!(
+            "the query response is not a valid result page: {what}"
+        ))
+    };
+    let start = row.iter().position(|&b| !is_ws(b)).unwrap_or(row.len());
+    let mut scan = RowScan::default();
+    let end = match scan.scan(&row[start..]) {
+        Ok(Some(n)) => start + n,
+        Ok(None) => return Err(bad("a row ends inside its JSON (truncated)")),
+        Err((_, what)) => return Err(bad(what)),
+    };
+    if row[end..].iter().any(|&b| !is_ws(b)) {
+        return Err(bad("text after a row"));
     }
-}
-
-impl<'de> Visitor<'de> for RowValues<'_, 'de> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON array")
+    Row {
+        text: &row[start..end],
+        bounds: &scan.bounds,
     }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(value) = seq.next_element::<&'de RawValue>()? {
-            self.out.push(value);
-        }
-        Ok(())
-    }
+    .values()
 }
 
 #[cfg(test)]
@@ -488,8 +764,8 @@ mod tests {
         while at < body.len() {
             let size = sizes[n % sizes.len()].max(1);
             let end = (at + size).min(body.len());
-            scanner.feed(&body[at..end], &mut |row: &[u8]| {
-                rows.push(String::from_utf8(row.to_vec()).unwrap());
+            scanner.feed(&body[at..end], &mut |row: Row| {
+                rows.push(String::from_utf8(row.text().to_vec()).unwrap());
                 Ok::<(), CoreError>(())
             })?;
             at = end;
@@ -573,7 +849,7 @@ mod tests {
     fn a_reset_forgets_the_partial_body() {
         let mut scanner = PageScanner::default();
         let mut rows = 0;
-        let mut count = |_: &[u8]| {
+        let mut count = |_: Row| {
             rows += 1;
             Ok::<(), CoreError>(())
         };

@@ -11,6 +11,40 @@
 
 use std::borrow::Cow;
 
+/// One JSON value's source text, known to be JSON: a `serde_json` [`RawValue`] or a
+/// [`RowValue`](crate::RowValue) of a scanned row. What the batch builder and the cursor
+/// readers take.
+///
+/// [`RawValue`]: serde_json::value::RawValue
+pub trait JsonText {
+    /// The value's JSON text.
+    fn json_text(&self) -> &str;
+}
+
+impl JsonText for serde_json::value::RawValue {
+    fn json_text(&self) -> &str {
+        self.get()
+    }
+}
+
+impl JsonText for Box<serde_json::value::RawValue> {
+    fn json_text(&self) -> &str {
+        self.get()
+    }
+}
+
+impl JsonText for crate::RowValue<'_> {
+    fn json_text(&self) -> &str {
+        self.get()
+    }
+}
+
+impl<T: JsonText + ?Sized> JsonText for &T {
+    fn json_text(&self) -> &str {
+        (**self).json_text()
+    }
+}
+
 /// A decoded JSON value, borrowing from the page text where it can.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Scalar<'a> {

@@ -8,7 +8,7 @@
 
 use posthog_core::{
     BatchBuilder, ColumnType, CoreError, DedupWindow, FieldSpec, FlattenMode, PageScanner,
-    QueryPage, format_timestamp, parse_timestamp, raw_timestamp, raw_uuid, row_values,
+    QueryPage, Row, format_timestamp, parse_timestamp, raw_timestamp, raw_uuid, row_values,
 };
 use posthog_error::{Category, ErrorChain};
 use proptest::prelude::*;
@@ -73,8 +73,11 @@ fn streaming_agrees(body: &[u8]) {
         let mut rows: Vec<Vec<String>> = Vec::new();
         let mut fed = Ok(());
         for chunk in body.chunks(size.min(body.len().max(1))) {
-            fed = scanner.feed(chunk, &mut |row: &[u8]| {
-                let values = row_values(row)?;
+            fed = scanner.feed(chunk, &mut |row: Row| {
+                let values = row.values()?;
+                // The row on its own splits the same way.
+                let alone = row_values(row.text()).expect("a row the scanner split");
+                assert_eq!(values, alone);
                 rows.push(values.iter().map(|v| v.get().to_owned()).collect());
                 Ok::<(), CoreError>(())
             });
@@ -167,8 +170,88 @@ fn number_literal() -> impl Strategy<Value = String> {
     ]
 }
 
+/// The values of a row as serde_json splits it (the oracle of the scanner's own split).
+fn serde_split(row: &str) -> Option<Vec<String>> {
+    let values: Vec<&RawValue> = serde_json::from_str(row).ok()?;
+    Some(values.iter().map(|v| v.get().to_owned()).collect())
+}
+
+/// Text that is often a JSON array and often nearly one: JSON's tokens and their broken forms
+/// (bad escapes, cut numbers and literals, stray brackets), no raw control characters.
+fn row_text() -> impl Strategy<Value = String> {
+    let token = prop::sample::select(vec![
+        "[",
+        "]",
+        "{",
+        "}",
+        ",",
+        ":",
+        " ",
+        "\n",
+        "\"a\"",
+        "\"\\\"\"",
+        "\"\\u00e9\"",
+        "\"\\ud83d\\ude80\"",
+        "\"\\u12\"",
+        "\"\\x\"",
+        "\"{\\\"k\\\": 1}\"",
+        "\"",
+        "\\",
+        "0",
+        "-1",
+        "12.5",
+        "1e5",
+        "-0.0E-7",
+        "01",
+        "1.",
+        ".5",
+        "1e",
+        "-",
+        "+1",
+        "true",
+        "false",
+        "null",
+        "tru",
+        "nul",
+        "truex",
+        "\"é\"",
+        "\"a]\"",
+        "\"a,\"",
+    ]);
+    prop::collection::vec(token, 0..12).prop_map(|t| t.concat())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// The scanner's own row split (one pass, no parser) takes exactly the rows serde_json
+    /// takes, with the same value texts, and refuses the rest as data errors.
+    #[test]
+    fn row_split_agrees_with_serde_json(inner in row_text(), wrap in any::<bool>()) {
+        let row = if wrap { format!("[{inner}]") } else { inner };
+        let ours = row_values(row.as_bytes());
+        match serde_split(&row) {
+            Some(oracle) => {
+                let ours = ours.unwrap_or_else(|e| panic!("{row:?}: {e}"));
+                let texts: Vec<&str> = ours.iter().map(|v| v.get()).collect();
+                prop_assert_eq!(texts, oracle, "{:?}", row);
+            }
+            None => {
+                let err = ours.err().unwrap_or_else(|| panic!("{row:?} is not a JSON array"));
+                prop_assert_eq!(err.category(), Category::Data);
+            }
+        }
+    }
+
+    /// Every JSON array of any values splits into its values' texts, in a page or alone.
+    #[test]
+    fn any_json_row_splits_into_its_values(values in prop::collection::vec(json_value(), 0..6), pretty in any::<bool>()) {
+        let row = Value::from(values);
+        let text = if pretty { serde_json::to_string_pretty(&row) } else { serde_json::to_string(&row) }.unwrap();
+        let ours = row_values(text.as_bytes()).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+        let texts: Vec<&str> = ours.iter().map(|v| v.get()).collect();
+        prop_assert_eq!(texts, serde_split(&text).unwrap());
+    }
 
     #[test]
     fn arbitrary_bytes_are_a_page_or_a_data_error(body in any::<Vec<u8>>()) {
@@ -318,7 +401,7 @@ fn every_truncation_of_a_real_page_is_a_data_error() {
     assert!(QueryPage::parse(&body).is_ok());
     for cut in 0..body.len() {
         let mut scanner = PageScanner::default();
-        let fed = scanner.feed(&body[..cut], &mut |row: &[u8]| row_values(row).map(|_| ()));
+        let fed = scanner.feed(&body[..cut], &mut |row: Row| row.values().map(|_| ()));
         let err = fed.and_then(|()| scanner.finish().map(|_| ())).unwrap_err();
         assert_eq!(err.category(), Category::Data, "cut at {cut}: {err}");
         let msg = data_message(QueryPage::parse(&body[..cut]));

@@ -25,7 +25,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use posthog_core::{
     BatchBuilder, ColumnSpec, ColumnType, DedupWindow, FieldSpec, PageScanner, PartFile, PartStore,
-    TableWriter, UnixMicros, format_timestamp, raw_timestamp, raw_uuid, row_values,
+    Row, RowValue, TableWriter, UnixMicros, format_timestamp, raw_timestamp, raw_uuid,
 };
 use posthog_state::{ColumnRecord, PartRecord, TableState};
 use serde_json::value::RawValue;
@@ -421,14 +421,14 @@ impl Sink {
     /// The next bytes of a HogQL page: every row they complete is written at once.
     fn chunk(&mut self, slice: usize, bytes: &[u8]) -> Result<(), DriverError> {
         let mut scanner = std::mem::take(&mut self.slice(slice)?.rx.scanner);
-        let fed = scanner.feed(bytes, &mut |row: &[u8]| self.query_row(slice, row));
+        let fed = scanner.feed(bytes, &mut |row: Row| self.query_row(slice, row));
         self.slices[slice].rx.scanner = scanner;
         fed
     }
 
     /// One row of a HogQL page, as its JSON text.
-    fn query_row(&mut self, slice: usize, text: &[u8]) -> Result<(), DriverError> {
-        let row = row_values(text)?;
+    fn query_row(&mut self, slice: usize, row: Row<'_, '_>) -> Result<(), DriverError> {
+        let row = row.values()?;
         let rx = &mut self.slices[slice].rx;
         let n = rx.rows;
         rx.rows += 1;
@@ -442,12 +442,12 @@ impl Sink {
         }
         let (time_idx, id_idx) = self.keys;
         let at = match time_idx {
-            Some(t) => Some(raw_timestamp(row[t]).ok_or_else(|| bad_value(n, "time", row[t]))?),
+            Some(t) => Some(raw_timestamp(&row[t]).ok_or_else(|| bad_value(n, "time", row[t]))?),
             None => None,
         };
         let id_idx =
             id_idx.ok_or_else(|| DriverError::Protocol("the response has no id column".into()))?;
-        let id = raw_uuid(row[id_idx]).ok_or_else(|| bad_value(n, "id", row[id_idx]))?;
+        let id = raw_uuid(&row[id_idx]).ok_or_else(|| bad_value(n, "id", row[id_idx]))?;
         rx.last = Some((at, id));
         if !rx.consume(n, id)? {
             return Ok(()); // written from an earlier attempt's body
@@ -890,7 +890,7 @@ fn column_record(spec: ColumnSpec) -> ColumnRecord {
     }
 }
 
-fn bad_value(row: usize, what: &str, raw: &RawValue) -> DriverError {
+fn bad_value(row: usize, what: &str, raw: RowValue<'_>) -> DriverError {
     let text = raw.get();
     let shown: String = text.chars().take(80).collect();
     DriverError::Protocol(format!(
