@@ -14,9 +14,9 @@ use arrow_array::builder::{
 };
 use arrow_array::{ArrayRef, RecordBatch, new_null_array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
+use crate::json::object_entries;
 use crate::schema::{
     ColumnSpec, ColumnType, FieldKind, FieldSpec, FlattenMode, SchemaError, SourceKey, TableSchema,
 };
@@ -439,7 +439,7 @@ impl BatchBuilder {
         self.begin_row();
         for (key, raw) in entries {
             if let Some(&i) = self.field_by_name.get(key.as_ref()) {
-                self.append_field(i, raw.get());
+                self.append_field(i, raw);
                 continue;
             }
             if !self.extra_slots.contains_key(key.as_ref()) {
@@ -451,7 +451,7 @@ impl BatchBuilder {
             let placed = self.columns.place(
                 slot,
                 || (SourceKey::field(&key, false), key.to_string()),
-                Scalar::classify(raw.get()),
+                Scalar::classify(raw),
             );
             if let Some((id, cell)) = placed {
                 self.columns.append(id, self.rows, &cell);
@@ -562,10 +562,10 @@ impl BatchBuilder {
         let columns = &mut self.columns;
         let budget = self.column_budget;
         let mut cells: Vec<(usize, Cell<'_>)> = Vec::with_capacity(entries.len());
-        let mut rest: Vec<(&str, &RawValue)> = Vec::new();
+        let mut rest: Vec<(&str, &str)> = Vec::new();
         let mut saw_null = false;
         for (position, (key, raw_value)) in entries.iter().enumerate() {
-            let scalar = Scalar::classify(raw_value.get());
+            let scalar = Scalar::classify(raw_value);
             if scalar == Scalar::Null {
                 saw_null = true;
                 continue;
@@ -694,7 +694,7 @@ impl BatchBuilder {
 #[derive(Debug, Default)]
 struct KeySlots {
     slots: Vec<Slot>,
-    index: HashMap<String, usize>,
+    index: HashMap<String, usize, ahash::RandomState>,
     /// Key at each position of the last row, and its slot.
     by_position: Vec<(Box<str>, usize)>,
 }
@@ -726,7 +726,7 @@ impl KeySlots {
 }
 
 /// A JSON object of `entries`, each value as its compact source JSON.
-fn rest_object(entries: &[(&str, &RawValue)]) -> String {
+fn rest_object(entries: &[(&str, &str)]) -> String {
     let mut text = String::from("{");
     for (n, (key, value)) in entries.iter().enumerate() {
         if n > 0 {
@@ -735,84 +735,22 @@ fn rest_object(entries: &[(&str, &RawValue)]) -> String {
         // A `str` always serializes.
         text.push_str(&serde_json::to_string(key).unwrap_or_default());
         text.push(':');
-        text.push_str(&compact_json(value.get().trim_matches(is_json_ws)));
+        text.push_str(&compact_json(value.trim_matches(is_json_ws)));
     }
     text.push('}');
     text
 }
 
-/// The entries of `text` if it is exactly one JSON object whose keys are valid Unicode.
-fn object_entries(text: &str) -> Option<Vec<(Cow<'_, str>, &RawValue)>> {
-    let mut entries = Vec::with_capacity(48);
-    let mut de = serde_json::Deserializer::from_str(text);
-    ObjectEntries { out: &mut entries }
-        .deserialize(&mut de)
-        .and_then(|()| de.end())
-        .ok()?;
-    Some(entries)
-}
-
 /// The first key that occurs a second time, if any.
-fn repeated_key<'e>(entries: &'e [(Cow<'_, str>, &RawValue)]) -> Option<&'e str> {
-    let mut seen = std::collections::HashSet::with_capacity(entries.len());
+fn repeated_key<'e>(entries: &'e [(Cow<'_, str>, &str)]) -> Option<&'e str> {
+    let mut seen = std::collections::HashSet::with_capacity_and_hasher(
+        entries.len(),
+        ahash::RandomState::new(),
+    );
     entries
         .iter()
         .map(|(k, _)| k.as_ref())
         .find(|k| !seen.insert(*k))
-}
-
-/// Reads a JSON object's entries as (key, raw value) pairs, borrowing both where it can.
-struct ObjectEntries<'o, 'de> {
-    out: &'o mut Vec<(Cow<'de, str>, &'de RawValue)>,
-}
-
-impl<'de> DeserializeSeed<'de> for ObjectEntries<'_, 'de> {
-    type Value = ();
-
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ObjectEntries<'_, 'de> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(key) = map.next_key::<KeyText<'de>>()? {
-            let value: &'de RawValue = map.next_value()?;
-            self.out.push((key.0, value));
-        }
-        Ok(())
-    }
-}
-
-/// An object key, borrowed when it has no escapes.
-struct KeyText<'de>(Cow<'de, str>);
-
-impl<'de> serde::Deserialize<'de> for KeyText<'de> {
-    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = KeyText<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a string key")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(KeyText(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(KeyText(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-                Ok(KeyText(Cow::Owned(v)))
-            }
-        }
-        deserializer.deserialize_str(V)
-    }
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@
 
 mod batch;
 mod dedup;
+mod json;
 mod page;
 pub mod reader;
 mod scan;

@@ -33,9 +33,8 @@
 //! assert_eq!(seen, ["1", "2"]);
 //! ```
 
-use serde::de;
-
 use crate::CoreError;
+use crate::json::{self, is_ws};
 
 /// The largest single row (or `columns` value) the scanner copies across chunk boundaries:
 /// PostHog caps an event at 1 MB, with its person properties a row stays well under this.
@@ -155,16 +154,13 @@ impl ValueScan {
     }
 }
 
-fn is_ws(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
-}
-
 /// Where a row (a JSON array) ends and where each of its values lies, found in the same pass:
 /// the row's own structure (values, commas, the closing `]`) is checked as it goes, and so
 /// are the escapes of every string, so [`Row::values`] need not parse the row again. What
 /// the pass does not check (a number's or literal's spelling, the inside of a nested object
 /// or array) is checked by [`Row::values`] on those values alone, which are short or rare
-/// in a HogQL row.
+/// in a HogQL row. Strings are crossed eight bytes at a time up to the next quote, backslash
+/// or (refused) raw control character.
 #[derive(Debug, Default)]
 struct RowScan {
     /// Bytes of the row scanned so far (offsets in `bounds` count from the row's `[`).
@@ -279,48 +275,67 @@ impl RowScan {
     }
 
     /// Inside a string from `bytes[i]`: returns where scanning goes on. Stays in this loop
-    /// from escape to escape (a properties string has one every few bytes) until the string
-    /// or the bytes end.
+    /// from escape to escape (a properties string has one every few bytes), checking each
+    /// escape where it stands, until the string or the bytes end; only an escape cut by the
+    /// end of the bytes is carried in `escaped` / `hex`.
     fn string(
         &mut self,
         bytes: &[u8],
         mut i: usize,
         base: usize,
     ) -> Result<usize, (usize, &'static str)> {
-        while i < bytes.len() {
-            if self.hex > 0 {
-                if !bytes[i].is_ascii_hexdigit() {
-                    return Err((i, "a string with a malformed \\u escape"));
+        const BAD_ESCAPE: &str = "a string with an invalid escape";
+        const BAD_HEX: &str = "a string with a malformed \\u escape";
+        loop {
+            // The rest of an escape the previous bytes cut.
+            while i < bytes.len() && (self.escaped || self.hex > 0) {
+                if self.hex > 0 {
+                    if !bytes[i].is_ascii_hexdigit() {
+                        return Err((i, BAD_HEX));
+                    }
+                    self.hex -= 1;
+                } else {
+                    match bytes[i] {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {}
+                        b'u' => self.hex = 4,
+                        _ => return Err((i, BAD_ESCAPE)),
+                    }
+                    self.escaped = false;
                 }
-                self.hex -= 1;
                 i += 1;
-                continue;
             }
-            if self.escaped {
-                match bytes[i] {
-                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {}
-                    b'u' => self.hex = 4,
-                    _ => return Err((i, "a string with an invalid escape")),
-                }
-                self.escaped = false;
-                i += 1;
-                continue;
-            }
-            let Some(k) = memchr::memchr2(b'"', b'\\', &bytes[i..]) else {
+            let Some(k) = bytes.get(i..).and_then(json::find_special) else {
                 return Ok(bytes.len());
             };
             let at = i + k;
-            if bytes[at] == b'"' {
-                self.in_str = false;
-                if self.depth == 1 {
-                    self.end_value(base + at + 1);
+            match bytes[at] {
+                b'"' => {
+                    self.in_str = false;
+                    if self.depth == 1 {
+                        self.end_value(base + at + 1);
+                    }
+                    return Ok(at + 1);
                 }
-                return Ok(at + 1);
+                b'\\' => match bytes.get(at + 1) {
+                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i = at + 2,
+                    Some(b'u') => match bytes.get(at + 2..at + 6) {
+                        Some(hex) if hex.iter().all(u8::is_ascii_hexdigit) => i = at + 6,
+                        Some(_) => return Err((at, BAD_HEX)),
+                        None => {
+                            // Cut by the end of the bytes: checked byte by byte above.
+                            self.escaped = true;
+                            i = at + 1;
+                        }
+                    },
+                    Some(_) => return Err((at + 1, BAD_ESCAPE)),
+                    None => {
+                        self.escaped = true;
+                        return Ok(bytes.len());
+                    }
+                },
+                _ => return Err((at, "a string with a raw control character")),
             }
-            self.escaped = true;
-            i = at + 1;
         }
-        Ok(i)
     }
 
     fn end_value(&mut self, end: usize) {
@@ -387,49 +402,15 @@ impl<'a> Row<'a, '_> {
     }
 }
 
-/// Whether one value found by [`RowScan`] is JSON. Its strings' quotes and escapes were checked
-/// by the scan (a raw control character inside a string is let through: it is kept as sent);
-/// what remains is a scalar's spelling and a nested value's inside.
+/// Whether one value found by [`RowScan`] is JSON. Its strings were checked by the scan; what
+/// remains is a scalar's spelling and a nested value's inside.
 fn valid_value(value: &str) -> bool {
     match value.as_bytes().first() {
         Some(b'"') => true,
-        Some(b'[' | b'{') => serde_json::from_str::<de::IgnoredAny>(value).is_ok(),
-        Some(_) => valid_scalar(value.as_bytes()),
+        Some(b'[' | b'{') => json::is_json(value),
+        Some(_) => json::valid_scalar(value.as_bytes()),
         None => false,
     }
-}
-
-/// `null`, `true`, `false` or a JSON number: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
-fn valid_scalar(s: &[u8]) -> bool {
-    if matches!(s, b"null" | b"true" | b"false") {
-        return true;
-    }
-    let digits = |s: &[u8], at: usize| s[at..].iter().take_while(|b| b.is_ascii_digit()).count();
-    let mut i = usize::from(s.first() == Some(&b'-'));
-    match s.get(i) {
-        Some(b'0') => i += 1,
-        Some(b'1'..=b'9') => i += digits(s, i),
-        _ => return false,
-    }
-    if s.get(i) == Some(&b'.') {
-        let n = digits(s, i + 1);
-        if n == 0 {
-            return false;
-        }
-        i += 1 + n;
-    }
-    if matches!(s.get(i), Some(b'e' | b'E')) {
-        i += 1;
-        if matches!(s.get(i), Some(b'+' | b'-')) {
-            i += 1;
-        }
-        let n = digits(s, i);
-        if n == 0 {
-            return false;
-        }
-        i += n;
-    }
-    i == s.len()
 }
 
 /// One value of a row as JSON text, checked to be JSON by [`Row::values`].
@@ -842,6 +823,37 @@ mod tests {
                 "{:?}: {err}",
                 String::from_utf8_lossy(body)
             );
+        }
+    }
+
+    #[test]
+    fn escapes_cut_anywhere_are_checked_the_same() {
+        let good = r#"{"results":[["a\u00e9\"b\\", "\ud83d\ude80", "x\/y\n"]]}"#;
+        let values = |body: &str, size: usize| {
+            scan(body.as_bytes(), &[size]).map(|(rows, _)| {
+                rows.iter()
+                    .map(|r| {
+                        let v = row_values(r.as_bytes()).unwrap();
+                        v.iter().map(|v| v.get().to_owned()).collect::<Vec<_>>()
+                    })
+                    .collect::<Vec<_>>()
+            })
+        };
+        let whole = values(good, usize::MAX).unwrap();
+        assert_eq!(whole[0][0], r#""a\u00e9\"b\\""#);
+        for size in 1..good.len() {
+            assert_eq!(values(good, size).unwrap(), whole, "chunks of {size}");
+        }
+        for (bad, says) in [
+            (r#"{"results":[["a\u00zz"]]}"#, "malformed \\u escape"),
+            (r#"{"results":[["a\u12"]]}"#, "malformed \\u escape"),
+            (r#"{"results":[["a\q"]]}"#, "invalid escape"),
+            ("{\"results\":[[\"a\tb\"]]}", "raw control character"),
+        ] {
+            for size in 1..bad.len() {
+                let err = values(bad, size).unwrap_err().to_string();
+                assert!(err.contains(says), "{bad} in chunks of {size}: {err}");
+            }
         }
     }
 

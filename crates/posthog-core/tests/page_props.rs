@@ -177,7 +177,7 @@ fn serde_split(row: &str) -> Option<Vec<String>> {
 }
 
 /// Text that is often a JSON array and often nearly one: JSON's tokens and their broken forms
-/// (bad escapes, cut numbers and literals, stray brackets), no raw control characters.
+/// (bad escapes, raw control characters, cut numbers and literals, stray brackets).
 fn row_text() -> impl Strategy<Value = String> {
     let token = prop::sample::select(vec![
         "[",
@@ -217,6 +217,16 @@ fn row_text() -> impl Strategy<Value = String> {
         "\"é\"",
         "\"a]\"",
         "\"a,\"",
+        "\"a\tb\"",
+        "\"\u{1}\"",
+        "\"x\u{1f}\"",
+        "\t",
+        "\r",
+        "\u{0}",
+        "[{\"k\": [1, \"v\"]}]",
+        "{\"k\" 1}",
+        "{\"k\":}",
+        "[1,]",
     ]);
     prop::collection::vec(token, 0..12).prop_map(|t| t.concat())
 }

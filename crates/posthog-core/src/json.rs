@@ -1,0 +1,486 @@
+//! The small JSON reader of the hot path: where a string or value ends and whether it is JSON,
+//! found without building anything, and an object's entries as borrowed text.
+//!
+//! Every event's properties (and person properties) arrive as one JSON object inside a string;
+//! after unescaping, the flattener needs each entry's key and the source text of its value.
+//! `serde_json` did this through its visitor machinery at a tenth of a run's CPU time; this
+//! reader checks the same grammar (RFC 8259: strings without raw control characters and with
+//! valid escapes, numbers as JSON spells them, the three literals, nesting to any depth) and
+//! hands out slices. Strings are crossed eight bytes at a time.
+//! `serde_json` is its oracle in the property tests.
+
+use std::borrow::Cow;
+
+use crate::value::unescape_into;
+
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// The offset of the first byte of `bytes` that ends a run of plain string text: `"`, `\` or
+/// a control character (below 0x20, which JSON forbids raw inside a string).
+#[inline]
+pub(crate) fn find_special(bytes: &[u8]) -> Option<usize> {
+    let mut words = bytes.chunks_exact(8);
+    let mut at = 0;
+    for word in words.by_ref() {
+        let w = u64::from_le_bytes(<[u8; 8]>::try_from(word).unwrap_or([0; 8]));
+        let quote = w ^ (LO * u64::from(b'"'));
+        let slash = w ^ (LO * u64::from(b'\\'));
+        // A byte's high bit is set where it is zero after the xor (`quote`, `slash`) or below
+        // 0x20 (`w`); a borrow can only mark bytes above the first true one.
+        let found = ((quote.wrapping_sub(LO) & !quote)
+            | (slash.wrapping_sub(LO) & !slash)
+            | (w.wrapping_sub(LO * 0x20) & !w))
+            & HI;
+        if found != 0 {
+            return Some(at + (found.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    words
+        .remainder()
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .map(|k| at + k)
+}
+
+/// The offset of the first backslash in `bytes`, eight bytes at a time: in an escaped
+/// properties string one comes every few bytes, where a SIMD search's setup costs more than
+/// it saves.
+#[inline]
+pub(crate) fn find_backslash(bytes: &[u8]) -> Option<usize> {
+    let mut words = bytes.chunks_exact(8);
+    let mut at = 0;
+    for word in words.by_ref() {
+        let w = u64::from_le_bytes(<[u8; 8]>::try_from(word).unwrap_or([0; 8]))
+            ^ (LO * u64::from(b'\\'));
+        let found = w.wrapping_sub(LO) & !w & HI;
+        if found != 0 {
+            return Some(at + (found.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    words
+        .remainder()
+        .iter()
+        .position(|&b| b == b'\\')
+        .map(|k| at + k)
+}
+
+/// JSON's insignificant whitespace.
+#[inline]
+pub(crate) fn is_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+/// A string literal starting at `bytes[i]` (its opening quote): the offset just past its
+/// closing quote and whether it holds escapes. `None` when it is not a valid JSON string
+/// (unclosed, a raw control character, an invalid escape).
+pub(crate) fn string_end(bytes: &[u8], i: usize) -> Option<(usize, bool)> {
+    let mut at = i + 1;
+    let mut escaped = false;
+    loop {
+        at += find_special(bytes.get(at..)?)?;
+        match bytes[at] {
+            b'"' => return Some((at + 1, escaped)),
+            b'\\' => {
+                escaped = true;
+                at += match bytes.get(at + 1)? {
+                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => 2,
+                    b'u' if bytes.get(at + 2..at + 6)?.iter().all(u8::is_ascii_hexdigit) => 6,
+                    _ => return None,
+                };
+            }
+            _ => return None, // a raw control character
+        }
+    }
+}
+
+/// `null`, `true`, `false` or a JSON number: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
+pub(crate) fn valid_scalar(s: &[u8]) -> bool {
+    if matches!(s, b"null" | b"true" | b"false") {
+        return true;
+    }
+    let digits = |at: usize| {
+        s.get(at..)
+            .map_or(0, |r| r.iter().take_while(|b| b.is_ascii_digit()).count())
+    };
+    let mut i = usize::from(s.first() == Some(&b'-'));
+    match s.get(i) {
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => i += digits(i),
+        _ => return false,
+    }
+    if s.get(i) == Some(&b'.') {
+        let n = digits(i + 1);
+        if n == 0 {
+            return false;
+        }
+        i += 1 + n;
+    }
+    if matches!(s.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(s.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        let n = digits(i);
+        if n == 0 {
+            return false;
+        }
+        i += n;
+    }
+    i == s.len()
+}
+
+fn skip_ws(bytes: &[u8], mut i: usize) -> usize {
+    while bytes.get(i).is_some_and(|&b| is_ws(b)) {
+        i += 1;
+    }
+    i
+}
+
+/// The JSON value starting at `bytes[i]` (no whitespace before it): the offset just past it,
+/// or `None` when it is not valid JSON. Nesting is followed with a stack of the brackets still
+/// open, not by recursion, so any depth is read (as `serde_json` reads a raw value).
+pub(crate) fn value_end(bytes: &[u8], i: usize) -> Option<usize> {
+    let mut open = Brackets::default(); // the closing bracket each open level waits for
+    let mut at = i;
+    loop {
+        // `at` is the first byte of a value.
+        match *bytes.get(at)? {
+            b'"' => at = string_end(bytes, at)?.0,
+            b @ (b'{' | b'[') => {
+                let close = if b == b'{' { b'}' } else { b']' };
+                at = skip_ws(bytes, at + 1);
+                if bytes.get(at) == Some(&close) {
+                    at += 1;
+                } else {
+                    open.push(close);
+                    if close == b'}' {
+                        at = member_value(bytes, at)?;
+                    }
+                    continue;
+                }
+            }
+            _ => {
+                let len = bytes[at..]
+                    .iter()
+                    .position(|&b| matches!(b, b',' | b'}' | b']') || is_ws(b))
+                    .unwrap_or(bytes.len() - at);
+                if !valid_scalar(&bytes[at..at + len]) {
+                    return None;
+                }
+                at += len;
+            }
+        }
+        // A value ended at `at`: close the levels it ends, or go on to the next value.
+        loop {
+            let Some(&close) = open.last() else {
+                return Some(at);
+            };
+            at = skip_ws(bytes, at);
+            match *bytes.get(at)? {
+                b',' => {
+                    at = skip_ws(bytes, at + 1);
+                    if close == b'}' {
+                        at = member_value(bytes, at)?;
+                    }
+                    break;
+                }
+                b if b == close => {
+                    open.pop();
+                    at += 1;
+                }
+                _ => return None,
+            }
+        }
+    }
+}
+
+/// The closing brackets a value's open levels wait for: the first 32 levels inline (a value
+/// nested in a properties object rarely goes past three), deeper ones on the heap.
+#[derive(Default)]
+struct Brackets {
+    inline: [u8; 32],
+    deeper: Vec<u8>,
+    depth: usize,
+}
+
+impl Brackets {
+    fn push(&mut self, close: u8) {
+        match self.inline.get_mut(self.depth) {
+            Some(slot) => *slot = close,
+            None => self.deeper.push(close),
+        }
+        self.depth += 1;
+    }
+
+    fn last(&self) -> Option<&u8> {
+        let top = self.depth.checked_sub(1)?;
+        self.inline.get(top).or_else(|| self.deeper.last())
+    }
+
+    fn pop(&mut self) {
+        if self.depth > self.inline.len() {
+            self.deeper.pop();
+        }
+        self.depth = self.depth.saturating_sub(1);
+    }
+}
+
+/// An object member's key at `bytes[at]`, then `:`: the offset of its value.
+fn member_value(bytes: &[u8], at: usize) -> Option<usize> {
+    if bytes.get(at) != Some(&b'"') {
+        return None;
+    }
+    let at = skip_ws(bytes, string_end(bytes, at)?.0);
+    (bytes.get(at) == Some(&b':')).then(|| skip_ws(bytes, at + 1))
+}
+
+/// Whether `text` is exactly one JSON value (whitespace around it allowed).
+pub(crate) fn is_json(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let start = skip_ws(bytes, 0);
+    value_end(bytes, start).is_some_and(|end| skip_ws(bytes, end) == bytes.len())
+}
+
+/// The entries of `text` if it is exactly one JSON object (whitespace around it allowed)
+/// whose keys decode to Unicode: each key (borrowed unless it had escapes) and its value's
+/// JSON text as sent. `None` otherwise.
+pub(crate) fn object_entries(text: &str) -> Option<Vec<(Cow<'_, str>, &str)>> {
+    let bytes = text.as_bytes();
+    let mut at = skip_ws(bytes, 0);
+    if bytes.get(at) != Some(&b'{') {
+        return None;
+    }
+    let mut entries = Vec::with_capacity(48);
+    at = skip_ws(bytes, at + 1);
+    if bytes.get(at) == Some(&b'}') {
+        return (skip_ws(bytes, at + 1) == bytes.len()).then_some(entries);
+    }
+    loop {
+        if bytes.get(at) != Some(&b'"') {
+            return None;
+        }
+        let (key_end, escaped) = string_end(bytes, at)?;
+        // Quotes are ASCII, so both ends are char boundaries.
+        let literal = text.get(at..key_end)?;
+        let key = if escaped {
+            let mut out = String::new();
+            if !unescape_into(literal, &mut out) {
+                return None; // a lone surrogate: not a Unicode key
+            }
+            Cow::Owned(out)
+        } else {
+            Cow::Borrowed(literal.get(1..literal.len() - 1)?)
+        };
+        at = skip_ws(bytes, key_end);
+        if bytes.get(at) != Some(&b':') {
+            return None;
+        }
+        let start = skip_ws(bytes, at + 1);
+        let end = value_end(bytes, start)?;
+        entries.push((key, text.get(start..end)?));
+        at = skip_ws(bytes, end);
+        match *bytes.get(at)? {
+            b',' => at = skip_ws(bytes, at + 1),
+            b'}' => return (skip_ws(bytes, at + 1) == bytes.len()).then_some(entries),
+            _ => return None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
+    use serde_json::value::RawValue;
+
+    /// The oracle: serde_json's reading of an object into (key, raw value) entries.
+    fn serde_entries(text: &str) -> Option<Vec<(String, String)>> {
+        struct Entries<'o>(&'o mut Vec<(String, String)>);
+        impl<'de> DeserializeSeed<'de> for Entries<'_> {
+            type Value = ();
+            fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+                d.deserialize_map(self)
+            }
+        }
+        impl<'de> Visitor<'de> for Entries<'_> {
+            type Value = ();
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+                while let Some(key) = map.next_key::<String>()? {
+                    let value: &RawValue = map.next_value()?;
+                    self.0.push((key, value.get().to_owned()));
+                }
+                Ok(())
+            }
+        }
+        let mut out = Vec::new();
+        let mut de = serde_json::Deserializer::from_str(text);
+        Entries(&mut out)
+            .deserialize(&mut de)
+            .and_then(|()| de.end())
+            .ok()?;
+        Some(out)
+    }
+
+    /// JSON's tokens and their broken forms, as the inside of a properties object.
+    fn object_text() -> impl Strategy<Value = String> {
+        let token = prop::sample::select(vec![
+            "{",
+            "}",
+            "[",
+            "]",
+            ",",
+            ":",
+            " ",
+            "\n",
+            "\"k\"",
+            "\"$os\"",
+            "\"k\\u00e9\"",
+            "\"\\ud800\"",
+            "\"\\u12\"",
+            "\"\\q\"",
+            "\"a\\\"b\"",
+            "\"tab\there\"",
+            "\"\u{1}\"",
+            "\"",
+            "\\",
+            "0",
+            "-0",
+            "01",
+            "1.5",
+            "1.",
+            "-",
+            "2e9",
+            "1E+2",
+            "1e",
+            "true",
+            "false",
+            "null",
+            "nul",
+            "truee",
+            "\"é ✓\"",
+            "\u{0}",
+        ]);
+        prop::collection::vec(token, 0..16).prop_map(|t| t.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2048, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// `object_entries` takes exactly the objects serde_json takes, with the same keys and
+        /// value texts in order, and `is_json` the same values.
+        #[test]
+        fn the_reader_agrees_with_serde_json(inner in object_text(), wrap in 0u8..3) {
+            let text = match wrap { 0 => format!("{{{inner}}}"), 1 => format!("[{inner}]"), _ => inner };
+            let ours = object_entries(&text)
+                .map(|e| e.into_iter().map(|(k, v)| (k.into_owned(), v.to_owned())).collect::<Vec<_>>());
+            prop_assert_eq!(ours, serde_entries(&text), "{:?}", text);
+            let oracle = serde_json::from_str::<de::IgnoredAny>(&text).is_ok();
+            prop_assert_eq!(is_json(&text), oracle, "{:?}", text);
+        }
+
+        /// Any JSON object, compact or pretty, reads back entry for entry.
+        #[test]
+        fn any_object_reads_back(entries in prop::collection::btree_map("[a-z$é\"\\\\]{0,6}", prop_oneof![
+            Just(serde_json::Value::Null), any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(serde_json::Value::from),
+            ".{0,12}".prop_map(serde_json::Value::from),
+            prop::collection::vec(any::<u8>(), 0..3).prop_map(serde_json::Value::from),
+        ], 0..8), pretty in any::<bool>()) {
+            let object = serde_json::Value::Object(entries.into_iter().collect());
+            let text = if pretty { serde_json::to_string_pretty(&object) } else { serde_json::to_string(&object) }.unwrap();
+            let ours = object_entries(&text)
+                .map(|e| e.into_iter().map(|(k, v)| (k.into_owned(), v.to_owned())).collect::<Vec<_>>());
+            prop_assert_eq!(ours, serde_entries(&text), "{:?}", text);
+        }
+    }
+
+    #[test]
+    fn special_bytes_are_found_at_every_offset() {
+        for len in 0..40 {
+            for at in 0..len {
+                for special in [b'"', b'\\', 0x00, 0x1f] {
+                    let mut bytes = vec![b'a'; len];
+                    // Bytes around the special one that must not be taken for it.
+                    for (k, b) in bytes.iter_mut().enumerate() {
+                        *b = [b'a', 0x20, 0x7f, 0xc3, 0x21, 0x5d][k % 6];
+                    }
+                    bytes[at] = special;
+                    assert_eq!(find_special(&bytes), Some(at), "{len} {at} {special}");
+                }
+            }
+            let plain: Vec<u8> = (0..len).map(|k| [b'a', 0x20, 0xff, b'#'][k % 4]).collect();
+            assert_eq!(find_special(&plain), None);
+            assert_eq!(find_backslash(&plain), None);
+            for at in 0..len {
+                let mut bytes = plain.clone();
+                bytes[at] = b'\\';
+                if at + 1 < len {
+                    bytes[at + 1] = b'\\';
+                }
+                assert_eq!(find_backslash(&bytes), Some(at), "{len} {at}");
+            }
+        }
+    }
+
+    #[test]
+    fn strings_are_checked_like_serde_json() {
+        for (text, ok) in [
+            (r#""plain""#, true),
+            (r#""a\"b\\c\/\b\f\n\r\t""#, true),
+            (r#""\u00e9\ud800""#, true),
+            (r#""\u12""#, false),
+            (r#""\x""#, false),
+            ("\"tab\there\"", false),
+            (r#""open"#, false),
+            (r#""end\"#, false),
+        ] {
+            assert_eq!(string_end(text.as_bytes(), 0).is_some(), ok, "{text}");
+            assert_eq!(
+                serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok(),
+                ok,
+                "oracle {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn entries_keep_their_source_text() {
+        let entries = object_entries(r#" {"a": 1, "b\u00e9" :[1, {"c": null}], "d":"x\"y"} "#)
+            .expect("an object");
+        let got: Vec<(&str, &str)> = entries.iter().map(|(k, v)| (k.as_ref(), *v)).collect();
+        assert_eq!(
+            got,
+            [
+                ("a", "1"),
+                ("bé", r#"[1, {"c": null}]"#),
+                ("d", r#""x\"y""#)
+            ]
+        );
+        assert!(object_entries("{}").is_some_and(|e| e.is_empty()));
+        for bad in [
+            "[]",
+            "{",
+            r#"{"a"}"#,
+            r#"{"a":1,}"#,
+            r#"{"a":1} x"#,
+            r#"{"\ud800":1}"#,
+        ] {
+            assert!(object_entries(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn any_depth_of_nesting_is_read_without_recursion() {
+        let nested = |n: usize| format!("{}1{}", "[{\"k\":".repeat(n), "}]".repeat(n));
+        assert!(is_json(&nested(100_000)));
+        assert!(!is_json(&format!("{}]", nested(1000))));
+        assert!(!is_json(&nested(1000).replacen(':', "", 1)));
+    }
+}
