@@ -16,7 +16,7 @@ use arrow_array::{ArrayRef, RecordBatch, new_null_array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde_json::value::RawValue;
 
-use crate::json::object_entries;
+use crate::json::{Entry, escaped_object_entries, object_entries};
 use crate::schema::{
     ColumnSpec, ColumnType, FieldKind, FieldSpec, FlattenMode, SchemaError, SourceKey, TableSchema,
 };
@@ -438,6 +438,8 @@ impl BatchBuilder {
         }
         self.begin_row();
         for (key, raw) in entries {
+            let raw = raw.json_text();
+            let raw: &str = &raw;
             if let Some(&i) = self.field_by_name.get(key.as_ref()) {
                 self.append_field(i, raw);
                 continue;
@@ -536,23 +538,30 @@ impl BatchBuilder {
     /// Appends the keys of the object in `raw` to their columns. False, with nothing appended,
     /// when `raw` is not an object with unique, valid keys (nor null, which appends nothing).
     fn flatten_keys(&mut self, i: usize, raw: &str, buf: &mut String) -> bool {
-        let object_text: &str = match raw.as_bytes().first() {
+        let entries = match raw.as_bytes().first() {
             Some(b'n') => return true,
-            Some(b'"') => {
-                if !unescape_into(raw, buf) {
-                    return false;
+            // The common path: read straight from the escaped text, no unescaped copy.
+            Some(b'"') => match escaped_object_entries(raw) {
+                Some(entries) => entries,
+                None => {
+                    if !unescape_into(raw, buf) {
+                        return false;
+                    }
+                    match buf.trim_matches(is_json_ws) {
+                        // PostHog's JSON encoding of "no properties".
+                        "null" => return true,
+                        text => match object_entries(text) {
+                            Some(entries) => entries,
+                            None => return false,
+                        },
+                    }
                 }
-                match buf.trim_matches(is_json_ws) {
-                    // PostHog's JSON encoding of "no properties".
-                    "null" => return true,
-                    _ => buf.as_str(),
-                }
-            }
-            Some(b'{') => raw,
+            },
+            Some(b'{') => match object_entries(raw) {
+                Some(entries) => entries,
+                None => return false,
+            },
             _ => return false,
-        };
-        let Some(entries) = object_entries(object_text) else {
-            return false;
         };
         // Phase 1: pick a column for every key (creating columns as needed) and detect a
         // repeated key before anything is appended, so a row is never half written.
@@ -562,10 +571,13 @@ impl BatchBuilder {
         let columns = &mut self.columns;
         let budget = self.column_budget;
         let mut cells: Vec<(usize, Cell<'_>)> = Vec::with_capacity(entries.len());
-        let mut rest: Vec<(&str, &str)> = Vec::new();
+        let mut rest: Vec<(&str, &Entry<'_>)> = Vec::new();
         let mut saw_null = false;
         for (position, (key, raw_value)) in entries.iter().enumerate() {
-            let scalar = Scalar::classify(raw_value);
+            let scalar = match raw_value {
+                Entry::Str(text) => Scalar::Str(Cow::Borrowed(text)),
+                Entry::Json(text) => Scalar::classify(text),
+            };
             if scalar == Scalar::Null {
                 saw_null = true;
                 continue;
@@ -726,7 +738,7 @@ impl KeySlots {
 }
 
 /// A JSON object of `entries`, each value as its compact source JSON.
-fn rest_object(entries: &[(&str, &str)]) -> String {
+fn rest_object(entries: &[(&str, &Entry<'_>)]) -> String {
     let mut text = String::from("{");
     for (n, (key, value)) in entries.iter().enumerate() {
         if n > 0 {
@@ -735,6 +747,7 @@ fn rest_object(entries: &[(&str, &str)]) -> String {
         // A `str` always serializes.
         text.push_str(&serde_json::to_string(key).unwrap_or_default());
         text.push(':');
+        let value = value.json_text();
         text.push_str(&compact_json(value.trim_matches(is_json_ws)));
     }
     text.push('}');
@@ -742,7 +755,7 @@ fn rest_object(entries: &[(&str, &str)]) -> String {
 }
 
 /// The first key that occurs a second time, if any.
-fn repeated_key<'e>(entries: &'e [(Cow<'_, str>, &str)]) -> Option<&'e str> {
+fn repeated_key<'e>(entries: &'e [(Cow<'_, str>, Entry<'_>)]) -> Option<&'e str> {
     let mut seen = std::collections::HashSet::with_capacity_and_hasher(
         entries.len(),
         ahash::RandomState::new(),

@@ -11,7 +11,7 @@
 
 use std::borrow::Cow;
 
-use crate::value::unescape_into;
+use crate::value::{unescape_content, unescape_into};
 
 const LO: u64 = 0x0101_0101_0101_0101;
 const HI: u64 = 0x8080_8080_8080_8080;
@@ -246,8 +246,8 @@ pub(crate) fn is_json(text: &str) -> bool {
 
 /// The entries of `text` if it is exactly one JSON object (whitespace around it allowed)
 /// whose keys decode to Unicode: each key (borrowed unless it had escapes) and its value's
-/// JSON text as sent. `None` otherwise.
-pub(crate) fn object_entries(text: &str) -> Option<Vec<(Cow<'_, str>, &str)>> {
+/// JSON text as sent ([`Entry::Json`]). `None` otherwise.
+pub(crate) fn object_entries(text: &str) -> Option<Vec<(Cow<'_, str>, Entry<'_>)>> {
     let bytes = text.as_bytes();
     let mut at = skip_ws(bytes, 0);
     if bytes.get(at) != Some(&b'{') {
@@ -280,7 +280,7 @@ pub(crate) fn object_entries(text: &str) -> Option<Vec<(Cow<'_, str>, &str)>> {
         }
         let start = skip_ws(bytes, at + 1);
         let end = value_end(bytes, start)?;
-        entries.push((key, text.get(start..end)?));
+        entries.push((key, Entry::Json(Cow::Borrowed(text.get(start..end)?))));
         at = skip_ws(bytes, end);
         match *bytes.get(at)? {
             b',' => at = skip_ws(bytes, at + 1),
@@ -288,6 +288,183 @@ pub(crate) fn object_entries(text: &str) -> Option<Vec<(Cow<'_, str>, &str)>> {
             _ => return None,
         }
     }
+}
+
+/// One entry's value as the flattener reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Entry<'a> {
+    /// A string's decoded text, borrowed as it stood (it had no escapes).
+    Str(&'a str),
+    /// Any other value (or a string with escapes) as JSON text.
+    Json(Cow<'a, str>),
+}
+
+impl Entry<'_> {
+    /// The value's JSON text (a plain string gets its quotes back: it needs no escapes).
+    pub(crate) fn json_text(&self) -> Cow<'_, str> {
+        match self {
+            Entry::Str(s) => Cow::Owned(format!("\"{s}\"")),
+            Entry::Json(text) => Cow::Borrowed(text),
+        }
+    }
+}
+
+/// The entries of the JSON object held, as text, by the JSON string literal `literal` (how
+/// HogQL sends `properties`), read straight from the escaped text: no unescaped copy of the
+/// object is made, and keys and plain string values are borrowed from the literal. Inside
+/// the literal the object's quotes are `\"`; a string holding escapes of its own, a nested
+/// value or a number is decoded one level only where it stands.
+///
+/// `None` when the text takes anything but the common path (escaped whitespace other than
+/// `\n`, `\t`, `\r` between tokens, a string the decoding finds invalid, not an object…):
+/// the caller then unescapes the literal and reads it with [`object_entries`], which decides.
+/// When this answers, it answers what that would (a proptest holds it to that).
+pub(crate) fn escaped_object_entries(literal: &str) -> Option<Vec<(Cow<'_, str>, Entry<'_>)>> {
+    let text = literal.strip_prefix('"')?.strip_suffix('"')?;
+    let b = text.as_bytes();
+    let mut at = skip_escaped_ws(b, 0);
+    if b.get(at) != Some(&b'{') {
+        return None;
+    }
+    let mut entries = Vec::with_capacity(48);
+    at = skip_escaped_ws(b, at + 1);
+    if b.get(at) == Some(&b'}') {
+        return (skip_escaped_ws(b, at + 1) == b.len()).then_some(entries);
+    }
+    loop {
+        let (key_end, plain) = escaped_string_end(b, at)?;
+        let key = if plain {
+            Cow::Borrowed(text.get(at + 2..key_end - 2)?)
+        } else {
+            let literal = unescape_once(text.get(at..key_end)?)?;
+            let mut key = String::new();
+            if string_end(literal.as_bytes(), 0)?.0 != literal.len()
+                || !unescape_into(&literal, &mut key)
+            {
+                return None;
+            }
+            Cow::Owned(key)
+        };
+        at = skip_escaped_ws(b, key_end);
+        if b.get(at) != Some(&b':') {
+            return None;
+        }
+        at = skip_escaped_ws(b, at + 1);
+        let (end, value) = escaped_value(text, at)?;
+        entries.push((key, value));
+        at = skip_escaped_ws(b, end);
+        match *b.get(at)? {
+            b',' => at = skip_escaped_ws(b, at + 1),
+            b'}' => return (skip_escaped_ws(b, at + 1) == b.len()).then_some(entries),
+            _ => return None,
+        }
+    }
+}
+
+/// Whitespace between the tokens of a JSON text held in a string literal: a space as is,
+/// `\n`, `\t`, `\r` escaped.
+fn skip_escaped_ws(b: &[u8], mut i: usize) -> usize {
+    loop {
+        match b.get(i) {
+            Some(b' ') => i += 1,
+            Some(b'\\') if matches!(b.get(i + 1), Some(b'n' | b't' | b'r')) => i += 2,
+            _ => return i,
+        }
+    }
+}
+
+/// A string of the held text starting at `b[i]` (its `\"`): the offset past its closing
+/// `\"`, and whether it is plain (no escape between its quotes, so its text is the slice).
+/// `None` when it is not one the fast path reads (an escaped control character in it).
+fn escaped_string_end(b: &[u8], i: usize) -> Option<(usize, bool)> {
+    if b.get(i..i + 2)? != b"\\\"" {
+        return None;
+    }
+    let mut at = i + 2;
+    let mut plain = true;
+    loop {
+        at += find_backslash(b.get(at..)?)?;
+        match *b.get(at + 1)? {
+            b'"' => return Some((at + 2, plain)),
+            // The held text's own backslash: its escape's next character follows, itself
+            // escaped (`\"`, `\\`, `\/`, `\uXXXX`) or plain.
+            b'\\' => {
+                plain = false;
+                at += 2;
+                at += match *b.get(at)? {
+                    b'\\' => match *b.get(at + 1)? {
+                        b'u' => 6,
+                        _ => 2,
+                    },
+                    _ => 1,
+                };
+            }
+            b'u' => {
+                plain = false;
+                at += 6;
+            }
+            b'/' => {
+                plain = false;
+                at += 2;
+            }
+            // An escaped control character is a raw one in the held text: not a string.
+            _ => return None,
+        }
+    }
+}
+
+/// One value of the held text at `text[at]`: where it ends, and the value.
+fn escaped_value(text: &str, at: usize) -> Option<(usize, Entry<'_>)> {
+    let b = text.as_bytes();
+    match *b.get(at)? {
+        b'\\' => {
+            let (end, plain) = escaped_string_end(b, at)?;
+            if plain {
+                return Some((end, Entry::Str(text.get(at + 2..end - 2)?)));
+            }
+            let literal = unescape_once(text.get(at..end)?)?;
+            (string_end(literal.as_bytes(), 0)?.0 == literal.len())
+                .then_some((end, Entry::Json(Cow::Owned(literal))))
+        }
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut i = at;
+            loop {
+                match *b.get(i)? {
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            break;
+                        }
+                    }
+                    b'\\' if b.get(i + 1) == Some(&b'"') => {
+                        i = escaped_string_end(b, i)?.0;
+                        continue;
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+            let held = unescape_once(text.get(at..i + 1)?)?;
+            is_json(&held).then_some((i + 1, Entry::Json(Cow::Owned(held))))
+        }
+        _ => {
+            let len = b[at..]
+                .iter()
+                .position(|&c| matches!(c, b',' | b'}' | b']' | b' ' | b'\\'))
+                .unwrap_or(b.len() - at);
+            let scalar = text.get(at..at + len)?;
+            valid_scalar(scalar.as_bytes())
+                .then_some((at + len, Entry::Json(Cow::Borrowed(scalar))))
+        }
+    }
+}
+
+/// Decodes one level of escapes of a piece of a string literal's text.
+fn unescape_once(piece: &str) -> Option<String> {
+    let mut out = String::with_capacity(piece.len());
+    unescape_content(piece, &mut out).then_some(out)
 }
 
 #[cfg(test)]
@@ -326,6 +503,50 @@ mod tests {
             .and_then(|()| de.end())
             .ok()?;
         Some(out)
+    }
+
+    /// Entries as (key, JSON text) pairs.
+    fn texts(entries: Vec<(Cow<'_, str>, Entry<'_>)>) -> Vec<(String, String)> {
+        entries
+            .into_iter()
+            .map(|(k, v)| (k.into_owned(), v.json_text().into_owned()))
+            .collect()
+    }
+
+    /// The slow path: unescape the literal, then read the object.
+    fn slow_entries(literal: &str) -> Option<Vec<(String, String)>> {
+        let mut held = String::new();
+        if !unescape_into(literal, &mut held) {
+            return None;
+        }
+        object_entries(&held).map(texts)
+    }
+
+    /// `held` as a JSON string literal, each character written as `choices` (cycled) says:
+    /// 0 as serde_json writes it, 1 as `\uXXXX`, 2 as serde_json but `/` as `\/`, 3 as
+    /// `\uXXXX` when not ASCII.
+    fn encode_literal(held: &str, choices: &[u8]) -> String {
+        let mut out = String::from("\"");
+        for (n, c) in held.chars().enumerate() {
+            let choice = choices[n % choices.len()];
+            let plain = serde_json::to_string(&c.to_string()).unwrap();
+            let plain = &plain[1..plain.len() - 1];
+            let as_u = || {
+                let mut units = [0u16; 2];
+                c.encode_utf16(&mut units)
+                    .iter()
+                    .map(|u| format!("\\u{u:04x}"))
+                    .collect::<String>()
+            };
+            match choice {
+                1 => out.push_str(&as_u()),
+                2 if c == '/' => out.push_str("\\/"),
+                3 if !c.is_ascii() => out.push_str(&as_u()),
+                _ => out.push_str(plain),
+            }
+        }
+        out.push('"');
+        out
     }
 
     /// JSON's tokens and their broken forms, as the inside of a properties object.
@@ -378,9 +599,7 @@ mod tests {
         #[test]
         fn the_reader_agrees_with_serde_json(inner in object_text(), wrap in 0u8..3) {
             let text = match wrap { 0 => format!("{{{inner}}}"), 1 => format!("[{inner}]"), _ => inner };
-            let ours = object_entries(&text)
-                .map(|e| e.into_iter().map(|(k, v)| (k.into_owned(), v.to_owned())).collect::<Vec<_>>());
-            prop_assert_eq!(ours, serde_entries(&text), "{:?}", text);
+            prop_assert_eq!(object_entries(&text).map(texts), serde_entries(&text), "{:?}", text);
             let oracle = serde_json::from_str::<de::IgnoredAny>(&text).is_ok();
             prop_assert_eq!(is_json(&text), oracle, "{:?}", text);
         }
@@ -395,9 +614,31 @@ mod tests {
         ], 0..8), pretty in any::<bool>()) {
             let object = serde_json::Value::Object(entries.into_iter().collect());
             let text = if pretty { serde_json::to_string_pretty(&object) } else { serde_json::to_string(&object) }.unwrap();
-            let ours = object_entries(&text)
-                .map(|e| e.into_iter().map(|(k, v)| (k.into_owned(), v.to_owned())).collect::<Vec<_>>());
-            prop_assert_eq!(ours, serde_entries(&text), "{:?}", text);
+            prop_assert_eq!(object_entries(&text).map(texts), serde_entries(&text), "{:?}", text);
+            // Held in a string literal as serde_json writes it, or as another encoder might
+            // (any character as `\uXXXX`, `/` as `\/`): read straight from the escaped text,
+            // it is the same object.
+            for choices in [&[0u8][..], &[1], &[0, 2, 0, 3], &[3, 3, 1]] {
+                let literal = encode_literal(&text, choices);
+                let fast = escaped_object_entries(&literal).map(texts);
+                if choices == [0] {
+                    prop_assert!(fast.is_some(), "{:?}", literal);
+                }
+                if let Some(fast) = fast {
+                    prop_assert_eq!(Some(fast), slow_entries(&literal), "{:?}", literal);
+                }
+            }
+        }
+
+        /// Whenever the escaped reader answers on near-JSON held in a literal, it answers what
+        /// unescaping and reading answers.
+        #[test]
+        fn the_escaped_reader_agrees_with_unescaping_first(inner in object_text(), choices in prop::collection::vec(0u8..4, 1..6)) {
+            let held = format!("{{{inner}}}");
+            let literal = encode_literal(&held, &choices);
+            if let Some(fast) = escaped_object_entries(&literal).map(texts) {
+                prop_assert_eq!(Some(fast), slow_entries(&literal), "{:?}", literal);
+            }
         }
     }
 
@@ -454,15 +695,13 @@ mod tests {
     fn entries_keep_their_source_text() {
         let entries = object_entries(r#" {"a": 1, "b\u00e9" :[1, {"c": null}], "d":"x\"y"} "#)
             .expect("an object");
-        let got: Vec<(&str, &str)> = entries.iter().map(|(k, v)| (k.as_ref(), *v)).collect();
-        assert_eq!(
-            got,
-            [
-                ("a", "1"),
-                ("bé", r#"[1, {"c": null}]"#),
-                ("d", r#""x\"y""#)
-            ]
-        );
+        let got = texts(entries);
+        let want = [
+            ("a", "1"),
+            ("bé", r#"[1, {"c": null}]"#),
+            ("d", r#""x\"y""#),
+        ];
+        assert_eq!(got, want.map(|(k, v)| (k.to_owned(), v.to_owned())));
         assert!(object_entries("{}").is_some_and(|e| e.is_empty()));
         for bad in [
             "[]",

@@ -161,6 +161,11 @@ pub(crate) fn unescape_into(raw: &str, out: &mut String) -> bool {
     let Some(inner) = raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) else {
         return false;
     };
+    unescape_content(inner, out)
+}
+
+/// Decodes the text between a JSON string literal's quotes into `out`; see [`unescape_into`].
+pub(crate) fn unescape_content(inner: &str, out: &mut String) -> bool {
     let bytes = inner.as_bytes();
     out.reserve(bytes.len());
     let mut i = 0;
