@@ -31,6 +31,9 @@ const F64_EXACT_INT: i64 = 1 << 53;
 struct Slot {
     value: Option<usize>,
     fallback: Option<usize>,
+    /// The serial of the last row whose object held this key (a key seen twice in one
+    /// object sends the row whole to the `__json` column).
+    stamp: u64,
 }
 
 /// A value ready for a column of a known type.
@@ -161,8 +164,6 @@ fn type_of_first(scalar: &Scalar<'_>) -> ColumnType {
 struct Columns {
     schema: TableSchema,
     builders: Vec<ColumnBuilder>,
-    /// Row serial at which each column last got a value (duplicate-key detection).
-    stamps: Vec<u64>,
     arrow_schema: Option<SchemaRef>,
     /// Columns holding a value in the pending batch, and the bytes of the values.
     present: usize,
@@ -173,7 +174,6 @@ impl Columns {
     fn add(&mut self, source: SourceKey, base: String, ty: ColumnType) -> usize {
         let id = self.schema.add(source, base, ty);
         self.builders.push(ColumnBuilder::new(ty));
-        self.stamps.push(0);
         self.arrow_schema = None;
         id
     }
@@ -344,14 +344,12 @@ impl BatchBuilder {
                 slot.value = Some(id);
             }
         }
-        let stamps = vec![0; schema.len()];
         Ok(BatchBuilder {
             fields: fields.to_vec(),
             mode,
             columns: Columns {
                 schema,
                 builders,
-                stamps,
                 arrow_schema: None,
                 present: 0,
                 value_bytes: 0,
@@ -572,18 +570,20 @@ impl BatchBuilder {
         let budget = self.column_budget;
         let mut cells: Vec<(usize, Cell<'_>)> = Vec::with_capacity(entries.len());
         let mut rest: Vec<(&str, &Entry<'_>)> = Vec::new();
-        let mut saw_null = false;
         for (position, (key, raw_value)) in entries.iter().enumerate() {
+            let at = slots.index_of(key, position);
+            let slot = &mut slots.slots[at];
+            if slot.stamp == serial {
+                return false; // a repeated key
+            }
+            slot.stamp = serial;
             let scalar = match raw_value {
                 Entry::Str(text) => Scalar::Str(Cow::Borrowed(text)),
                 Entry::Json(text) => Scalar::classify(text),
             };
             if scalar == Scalar::Null {
-                saw_null = true;
                 continue;
             }
-            let at = slots.index_of(key, position);
-            let slot = &mut slots.slots[at];
             if slot.value.is_none() && columns.schema.len() >= budget {
                 rest.push((key, raw_value));
                 continue;
@@ -601,19 +601,9 @@ impl BatchBuilder {
                 },
                 scalar,
             );
-            if let Some((id, cell)) = placed {
-                // Stamp the key's typed column even when the value went to the sibling, so a
-                // repeated key is caught whichever column each occurrence lands in.
-                let mark = slot.value.unwrap_or(id);
-                if columns.stamps[mark] == serial {
-                    return false;
-                }
-                columns.stamps[mark] = serial;
-                cells.push((id, cell));
+            if let Some(placed) = placed {
+                cells.push(placed);
             }
-        }
-        if (saw_null || !rest.is_empty()) && repeated_key(&entries).is_some() {
-            return false;
         }
         if !rest.is_empty() {
             let id = match self.rest_columns[i] {
@@ -885,6 +875,35 @@ mod tests {
         b.append_array_row(&row).unwrap();
         let batch = b.finish_batch().unwrap().unwrap();
         assert_eq!(names(&batch), ["properties__json"]);
+    }
+
+    #[test]
+    fn a_key_twice_in_one_object_sends_that_row_whole_to_the_json_column() {
+        let fields = [FieldSpec::flatten("properties")];
+        let mut b = BatchBuilder::new(&fields, FlattenMode::Flatten, &[]).unwrap();
+        let rows = [
+            r#"["{\"a\": 1, \"a\": 2}"]"#,
+            r#"["{\"a\": null, \"a\": 2}"]"#,
+            r#"["{\"a\": 2, \"a\": null}"]"#,
+            r#"["{\"a\": 1, \"b\": 1, \"a\": \"x\"}"]"#,
+            r#"["{\"a\": 3, \"b\": null}"]"#,
+        ];
+        for row in rows {
+            let row = raws(row);
+            let row: Vec<&RawValue> = row.iter().map(AsRef::as_ref).collect();
+            b.append_array_row(&row).unwrap();
+        }
+        let batch = b.finish_batch().unwrap().unwrap();
+        for (n, row) in rows[..4].iter().enumerate() {
+            // The whole value, as the JSON string it arrived as.
+            let whole: String = serde_json::from_str::<Vec<String>>(row).unwrap().remove(0);
+            let json = serde_json::to_string(&whole).unwrap();
+            assert_eq!(text(&batch, "properties__json", n), Some(json), "row {n}");
+        }
+        assert_eq!(text(&batch, "properties__json", 4), None);
+        let a = batch.column_by_name("properties_a").unwrap();
+        assert_eq!(a.as_primitive::<Int64Type>().value(4), 3);
+        assert_eq!(a.null_count(), 4, "the rows with a repeated key wrote nothing else");
     }
 
     #[test]
