@@ -16,7 +16,7 @@ use arrow_array::{ArrayRef, RecordBatch, new_null_array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde_json::value::RawValue;
 
-use crate::json::{Entry, escaped_object_entries, object_entries};
+use crate::json::{Entry, escaped_object_entries_into, object_entries, object_entries_into};
 use crate::schema::{
     ColumnSpec, ColumnType, FieldKind, FieldSpec, FlattenMode, SchemaError, SourceKey, TableSchema,
 };
@@ -283,6 +283,9 @@ pub struct BatchBuilder {
     field_by_name: HashMap<String, usize>,
     /// Reused buffer for the unescaped text of a properties string.
     text_buf: String,
+    /// Spare vectors of the flattener, kept between rows (see [`recycle`]).
+    entry_buf: Vec<(Cow<'static, str>, Entry<'static>)>,
+    cell_buf: Vec<(usize, Cell<'static>)>,
     rows: usize,
     row_serial: u64,
 }
@@ -359,6 +362,8 @@ impl BatchBuilder {
             rest_columns,
             column_budget: usize::MAX,
             text_buf: String::new(),
+            entry_buf: Vec::new(),
+            cell_buf: Vec::new(),
             extra_slots,
             field_by_name,
             rows: 0,
@@ -536,10 +541,12 @@ impl BatchBuilder {
     /// Appends the keys of the object in `raw` to their columns. False, with nothing appended,
     /// when `raw` is not an object with unique, valid keys (nor null, which appends nothing).
     fn flatten_keys(&mut self, i: usize, raw: &str, buf: &mut String) -> bool {
+        // The entries' and cells' vectors are reused from row to row.
+        let spare = recycle(std::mem::take(&mut self.entry_buf));
         let entries = match raw.as_bytes().first() {
             Some(b'n') => return true,
             // The common path: read straight from the escaped text, no unescaped copy.
-            Some(b'"') => match escaped_object_entries(raw) {
+            Some(b'"') => match escaped_object_entries_into(raw, spare) {
                 Some(entries) => entries,
                 None => {
                     if !unescape_into(raw, buf) {
@@ -555,12 +562,13 @@ impl BatchBuilder {
                     }
                 }
             },
-            Some(b'{') => match object_entries(raw) {
+            Some(b'{') => match object_entries_into(raw, spare) {
                 Some(entries) => entries,
                 None => return false,
             },
             _ => return false,
         };
+        let mut cells = recycle(std::mem::take(&mut self.cell_buf));
         // Phase 1: pick a column for every key (creating columns as needed) and detect a
         // repeated key before anything is appended, so a row is never half written.
         let serial = self.row_serial;
@@ -568,7 +576,6 @@ impl BatchBuilder {
         let slots = &mut self.key_slots[i];
         let columns = &mut self.columns;
         let budget = self.column_budget;
-        let mut cells: Vec<(usize, Cell<'_>)> = Vec::with_capacity(entries.len());
         let mut rest: Vec<(&str, &Entry<'_>)> = Vec::new();
         for (position, (key, raw_value)) in entries.iter().enumerate() {
             let at = slots.index_of(key, position);
@@ -625,6 +632,8 @@ impl BatchBuilder {
         for (id, cell) in &cells {
             columns.append(*id, self.rows, cell);
         }
+        self.cell_buf = recycle(cells);
+        self.entry_buf = recycle(entries);
         true
     }
 
@@ -742,6 +751,14 @@ fn rest_object(entries: &[(&str, &Entry<'_>)]) -> String {
     }
     text.push('}');
     text
+}
+
+/// Empties `v` and hands its allocation back typed for other lifetimes: an in-place collect
+/// of nothing keeps the buffer (same element layout), so the per-row vectors of the flattener
+/// are allocated once, not once per row.
+fn recycle<T, U>(mut v: Vec<T>) -> Vec<U> {
+    v.clear();
+    v.into_iter().filter_map(|_| None).collect()
 }
 
 /// The first key that occurs a second time, if any.
@@ -903,7 +920,21 @@ mod tests {
         assert_eq!(text(&batch, "properties__json", 4), None);
         let a = batch.column_by_name("properties_a").unwrap();
         assert_eq!(a.as_primitive::<Int64Type>().value(4), 3);
-        assert_eq!(a.null_count(), 4, "the rows with a repeated key wrote nothing else");
+        assert_eq!(
+            a.null_count(),
+            4,
+            "the rows with a repeated key wrote nothing else"
+        );
+    }
+
+    #[test]
+    fn recycled_vectors_keep_their_allocation() {
+        let text = String::from("x");
+        let mut full: Vec<(Cow<'_, str>, Entry<'_>)> = Vec::with_capacity(64);
+        full.push((Cow::Borrowed(&text), Entry::Str(&text)));
+        let spare: Vec<(Cow<'static, str>, Entry<'static>)> = recycle(full);
+        assert!(spare.is_empty());
+        assert!(spare.capacity() >= 64, "{}", spare.capacity());
     }
 
     #[test]

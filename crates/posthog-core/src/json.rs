@@ -248,12 +248,19 @@ pub(crate) fn is_json(text: &str) -> bool {
 /// whose keys decode to Unicode: each key (borrowed unless it had escapes) and its value's
 /// JSON text as sent ([`Entry::Json`]). `None` otherwise.
 pub(crate) fn object_entries(text: &str) -> Option<Vec<(Cow<'_, str>, Entry<'_>)>> {
+    object_entries_into(text, Vec::with_capacity(48))
+}
+
+/// [`object_entries`], filling `entries` (empty; its allocation is reused).
+pub(crate) fn object_entries_into<'a>(
+    text: &'a str,
+    mut entries: Vec<(Cow<'a, str>, Entry<'a>)>,
+) -> Option<Vec<(Cow<'a, str>, Entry<'a>)>> {
     let bytes = text.as_bytes();
     let mut at = skip_ws(bytes, 0);
     if bytes.get(at) != Some(&b'{') {
         return None;
     }
-    let mut entries = Vec::with_capacity(48);
     at = skip_ws(bytes, at + 1);
     if bytes.get(at) == Some(&b'}') {
         return (skip_ws(bytes, at + 1) == bytes.len()).then_some(entries);
@@ -319,14 +326,22 @@ impl Entry<'_> {
 /// `\n`, `\t`, `\r` between tokens, a string the decoding finds invalid, not an object…):
 /// the caller then unescapes the literal and reads it with [`object_entries`], which decides.
 /// When this answers, it answers what that would (a proptest holds it to that).
+#[cfg(test)]
 pub(crate) fn escaped_object_entries(literal: &str) -> Option<Vec<(Cow<'_, str>, Entry<'_>)>> {
+    escaped_object_entries_into(literal, Vec::with_capacity(48))
+}
+
+/// [`escaped_object_entries`], filling `entries` (empty; its allocation is reused).
+pub(crate) fn escaped_object_entries_into<'a>(
+    literal: &'a str,
+    mut entries: Vec<(Cow<'a, str>, Entry<'a>)>,
+) -> Option<Vec<(Cow<'a, str>, Entry<'a>)>> {
     let text = literal.strip_prefix('"')?.strip_suffix('"')?;
     let b = text.as_bytes();
     let mut at = skip_escaped_ws(b, 0);
     if b.get(at) != Some(&b'{') {
         return None;
     }
-    let mut entries = Vec::with_capacity(48);
     at = skip_escaped_ws(b, at + 1);
     if b.get(at) == Some(&b'}') {
         return (skip_escaped_ws(b, at + 1) == b.len()).then_some(entries);
