@@ -1,12 +1,12 @@
 //! A HogQL query response read as it arrives: rows handed out one by one, the body never held.
 //!
 //! [`PageScanner`] is fed the (inflated) body in chunks of any size. It walks the outer object
-//! with a small state machine, finds each row of `results` by its brackets (strings are skipped
-//! with `memchr`, so the bulk of a page, the properties strings, is crossed at SIMD speed),
-//! noting in the same pass where each of the row's values lies and checking the row's commas
-//! and every string's escapes, and hands the row to a callback, which takes its values with
-//! [`Row::values`] (no second parse of the row). A row that lies
-//! inside one chunk is handed out as a slice of that chunk; only a row cut by a chunk boundary
+//! with a small state machine, finds each row of `results` by its brackets (a row's strings are
+//! crossed eight bytes at a time from escape to escape, other members' with `memchr`), noting
+//! in the same pass where each of the row's values lies and checking the row's commas and
+//! every string's escapes, and hands the row to a callback, which takes its values with
+//! [`Row::values`] (no second parse of the row). A row that lies inside one chunk is handed
+//! out as a slice of that chunk; only a row cut by a chunk boundary
 //! is copied, into a buffer that grows to the largest row (not the page). `columns` is read
 //! wherever it appears, before or after `results`; other members are skipped after checking
 //! that their brackets balance and their strings close. Memory is one row, whatever the page
