@@ -20,28 +20,18 @@ const HI: u64 = 0x8080_8080_8080_8080;
 /// a control character (below 0x20, which JSON forbids raw inside a string).
 #[inline]
 pub(crate) fn find_special(bytes: &[u8]) -> Option<usize> {
-    let mut words = bytes.chunks_exact(8);
-    let mut at = 0;
-    for word in words.by_ref() {
-        let w = u64::from_le_bytes(<[u8; 8]>::try_from(word).unwrap_or([0; 8]));
-        let quote = w ^ (LO * u64::from(b'"'));
-        let slash = w ^ (LO * u64::from(b'\\'));
-        // A byte's high bit is set where it is zero after the xor (`quote`, `slash`) or below
-        // 0x20 (`w`); a borrow can only mark bytes above the first true one.
-        let found = ((quote.wrapping_sub(LO) & !quote)
-            | (slash.wrapping_sub(LO) & !slash)
-            | (w.wrapping_sub(LO * 0x20) & !w))
-            & HI;
-        if found != 0 {
-            return Some(at + (found.trailing_zeros() / 8) as usize);
-        }
-        at += 8;
-    }
-    words
-        .remainder()
-        .iter()
-        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-        .map(|k| at + k)
+    find_swar(
+        bytes,
+        |w| {
+            let quote = w ^ (LO * u64::from(b'"'));
+            let slash = w ^ (LO * u64::from(b'\\'));
+            // Zero after the xor (`quote`, `slash`), or below 0x20 (`w`).
+            (quote.wrapping_sub(LO) & !quote)
+                | (slash.wrapping_sub(LO) & !slash)
+                | (w.wrapping_sub(LO * 0x20) & !w)
+        },
+        |b| b == b'"' || b == b'\\' || b < 0x20,
+    )
 }
 
 /// The offset of the first backslash in `bytes`, eight bytes at a time: in an escaped
@@ -49,12 +39,27 @@ pub(crate) fn find_special(bytes: &[u8]) -> Option<usize> {
 /// it saves.
 #[inline]
 pub(crate) fn find_backslash(bytes: &[u8]) -> Option<usize> {
+    find_swar(
+        bytes,
+        |w| {
+            let slash = w ^ (LO * u64::from(b'\\'));
+            slash.wrapping_sub(LO) & !slash
+        },
+        |b| b == b'\\',
+    )
+}
+
+/// The first byte of `bytes` that `byte` picks, found eight at a time: `word` sets the high
+/// bit of the bytes it picks in a little-endian word (a borrow may also mark bytes after the
+/// first picked one, never before it); the tail shorter than a word goes byte by byte.
+#[inline(always)]
+fn find_swar(bytes: &[u8], word: impl Fn(u64) -> u64, byte: impl Fn(u8) -> bool) -> Option<usize> {
     let mut words = bytes.chunks_exact(8);
     let mut at = 0;
-    for word in words.by_ref() {
-        let w = u64::from_le_bytes(<[u8; 8]>::try_from(word).unwrap_or([0; 8]))
-            ^ (LO * u64::from(b'\\'));
-        let found = w.wrapping_sub(LO) & !w & HI;
+    for chunk in words.by_ref() {
+        let found = word(u64::from_le_bytes(
+            <[u8; 8]>::try_from(chunk).unwrap_or([0; 8]),
+        )) & HI;
         if found != 0 {
             return Some(at + (found.trailing_zeros() / 8) as usize);
         }
@@ -63,8 +68,31 @@ pub(crate) fn find_backslash(bytes: &[u8]) -> Option<usize> {
     words
         .remainder()
         .iter()
-        .position(|&b| b == b'\\')
+        .position(|&b| byte(b))
         .map(|k| at + k)
+}
+
+/// The escape starting at `bytes[at]` (a backslash), by JSON's rule: `Ok(Some(len))` when it
+/// is whole and valid, `Ok(None)` when `bytes` ends inside it, `Err(what)` when it is not a
+/// JSON escape.
+#[inline]
+pub(crate) fn escape_len(bytes: &[u8], at: usize) -> Result<Option<usize>, &'static str> {
+    match bytes.get(at + 1) {
+        None => Ok(None),
+        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => Ok(Some(2)),
+        Some(b'u') => {
+            let hex = bytes.get(at + 2..).unwrap_or_default();
+            let hex = &hex[..hex.len().min(4)];
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                Err("a string with a malformed \\u escape")
+            } else if hex.len() < 4 {
+                Ok(None)
+            } else {
+                Ok(Some(6))
+            }
+        }
+        Some(_) => Err("a string with an invalid escape"),
+    }
 }
 
 /// JSON's insignificant whitespace.
@@ -85,11 +113,7 @@ pub(crate) fn string_end(bytes: &[u8], i: usize) -> Option<(usize, bool)> {
             b'"' => return Some((at + 1, escaped)),
             b'\\' => {
                 escaped = true;
-                at += match bytes.get(at + 1)? {
-                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => 2,
-                    b'u' if bytes.get(at + 2..at + 6)?.iter().all(u8::is_ascii_hexdigit) => 6,
-                    _ => return None,
-                };
+                at += escape_len(bytes, at).ok().flatten()?;
             }
             _ => return None, // a raw control character
         }

@@ -168,9 +168,10 @@ struct RowScan {
     /// Open brackets: 1 inside the row itself, more inside a nested value.
     depth: u32,
     in_str: bool,
-    escaped: bool,
-    /// Hex digits still due after a `\u`.
-    hex: u8,
+    /// An escape the end of the previous bytes cut (its first `cut_len` bytes, backslash
+    /// first), finished when the next bytes come.
+    cut: [u8; 6],
+    cut_len: u8,
     at: AtRow,
     /// Where the value in progress began.
     start: usize,
@@ -277,33 +278,33 @@ impl RowScan {
     /// Inside a string from `bytes[i]`: returns where scanning goes on. Stays in this loop
     /// from escape to escape (a properties string has one every few bytes), checking each
     /// escape where it stands, until the string or the bytes end; only an escape cut by the
-    /// end of the bytes is carried in `escaped` / `hex`.
+    /// end of the bytes is carried in `cut`.
     fn string(
         &mut self,
         bytes: &[u8],
         mut i: usize,
         base: usize,
     ) -> Result<usize, (usize, &'static str)> {
-        const BAD_ESCAPE: &str = "a string with an invalid escape";
-        const BAD_HEX: &str = "a string with a malformed \\u escape";
-        loop {
-            // The rest of an escape the previous bytes cut.
-            while i < bytes.len() && (self.escaped || self.hex > 0) {
-                if self.hex > 0 {
-                    if !bytes[i].is_ascii_hexdigit() {
-                        return Err((i, BAD_HEX));
-                    }
-                    self.hex -= 1;
-                } else {
-                    match bytes[i] {
-                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {}
-                        b'u' => self.hex = 4,
-                        _ => return Err((i, BAD_ESCAPE)),
-                    }
-                    self.escaped = false;
+        if self.cut_len > 0 {
+            // The rest of an escape the previous bytes cut, completed from these.
+            let had = usize::from(self.cut_len);
+            let take = (self.cut.len() - had).min(bytes.len() - i);
+            let mut escape = self.cut;
+            escape[had..had + take].copy_from_slice(&bytes[i..i + take]);
+            match json::escape_len(&escape[..had + take], 0) {
+                Ok(Some(len)) => {
+                    self.cut_len = 0;
+                    i += len - had;
                 }
-                i += 1;
+                Ok(None) => {
+                    self.cut = escape;
+                    self.cut_len += take as u8; // at most 6
+                    return Ok(bytes.len());
+                }
+                Err(what) => return Err((i, what)),
             }
+        }
+        loop {
             let Some(k) = bytes.get(i..).and_then(json::find_special) else {
                 return Ok(bytes.len());
             };
@@ -316,22 +317,15 @@ impl RowScan {
                     }
                     return Ok(at + 1);
                 }
-                b'\\' => match bytes.get(at + 1) {
-                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i = at + 2,
-                    Some(b'u') => match bytes.get(at + 2..at + 6) {
-                        Some(hex) if hex.iter().all(u8::is_ascii_hexdigit) => i = at + 6,
-                        Some(_) => return Err((at, BAD_HEX)),
-                        None => {
-                            // Cut by the end of the bytes: checked byte by byte above.
-                            self.escaped = true;
-                            i = at + 1;
-                        }
-                    },
-                    Some(_) => return Err((at + 1, BAD_ESCAPE)),
-                    None => {
-                        self.escaped = true;
+                b'\\' => match json::escape_len(bytes, at) {
+                    Ok(Some(len)) => i = at + len,
+                    Ok(None) => {
+                        // Cut by the end of the bytes: finished with the next ones.
+                        self.cut[..bytes.len() - at].copy_from_slice(&bytes[at..]);
+                        self.cut_len = (bytes.len() - at) as u8; // at most 5
                         return Ok(bytes.len());
                     }
+                    Err(what) => return Err((at, what)),
                 },
                 _ => return Err((at, "a string with a raw control character")),
             }
@@ -363,16 +357,6 @@ impl<'a> Row<'a, '_> {
     /// The row's JSON text, as sent.
     pub fn text(&self) -> &'a [u8] {
         self.text
-    }
-
-    /// The number of values in the row.
-    pub fn len(&self) -> usize {
-        self.bounds.len()
-    }
-
-    /// Whether the row is `[]`.
-    pub fn is_empty(&self) -> bool {
-        self.bounds.is_empty()
     }
 
     /// The row's values as JSON text, borrowed from the row: a [`CoreError::Data`] when the
