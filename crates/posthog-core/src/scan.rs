@@ -317,6 +317,10 @@ impl RowScan {
                     }
                     return Ok(at + 1);
                 }
+                // `\"` and `\\` are most of a properties string's escapes: taken here, the
+                // rest by JSON's rule in `escape_len` (out of line, a call per escape cost 4 %
+                // of a run).
+                b'\\' if matches!(bytes.get(at + 1), Some(b'"' | b'\\')) => i = at + 2,
                 b'\\' => match json::escape_len(bytes, at) {
                     Ok(Some(len)) => i = at + len,
                     Ok(None) => {
