@@ -272,3 +272,25 @@ fn a_part_closes_before_its_footer_passes_the_column_chunk_budget() {
     }
     assert_eq!(rows, batches as i64, "every row in some part");
 }
+
+/// Columns whose values are mostly distinct in the part's first batch (ids, counters) get no
+/// dictionary: the writer would intern every value for a dictionary as large as the data. A
+/// column of few values keeps its dictionary. Every value reads back either way (`write`).
+#[test]
+fn distinct_columns_get_no_dictionary_and_repetitive_ones_keep_it() {
+    let (_dir, reader) = write(5_000, 1 << 20);
+    let group = &reader.metadata().row_groups()[0];
+    let dictionary = |name: &str| {
+        group
+            .columns()
+            .iter()
+            .find(|c| c.column_path().string() == name)
+            .unwrap_or_else(|| panic!("no column {name}"))
+            .dictionary_page_offset()
+            .is_some()
+    };
+    for distinct in ["uuid", "n", "properties_token"] {
+        assert!(!dictionary(distinct), "{distinct} has a dictionary");
+    }
+    assert!(dictionary("properties_$browser"), "one repeated value");
+}
