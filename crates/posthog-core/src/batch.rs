@@ -333,7 +333,7 @@ impl BatchBuilder {
             let slot = match (field_by_name.get(&spec.field), &spec.key) {
                 (Some(&f), None) => &mut field_slots[f],
                 (Some(&f), Some(key)) => {
-                    let at = key_slots[f].index_of(key, usize::MAX);
+                    let at = key_slots[f].slot_of(key);
                     &mut key_slots[f].slots[at]
                 }
                 (None, None) => extra_slots.entry(spec.field.clone()).or_default(),
@@ -577,8 +577,10 @@ impl BatchBuilder {
         let columns = &mut self.columns;
         let budget = self.column_budget;
         let mut rest: Vec<(&str, &Entry<'_>)> = Vec::new();
-        for (position, (key, raw_value)) in entries.iter().enumerate() {
-            let at = slots.index_of(key, position);
+        let mut prev = None;
+        for (key, raw_value) in &entries {
+            let at = slots.index_of(key, prev);
+            prev = Some(at);
             let slot = &mut slots.slots[at];
             if slot.stamp == serial {
                 return false; // a repeated key
@@ -699,39 +701,53 @@ impl BatchBuilder {
     }
 }
 
-/// The slots of one flattened field's keys, with a cache of the key order of the last row:
-/// events of one kind list their properties in the same order, so most lookups are one string
-/// comparison instead of a hash.
+/// The slots of one flattened field's keys, each remembering the key that followed it last
+/// time: events of one kind list their properties in the same order, so most lookups are one
+/// string comparison with the predicted key instead of a hash, and a key inserted or missing
+/// in one event only costs the lookups next to it (a cache by position lost the rest of the
+/// row).
 #[derive(Debug, Default)]
 struct KeySlots {
     slots: Vec<Slot>,
-    index: HashMap<String, usize, ahash::RandomState>,
-    /// Key at each position of the last row, and its slot.
-    by_position: Vec<(Box<str>, usize)>,
+    /// Each slot's key.
+    keys: Vec<Box<str>>,
+    /// Each slot's successor: the slot of the key after it in the last object that held it.
+    next: Vec<usize>,
+    /// The slot of the first key of the last object.
+    first: usize,
+    index: HashMap<Box<str>, usize, ahash::RandomState>,
 }
 
 impl KeySlots {
-    /// The slot index of `key`, seen at `position` of the row (created if new).
-    fn index_of(&mut self, key: &str, position: usize) -> usize {
-        if let Some((cached, at)) = self.by_position.get(position)
-            && **cached == *key
-        {
-            return *at;
-        }
-        let at = match self.index.get(key) {
-            Some(&at) => at,
-            None => {
-                self.slots.push(Slot::default());
-                let at = self.slots.len() - 1;
-                self.index.insert(key.to_owned(), at);
-                at
-            }
+    /// The slot index of `key`, which follows the key of slot `prev` in its object (`None`:
+    /// it comes first); created if new.
+    #[inline]
+    fn index_of(&mut self, key: &str, prev: Option<usize>) -> usize {
+        let guess = match prev {
+            Some(p) => self.next[p],
+            None => self.first,
         };
-        if position < self.by_position.len() {
-            self.by_position[position] = (key.into(), at);
-        } else if position == self.by_position.len() && position < 1024 {
-            self.by_position.push((key.into(), at));
+        if self.keys.get(guess).is_some_and(|k| **k == *key) {
+            return guess;
         }
+        let at = self.slot_of(key);
+        match prev {
+            Some(p) => self.next[p] = at,
+            None => self.first = at,
+        }
+        at
+    }
+
+    /// The slot index of `key`, created if new.
+    fn slot_of(&mut self, key: &str) -> usize {
+        if let Some(&at) = self.index.get(key) {
+            return at;
+        }
+        let at = self.slots.len();
+        self.slots.push(Slot::default());
+        self.keys.push(key.into());
+        self.next.push(usize::MAX);
+        self.index.insert(key.into(), at);
         at
     }
 }
@@ -935,6 +951,41 @@ mod tests {
         let spare: Vec<(Cow<'static, str>, Entry<'static>)> = recycle(full);
         assert!(spare.is_empty());
         assert!(spare.capacity() >= 64, "{}", spare.capacity());
+    }
+
+    /// The key lookup predicts each key from the one before it in the last object: keys in
+    /// any order, inserted, missing or repeated across rows still land in their own columns.
+    #[test]
+    fn keys_in_changing_orders_land_in_their_own_columns() {
+        let fields = [FieldSpec::flatten("properties")];
+        let mut b = BatchBuilder::new(&fields, FlattenMode::Flatten, &[]).unwrap();
+        let orders: [&[&str]; 7] = [
+            &["a", "b", "c"],
+            &["b", "a", "c"],
+            &["a", "x", "b", "c"],
+            &["c"],
+            &["a", "b", "c"],
+            &["c", "b", "a", "x"],
+            &[],
+        ];
+        for (row, keys) in orders.iter().enumerate() {
+            // Written by hand: the keys keep this order.
+            let entries: Vec<String> = keys
+                .iter()
+                .map(|k| format!(r#""{k}":"{k}{row}""#))
+                .collect();
+            let literal = serde_json::to_string(&format!("{{{}}}", entries.join(",")));
+            let row = raws(&format!("[{}]", literal.unwrap()));
+            let row: Vec<&RawValue> = row.iter().map(AsRef::as_ref).collect();
+            b.append_array_row(&row).unwrap();
+        }
+        let batch = b.finish_batch().unwrap().unwrap();
+        for (row, keys) in orders.iter().enumerate() {
+            for key in ["a", "b", "c", "x"] {
+                let want = keys.contains(&key).then(|| format!("{key}{row}"));
+                assert_eq!(text(&batch, &format!("properties_{key}"), row), want);
+            }
+        }
     }
 
     #[test]
