@@ -16,7 +16,10 @@ use arrow_array::{ArrayRef, RecordBatch, new_null_array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde_json::value::RawValue;
 
-use crate::json::{Entry, escaped_object_entries_into, object_entries, object_entries_into};
+use crate::json::{
+    Entry, Walk, escaped_object_entries_into, object_entries, object_entries_into,
+    walk_escaped_object,
+};
 use crate::schema::{
     ColumnSpec, ColumnType, FieldKind, FieldSpec, FlattenMode, SchemaError, SourceKey, TableSchema,
 };
@@ -43,6 +46,30 @@ enum Cell<'a> {
     Float(f64),
     Bool(bool),
     Micros(i64),
+}
+
+impl Cell<'_> {
+    /// The cell with its text owned, for a value decoded into a buffer of its own.
+    fn into_owned(self) -> Cell<'static> {
+        match self {
+            Cell::Text(text) => Cell::Text(Cow::Owned(text.into_owned())),
+            Cell::Int(v) => Cell::Int(v),
+            Cell::Float(v) => Cell::Float(v),
+            Cell::Bool(v) => Cell::Bool(v),
+            Cell::Micros(v) => Cell::Micros(v),
+        }
+    }
+}
+
+/// Why [`BatchBuilder::flatten_held`] stopped before the end of an object.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Held {
+    /// Every entry went to a column that exists.
+    Known,
+    /// A key came twice.
+    Repeated,
+    /// An entry needs a column made (or the rest column): the full path does that.
+    NewColumn,
 }
 
 enum ColumnBuilder {
@@ -546,22 +573,17 @@ impl BatchBuilder {
         let entries = match raw.as_bytes().first() {
             Some(b'n') => return true,
             // The common path: read straight from the escaped text, no unescaped copy.
-            Some(b'"') => match escaped_object_entries_into(raw, spare) {
-                Some(entries) => entries,
-                None => {
-                    if !unescape_into(raw, buf) {
-                        return false;
-                    }
-                    match buf.trim_matches(is_json_ws) {
-                        // PostHog's JSON encoding of "no properties".
-                        "null" => return true,
-                        text => match object_entries(text) {
-                            Some(entries) => entries,
-                            None => return false,
-                        },
-                    }
+            Some(b'"') => {
+                if let Some(done) = self.flatten_held(i, raw) {
+                    return done;
                 }
-            },
+                // The walk left stamps on the keys it met: this read takes a new serial.
+                self.row_serial += 1;
+                match held_entries(raw, buf, spare) {
+                    Ok(entries) => entries,
+                    Err(done) => return done,
+                }
+            }
             Some(b'{') => match object_entries_into(raw, spare) {
                 Some(entries) => entries,
                 None => return false,
@@ -637,6 +659,62 @@ impl BatchBuilder {
         self.cell_buf = recycle(cells);
         self.entry_buf = recycle(entries);
         true
+    }
+
+    /// The common path of [`BatchBuilder::flatten_keys`] for an object held in the string
+    /// literal `raw`: each entry goes to its column's cell as the escaped reader hands it out,
+    /// with no vector of entries between. `Some(false)`: a key came twice (the row goes whole
+    /// to the `__json` column, as the full path decides); `None`: the walk met what only the
+    /// full path does (a column to make, a reader that gives up) and nothing was appended.
+    #[inline]
+    fn flatten_held(&mut self, i: usize, raw: &str) -> Option<bool> {
+        let mut cells: Vec<(usize, Cell<'_>)> = recycle(std::mem::take(&mut self.cell_buf));
+        let serial = self.row_serial;
+        let slots = &mut self.key_slots[i];
+        let columns = &self.columns;
+        let mut prev = None;
+        let mut held = Held::Known;
+        let walk = walk_escaped_object(raw, |key, value| {
+            let at = slots.index_of(&key, prev);
+            prev = Some(at);
+            let slot = &mut slots.slots[at];
+            if slot.stamp == serial {
+                held = Held::Repeated;
+                return false;
+            }
+            slot.stamp = serial;
+            let cell = match value {
+                Entry::Str(text) => held_cell(columns, slot, Scalar::Str(Cow::Borrowed(text))),
+                Entry::Json(Cow::Borrowed(text)) => {
+                    held_cell(columns, slot, Scalar::classify(text))
+                }
+                Entry::Json(Cow::Owned(text)) => held_cell(columns, slot, Scalar::classify(&text))
+                    .map(|c| c.map(|(id, cell)| (id, cell.into_owned()))),
+            };
+            match cell {
+                Some(Some(cell)) => {
+                    cells.push(cell);
+                    true
+                }
+                Some(None) => true, // null
+                None => {
+                    held = Held::NewColumn;
+                    false
+                }
+            }
+        });
+        let done = match (walk, held) {
+            (Walk::Whole, _) => {
+                for (id, cell) in &cells {
+                    self.columns.append(*id, self.rows, cell);
+                }
+                Some(true)
+            }
+            (Walk::Stopped, Held::Repeated) => Some(false),
+            _ => None,
+        };
+        self.cell_buf = recycle(cells);
+        done
     }
 
     /// Finishes the pending rows as one record batch holding every column the table knows, in
@@ -750,6 +828,46 @@ impl KeySlots {
         self.index.insert(key.into(), at);
         at
     }
+}
+
+/// The entries of the object held in the string literal `raw`, for the full path: read from
+/// the escaped text, else unescaped into `buf` and read there. `Err(done)`: no entries to
+/// flatten, and what [`BatchBuilder::flatten_keys`] answers (`true` for PostHog's `"null"`).
+fn held_entries<'a>(
+    raw: &'a str,
+    buf: &'a mut String,
+    spare: Vec<(Cow<'a, str>, Entry<'a>)>,
+) -> Result<Vec<(Cow<'a, str>, Entry<'a>)>, bool> {
+    if let Some(entries) = escaped_object_entries_into(raw, spare) {
+        return Ok(entries);
+    }
+    if !unescape_into(raw, buf) {
+        return Err(false);
+    }
+    let buf: &'a String = buf;
+    match buf.trim_matches(is_json_ws) {
+        // PostHog's JSON encoding of "no properties".
+        "null" => Err(true),
+        text => object_entries(text).ok_or(false),
+    }
+}
+
+/// The cell for `scalar` in the columns `slot` has made: `Some(None)` for null, `None` when a
+/// column would have to be made first (the value's own, or its `__json` sibling).
+#[inline]
+fn held_cell<'a>(
+    columns: &Columns,
+    slot: &Slot,
+    scalar: Scalar<'a>,
+) -> Option<Option<(usize, Cell<'a>)>> {
+    if scalar == Scalar::Null {
+        return Some(None);
+    }
+    let id = slot.value?;
+    if let Some(cell) = fit(columns.ty(id), &scalar) {
+        return Some(Some((id, cell)));
+    }
+    Some(Some((slot.fallback?, Cell::Text(scalar.to_json_text()))))
 }
 
 /// A JSON object of `entries`, each value as its compact source JSON.
@@ -913,33 +1031,46 @@ mod tests {
     #[test]
     fn a_key_twice_in_one_object_sends_that_row_whole_to_the_json_column() {
         let fields = [FieldSpec::flatten("properties")];
-        let mut b = BatchBuilder::new(&fields, FlattenMode::Flatten, &[]).unwrap();
-        let rows = [
+        // Each form twice: while `a` and `b` have no columns yet (the full path reads the row)
+        // and once they have (the walk reads it entry by entry). A broken object after known
+        // keys goes whole to `__json` too, with nothing appended before the fault.
+        let forms = [
             r#"["{\"a\": 1, \"a\": 2}"]"#,
             r#"["{\"a\": null, \"a\": 2}"]"#,
             r#"["{\"a\": 2, \"a\": null}"]"#,
             r#"["{\"a\": 1, \"b\": 1, \"a\": \"x\"}"]"#,
-            r#"["{\"a\": 3, \"b\": null}"]"#,
+            r#"["{\"a\": 7, \"b\": 8, \"c\" 9}"]"#,
         ];
-        for row in rows {
+        let known = r#"["{\"a\": 3, \"b\": null}"]"#;
+        let mut b = BatchBuilder::new(&fields, FlattenMode::Flatten, &[]).unwrap();
+        let rows: Vec<&str> = forms
+            .iter()
+            .chain([&known])
+            .chain(&forms)
+            .copied()
+            .collect();
+        for row in &rows {
             let row = raws(row);
             let row: Vec<&RawValue> = row.iter().map(AsRef::as_ref).collect();
             b.append_array_row(&row).unwrap();
         }
         let batch = b.finish_batch().unwrap().unwrap();
-        for (n, row) in rows[..4].iter().enumerate() {
+        for (n, row) in rows.iter().enumerate() {
+            if *row == known {
+                assert_eq!(text(&batch, "properties__json", n), None);
+                continue;
+            }
             // The whole value, as the JSON string it arrived as.
             let whole: String = serde_json::from_str::<Vec<String>>(row).unwrap().remove(0);
             let json = serde_json::to_string(&whole).unwrap();
             assert_eq!(text(&batch, "properties__json", n), Some(json), "row {n}");
         }
-        assert_eq!(text(&batch, "properties__json", 4), None);
         let a = batch.column_by_name("properties_a").unwrap();
-        assert_eq!(a.as_primitive::<Int64Type>().value(4), 3);
+        assert_eq!(a.as_primitive::<Int64Type>().value(forms.len()), 3);
         assert_eq!(
             a.null_count(),
-            4,
-            "the rows with a repeated key wrote nothing else"
+            rows.len() - 1,
+            "the rows with a repeated key or a fault wrote nothing else"
         );
     }
 
@@ -951,6 +1082,66 @@ mod tests {
         let spare: Vec<(Cow<'static, str>, Entry<'static>)> = recycle(full);
         assert!(spare.is_empty());
         assert!(spare.capacity() >= 64, "{}", spare.capacity());
+    }
+
+    fn any_value() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        use serde_json::Value;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            "[a-z\"\\\\/é\n\u{1F600} ]{0,6}".prop_map(Value::from),
+            Just(Value::from("2025-01-02T03:04:05Z")),
+        ];
+        leaf.prop_recursive(2, 8, 3, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+                prop::collection::btree_map("[a-z\"]{1,3}", inner, 0..3)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// Properties held in a string (the flattener's walk, entry by entry) and the same
+        /// object sent as an object (the full path) give the same batch, whatever the keys'
+        /// order, types that change from row to row (`__json` columns made and then used),
+        /// nulls, escapes and nested values.
+        #[test]
+        fn properties_as_a_string_or_as_an_object_flatten_alike(
+            rows in proptest::collection::vec(
+                proptest::collection::vec((0usize..6, any_value()), 0..7),
+                1..25,
+            )
+        ) {
+            const KEYS: [&str; 6] = ["a", "b", "$c", "d e", "é", "q\"uote"];
+            let fields = [FieldSpec::fixed("n", ColumnType::Int64), FieldSpec::flatten("properties")];
+            let mut held = BatchBuilder::new(&fields, FlattenMode::Flatten, &[]).unwrap();
+            let mut plain = BatchBuilder::new(&fields, FlattenMode::Flatten, &[]).unwrap();
+            for (n, entries) in rows.iter().enumerate() {
+                // Each key once (a repeated key sends the row's source text to `__json`,
+                // which differs between the two forms by design: see the test below).
+                let mut seen = std::collections::HashSet::new();
+                let object: Vec<String> = entries
+                    .iter()
+                    .filter(|(k, _)| seen.insert(*k))
+                    .map(|(k, v)| format!("{}:{}", serde_json::to_string(KEYS[*k]).unwrap(), v))
+                    .collect();
+                let object = format!("{{{}}}", object.join(","));
+                let literal = serde_json::to_string(&object).unwrap();
+                for (builder, cell) in [(&mut held, &literal), (&mut plain, &object)] {
+                    let row = raws(&format!("[{n},{cell}]"));
+                    let row: Vec<&RawValue> = row.iter().map(AsRef::as_ref).collect();
+                    builder.append_array_row(&row).unwrap();
+                }
+            }
+            let (held, plain) = (held.finish_batch().unwrap(), plain.finish_batch().unwrap());
+            proptest::prop_assert_eq!(held, plain);
+        }
     }
 
     /// The key lookup predicts each key from the one before it in the last object: keys in

@@ -298,36 +298,77 @@ trait Spelling<'a> {
 }
 
 /// An object's entries in order, as `spelling` reads them: `None` unless the text is exactly
-/// one object (whitespace around it allowed) whose every key and value reads. Inlined: once
-/// per spelling, into the flattener's hot loop (out of line it cost 2 % of a run).
+/// one object (whitespace around it allowed) whose every key and value reads.
 #[inline(always)]
 fn read_object<'a>(
     spelling: &impl Spelling<'a>,
     mut entries: Vec<(Cow<'a, str>, Entry<'a>)>,
 ) -> Option<Vec<(Cow<'a, str>, Entry<'a>)>> {
+    match walk_object(spelling, |key, value| {
+        entries.push((key, value));
+        true
+    }) {
+        Walk::Whole => Some(entries),
+        Walk::Stopped | Walk::Invalid => None,
+    }
+}
+
+/// How a walk over an object's entries ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Walk {
+    /// The text is exactly one object, and every entry was handed out.
+    Whole,
+    /// The visitor asked to stop.
+    Stopped,
+    /// The text is not one object the spelling reads (entries before the fault were handed
+    /// out).
+    Invalid,
+}
+
+/// Hands each entry of the object `spelling` reads to `each`, in order, as it is read
+/// (`each` answers whether to go on). Only [`Walk::Whole`] says the text was one valid
+/// object: a visitor must not act on entries before it knows that. Inlined: once per spelling
+/// and visitor, into the flattener's hot loop (out of line it cost 2 % of a run).
+#[inline(always)]
+fn walk_object<'a>(
+    spelling: &impl Spelling<'a>,
+    mut each: impl FnMut(Cow<'a, str>, Entry<'a>) -> bool,
+) -> Walk {
     let b = spelling.bytes();
-    let end_of_text = |at: usize| spelling.skip_ws(at) == b.len();
+    let end_of_text = |at: usize| {
+        if spelling.skip_ws(at) == b.len() {
+            Walk::Whole
+        } else {
+            Walk::Invalid
+        }
+    };
     let mut at = spelling.skip_ws(0);
     if b.get(at) != Some(&b'{') {
-        return None;
+        return Walk::Invalid;
     }
     at = spelling.skip_ws(at + 1);
     if b.get(at) == Some(&b'}') {
-        return end_of_text(at + 1).then_some(entries);
+        return end_of_text(at + 1);
     }
     loop {
-        let (key_end, key) = spelling.key(at)?;
+        let Some((key_end, key)) = spelling.key(at) else {
+            return Walk::Invalid;
+        };
         at = spelling.skip_ws(key_end);
         if b.get(at) != Some(&b':') {
-            return None;
+            return Walk::Invalid;
         }
-        let (end, value) = spelling.value(spelling.skip_ws(at + 1))?;
-        entries.push((key, value));
+        let Some((end, value)) = spelling.value(spelling.skip_ws(at + 1)) else {
+            return Walk::Invalid;
+        };
+        if !each(key, value) {
+            return Walk::Stopped;
+        }
         at = spelling.skip_ws(end);
-        match *b.get(at)? {
-            b',' => at = spelling.skip_ws(at + 1),
-            b'}' => return end_of_text(at + 1).then_some(entries),
-            _ => return None,
+        match b.get(at) {
+            Some(b',') => at = spelling.skip_ws(at + 1),
+            Some(b'}') => return end_of_text(at + 1),
+            _ => return Walk::Invalid,
         }
     }
 }
@@ -412,6 +453,22 @@ pub(crate) fn escaped_object_entries_into<'a>(
 ) -> Option<Vec<(Cow<'a, str>, Entry<'a>)>> {
     let text = literal.strip_prefix('"')?.strip_suffix('"')?;
     read_object(&Held(text), entries)
+}
+
+/// [`escaped_object_entries_into`] entry by entry: each is handed to `each` as it is read (see
+/// [`Walk`]); the flattener's common path, which needs no vector of entries.
+#[inline(always)]
+pub(crate) fn walk_escaped_object<'a>(
+    literal: &'a str,
+    each: impl FnMut(Cow<'a, str>, Entry<'a>) -> bool,
+) -> Walk {
+    match literal
+        .strip_prefix('"')
+        .and_then(|rest| rest.strip_suffix('"'))
+    {
+        Some(text) => walk_object(&Held(text), each),
+        None => Walk::Invalid,
+    }
 }
 
 /// A JSON object held as text in a JSON string literal (the text between its quotes).
