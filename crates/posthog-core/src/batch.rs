@@ -48,19 +48,6 @@ enum Cell<'a> {
     Micros(i64),
 }
 
-impl Cell<'_> {
-    /// The cell with its text owned, for a value decoded into a buffer of its own.
-    fn into_owned(self) -> Cell<'static> {
-        match self {
-            Cell::Text(text) => Cell::Text(Cow::Owned(text.into_owned())),
-            Cell::Int(v) => Cell::Int(v),
-            Cell::Float(v) => Cell::Float(v),
-            Cell::Bool(v) => Cell::Bool(v),
-            Cell::Micros(v) => Cell::Micros(v),
-        }
-    }
-}
-
 /// Why [`BatchBuilder::flatten_held`] stopped before the end of an object.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Held {
@@ -688,8 +675,9 @@ impl BatchBuilder {
                 Entry::Json(Cow::Borrowed(text)) => {
                     held_cell(columns, slot, Scalar::classify(text))
                 }
-                Entry::Json(Cow::Owned(text)) => held_cell(columns, slot, Scalar::classify(&text))
-                    .map(|c| c.map(|(id, cell)| (id, cell.into_owned()))),
+                Entry::Json(Cow::Owned(text)) => {
+                    held_cell(columns, slot, Scalar::classify_owned(text))
+                }
             };
             match cell {
                 Some(Some(cell)) => {

@@ -82,6 +82,30 @@ impl<'a> Scalar<'a> {
         }
     }
 
+    /// [`Scalar::classify`] of a value decoded into a `String` of its own: JSON text that is
+    /// already compact keeps that `String` (no copy); anything else owns its text.
+    pub(crate) fn classify_owned(text: String) -> Scalar<'static> {
+        let scalar = Scalar::classify(&text);
+        if let Scalar::Json(Cow::Borrowed(json)) = &scalar
+            && json.len() == text.len()
+        {
+            return Scalar::Json(Cow::Owned(text));
+        }
+        scalar.into_owned()
+    }
+
+    /// The value with its text owned.
+    pub(crate) fn into_owned(self) -> Scalar<'static> {
+        match self {
+            Scalar::Null => Scalar::Null,
+            Scalar::Bool(b) => Scalar::Bool(b),
+            Scalar::Int(i) => Scalar::Int(i),
+            Scalar::Float(f) => Scalar::Float(f),
+            Scalar::Str(s) => Scalar::Str(Cow::Owned(s.into_owned())),
+            Scalar::Json(s) => Scalar::Json(Cow::Owned(s.into_owned())),
+        }
+    }
+
     /// The JSON text of this value (compact), as written into a JSON-typed column.
     pub fn to_json_text(&self) -> Cow<'a, str> {
         match self {
