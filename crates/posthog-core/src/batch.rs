@@ -659,6 +659,9 @@ impl BatchBuilder {
         let serial = self.row_serial;
         let slots = &mut self.key_slots[i];
         let columns = &self.columns;
+        let (budget, rest_column) = (self.column_budget, self.rest_columns[i]);
+        // The entries past the column budget, as the `__rest` object's text (without its braces).
+        let mut rest = String::new();
         let mut prev = None;
         let mut held = Held::Known;
         let walk = walk_escaped_object(raw, |key, value| {
@@ -670,6 +673,17 @@ impl BatchBuilder {
                 return false;
             }
             slot.stamp = serial;
+            if slot.value.is_none() && columns.schema.len() >= budget {
+                // Past the budget (the full path's rule): into `__rest`, unless null.
+                if rest_column.is_none() {
+                    held = Held::NewColumn;
+                    return false;
+                }
+                if !matches!(&value, Entry::Json(text) if is_null(text)) {
+                    push_rest_entry(&mut rest, &key, &value);
+                }
+                return true;
+            }
             let cell = match value {
                 Entry::Str(text) => held_cell(columns, slot, Scalar::Str(Cow::Borrowed(text))),
                 Entry::Json(Cow::Borrowed(text)) => {
@@ -693,6 +707,9 @@ impl BatchBuilder {
         });
         let done = match (walk, held) {
             (Walk::Whole, _) => {
+                if let (false, Some(id)) = (rest.is_empty(), rest_column) {
+                    cells.push((id, Cell::Text(Cow::Owned(format!("{{{rest}}}")))));
+                }
                 for (id, cell) in &cells {
                     self.columns.append(*id, self.rows, cell);
                 }
@@ -860,19 +877,29 @@ fn held_cell<'a>(
 
 /// A JSON object of `entries`, each value as its compact source JSON.
 fn rest_object(entries: &[(&str, &Entry<'_>)]) -> String {
-    let mut text = String::from("{");
-    for (n, (key, value)) in entries.iter().enumerate() {
-        if n > 0 {
-            text.push(',');
-        }
-        // A `str` always serializes.
-        text.push_str(&serde_json::to_string(key).unwrap_or_default());
-        text.push(':');
-        let value = value.json_text();
-        text.push_str(&compact_json(value.trim_matches(is_json_ws)));
+    let mut text = String::new();
+    for (key, value) in entries {
+        push_rest_entry(&mut text, key, value);
     }
-    text.push('}');
-    text
+    format!("{{{text}}}")
+}
+
+/// Whether the JSON text `text` is `null` (its first byte says so, as in [`Scalar::classify`]).
+fn is_null(text: &str) -> bool {
+    text.trim_start_matches(is_json_ws).starts_with('n')
+}
+
+/// Appends one entry to the text of a `__rest` object between its braces: `"key":value`, the
+/// value as its compact source JSON, after a comma unless it is the first.
+fn push_rest_entry(text: &mut String, key: &str, value: &Entry<'_>) {
+    if !text.is_empty() {
+        text.push(',');
+    }
+    // A `str` always serializes.
+    text.push_str(&serde_json::to_string(key).unwrap_or_default());
+    text.push(':');
+    let value = value.json_text();
+    text.push_str(&compact_json(value.trim_matches(is_json_ws)));
 }
 
 /// Empties `v` and hands its allocation back typed for other lifetimes: an in-place collect
@@ -1098,18 +1125,24 @@ mod tests {
         /// Properties held in a string (the flattener's walk, entry by entry) and the same
         /// object sent as an object (the full path) give the same batch, whatever the keys'
         /// order, types that change from row to row (`__json` columns made and then used),
-        /// nulls, escapes and nested values.
+        /// nulls, escapes, nested values and keys past a column budget (`__rest`).
         #[test]
         fn properties_as_a_string_or_as_an_object_flatten_alike(
             rows in proptest::collection::vec(
                 proptest::collection::vec((0usize..6, any_value()), 0..7),
                 1..25,
-            )
+            ),
+            budget in proptest::option::of(0usize..8),
         ) {
             const KEYS: [&str; 6] = ["a", "b", "$c", "d e", "é", "q\"uote"];
             let fields = [FieldSpec::fixed("n", ColumnType::Int64), FieldSpec::flatten("properties")];
-            let mut held = BatchBuilder::new(&fields, FlattenMode::Flatten, &[]).unwrap();
-            let mut plain = BatchBuilder::new(&fields, FlattenMode::Flatten, &[]).unwrap();
+            let budget = budget.unwrap_or(usize::MAX);
+            let builder = || {
+                BatchBuilder::new(&fields, FlattenMode::Flatten, &[])
+                    .unwrap()
+                    .with_column_budget(budget)
+            };
+            let (mut held, mut plain) = (builder(), builder());
             for (n, entries) in rows.iter().enumerate() {
                 // Each key once (a repeated key sends the row's source text to `__json`,
                 // which differs between the two forms by design: see the test below).
