@@ -5,7 +5,7 @@
 //! every finished batch carries all columns the table knows so far, in output order.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow_array::builder::{
@@ -586,9 +586,25 @@ impl BatchBuilder {
         let columns = &mut self.columns;
         let budget = self.column_budget;
         let mut rest: Vec<(&str, &Entry<'_>)> = Vec::new();
+        // Keys first seen once the table has its budget of columns: they can only ever go to
+        // `__rest`, so they get no slot (one per distinct key would grow with every key a
+        // project sends, ids in keys included); a set catches one repeated in this object.
+        let mut unslotted: HashSet<&str, ahash::RandomState> = HashSet::default();
         let mut prev = None;
         for (key, raw_value) in &entries {
-            let at = slots.index_of(key, prev);
+            let at = match slots.find(key, prev) {
+                Some(at) => at,
+                None if columns.schema.len() >= budget => {
+                    if !unslotted.insert(key) {
+                        return false; // a repeated key
+                    }
+                    if !matches!(raw_value, Entry::Json(text) if is_null(text)) {
+                        rest.push((key, raw_value));
+                    }
+                    continue;
+                }
+                None => slots.index_of(key, prev),
+            };
             prev = Some(at);
             let slot = &mut slots.slots[at];
             if slot.stamp == serial {
@@ -624,20 +640,7 @@ impl BatchBuilder {
             }
         }
         if !rest.is_empty() {
-            let id = match self.rest_columns[i] {
-                Some(id) => id,
-                None => {
-                    let source = SourceKey {
-                        field: field.clone(),
-                        key: None,
-                        fallback: false,
-                        rest: true,
-                    };
-                    let id = columns.add(source, format!("{field}__rest"), ColumnType::Json);
-                    self.rest_columns[i] = Some(id);
-                    id
-                }
-            };
+            let id = rest_column(columns, &mut self.rest_columns[i], field);
             cells.push((id, Cell::Text(Cow::Owned(rest_object(&rest)))));
         }
         for (id, cell) in &cells {
@@ -664,8 +667,25 @@ impl BatchBuilder {
         let mut rest = String::new();
         let mut prev = None;
         let mut held = Held::Known;
+        // Keys without a slot past the budget (see `flatten_keys`), a few per object at most
+        // here: more take the full path.
+        let mut unslotted: Vec<Cow<'_, str>> = Vec::new();
         let walk = walk_escaped_object(raw, |key, value| {
-            let at = slots.index_of(&key, prev);
+            let Some(at) = slots.find(&key, prev) else {
+                if columns.schema.len() < budget || rest_column.is_none() || unslotted.len() >= 8 {
+                    held = Held::NewColumn;
+                    return false;
+                }
+                if unslotted.contains(&key) {
+                    held = Held::Repeated;
+                    return false;
+                }
+                if !matches!(&value, Entry::Json(text) if is_null(text)) {
+                    push_rest_entry(&mut rest, &key, &value);
+                }
+                unslotted.push(key);
+                return true;
+            };
             prev = Some(at);
             let slot = &mut slots.slots[at];
             if slot.stamp == serial {
@@ -806,19 +826,35 @@ impl KeySlots {
     /// it comes first); created if new.
     #[inline]
     fn index_of(&mut self, key: &str, prev: Option<usize>) -> usize {
+        if let Some(at) = self.find(key, prev) {
+            return at;
+        }
+        let at = self.slot_of(key);
+        self.follow(prev, at);
+        at
+    }
+
+    /// [`KeySlots::index_of`] for a key that has a slot; `None` (and nothing made) for a new one.
+    #[inline]
+    fn find(&mut self, key: &str, prev: Option<usize>) -> Option<usize> {
         let guess = match prev {
             Some(p) => self.next[p],
             None => self.first,
         };
         if self.keys.get(guess).is_some_and(|k| **k == *key) {
-            return guess;
+            return Some(guess);
         }
-        let at = self.slot_of(key);
+        let at = *self.index.get(key)?;
+        self.follow(prev, at);
+        Some(at)
+    }
+
+    /// Remembers that slot `at` followed slot `prev` (`None`: came first).
+    fn follow(&mut self, prev: Option<usize>, at: usize) {
         match prev {
             Some(p) => self.next[p] = at,
             None => self.first = at,
         }
-        at
     }
 
     /// The slot index of `key`, created if new.
@@ -833,6 +869,19 @@ impl KeySlots {
         self.index.insert(key.into(), at);
         at
     }
+}
+
+/// The `<field>__rest` column of a flattened field (`id`), made on first use.
+fn rest_column(columns: &mut Columns, id: &mut Option<usize>, field: &str) -> usize {
+    *id.get_or_insert_with(|| {
+        let source = SourceKey {
+            field: field.to_owned(),
+            key: None,
+            fallback: false,
+            rest: true,
+        };
+        columns.add(source, format!("{field}__rest"), ColumnType::Json)
+    })
 }
 
 /// The entries of the object held in the string literal `raw`, for the full path: read from
@@ -1162,6 +1211,66 @@ mod tests {
             }
             let (held, plain) = (held.finish_batch().unwrap(), plain.finish_batch().unwrap());
             proptest::prop_assert_eq!(held, plain);
+        }
+    }
+
+    /// Keys first seen after the table has its budget of columns keep no state: a project
+    /// whose keys are unique per event (an id in the key) must not grow memory with every
+    /// event. Their values still reach `__rest`, and one repeated in an object still sends the
+    /// row whole to `__json`, on the walk and on the full path alike.
+    #[test]
+    fn unique_keys_past_the_budget_keep_no_state() {
+        let fields = [FieldSpec::flatten("properties")];
+        let mut b = BatchBuilder::new(&fields, FlattenMode::Flatten, &[])
+            .unwrap()
+            .with_column_budget(2);
+        let mut rows: Vec<String> = Vec::new();
+        for n in 0..2_000 {
+            // `a` and `b` fill the budget; `id_n` is new in every row (null in every 7th).
+            let value = if n % 7 == 0 {
+                "null".to_owned()
+            } else {
+                n.to_string()
+            };
+            let object = format!(r#"{{"a":1,"b":"x","id_{n}":{value}}}"#);
+            rows.push(serde_json::to_string(&object).unwrap());
+        }
+        // A new key twice in one object, once on the walk's side (the rest column exists by
+        // then) and once through the full path (an object sent as an object).
+        rows.push(serde_json::to_string(r#"{"a":1,"dup":1,"dup":2}"#).unwrap());
+        rows.push(r#"{"a":1,"dup2":1,"dup2":2}"#.to_owned());
+        for row in &rows {
+            let row = raws(&format!("[{row}]"));
+            let row: Vec<&RawValue> = row.iter().map(AsRef::as_ref).collect();
+            b.append_array_row(&row).unwrap();
+        }
+        assert!(
+            b.key_slots[0].slots.len() <= 2,
+            "{} key slots kept",
+            b.key_slots[0].slots.len()
+        );
+        let batch = b.finish_batch().unwrap().unwrap();
+        assert_eq!(
+            names(&batch),
+            [
+                "properties__json",
+                "properties__rest",
+                "properties_a",
+                "properties_b"
+            ]
+        );
+        assert_eq!(
+            text(&batch, "properties__rest", 1).as_deref(),
+            Some(r#"{"id_1":1}"#)
+        );
+        assert_eq!(
+            text(&batch, "properties__rest", 7),
+            None,
+            "a null is left out"
+        );
+        for n in [2_000, 2_001] {
+            assert!(text(&batch, "properties__json", n).is_some(), "row {n}");
+            assert_eq!(text(&batch, "properties__rest", n), None, "row {n}");
         }
     }
 
