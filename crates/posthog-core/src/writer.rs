@@ -278,7 +278,9 @@ fn value_bytes(array: &dyn Array) -> usize {
 /// a run's CPU); zstd already shares what repeats.
 const DISTINCT_SHARE: f64 = 0.5;
 
-/// Fewer values than this say too little about a column to give up its dictionary.
+/// Fewer values than this say too little about a column to give up its dictionary. The sample
+/// is the part's first batch, so with `batch_size` below this only [`UNIQUE_PER_ROW`] goes
+/// without one.
 const DISTINCT_FROM_VALUES: usize = 256;
 
 /// The indices of the columns of `batch` that would gain nothing from a dictionary (see
@@ -329,7 +331,8 @@ fn distinct_values(array: &dyn Array) -> usize {
 pub const MAX_FOOTER_COLUMN_CHUNKS: usize = 32 * 1024;
 
 /// Columns whose every value is distinct: a dictionary would only cost the hashing of each
-/// value and a dictionary page as large as the data.
+/// value and a dictionary page as large as the data. Named, because [`distinct_columns`] needs a
+/// first batch of [`DISTINCT_FROM_VALUES`] rows to see it.
 const UNIQUE_PER_ROW: [&str; 3] = ["uuid", "id", "properties_$insert_id"];
 
 struct ParquetPart {
