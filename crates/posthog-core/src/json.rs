@@ -72,6 +72,78 @@ fn find_swar(bytes: &[u8], word: impl Fn(u64) -> u64, byte: impl Fn(u8) -> bool)
         .map(|k| at + k)
 }
 
+/// How a string goes on through one 64-byte block that starts inside it, outside any escape
+/// ([`string_block`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StringBlock {
+    /// The string's closing quote is the block's byte `k`; every escape before it is `\"` or
+    /// `\\`, and no raw control character comes before it.
+    Ends(usize),
+    /// The string goes on past the first `n` bytes (63 or 64), which hold only plain text,
+    /// `\"` and `\\`; byte `n` starts outside any escape.
+    Goes(usize),
+    /// Before the closing quote (or the block's end) stands a raw control character or
+    /// another escape: the caller reads this block byte by byte, by JSON's full rule.
+    Unusual,
+}
+
+/// The common case of a string's text, 64 bytes at a time: the block's quotes, backslashes
+/// and control characters as bit masks (four 16-byte compares each), the escaped bytes found by
+/// arithmetic on runs of backslashes, and the first quote that no backslash escapes. A
+/// properties string has an escape every few bytes; byte by byte, each cost a search's setup.
+#[inline]
+pub(crate) fn string_block(block: &[u8; 64]) -> StringBlock {
+    let (quotes, slashes, controls) = block_masks(block);
+    let (escaped, open) = escaped_by(slashes);
+    let closing = quotes & !escaped;
+    // The bits below the closing quote (all of them when there is none).
+    let before = (closing & closing.wrapping_neg()).wrapping_sub(1);
+    if (controls | (escaped & !(quotes | slashes))) & before != 0 {
+        return StringBlock::Unusual;
+    }
+    if closing != 0 {
+        StringBlock::Ends(closing.trailing_zeros() as usize)
+    } else if open {
+        StringBlock::Goes(63)
+    } else {
+        StringBlock::Goes(64)
+    }
+}
+
+/// Bit `k` of each mask is byte `k` of the block: a quote, a backslash, a byte below 0x20.
+#[inline(always)]
+fn block_masks(block: &[u8; 64]) -> (u64, u64, u64) {
+    let quote = wide::u8x16::splat(b'"');
+    let slash = wide::u8x16::splat(b'\\');
+    let control = wide::u8x16::splat(0x1f);
+    let (mut quotes, mut slashes, mut controls) = (0u64, 0u64, 0u64);
+    for (k, lane) in block.chunks_exact(16).enumerate() {
+        let v = wide::u8x16::from(<[u8; 16]>::try_from(lane).unwrap_or([0; 16]));
+        let shift = 16 * k as u32;
+        quotes |= u64::from(v.simd_eq(quote).to_bitmask()) << shift;
+        slashes |= u64::from(v.simd_eq(slash).to_bitmask()) << shift;
+        // `v <= 0x1f` as unsigned bytes: the minimum of the two is `v`.
+        controls |= u64::from(v.min(control).simd_eq(v).to_bitmask()) << shift;
+    }
+    (quotes, slashes, controls)
+}
+
+/// Given the backslashes of a block that starts outside any escape, the bytes they escape
+/// (bit `k`: byte `k` follows an odd run of backslashes), and whether the block ends with an
+/// escape whose character is in the next block. A run's length is odd exactly when it starts
+/// and ends one past on bits of different parity: adding each run's first bit carries through
+/// the run to the bit past it.
+#[inline(always)]
+fn escaped_by(slashes: u64) -> (u64, bool) {
+    const EVEN: u64 = 0x5555_5555_5555_5555;
+    let starts = slashes & !(slashes << 1);
+    let past_even = slashes.wrapping_add(starts & EVEN) & !slashes;
+    let past_odd = slashes.wrapping_add(starts & !EVEN) & !slashes;
+    let escaped = (past_even & !EVEN) | (past_odd & EVEN);
+    let open = slashes.leading_ones() % 2 == 1;
+    (escaped, open)
+}
+
 /// The escape starting at `bytes[at]` (a backslash), by JSON's rule: `Ok(Some(len))` when it
 /// is whole and valid, `Ok(None)` when `bytes` ends inside it, `Err(what)` when it is not a
 /// JSON escape.
@@ -781,6 +853,72 @@ mod tests {
             let literal = encode_literal(&held, &choices);
             if let Some(fast) = escaped_object_entries(&literal).map(texts) {
                 prop_assert_eq!(Some(fast), slow_entries(&literal), "{:?}", literal);
+            }
+        }
+    }
+
+    /// What [`string_block`] must answer, byte by byte: JSON's rule for the common escapes.
+    fn string_block_by_bytes(block: &[u8; 64]) -> StringBlock {
+        let mut k = 0;
+        while k < 64 {
+            match block[k] {
+                b'"' => return StringBlock::Ends(k),
+                b'\\' if k == 63 => return StringBlock::Goes(63),
+                b'\\' if matches!(block[k + 1], b'"' | b'\\') => k += 2,
+                b'\\' => return StringBlock::Unusual,
+                b if b < 0x20 => return StringBlock::Unusual,
+                _ => k += 1,
+            }
+        }
+        StringBlock::Goes(64)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 4096, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// The 64-byte block answers what reading byte by byte answers, for blocks dense with
+        /// backslash runs of every length, quotes, other escapes and control characters.
+        #[test]
+        fn a_block_reads_as_its_bytes_do(bytes in prop::collection::vec(
+            prop_oneof![
+                6 => Just(b'\\'),
+                2 => Just(b'"'),
+                3 => Just(b'a'),
+                1 => Just(b'n'),
+                1 => Just(b'u'),
+                1 => Just(0x1fu8),
+                1 => Just(0x00u8),
+                1 => Just(0x20u8),
+                1 => Just(0xffu8),
+                1 => Just(0x7fu8),
+            ],
+            64,
+        )) {
+            let block: [u8; 64] = bytes.try_into().unwrap();
+            prop_assert_eq!(string_block(&block), string_block_by_bytes(&block), "{:?}", String::from_utf8_lossy(&block));
+        }
+    }
+
+    #[test]
+    fn backslash_runs_escape_by_their_parity_at_every_offset() {
+        for start in 0..64 {
+            for len in 1..=64 - start {
+                let mut block = [b'a'; 64];
+                block[start..start + len].fill(b'\\');
+                if start + len < 64 {
+                    block[start + len] = b'"';
+                }
+                let expect = string_block_by_bytes(&block);
+                assert_eq!(string_block(&block), expect, "run of {len} at {start}");
+                // The answer changes with the run's parity, so both kinds were met.
+                if start + len < 64 {
+                    let odd = len % 2 == 1;
+                    assert_eq!(
+                        matches!(expect, StringBlock::Ends(_)),
+                        !odd,
+                        "{len} at {start}"
+                    );
+                }
             }
         }
     }

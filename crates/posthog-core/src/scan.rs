@@ -34,7 +34,7 @@
 //! ```
 
 use crate::CoreError;
-use crate::json::{self, is_ws};
+use crate::json::{self, StringBlock, is_ws};
 
 /// The largest single row (or `columns` value) the scanner copies across chunk boundaries:
 /// PostHog caps an event at 1 MB, with its person properties a row stays well under this.
@@ -304,19 +304,27 @@ impl RowScan {
                 Err(what) => return Err((i, what)),
             }
         }
+        // Bytes before this offset go one special byte at a time (a block there was unusual).
+        let mut slow_until = 0;
         loop {
+            if i >= slow_until
+                && let Some(block) = bytes.get(i..i + 64).and_then(|b| b.try_into().ok())
+            {
+                match json::string_block(block) {
+                    StringBlock::Ends(k) => return Ok(self.string_closed(i + k, base)),
+                    StringBlock::Goes(n) => {
+                        i += n;
+                        continue;
+                    }
+                    StringBlock::Unusual => slow_until = i + 64,
+                }
+            }
             let Some(k) = bytes.get(i..).and_then(json::find_special) else {
                 return Ok(bytes.len());
             };
             let at = i + k;
             match bytes[at] {
-                b'"' => {
-                    self.in_str = false;
-                    if self.depth == 1 {
-                        self.end_value(base + at + 1);
-                    }
-                    return Ok(at + 1);
-                }
+                b'"' => return Ok(self.string_closed(at, base)),
                 // `\"` and `\\` are most of a properties string's escapes: taken here, the
                 // rest by JSON's rule in `escape_len` (out of line, a call per escape cost 4 %
                 // of a run).
@@ -334,6 +342,16 @@ impl RowScan {
                 _ => return Err((at, "a string with a raw control character")),
             }
         }
+    }
+
+    /// The string's closing quote is byte `at` of the current bytes: returns where scanning
+    /// goes on.
+    fn string_closed(&mut self, at: usize, base: usize) -> usize {
+        self.in_str = false;
+        if self.depth == 1 {
+            self.end_value(base + at + 1);
+        }
+        at + 1
     }
 
     fn end_value(&mut self, end: usize) {
@@ -747,6 +765,56 @@ mod tests {
         "columns": ["uuid", "properties"], "hasMore": false, "limit": 100,
         "results": [["a", "{\"k\": \"v]\\\\\"}"], ["b", null], [ "c" , {"x": [1, {"y": "}"}]}]],
         "timings": [{"k": "./x", "t": 0.5}], "types": [["uuid", "UUID"]], "error": null} "#;
+
+    /// A piece of a string literal's text: plain, the common escapes, the rarer ones, and
+    /// (rarely) what JSON refuses.
+    fn literal_piece() -> impl proptest::strategy::Strategy<Value = &'static str> {
+        use proptest::prelude::*;
+        prop_oneof![
+            8 => Just("abcdefg"),
+            2 => Just("q"),
+            6 => Just(r#"\""#),
+            4 => Just(r"\\"),
+            1 => Just(r"\n"),
+            1 => Just(r"\/"),
+            1 => Just(r"\u00e9"),
+            1 => Just(r"\ud83d\ude80"),
+            1 => Just("é🌸"),
+            1 => Just(r#"{\"k\": [1, \"]\"]}"#),
+            1 => Just("\t"),
+            1 => Just(r"\q"),
+            1 => Just(r"\u12x4"),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, failure_persistence: None, ..Default::default() })]
+
+        /// Long strings (read 64 bytes at a time where their escapes are the common ones) give
+        /// the values serde_json reads, and an error exactly where it refuses the body, however
+        /// the body is cut into chunks.
+        #[test]
+        fn long_strings_scan_as_serde_json_reads_them(
+            values in proptest::collection::vec(proptest::collection::vec(literal_piece(), 0..40), 1..4),
+            sizes in proptest::collection::vec(1usize..300, 1..4),
+        ) {
+            let literals: Vec<String> = values.iter().map(|v| format!("\"{}\"", v.concat())).collect();
+            let body = format!(r#"{{"results": [[{}], [1]]}}"#, literals.join(", "));
+            let oracle = serde_json::from_str::<serde_json::Value>(&body);
+            match scan(body.as_bytes(), &sizes) {
+                Ok((rows, _)) => {
+                    let oracle = oracle.map_err(|e| format!("serde_json refused {body}: {e}")).unwrap();
+                    let values = row_values(rows[0].as_bytes()).unwrap();
+                    for (k, value) in values.iter().enumerate() {
+                        let read: serde_json::Value = serde_json::from_str(value.get()).unwrap();
+                        proptest::prop_assert_eq!(&read, &oracle["results"][0][k]);
+                    }
+                    proptest::prop_assert_eq!(values.len(), literals.len());
+                }
+                Err(err) => proptest::prop_assert!(oracle.is_err(), "{body}: {err}"),
+            }
+        }
+    }
 
     #[test]
     fn rows_are_found_whatever_the_chunking() {
