@@ -765,6 +765,25 @@ mod tests {
     }
 
     /// JSON's tokens and their broken forms, as the inside of a properties object.
+    /// Any JSON value, nested often, with strings full of what the held text escapes.
+    fn nested_value() -> impl Strategy<Value = serde_json::Value> {
+        use serde_json::Value;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            Just(Value::from(1.5e-7)),
+            "[a-z\"\\\\/é\n\t\u{1}\u{1F600} \\[\\]{}:,]{0,8}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map("[a-z\"\\\\ ]{1,3}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
     fn object_text() -> impl Strategy<Value = String> {
         let token = prop::sample::select(vec![
             "{",
@@ -841,6 +860,38 @@ mod tests {
                 }
                 if let Some(fast) = fast {
                     prop_assert_eq!(Some(fast), slow_entries(&literal), "{:?}", literal);
+                }
+            }
+        }
+
+        /// Objects with nested values held in a literal (compact or pretty, every spelling of
+        /// the literal, cut anywhere) read as unescaping first reads them, and the plain
+        /// spelling of a whole object always gets an answer from the escaped reader.
+        #[test]
+        fn nested_values_read_as_unescaping_first(
+            entries in prop::collection::btree_map("[a-z$\"\\\\]{1,4}", nested_value(), 1..5),
+            pretty in any::<bool>(),
+            choices in prop::collection::vec(0u8..4, 1..6),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let object = serde_json::Value::Object(entries.into_iter().collect());
+            let held = if pretty {
+                serde_json::to_string_pretty(&object).unwrap()
+            } else {
+                serde_json::to_string(&object).unwrap()
+            };
+            let inner = &held[..held.floor_char_boundary(cut.index(held.len()))];
+            for (whole, literal) in [
+                (true, encode_literal(&held, &[0])),
+                (false, encode_literal(&held, &choices)),
+                (false, encode_literal(inner, &choices)),
+            ] {
+                // The reader may leave an unusual spelling to the caller; when it answers, it
+                // answers what unescaping first does.
+                let fast = escaped_object_entries(&literal);
+                prop_assert!(fast.is_some() || !whole, "{}", literal);
+                if let Some(fast) = fast {
+                    prop_assert_eq!(Some(texts(fast)), slow_entries(&literal), "{}", literal);
                 }
             }
         }
