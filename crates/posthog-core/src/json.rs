@@ -784,7 +784,6 @@ mod tests {
         out
     }
 
-    /// JSON's tokens and their broken forms, as the inside of a properties object.
     /// Any JSON value, nested often, with strings full of what the held text escapes.
     fn nested_value() -> impl Strategy<Value = serde_json::Value> {
         use serde_json::Value;
@@ -804,6 +803,7 @@ mod tests {
         })
     }
 
+    /// JSON's tokens and their broken forms, as the inside of a properties object.
     fn object_text() -> impl Strategy<Value = String> {
         let token = prop::sample::select(vec![
             "{",

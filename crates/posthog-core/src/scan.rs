@@ -791,8 +791,8 @@ mod tests {
         #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, failure_persistence: None, ..Default::default() })]
 
         /// Long strings (read 64 bytes at a time where their escapes are the common ones) give
-        /// the values serde_json reads, and an error exactly where it refuses the body, however
-        /// the body is cut into chunks.
+        /// the values serde_json reads, and the scan refuses exactly the bodies serde_json
+        /// refuses, however the body is cut into chunks.
         #[test]
         fn long_strings_scan_as_serde_json_reads_them(
             values in proptest::collection::vec(proptest::collection::vec(literal_piece(), 0..40), 1..4),
