@@ -639,28 +639,30 @@ fn escaped_string_end(b: &[u8], i: usize) -> Option<(usize, bool)> {
 #[inline(always)]
 fn escaped_value(text: &str, at: usize) -> Option<(usize, Entry<'_>)> {
     let b = text.as_bytes();
-    if b.get(at) == Some(&b'\\')
-        && let Some((end, true)) = escaped_string_end(b, at)
-    {
+    if *b.get(at)? != b'\\' {
+        return other_escaped_value(text, at);
+    }
+    let (end, plain) = escaped_string_end(b, at)?;
+    if plain {
         return Some((end, Entry::Str(text.get(at + 2..end - 2)?)));
     }
-    other_escaped_value(text, at)
+    escaped_string_value(text, at, end)
 }
 
-/// [`escaped_value`] for every value but a plain string.
+/// A string value of the held text with escapes of its own, `text[at..end]`, as JSON text
+/// decoded one level.
+#[inline(never)]
+fn escaped_string_value(text: &str, at: usize, end: usize) -> Option<(usize, Entry<'_>)> {
+    let literal = unescape_once(text.get(at..end)?)?;
+    (string_end(literal.as_bytes(), 0)?.0 == literal.len())
+        .then_some((end, Entry::Json(Cow::Owned(literal))))
+}
+
+/// [`escaped_value`] for a nested value or a scalar (anything but a string).
 #[inline(never)]
 fn other_escaped_value(text: &str, at: usize) -> Option<(usize, Entry<'_>)> {
     let b = text.as_bytes();
     match *b.get(at)? {
-        b'\\' => {
-            let (end, plain) = escaped_string_end(b, at)?;
-            if plain {
-                return Some((end, Entry::Str(text.get(at + 2..end - 2)?)));
-            }
-            let literal = unescape_once(text.get(at..end)?)?;
-            (string_end(literal.as_bytes(), 0)?.0 == literal.len())
-                .then_some((end, Entry::Json(Cow::Owned(literal))))
-        }
         b'{' | b'[' => {
             let mut depth = 0usize;
             let mut i = at;
