@@ -259,10 +259,12 @@ fn measure_cell(
         let real = measured_run(cli, mock, &work.join(format!("run-{round}")), config, &[])?;
         check_round(&dry, &real, n).with_context(|| format!("{label}, round {}", round + 1))?;
         eprintln!(
-            "  {label}, round {}: floor {:.2} s, run {:.2} s",
+            "  {label}, round {}: floor {:.2} s {:.1} MiB, run {:.2} s {:.1} MiB",
             round + 1,
             dry.wall_s,
-            real.wall_s
+            dry.peak_rss_mib,
+            real.wall_s,
+            real.peak_rss_mib
         );
         cell.floor.push(dry);
         cell.run.push(real);
