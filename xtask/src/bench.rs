@@ -33,7 +33,8 @@ enum BenchWhat {
         /// Event counts to run Parquet with (peak RSS must not grow between them).
         #[arg(long, value_delimiter = ',', default_value = "1000000,3000000")]
         events: Vec<u64>,
-        /// Runs per measurement; the table shows the median.
+        /// Runs per measurement; the table shows the median
+        /// (of an even count, the higher middle value).
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
@@ -58,7 +59,8 @@ struct RunBench {
     /// Event counts (peak RSS must not grow between them).
     #[arg(long, value_delimiter = ',', default_value = "1000000,3000000")]
     events: Vec<usize>,
-    /// Runs per event count; the table shows the median.
+    /// Runs per event count; the table shows the median
+    /// (of an even count, the higher middle value).
     #[arg(long, default_value_t = 3)]
     runs: usize,
     /// Rows per keyset page.
@@ -202,6 +204,8 @@ fn measured_run(
     Ok(result)
 }
 
+/// The median of `f` over `results`; of an even count, the higher middle value (for peak RSS
+/// and times, the cautious side).
 fn median(results: &[Measured], f: impl Fn(&Measured) -> f64) -> f64 {
     let mut v: Vec<f64> = results.iter().map(f).collect();
     v.sort_by(f64::total_cmp);

@@ -45,7 +45,8 @@ pub(super) struct SweepArgs {
     /// Whether the mock gzips its responses: `on`/`off` (or `true`/`false`).
     #[arg(long, value_delimiter = ',', default_value = "on,off", value_parser = parse_gzip)]
     gzip: Vec<bool>,
-    /// Rounds per cell; the table shows the median.
+    /// Rounds per cell; the table shows the median
+    /// (of an even count, the higher middle value).
     #[arg(long, default_value_t = 1)]
     runs: usize,
     /// Output format.
