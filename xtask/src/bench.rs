@@ -121,11 +121,7 @@ fn core(counts: &[u64], runs: usize) -> anyhow::Result<()> {
             let line = String::from_utf8(out.stdout)?;
             results.push(serde_json::from_str(line.trim()).context("bench_core output")?);
         }
-        let median = |key: &str| {
-            let mut v: Vec<f64> = results.iter().filter_map(|r| r[key].as_f64()).collect();
-            v.sort_by(f64::total_cmp);
-            v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-        };
+        let median = |key: &str| median_of(results.iter().filter_map(|r| r[key].as_f64()));
         println!(
             "{:<8} {:>9} {:>12.0} {:>10.1} {:>10.2} {:>10.2} {:>10.1} {:>9.1}",
             format,
@@ -204,10 +200,15 @@ fn measured_run(
     Ok(result)
 }
 
-/// The median of `f` over `results`; of an even count, the higher middle value (for peak RSS
-/// and times, the cautious side).
+/// The median of `f` over `results` (see [`median_of`]).
 fn median(results: &[Measured], f: impl Fn(&Measured) -> f64) -> f64 {
-    let mut v: Vec<f64> = results.iter().map(f).collect();
+    median_of(results.iter().map(f))
+}
+
+/// The median of `values`, every bench's one; of an even count, the higher middle value (for
+/// peak RSS and times, the cautious side). NaN for none.
+fn median_of(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
@@ -500,4 +501,17 @@ fn measure(cli: &Path, config: &Path, out: &Path, extra: &[&str]) -> anyhow::Res
         throttled: summary["throttled"].as_u64().unwrap_or(0),
         summary,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median_of;
+
+    #[test]
+    fn median_of_an_even_count_is_the_higher_middle_value() {
+        assert_eq!(median_of([3.0, 1.0, 2.0].into_iter()), 2.0);
+        assert_eq!(median_of([52.0, 51.0].into_iter()), 52.0);
+        assert_eq!(median_of([4.0, 1.0, 3.0, 2.0].into_iter()), 3.0);
+        assert!(median_of(std::iter::empty()).is_nan());
+    }
 }

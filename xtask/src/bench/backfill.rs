@@ -21,7 +21,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use posthog_mock::QueryLatency;
 
-use super::{Measured, bench_config, measure};
+use super::{Measured, bench_config, measure, median_of};
 use crate::e2e::mock::{Mock, MockOptions};
 use crate::e2e::verify::{self, Checks, Format, Uuids};
 
@@ -49,7 +49,8 @@ pub(super) struct BackfillArgs {
     /// Added to a query's hold for every row it returns, µs.
     #[arg(long, default_value_t = 0)]
     hold_per_row_us: u64,
-    /// Rounds, each a run at every setting; the table shows medians.
+    /// Rounds, each a run at every setting; the table shows medians
+    /// (of an even count, the higher middle value).
     #[arg(long, default_value_t = 1)]
     rounds: usize,
     /// `performance.query_requests_per_minute`, with the hour's budget raised to 6 000 000;
@@ -255,12 +256,6 @@ fn exactly_once(out: &Path, uuids: &Uuids) -> anyhow::Result<Vec<String>> {
     Ok(ck.failures().into_iter().map(str::to_owned).collect())
 }
 
-fn median(values: impl Iterator<Item = f64>) -> f64 {
-    let mut v: Vec<f64> = values.collect();
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
 /// The runs at `concurrency`.
 fn at(outcomes: &[Outcome], concurrency: u64) -> impl Iterator<Item = &Outcome> {
     outcomes
@@ -269,7 +264,7 @@ fn at(outcomes: &[Outcome], concurrency: u64) -> impl Iterator<Item = &Outcome> 
 }
 
 fn median_wall(outcomes: &[Outcome], concurrency: u64) -> f64 {
-    median(at(outcomes, concurrency).map(|o| o.m.wall_s))
+    median_of(at(outcomes, concurrency).map(|o| o.m.wall_s))
 }
 
 fn print_table(args: &BackfillArgs, outcomes: &[Outcome]) {
@@ -283,7 +278,7 @@ fn print_table(args: &BackfillArgs, outcomes: &[Outcome]) {
     let mut assumed = false;
     for concurrency in SETTINGS {
         let runs: Vec<&Outcome> = at(outcomes, concurrency).collect();
-        let med = |f: &dyn Fn(&Outcome) -> f64| median(runs.iter().map(|o| f(o)));
+        let med = |f: &dyn Fn(&Outcome) -> f64| median_of(runs.iter().map(|o| f(o)));
         let wall = med(&|o| o.m.wall_s);
         let bound = runs.iter().map(|o| o.bound(args)).max().unwrap_or(0);
         let guessed = runs.iter().any(|o| o.slices.is_none());
