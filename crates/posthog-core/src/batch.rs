@@ -6,6 +6,7 @@
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
+use std::ops::Range;
 use std::sync::Arc;
 
 use arrow_array::builder::{
@@ -17,13 +18,13 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde_json::value::RawValue;
 
 use crate::json::{
-    Entry, Walk, escaped_object_entries_into, object_entries, object_entries_into,
-    walk_escaped_object,
+    Entry, HeldEntry, Walk, escaped_object_entries_into, is_json, object_entries,
+    object_entries_into, walk_escaped_object,
 };
 use crate::schema::{
     ColumnSpec, ColumnType, FieldKind, FieldSpec, FlattenMode, SchemaError, SourceKey, TableSchema,
 };
-use crate::value::{JsonText, Scalar, compact_json, is_json_ws, unescape_into};
+use crate::value::{JsonText, Scalar, compact_json, is_json_ws, unescape_content, unescape_into};
 use crate::{CoreError, parse_timestamp};
 
 /// Largest integer magnitude a `Float64` column takes exactly.
@@ -57,6 +58,15 @@ enum Held {
     Repeated,
     /// An entry needs a column made (or the rest column): the full path does that.
     NewColumn,
+    /// A nested value does not decode to JSON: the full path decides about the object.
+    Undecoded,
+}
+
+/// A value on [`BatchBuilder::flatten_held`]'s path: as the reader handed it out, or a nested
+/// value decoded into the row's [`BatchBuilder::nested_buf`] at this range.
+enum HeldValue<'a> {
+    Read(Entry<'a>),
+    Decoded(Range<usize>),
 }
 
 enum ColumnBuilder {
@@ -146,20 +156,25 @@ pub fn arrow_type(ty: ColumnType) -> DataType {
     }
 }
 
-/// Whether `scalar` fits a column of type `ty` without change, and as what.
-fn fit<'a>(ty: ColumnType, scalar: &Scalar<'a>) -> Option<Cell<'a>> {
+/// The cell `scalar` makes in a column of type `ty`, or the scalar back when it does not fit
+/// without change (null never fits).
+fn fit<'a>(ty: ColumnType, scalar: Scalar<'a>) -> Result<Cell<'a>, Scalar<'a>> {
+    // By value: the text of a string or JSON value moves into its cell, never copied (a copy
+    // was one allocation for every nested value, ~4 a row of the default events).
     match (ty, scalar) {
-        (_, Scalar::Null) => None,
-        (ColumnType::Json, s) => Some(Cell::Text(s.to_json_text())),
-        (ColumnType::Utf8, Scalar::Str(s)) => Some(Cell::Text(s.clone())),
-        (ColumnType::Int64, Scalar::Int(i)) => Some(Cell::Int(*i)),
-        (ColumnType::Float64, Scalar::Float(f)) => Some(Cell::Float(*f)),
+        (_, Scalar::Null) => Err(Scalar::Null),
+        (ColumnType::Json, s) => Ok(Cell::Text(s.into_json_text())),
+        (ColumnType::Utf8, Scalar::Str(s)) => Ok(Cell::Text(s)),
+        (ColumnType::Int64, Scalar::Int(i)) => Ok(Cell::Int(i)),
+        (ColumnType::Float64, Scalar::Float(f)) => Ok(Cell::Float(f)),
         (ColumnType::Float64, Scalar::Int(i)) if i.unsigned_abs() <= F64_EXACT_INT as u64 => {
-            Some(Cell::Float(*i as f64))
+            Ok(Cell::Float(i as f64))
         }
-        (ColumnType::Boolean, Scalar::Bool(b)) => Some(Cell::Bool(*b)),
-        (ColumnType::Timestamp, Scalar::Str(s)) => parse_timestamp(s).map(Cell::Micros),
-        _ => None,
+        (ColumnType::Boolean, Scalar::Bool(b)) => Ok(Cell::Bool(b)),
+        (ColumnType::Timestamp, Scalar::Str(s)) => {
+            parse_timestamp(&s).map(Cell::Micros).ok_or(Scalar::Str(s))
+        }
+        (_, s) => Err(s),
     }
 }
 
@@ -217,9 +232,10 @@ impl Columns {
                 id
             }
         };
-        if let Some(cell) = fit(self.ty(value), &scalar) {
-            return Some((value, cell));
-        }
+        let scalar = match fit(self.ty(value), scalar) {
+            Ok(cell) => return Some((value, cell)),
+            Err(scalar) => scalar,
+        };
         let spec = &self.schema.columns()[value];
         let source = SourceKey {
             field: spec.field.clone(),
@@ -229,7 +245,7 @@ impl Columns {
         };
         let base = format!("{}__json", spec.name);
         let id = self.fallback(slot, source, base);
-        Some((id, Cell::Text(scalar.to_json_text())))
+        Some((id, Cell::Text(scalar.into_json_text())))
     }
 
     /// The `__json` sibling of `slot`, created (from `source`, named after `base`) on first use.
@@ -300,6 +316,10 @@ pub struct BatchBuilder {
     /// Spare vectors of the flattener, kept between rows (see [`recycle`]).
     entry_buf: Vec<(Cow<'static, str>, Entry<'static>)>,
     cell_buf: Vec<(usize, Cell<'static>)>,
+    /// The decoded text of a row's nested values on the common path, and the cells that take
+    /// their ranges of it: one buffer for all, not a `String` each.
+    nested_buf: String,
+    nested_cells: Vec<(usize, Range<usize>)>,
     rows: usize,
     row_serial: u64,
 }
@@ -378,6 +398,8 @@ impl BatchBuilder {
             text_buf: String::new(),
             entry_buf: Vec::new(),
             cell_buf: Vec::new(),
+            nested_buf: String::new(),
+            nested_cells: Vec::new(),
             extra_slots,
             field_by_name,
             rows: 0,
@@ -659,6 +681,12 @@ impl BatchBuilder {
     #[inline]
     fn flatten_held(&mut self, i: usize, raw: &str) -> Option<bool> {
         let mut cells: Vec<(usize, Cell<'_>)> = recycle(std::mem::take(&mut self.cell_buf));
+        let (mut nested, mut nested_cells) = (
+            std::mem::take(&mut self.nested_buf),
+            std::mem::take(&mut self.nested_cells),
+        );
+        nested.clear();
+        nested_cells.clear();
         let serial = self.row_serial;
         let slots = &mut self.key_slots[i];
         let columns = &self.columns;
@@ -671,6 +699,10 @@ impl BatchBuilder {
         // here: more take the full path.
         let mut unslotted: Vec<Cow<'_, str>> = Vec::new();
         let walk = walk_escaped_object(raw, |key, value| {
+            let Some(value) = decode_held(value, &mut nested) else {
+                held = Held::Undecoded;
+                return false;
+            };
             let Some(at) = slots.find(&key, prev) else {
                 if columns.schema.len() < budget || rest_column.is_none() || unslotted.len() >= 8 {
                     held = Held::NewColumn;
@@ -680,9 +712,7 @@ impl BatchBuilder {
                     held = Held::Repeated;
                     return false;
                 }
-                if !matches!(&value, Entry::Json(text) if is_null(text)) {
-                    push_rest_entry(&mut rest, &key, &value);
-                }
+                push_rest_held(&mut rest, &key, &value, &nested);
                 unslotted.push(key);
                 return true;
             };
@@ -699,18 +729,23 @@ impl BatchBuilder {
                     held = Held::NewColumn;
                     return false;
                 }
-                if !matches!(&value, Entry::Json(text) if is_null(text)) {
-                    push_rest_entry(&mut rest, &key, &value);
-                }
+                push_rest_held(&mut rest, &key, &value, &nested);
                 return true;
             }
             let cell = match value {
-                Entry::Str(text) => held_cell(columns, slot, Scalar::Str(Cow::Borrowed(text))),
-                Entry::Json(Cow::Borrowed(text)) => {
-                    held_cell(columns, slot, Scalar::classify(text))
-                }
-                Entry::Json(Cow::Owned(text)) => {
-                    held_cell(columns, slot, Scalar::classify_owned(text))
+                HeldValue::Read(entry) => read_cell(columns, slot, entry),
+                HeldValue::Decoded(range) => {
+                    let Some(id) = nested_column(columns, slot) else {
+                        held = Held::NewColumn;
+                        return false;
+                    };
+                    // Compact already (the common case): the cell is the range itself.
+                    let text = nested.get(range.clone()).unwrap_or_default();
+                    match compact_json(text) {
+                        Cow::Borrowed(_) => nested_cells.push((id, range)),
+                        Cow::Owned(text) => cells.push((id, Cell::Text(Cow::Owned(text)))),
+                    }
+                    return true;
                 }
             };
             match cell {
@@ -730,16 +765,33 @@ impl BatchBuilder {
                 if let (false, Some(id)) = (rest.is_empty(), rest_column) {
                     cells.push((id, Cell::Text(Cow::Owned(format!("{{{rest}}}")))));
                 }
-                for (id, cell) in &cells {
-                    self.columns.append(*id, self.rows, cell);
-                }
+                self.append_held(&cells, &nested_cells, &nested);
                 Some(true)
             }
             (Walk::Stopped, Held::Repeated) => Some(false),
             _ => None,
         };
         self.cell_buf = recycle(cells);
+        (self.nested_buf, self.nested_cells) = (nested, nested_cells);
         done
+    }
+
+    /// Appends a row's cells from [`BatchBuilder::flatten_held`]: `cells` as they are, and
+    /// `nested_cells` as their ranges of `nested`.
+    fn append_held(
+        &mut self,
+        cells: &[(usize, Cell<'_>)],
+        nested_cells: &[(usize, Range<usize>)],
+        nested: &str,
+    ) {
+        for (id, cell) in cells {
+            self.columns.append(*id, self.rows, cell);
+        }
+        for (id, range) in nested_cells {
+            let text = nested.get(range.clone()).unwrap_or_default();
+            self.columns
+                .append(*id, self.rows, &Cell::Text(Cow::Borrowed(text)));
+        }
     }
 
     /// Finishes the pending rows as one record batch holding every column the table knows, in
@@ -918,10 +970,64 @@ fn held_cell<'a>(
         return Some(None);
     }
     let id = slot.value?;
-    if let Some(cell) = fit(columns.ty(id), &scalar) {
-        return Some(Some((id, cell)));
+    match fit(columns.ty(id), scalar) {
+        Ok(cell) => Some(Some((id, cell))),
+        Err(scalar) => Some(Some((slot.fallback?, Cell::Text(scalar.into_json_text())))),
     }
-    Some(Some((slot.fallback?, Cell::Text(scalar.to_json_text()))))
+}
+
+/// A value of the walk as [`BatchBuilder::flatten_held`] takes it: a nested one decoded into
+/// `nested` (the row's buffer) and checked first, whatever becomes of it, since the reader
+/// that decodes it itself gives up on the whole object when it is not JSON (`None` then).
+fn decode_held<'a>(value: HeldEntry<'a>, nested: &mut String) -> Option<HeldValue<'a>> {
+    match value {
+        HeldEntry::Read(entry) => Some(HeldValue::Read(entry)),
+        HeldEntry::Nested(escaped) => {
+            let start = nested.len();
+            let decoded =
+                unescape_content(escaped, nested) && nested.get(start..).is_some_and(is_json);
+            decoded.then_some(HeldValue::Decoded(start..nested.len()))
+        }
+    }
+}
+
+/// [`held_cell`] for a value as the reader handed it out.
+#[inline]
+fn read_cell<'a>(
+    columns: &Columns,
+    slot: &Slot,
+    entry: Entry<'a>,
+) -> Option<Option<(usize, Cell<'a>)>> {
+    let scalar = match entry {
+        Entry::Str(text) => Scalar::Str(Cow::Borrowed(text)),
+        Entry::Json(Cow::Borrowed(text)) => Scalar::classify(text),
+        Entry::Json(Cow::Owned(text)) => Scalar::classify_owned(text),
+    };
+    held_cell(columns, slot, scalar)
+}
+
+/// The column a nested value's JSON text goes to in the columns `slot` has made: the value's
+/// own when it holds JSON, else its `__json` sibling ([`held_cell`] of a `Scalar::Json`).
+/// `None` when a column would have to be made first.
+fn nested_column(columns: &Columns, slot: &Slot) -> Option<usize> {
+    let id = slot.value?;
+    if columns.ty(id) == ColumnType::Json {
+        return Some(id);
+    }
+    slot.fallback
+}
+
+/// [`push_rest_entry`] for a value of the common path (`nested` holds the decoded text of a
+/// nested one), unless it is null.
+fn push_rest_held(rest: &mut String, key: &str, value: &HeldValue<'_>, nested: &str) {
+    match value {
+        HeldValue::Read(Entry::Json(text)) if is_null(text) => {}
+        HeldValue::Read(entry) => push_rest_entry(rest, key, entry),
+        HeldValue::Decoded(range) => {
+            let text = nested.get(range.clone()).unwrap_or_default();
+            push_rest_entry(rest, key, &Entry::Json(Cow::Borrowed(text)));
+        }
+    }
 }
 
 /// A JSON object of `entries`, each value as its compact source JSON.
@@ -1097,15 +1203,18 @@ mod tests {
         let fields = [FieldSpec::flatten("properties")];
         // Each form twice: while `a` and `b` have no columns yet (the full path reads the row)
         // and once they have (the walk reads it entry by entry). A broken object after known
-        // keys goes whole to `__json` too, with nothing appended before the fault.
+        // keys goes whole to `__json` too, with nothing appended before the fault, and so does
+        // one whose nested value (`c`, a JSON column once known) balances but is not JSON.
         let forms = [
             r#"["{\"a\": 1, \"a\": 2}"]"#,
             r#"["{\"a\": null, \"a\": 2}"]"#,
             r#"["{\"a\": 2, \"a\": null}"]"#,
             r#"["{\"a\": 1, \"b\": 1, \"a\": \"x\"}"]"#,
             r#"["{\"a\": 7, \"b\": 8, \"c\" 9}"]"#,
+            r#"["{\"a\": 7, \"c\": {\"x\": y}}"]"#,
+            r#"["{\"a\": 7, \"c\": [1, 2}}"]"#,
         ];
-        let known = r#"["{\"a\": 3, \"b\": null}"]"#;
+        let known = r#"["{\"a\": 3, \"b\": null, \"c\": {\"x\": [1]}}"]"#;
         let mut b = BatchBuilder::new(&fields, FlattenMode::Flatten, &[]).unwrap();
         let rows: Vec<&str> = forms
             .iter()
@@ -1131,6 +1240,8 @@ mod tests {
         }
         let a = batch.column_by_name("properties_a").unwrap();
         assert_eq!(a.as_primitive::<Int64Type>().value(forms.len()), 3);
+        let c = text(&batch, "properties_c", forms.len());
+        assert_eq!(c.as_deref(), Some(r#"{"x":[1]}"#));
         assert_eq!(
             a.null_count(),
             rows.len() - 1,
@@ -1174,11 +1285,12 @@ mod tests {
         /// Properties held in a string (the flattener's walk, entry by entry) and the same
         /// object sent as an object (the full path) give the same batch, whatever the keys'
         /// order, types that change from row to row (`__json` columns made and then used),
-        /// nulls, escapes, nested values and keys past a column budget (`__rest`).
+        /// nulls, escapes, nested values (compact, or spaced over lines) and keys past a
+        /// column budget (`__rest`).
         #[test]
         fn properties_as_a_string_or_as_an_object_flatten_alike(
             rows in proptest::collection::vec(
-                proptest::collection::vec((0usize..6, any_value()), 0..7),
+                proptest::collection::vec((0usize..6, any_value(), proptest::bool::ANY), 0..7),
                 1..25,
             ),
             budget in proptest::option::of(0usize..8),
@@ -1198,8 +1310,15 @@ mod tests {
                 let mut seen = std::collections::HashSet::new();
                 let object: Vec<String> = entries
                     .iter()
-                    .filter(|(k, _)| seen.insert(*k))
-                    .map(|(k, v)| format!("{}:{}", serde_json::to_string(KEYS[*k]).unwrap(), v))
+                    .filter(|(k, _, _)| seen.insert(*k))
+                    .map(|(k, v, spaced)| {
+                        let v = if *spaced {
+                            serde_json::to_string_pretty(v).unwrap()
+                        } else {
+                            v.to_string()
+                        };
+                        format!("{}:{}", serde_json::to_string(KEYS[*k]).unwrap(), v)
+                    })
                     .collect();
                 let object = format!("{{{}}}", object.join(","));
                 let literal = serde_json::to_string(&object).unwrap();

@@ -356,8 +356,9 @@ pub(crate) fn object_entries_into<'a>(
 }
 
 /// The two spellings of a JSON object the flattener reads: as JSON text ([`Plain`]) and held
-/// as text inside a JSON string literal ([`Held`]). [`read_object`] walks the object's
-/// structure; a spelling says where its tokens end and what they hold.
+/// as text inside a JSON string literal ([`Held`], and [`Walked`], which leaves nested values
+/// for the visitor to decode). [`walk_object`] walks the object's structure; a spelling says
+/// where its tokens end and what they hold.
 trait Spelling<'a> {
     /// The text the offsets count in.
     fn bytes(&self) -> &'a [u8];
@@ -365,15 +366,17 @@ trait Spelling<'a> {
     fn skip_ws(&self, at: usize) -> usize;
     /// The key starting at `at`: where it ends and its decoded text.
     fn key(&self, at: usize) -> Option<(usize, Cow<'a, str>)>;
+    /// What a value is read as.
+    type Value;
     /// The value starting at `at`: where it ends and the value.
-    fn value(&self, at: usize) -> Option<(usize, Entry<'a>)>;
+    fn value(&self, at: usize) -> Option<(usize, Self::Value)>;
 }
 
 /// An object's entries in order, as `spelling` reads them: `None` unless the text is exactly
 /// one object (whitespace around it allowed) whose every key and value reads.
 #[inline(always)]
 fn read_object<'a>(
-    spelling: &impl Spelling<'a>,
+    spelling: &impl Spelling<'a, Value = Entry<'a>>,
     mut entries: Vec<(Cow<'a, str>, Entry<'a>)>,
 ) -> Option<Vec<(Cow<'a, str>, Entry<'a>)>> {
     match walk_object(spelling, |key, value| {
@@ -402,9 +405,9 @@ pub(crate) enum Walk {
 /// object: a visitor must not act on entries before it knows that. Inlined: once per spelling
 /// and visitor, into the flattener's hot loop (out of line it cost 2 % of a run).
 #[inline(always)]
-fn walk_object<'a>(
-    spelling: &impl Spelling<'a>,
-    mut each: impl FnMut(Cow<'a, str>, Entry<'a>) -> bool,
+fn walk_object<'a, S: Spelling<'a>>(
+    spelling: &S,
+    mut each: impl FnMut(Cow<'a, str>, S::Value) -> bool,
 ) -> Walk {
     let b = spelling.bytes();
     let end_of_text = |at: usize| {
@@ -475,6 +478,8 @@ impl<'a> Spelling<'a> for Plain<'a> {
         unescape_into(literal, &mut key).then_some((end, Cow::Owned(key)))
     }
 
+    type Value = Entry<'a>;
+
     #[inline]
     fn value(&self, at: usize) -> Option<(usize, Entry<'a>)> {
         let end = value_end(self.bytes(), at)?;
@@ -528,18 +533,65 @@ pub(crate) fn escaped_object_entries_into<'a>(
 }
 
 /// [`escaped_object_entries_into`] entry by entry: each is handed to `each` as it is read (see
-/// [`Walk`]); the flattener's common path, which needs no vector of entries.
+/// [`Walk`]); the flattener's common path, which needs no vector of entries. A nested object
+/// or array comes as it stands ([`HeldEntry::Nested`]), for the visitor to decode into a
+/// buffer of its own: decoded here, each was a `String` of its own (~4 a row of the default
+/// events).
 #[inline(always)]
 pub(crate) fn walk_escaped_object<'a>(
     literal: &'a str,
-    each: impl FnMut(Cow<'a, str>, Entry<'a>) -> bool,
+    each: impl FnMut(Cow<'a, str>, HeldEntry<'a>) -> bool,
 ) -> Walk {
     match literal
         .strip_prefix('"')
         .and_then(|rest| rest.strip_suffix('"'))
     {
-        Some(text) => walk_object(&Held(text), each),
+        Some(text) => walk_object(&Walked(Held(text)), each),
         None => Walk::Invalid,
+    }
+}
+
+/// A value of [`walk_escaped_object`].
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum HeldEntry<'a> {
+    /// The value, read as [`escaped_object_entries_into`] reads it.
+    Read(Entry<'a>),
+    /// An object or array as it stands in the held text: one level of escapes still on, and
+    /// not yet checked (its brackets balance outside its strings). Decoded with
+    /// [`unescape_content`], it is what `Read` would hold if [`is_json`] accepts it; if not,
+    /// [`escaped_object_entries_into`] gives up on the object.
+    Nested(&'a str),
+}
+
+/// [`Held`] with its nested values left as they stand (see [`walk_escaped_object`]).
+struct Walked<'a>(Held<'a>);
+
+impl<'a> Spelling<'a> for Walked<'a> {
+    #[inline]
+    fn bytes(&self) -> &'a [u8] {
+        self.0.bytes()
+    }
+
+    #[inline]
+    fn skip_ws(&self, at: usize) -> usize {
+        self.0.skip_ws(at)
+    }
+
+    #[inline(always)]
+    fn key(&self, at: usize) -> Option<(usize, Cow<'a, str>)> {
+        self.0.key(at)
+    }
+
+    type Value = HeldEntry<'a>;
+
+    #[inline(always)]
+    fn value(&self, at: usize) -> Option<(usize, HeldEntry<'a>)> {
+        let text = self.0.0;
+        if let b'{' | b'[' = *text.as_bytes().get(at)? {
+            let end = nested_end(text.as_bytes(), at)?;
+            return Some((end, HeldEntry::Nested(text.get(at..end)?)));
+        }
+        escaped_value(text, at).map(|(end, value)| (end, HeldEntry::Read(value)))
     }
 }
 
@@ -565,6 +617,8 @@ impl<'a> Spelling<'a> for Held<'a> {
         }
         escaped_key(self.0, at, end)
     }
+
+    type Value = Entry<'a>;
 
     #[inline(always)]
     fn value(&self, at: usize) -> Option<(usize, Entry<'a>)> {
@@ -664,27 +718,9 @@ fn other_escaped_value(text: &str, at: usize) -> Option<(usize, Entry<'_>)> {
     let b = text.as_bytes();
     match *b.get(at)? {
         b'{' | b'[' => {
-            let mut depth = 0usize;
-            let mut i = at;
-            loop {
-                match *b.get(i)? {
-                    b'{' | b'[' => depth += 1,
-                    b'}' | b']' => {
-                        depth -= 1;
-                        if depth == 0 {
-                            break;
-                        }
-                    }
-                    b'\\' if b.get(i + 1) == Some(&b'"') => {
-                        i = escaped_string_end(b, i)?.0;
-                        continue;
-                    }
-                    _ => {}
-                }
-                i += 1;
-            }
-            let held = unescape_once(text.get(at..i + 1)?)?;
-            is_json(&held).then_some((i + 1, Entry::Json(Cow::Owned(held))))
+            let end = nested_end(b, at)?;
+            let held = unescape_once(text.get(at..end)?)?;
+            is_json(&held).then_some((end, Entry::Json(Cow::Owned(held))))
         }
         _ => {
             let len = b[at..]
@@ -695,6 +731,31 @@ fn other_escaped_value(text: &str, at: usize) -> Option<(usize, Entry<'_>)> {
             valid_scalar(scalar.as_bytes())
                 .then_some((at + len, Entry::Json(Cow::Borrowed(scalar))))
         }
+    }
+}
+
+/// The end of the object or array of the held text starting at `b[at]`: past the bracket
+/// that balances it, strings (`\"…\"`) skipped. Whether the text between is JSON is not
+/// checked.
+fn nested_end(b: &[u8], at: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut i = at;
+    loop {
+        match *b.get(i)? {
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i + 1);
+                }
+            }
+            b'\\' if b.get(i + 1) == Some(&b'"') => {
+                i = escaped_string_end(b, i)?.0;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
     }
 }
 

@@ -118,6 +118,14 @@ impl<'a> Scalar<'a> {
             Scalar::Json(text) => text.clone(),
         }
     }
+
+    /// [`Scalar::to_json_text`] by value: the text of a JSON value moves out, not copied.
+    pub(crate) fn into_json_text(self) -> Cow<'a, str> {
+        match self {
+            Scalar::Json(text) => text,
+            other => other.to_json_text(),
+        }
+    }
 }
 
 /// Shortest text that reads back as the same `f64`; always has a `.` or exponent, so it reads
