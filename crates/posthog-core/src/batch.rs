@@ -18,13 +18,13 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde_json::value::RawValue;
 
 use crate::json::{
-    Entry, HeldEntry, Walk, escaped_object_entries_into, is_json, object_entries,
+    Entry, HeldEntry, Walk, decode_nested, escaped_object_entries_into, object_entries,
     object_entries_into, walk_escaped_object,
 };
 use crate::schema::{
     ColumnSpec, ColumnType, FieldKind, FieldSpec, FlattenMode, SchemaError, SourceKey, TableSchema,
 };
-use crate::value::{JsonText, Scalar, compact_json, is_json_ws, unescape_content, unescape_into};
+use crate::value::{JsonText, Scalar, compact_json, is_json_ws, unescape_into};
 use crate::{CoreError, parse_timestamp};
 
 /// Largest integer magnitude a `Float64` column takes exactly.
@@ -735,17 +735,19 @@ impl BatchBuilder {
             let cell = match value {
                 HeldValue::Read(entry) => read_cell(columns, slot, entry),
                 HeldValue::Decoded(range) => {
-                    let Some(id) = nested_column(columns, slot) else {
-                        held = Held::NewColumn;
-                        return false;
-                    };
-                    // Compact already (the common case): the cell is the range itself.
+                    // The type rule's answer for the text as `Scalar::classify` reads it; a
+                    // compact text (the common case) stays in `nested`, its cell the range.
                     let text = nested.get(range.clone()).unwrap_or_default();
-                    match compact_json(text) {
-                        Cow::Borrowed(_) => nested_cells.push((id, range)),
-                        Cow::Owned(text) => cells.push((id, Cell::Text(Cow::Owned(text)))),
+                    match held_cell(columns, slot, Scalar::Json(compact_json(text))) {
+                        Some(Some((id, Cell::Text(Cow::Borrowed(_))))) => {
+                            nested_cells.push((id, range));
+                            return true;
+                        }
+                        Some(Some((id, Cell::Text(Cow::Owned(text))))) => {
+                            Some(Some((id, Cell::Text(Cow::Owned(text)))))
+                        }
+                        _ => None, // a JSON value always makes text; no column yet
                     }
-                    return true;
                 }
             };
             match cell {
@@ -982,12 +984,7 @@ fn held_cell<'a>(
 fn decode_held<'a>(value: HeldEntry<'a>, nested: &mut String) -> Option<HeldValue<'a>> {
     match value {
         HeldEntry::Read(entry) => Some(HeldValue::Read(entry)),
-        HeldEntry::Nested(escaped) => {
-            let start = nested.len();
-            let decoded =
-                unescape_content(escaped, nested) && nested.get(start..).is_some_and(is_json);
-            decoded.then_some(HeldValue::Decoded(start..nested.len()))
-        }
+        HeldEntry::Nested(escaped) => decode_nested(escaped, nested).map(HeldValue::Decoded),
     }
 }
 
@@ -1004,17 +1001,6 @@ fn read_cell<'a>(
         Entry::Json(Cow::Owned(text)) => Scalar::classify_owned(text),
     };
     held_cell(columns, slot, scalar)
-}
-
-/// The column a nested value's JSON text goes to in the columns `slot` has made: the value's
-/// own when it holds JSON, else its `__json` sibling ([`held_cell`] of a `Scalar::Json`).
-/// `None` when a column would have to be made first.
-fn nested_column(columns: &Columns, slot: &Slot) -> Option<usize> {
-    let id = slot.value?;
-    if columns.ty(id) == ColumnType::Json {
-        return Some(id);
-    }
-    slot.fallback
 }
 
 /// [`push_rest_entry`] for a value of the common path (`nested` holds the decoded text of a

@@ -10,6 +10,7 @@
 //! `serde_json` is its oracle in the property tests.
 
 use std::borrow::Cow;
+use std::ops::Range;
 
 use crate::value::{unescape_content, unescape_into};
 
@@ -552,15 +553,25 @@ pub(crate) fn walk_escaped_object<'a>(
 }
 
 /// A value of [`walk_escaped_object`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub(crate) enum HeldEntry<'a> {
     /// The value, read as [`escaped_object_entries_into`] reads it.
     Read(Entry<'a>),
     /// An object or array as it stands in the held text: one level of escapes still on, and
-    /// not yet checked (its brackets balance outside its strings). Decoded with
-    /// [`unescape_content`], it is what `Read` would hold if [`is_json`] accepts it; if not,
-    /// [`escaped_object_entries_into`] gives up on the object.
+    /// not yet checked (its brackets balance outside its strings). [`decode_nested`] makes it
+    /// what `Read` would hold, or says that [`escaped_object_entries_into`] gives up on the
+    /// object.
     Nested(&'a str),
+}
+
+/// Decodes a [`HeldEntry::Nested`] value onto the end of `buf` and answers the range it
+/// takes there, when it is JSON; `None` when it is not (the object is then not one the escaped
+/// reader reads). The one rule for both readers: [`other_escaped_value`] decodes the same way
+/// into a `String` of its own.
+pub(crate) fn decode_nested(escaped: &str, buf: &mut String) -> Option<Range<usize>> {
+    let start = buf.len();
+    let decoded = unescape_content(escaped, buf) && buf.get(start..).is_some_and(is_json);
+    decoded.then_some(start..buf.len())
 }
 
 /// [`Held`] with its nested values left as they stand (see [`walk_escaped_object`]).
@@ -719,8 +730,9 @@ fn other_escaped_value(text: &str, at: usize) -> Option<(usize, Entry<'_>)> {
     match *b.get(at)? {
         b'{' | b'[' => {
             let end = nested_end(b, at)?;
-            let held = unescape_once(text.get(at..end)?)?;
-            is_json(&held).then_some((end, Entry::Json(Cow::Owned(held))))
+            let mut held = String::new();
+            decode_nested(text.get(at..end)?, &mut held)?;
+            Some((end, Entry::Json(Cow::Owned(held))))
         }
         _ => {
             let len = b[at..]
@@ -809,6 +821,27 @@ mod tests {
             .into_iter()
             .map(|(k, v)| (k.into_owned(), v.json_text().into_owned()))
             .collect()
+    }
+
+    /// The flattener's walk over `literal`, each nested value decoded as it decodes them
+    /// ([`decode_nested`]): `None` unless the walk reads the whole object.
+    fn walked_entries(literal: &str) -> Option<Vec<(String, String)>> {
+        let (mut out, mut buf, mut decoded) = (Vec::new(), String::new(), true);
+        let walk = walk_escaped_object(literal, |key, value| {
+            let value = match value {
+                HeldEntry::Read(entry) => entry,
+                HeldEntry::Nested(escaped) => match decode_nested(escaped, &mut buf) {
+                    Some(range) => Entry::Json(Cow::Owned(buf[range].to_owned())),
+                    None => {
+                        decoded = false;
+                        return false;
+                    }
+                },
+            };
+            out.push((key, value));
+            true
+        });
+        (walk == Walk::Whole && decoded).then(|| texts(out))
     }
 
     /// The slow path: unescape the literal, then read the object.
@@ -938,6 +971,7 @@ mod tests {
             for choices in [&[0u8][..], &[1], &[0, 2, 0, 3], &[3, 3, 1]] {
                 let literal = encode_literal(&text, choices);
                 let fast = escaped_object_entries(&literal).map(texts);
+                prop_assert_eq!(&walked_entries(&literal), &fast, "{:?}", literal);
                 if choices == [0] {
                     prop_assert!(fast.is_some(), "{:?}", literal);
                 }
@@ -948,8 +982,9 @@ mod tests {
         }
 
         /// Objects with nested values held in a literal (compact or pretty, every spelling of
-        /// the literal, cut anywhere) read as unescaping first reads them, and the plain
-        /// spelling of a whole object always gets an answer from the escaped reader.
+        /// the literal, cut anywhere) read as unescaping first reads them, the flattener's walk
+        /// reads them as the escaped reader does, and the plain spelling of a whole object
+        /// always gets an answer from the escaped reader.
         #[test]
         fn nested_values_read_as_unescaping_first(
             entries in prop::collection::btree_map("[a-z$\"\\\\]{1,4}", nested_value(), 1..5),
@@ -972,6 +1007,7 @@ mod tests {
                 // The reader may leave an unusual spelling to the caller; when it answers, it
                 // answers what unescaping first does.
                 let fast = escaped_object_entries(&literal);
+                prop_assert_eq!(walked_entries(&literal), fast.clone().map(texts), "{}", literal);
                 prop_assert!(fast.is_some() || !whole, "{}", literal);
                 if let Some(fast) = fast {
                     prop_assert_eq!(Some(texts(fast)), slow_entries(&literal), "{}", literal);
@@ -980,11 +1016,17 @@ mod tests {
         }
 
         /// Whenever the escaped reader answers on near-JSON held in a literal, it answers what
-        /// unescaping and reading answers.
+        /// unescaping and reading answers; the flattener's walk answers what the reader does.
         #[test]
         fn the_escaped_reader_agrees_with_unescaping_first(inner in object_text(), choices in prop::collection::vec(0u8..4, 1..6)) {
             let held = format!("{{{inner}}}");
             let literal = encode_literal(&held, &choices);
+            prop_assert_eq!(
+                walked_entries(&literal),
+                escaped_object_entries(&literal).map(texts),
+                "{:?}",
+                literal
+            );
             if let Some(fast) = escaped_object_entries(&literal).map(texts) {
                 prop_assert_eq!(Some(fast), slow_entries(&literal), "{:?}", literal);
             }
