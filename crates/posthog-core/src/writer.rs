@@ -54,8 +54,9 @@ impl PartFormat {
     }
 }
 
-/// The encoded size at which a Parquet row group is closed by default: 4 MiB (readers work
-/// well with row groups of a few MB and up; memory holds one of them).
+/// The encoded size at which a Parquet row group is closed by default: 1 MiB. Memory holds the
+/// open row group, and more than its encoded size (dictionaries, unflushed pages): at 4 MiB a
+/// run's peak RSS was 13 MiB higher for at most 2 % fewer instructions (docs/benchmarks.md).
 pub const DEFAULT_ROW_GROUP_BYTES: usize = 1024 * 1024;
 
 /// Settings shared by the parts of one table.
@@ -243,8 +244,8 @@ const WIDE_PART_COLUMNS: usize = 256;
 
 /// In a wide part, a column whose values take fewer bytes than this per row of the part's
 /// first batch is written uncompressed: mostly nulls, which the definition levels already
-/// encode in a few bytes. A later batch where it holds more starts a new part
-/// ([`PartWriter::suits`]).
+/// encode in a few bytes. A later batch after which it holds more, over the part's rows, starts
+/// a new part ([`PartWriter::suits`]).
 const COMPRESS_FROM_BYTES_PER_ROW: f64 = 2.0;
 
 /// The indices of the columns of `batch` to write without a codec (see
@@ -341,8 +342,9 @@ struct ParquetPart {
     rows: u64,
     /// The encoded size at which the open row group is closed.
     row_group_bytes: usize,
-    /// Columns written without a codec (sparse in the part's first batch).
-    uncompressed: Vec<usize>,
+    /// Columns written without a codec (sparse in the part's first batch), each with the bytes
+    /// of the values written to it so far.
+    uncompressed: Vec<(usize, usize)>,
 }
 
 impl ParquetPart {
@@ -398,7 +400,7 @@ impl ParquetPart {
             writer,
             rows: 0,
             row_group_bytes: options.row_group_bytes.max(1),
-            uncompressed,
+            uncompressed: uncompressed.into_iter().map(|i| (i, 0)).collect(),
         })
     }
 }
@@ -409,6 +411,9 @@ impl PartWriter for ParquetPart {
             .write(batch)
             .map_err(parquet_err("write a batch to", &self.pending.tmp_path))?;
         self.rows += batch.num_rows() as u64;
+        for (i, written) in &mut self.uncompressed {
+            *written += value_bytes(batch.column(*i).as_ref());
+        }
         if self.writer.in_progress_size() >= self.row_group_bytes {
             self.writer
                 .flush()
@@ -421,10 +426,11 @@ impl PartWriter for ParquetPart {
         self.rows
     }
 
-    /// A batch in which a column this part writes without a codec holds enough to compress
-    /// starts a new part, where that column is compressed: the first batch's sparseness was
-    /// only a guess about the rest of the part (a property rare in the first thousand events
-    /// may be on every event after; left uncompressed, such a part measured 8–12× larger).
+    /// A batch after which a column this part writes without a codec holds enough, over the
+    /// part's rows, to compress starts a new part, where that column is compressed: the first
+    /// batch's sparseness was only a guess about the rest of the part (a property rare in the
+    /// first thousand events may be on every event after; left uncompressed, such a part
+    /// measured 8–12× larger).
     fn suits(&self, batch: &RecordBatch) -> bool {
         // The footer's metadata (every column of every row group) stays in memory until the
         // part closes; past this many column chunks the part is closed and a new one begins.
@@ -432,9 +438,13 @@ impl PartWriter for ParquetPart {
         if chunks >= MAX_FOOTER_COLUMN_CHUNKS {
             return false;
         }
-        let rows = batch.num_rows().max(1) as f64;
-        self.uncompressed.iter().all(|&i| {
-            value_bytes(batch.column(i).as_ref()) as f64 / rows < COMPRESS_FROM_BYTES_PER_ROW
+        // Judged over the part with this batch in it, not over the batch alone: in batches of
+        // 100 rows, one of ~950 sparse columns crossed the threshold by chance in most batches,
+        // and a 1 M-event wide run wrote 5 344 parts (~190 rows each).
+        let rows = (self.rows as usize + batch.num_rows()).max(1) as f64;
+        self.uncompressed.iter().all(|&(i, written)| {
+            (written + value_bytes(batch.column(i).as_ref())) as f64 / rows
+                < COMPRESS_FROM_BYTES_PER_ROW
         })
     }
 
