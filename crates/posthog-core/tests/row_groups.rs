@@ -216,6 +216,37 @@ fn a_burst_in_one_small_batch_does_not_close_the_part() {
     assert_eq!(parts_rows(&dir), 40_000);
 }
 
+/// Judged over the part, a column that turns dense still starts a new part in small batches:
+/// here it comes on every row from row 5 000 on, batches of 100.
+#[test]
+fn a_column_turning_dense_in_small_batches_still_starts_a_part() {
+    let (dir, parts) = parts_of(100, |i| {
+        let mut props = serde_json::json!({});
+        for k in 0..3 {
+            props[format!("k{:03}", (3 * i + k) % 300)] = serde_json::json!(i);
+        }
+        if i >= 5_000 || i == 3 {
+            props["x"] = serde_json::json!(format!("https://app.example.com/{}", i % 97));
+        }
+        props
+    });
+    assert_eq!(parts.len(), 2, "{} parts", parts.len());
+    assert_eq!(
+        codecs(&parts[0].path)["properties_x"],
+        Compression::UNCOMPRESSED
+    );
+    assert!(matches!(
+        codecs(&parts[1].path)["properties_x"],
+        Compression::ZSTD(_)
+    ));
+    assert!(
+        parts[0].rows < 6_000,
+        "{} rows before the new part",
+        parts[0].rows
+    );
+    assert_eq!(parts_rows(&dir), 40_000);
+}
+
 fn parts_rows(dir: &tempfile::TempDir) -> u64 {
     std::fs::read_dir(dir.path())
         .unwrap()
