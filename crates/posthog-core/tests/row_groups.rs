@@ -172,15 +172,7 @@ fn a_narrow_part_compresses_every_column() {
 fn a_sparse_column_that_turns_dense_starts_a_part_that_compresses_it() {
     let (_a, dense) = wide_parts(300, false);
     let (late_dir, late) = wide_parts(300, true);
-    assert_eq!(late.len(), 2, "the first dense batch starts a new part");
-    assert_eq!(
-        codecs(&late[0].path)["properties_x"],
-        Compression::UNCOMPRESSED
-    );
-    assert!(matches!(
-        codecs(&late[1].path)["properties_x"],
-        Compression::ZSTD(_)
-    ));
+    assert_x_compressed_from_the_second_part(&late);
     let bytes = |parts: &[posthog_core::PartFile]| parts.iter().map(|p| p.bytes).sum::<u64>();
     let (dense, late) = (bytes(&dense), bytes(&late));
     assert!(
@@ -230,7 +222,24 @@ fn a_column_turning_dense_in_small_batches_still_starts_a_part() {
         }
         props
     });
-    assert_eq!(parts.len(), 2, "{} parts", parts.len());
+    assert_x_compressed_from_the_second_part(&parts);
+    assert!(
+        parts[0].rows < 6_000,
+        "{} rows before the new part",
+        parts[0].rows
+    );
+    assert_eq!(parts_rows(&dir), 40_000);
+}
+
+/// Two parts: the first writes `properties_x` without a codec (sparse when it began), the
+/// second, begun when `x` turned dense, compresses it.
+fn assert_x_compressed_from_the_second_part(parts: &[posthog_core::PartFile]) {
+    assert_eq!(
+        parts.len(),
+        2,
+        "{} parts: the first dense batch starts a new one",
+        parts.len()
+    );
     assert_eq!(
         codecs(&parts[0].path)["properties_x"],
         Compression::UNCOMPRESSED
@@ -239,12 +248,6 @@ fn a_column_turning_dense_in_small_batches_still_starts_a_part() {
         codecs(&parts[1].path)["properties_x"],
         Compression::ZSTD(_)
     ));
-    assert!(
-        parts[0].rows < 6_000,
-        "{} rows before the new part",
-        parts[0].rows
-    );
-    assert_eq!(parts_rows(&dir), 40_000);
 }
 
 fn parts_rows(dir: &tempfile::TempDir) -> u64 {
