@@ -241,7 +241,9 @@ pub fn open_part(
 /// writer with a codec keeps its own zstd context. Up to `parquet` 60.1 that was also a
 /// ~96 KB decompression context a writer never uses (295 MB for 3 076 columns); 60.2 makes
 /// contexts on first use, but compressing every column still cost 134–136 MiB of peak RSS
-/// against 68–69 with this rule (300 000 wide events, pages and batches of 1 000 and 10 000).
+/// against 68–69 with this rule (300 000 wide events, pages and batches of 1 000 and 10 000,
+/// measured when parts closed at 32 768 column chunks, before [`MAX_FOOTER_COLUMN_CHUNKS`]
+/// was halved).
 /// A narrower table compresses every column, whatever its density.
 const WIDE_PART_COLUMNS: usize = 256;
 
