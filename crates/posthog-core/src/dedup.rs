@@ -8,10 +8,12 @@
 //!
 //! Memory is 16 bytes of UUID and 8 of time per entry (plus the hash table's overhead), never a
 //! string. Eviction is lazy: entries older than the cutoff are swept when the cutoff has moved a
-//! whole window since the last sweep or the table has doubled, so total sweep work stays linear
-//! in the number of events. An entry kept past its cutoff can only drop a UUID that was already
-//! emitted, which never breaks exactly-once. [`DedupWindow::to_bytes`] evicts exactly, so the
-//! persisted form holds the window and nothing else.
+//! quarter of the window since the last sweep or the table has doubled, so the table holds at
+//! most a window and a quarter of entries and total sweep work stays linear in the number of
+//! events (sweeping after a whole window held two windows: 3.1 MiB of a 3 M-event run's peak,
+//! docs/benchmarks.md, eighth round). An entry kept past its cutoff can only drop a UUID that
+//! was already emitted, which never breaks exactly-once. [`DedupWindow::to_bytes`] evicts
+//! exactly, so the persisted form holds the window and nothing else.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -42,7 +44,8 @@ const ENTRY_BYTES: usize = 24;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DedupWindow {
     lookback_us: i64,
-    entries: HashMap<u128, UnixMicros>,
+    /// UUID (as two words: a `u128` key would pad each entry to 32 bytes) → time.
+    entries: HashMap<Key, UnixMicros>,
     high_water: Option<UnixMicros>,
     /// Cutoff at the last sweep, and the table size it left.
     swept_cutoff: UnixMicros,
@@ -74,7 +77,7 @@ impl DedupWindow {
     /// when it was not seen before (emit it) and `false` for a duplicate (drop it).
     pub fn observe(&mut self, uuid: Uuid, at: UnixMicros) -> bool {
         self.high_water = Some(self.high_water.map_or(at, |hw| hw.max(at)));
-        let fresh = match self.entries.entry(uuid.as_u128()) {
+        let fresh = match self.entries.entry(key(uuid.as_u128())) {
             std::collections::hash_map::Entry::Occupied(mut seen) => {
                 // Keep the latest time so the UUID stays as long as any sighting is in window.
                 let t = seen.get_mut();
@@ -95,7 +98,7 @@ impl DedupWindow {
     /// Whether `uuid` is in the window (may also answer `true` for an entry just past the
     /// cutoff that a lazy sweep has not removed yet).
     pub fn contains(&self, uuid: Uuid) -> bool {
-        self.entries.contains_key(&uuid.as_u128())
+        self.entries.contains_key(&key(uuid.as_u128()))
     }
 
     /// The earliest cursor value the window must remember: `high_water - lookback`.
@@ -129,9 +132,10 @@ impl DedupWindow {
 
     fn maybe_sweep(&mut self) {
         let Some(cutoff) = self.cutoff() else { return };
-        let moved_a_window = cutoff.saturating_sub(self.swept_cutoff) >= self.lookback_us;
+        let step = (self.lookback_us / SWEEPS_PER_WINDOW).max(1);
+        let moved_a_step = cutoff.saturating_sub(self.swept_cutoff) >= step;
         let doubled = self.entries.len() >= 2 * self.len_after_sweep.max(1024);
-        if moved_a_window || doubled {
+        if moved_a_step || doubled {
             self.evict_expired();
         }
     }
@@ -141,8 +145,11 @@ impl DedupWindow {
     /// entries are evicted first.
     pub fn to_bytes(&mut self) -> Vec<u8> {
         self.evict_expired();
-        let mut sorted: Vec<(UnixMicros, u128)> =
-            self.entries.iter().map(|(u, t)| (*t, *u)).collect();
+        let mut sorted: Vec<(UnixMicros, u128)> = self
+            .entries
+            .iter()
+            .map(|(k, t)| (*t, uuid_of(*k)))
+            .collect();
         sorted.sort_unstable();
         let mut out = Vec::with_capacity(1 + sorted.len() * ENTRY_BYTES);
         out.push(FORMAT_V1);
@@ -175,7 +182,7 @@ impl DedupWindow {
             // `chunks_exact` and `split_at(16)` guarantee 16 and 8 bytes.
             let uuid = u128::from_be_bytes(uuid.try_into().expect("16 bytes"));
             let at = i64::from_le_bytes(at.try_into().expect("8 bytes"));
-            window.entries.insert(uuid, at);
+            window.entries.insert(key(uuid), at);
             window.high_water = Some(window.high_water.map_or(at, |hw| hw.max(at)));
         }
         window.len_after_sweep = window.entries.len();
@@ -199,8 +206,25 @@ impl DedupWindow {
 
     /// The entries, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (Uuid, UnixMicros)> + '_ {
-        self.entries.iter().map(|(u, t)| (Uuid::from_u128(*u), *t))
+        self.entries
+            .iter()
+            .map(|(k, t)| (Uuid::from_u128(uuid_of(*k)), *t))
     }
+}
+
+/// A UUID as a hash-table key: its high and low 64 bits, so an entry with its time is 24 bytes.
+type Key = [u64; 2];
+
+/// How many sweeps a window's worth of cursor movement makes: the table then holds at most
+/// `1 + 1 / SWEEPS_PER_WINDOW` windows of entries.
+const SWEEPS_PER_WINDOW: i64 = 4;
+
+fn key(uuid: u128) -> Key {
+    [(uuid >> 64) as u64, uuid as u64]
+}
+
+fn uuid_of(key: Key) -> u128 {
+    (u128::from(key[0]) << 64) | u128::from(key[1])
 }
 
 #[cfg(test)]
@@ -266,8 +290,8 @@ mod tests {
                 );
             }
         }
-        // Bounded by time: at most two windows' worth before an exact eviction …
-        assert!(w.len() <= 2 * 901 + 1024, "{} entries", w.len());
+        // Bounded by time: at most a window and a quarter before an exact eviction …
+        assert!(w.len() <= 901 + 901 / 4 + 2, "{} entries", w.len());
         // … and exactly one window after it.
         w.evict_expired();
         assert_eq!(w.len(), 901);
