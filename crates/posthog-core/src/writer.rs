@@ -334,8 +334,9 @@ fn distinct_values(array: &dyn Array) -> usize {
 /// part begins, so the footer metadata the writer keeps until the part closes stays bounded
 /// whatever `part_rows` says. A column chunk of default events costs ~0.9 KB of it: at 32 768
 /// chunks, 3 M events with `part_rows: 100000000` peaked at 65.3 MiB (49.6 at this budget). A
-/// 58-column table reaches it after ~280 row groups (~1.4 M rows of default events, more than
-/// the default `part_rows`), a 1 000-column one after 16.
+/// 58-column table reaches it after ~280 row groups (~1.4 M rows of default events at batches
+/// of 5 000, more than the default `part_rows`); with person properties (76 columns) at batches
+/// of 1 000, whose row groups hold ~4 000 rows, after ~867 000 rows; a 1 000-column one after 16.
 pub const MAX_FOOTER_COLUMN_CHUNKS: usize = 16 * 1024;
 
 /// Columns whose every value is distinct: a dictionary would only cost the hashing of each
