@@ -77,7 +77,7 @@ impl DedupWindow {
     /// when it was not seen before (emit it) and `false` for a duplicate (drop it).
     pub fn observe(&mut self, uuid: Uuid, at: UnixMicros) -> bool {
         self.high_water = Some(self.high_water.map_or(at, |hw| hw.max(at)));
-        let fresh = match self.entries.entry(key(uuid.as_u128())) {
+        let fresh = match self.entries.entry(uuid.as_u64_pair()) {
             std::collections::hash_map::Entry::Occupied(mut seen) => {
                 // Keep the latest time so the UUID stays as long as any sighting is in window.
                 let t = seen.get_mut();
@@ -98,7 +98,7 @@ impl DedupWindow {
     /// Whether `uuid` is in the window (may also answer `true` for an entry just past the
     /// cutoff that a lazy sweep has not removed yet).
     pub fn contains(&self, uuid: Uuid) -> bool {
-        self.entries.contains_key(&key(uuid.as_u128()))
+        self.entries.contains_key(&uuid.as_u64_pair())
     }
 
     /// The earliest cursor value the window must remember: `high_water - lookback`.
@@ -145,16 +145,14 @@ impl DedupWindow {
     /// entries are evicted first.
     pub fn to_bytes(&mut self) -> Vec<u8> {
         self.evict_expired();
-        let mut sorted: Vec<(UnixMicros, u128)> = self
-            .entries
-            .iter()
-            .map(|(k, t)| (*t, uuid_of(*k)))
-            .collect();
+        // (high, low) words order as the UUID's bytes do.
+        let mut sorted: Vec<(UnixMicros, Key)> =
+            self.entries.iter().map(|(k, t)| (*t, *k)).collect();
         sorted.sort_unstable();
         let mut out = Vec::with_capacity(1 + sorted.len() * ENTRY_BYTES);
         out.push(FORMAT_V1);
-        for (at, uuid) in sorted {
-            out.extend_from_slice(&uuid.to_be_bytes());
+        for (at, (high, low)) in sorted {
+            out.extend_from_slice(Uuid::from_u64_pair(high, low).as_bytes());
             out.extend_from_slice(&at.to_le_bytes());
         }
         out
@@ -180,9 +178,9 @@ impl DedupWindow {
         for entry in body.chunks_exact(ENTRY_BYTES) {
             let (uuid, at) = entry.split_at(16);
             // `chunks_exact` and `split_at(16)` guarantee 16 and 8 bytes.
-            let uuid = u128::from_be_bytes(uuid.try_into().expect("16 bytes"));
+            let uuid = Uuid::from_bytes(uuid.try_into().expect("16 bytes"));
             let at = i64::from_le_bytes(at.try_into().expect("8 bytes"));
-            window.entries.insert(key(uuid), at);
+            window.entries.insert(uuid.as_u64_pair(), at);
             window.high_water = Some(window.high_water.map_or(at, |hw| hw.max(at)));
         }
         window.len_after_sweep = window.entries.len();
@@ -208,24 +206,18 @@ impl DedupWindow {
     pub fn iter(&self) -> impl Iterator<Item = (Uuid, UnixMicros)> + '_ {
         self.entries
             .iter()
-            .map(|(k, t)| (Uuid::from_u128(uuid_of(*k)), *t))
+            .map(|(&(high, low), t)| (Uuid::from_u64_pair(high, low), *t))
     }
 }
 
-/// A UUID as a hash-table key: its high and low 64 bits, so an entry with its time is 24 bytes.
-type Key = [u64; 2];
+/// A UUID as a hash-table key: its high and low 64 bits ([`Uuid::as_u64_pair`]), so an entry
+/// with its time is 24 bytes.
+type Key = (u64, u64);
+const _: () = assert!(std::mem::size_of::<(Key, UnixMicros)>() == 24);
 
 /// How many sweeps a window's worth of cursor movement makes: the table then holds at most
 /// `1 + 1 / SWEEPS_PER_WINDOW` windows of entries.
 const SWEEPS_PER_WINDOW: i64 = 4;
-
-fn key(uuid: u128) -> Key {
-    [(uuid >> 64) as u64, uuid as u64]
-}
-
-fn uuid_of(key: Key) -> u128 {
-    (u128::from(key[0]) << 64) | u128::from(key[1])
-}
 
 #[cfg(test)]
 mod tests {
@@ -322,6 +314,14 @@ mod tests {
             1 + 3 * ENTRY_BYTES,
             "minutes 12 and 20 ×2 remain"
         );
+        // The layout states written by earlier versions use: by time, then UUID; the UUID's 16
+        // bytes as they print, then the time in little-endian.
+        let mut expected = vec![FORMAT_V1];
+        for (n, minute) in [(3u128, 12), (4, 20), (5, 20)] {
+            expected.extend_from_slice(id(n).as_bytes());
+            expected.extend_from_slice(&(minute * MIN).to_le_bytes());
+        }
+        assert_eq!(bytes, expected);
         let back = DedupWindow::from_bytes(Duration::from_secs(10 * 60), &bytes).unwrap();
         let mut got: Vec<_> = back.iter().collect();
         got.sort();
