@@ -146,10 +146,12 @@ pub struct OutputConfig {
     pub storage: StorageConfig,
     /// Format of the part files (default Parquet).
     pub format: OutputFormat,
-    /// Rows per part file (default 1 000 000). A part is closed at the first page boundary
-    /// after it holds this many rows, so it holds at most `part_rows + page_size - 1`. Each
-    /// closed part is a checkpoint: the state is committed after it, so a crash loses at most
-    /// one part's worth of work.
+    /// Rows between checkpoints (default 1 000 000). At the first page boundary after this many
+    /// rows were written since the last checkpoint the open part is closed and the state
+    /// committed, so a crash loses at most `part_rows + page_size - 1` rows' work and a part
+    /// holds at most that many. Parts may close earlier (a Parquet footer at its column-chunk
+    /// budget, a column added); they count towards `part_rows` and are committed at the next
+    /// checkpoint.
     pub part_rows: u64,
     /// Whether `properties` and `person_properties` become one column per key
     /// (`properties_<key>`, the default) or stay one JSON text column each.

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::engine::*;
-use posthog_mock::{Dataset, Event, Fault, MockConfig, MockServer, RouteClass};
+use posthog_mock::{DataShape, Dataset, Event, Fault, GenSpec, MockConfig, MockServer, RouteClass};
 use posthog_osiris::{DataType, Driver, PostHogDriver};
 use posthog_state::{MemoryStore, StateStore};
 use serde_json::{Value, json};
@@ -320,6 +320,37 @@ async fn checkpoints_commit_each_full_part() {
     // part_rows 1000 with pages of 500: a checkpoint after every second page, then the final.
     assert_eq!(summary.files.len(), 4);
     assert_eq!(store.commit_count(), 4);
+    server.shutdown().await;
+}
+
+/// Parts the writer closes on its own (here: the schema widens in every batch, as a wide
+/// project's does; in Parquet also when the footer reaches its budget) count towards
+/// `part_rows`: the run still checkpoints every 1 000 rows, although no part holds that many.
+/// Before, the open part had to reach `part_rows` by itself, so this run committed once, at
+/// its end, and a crash lost all of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parts_the_writer_closes_early_still_checkpoint_every_part_rows() {
+    let dataset = Dataset::generate(&GenSpec {
+        shape: DataShape::Wide { keys: 3_000 },
+        ..spec(3_500, 0)
+    });
+    let server = MockServer::start(MockConfig::with_dataset(dataset.clone()))
+        .await
+        .expect("mock starts");
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = MemoryStore::new();
+    let mut config = sequential_events_config(&server, 500);
+    config.performance.batch_size = 100;
+    config.output.max_columns = 10_000;
+    let summary = run(&config, &mut store, dir.path()).await;
+    assert!(
+        summary.files.len() > 10,
+        "new keys in every batch of 100 close a part each: {} parts",
+        summary.files.len()
+    );
+    // part_rows 1000 with pages of 500: a checkpoint after every second page, then the final.
+    assert_eq!(store.commit_count(), 4);
+    assert_exactly_once(&dir.path().join("posthog_events"), all_uuids(&dataset));
     server.shutdown().await;
 }
 

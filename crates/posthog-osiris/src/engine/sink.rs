@@ -12,10 +12,12 @@
 //! state and dedup window, and their rows go into one batch builder and one open part, so the
 //! memory of a sliced run is that of one scan (a Parquet writer per slice cost 9 MiB of zstd
 //! contexts each for 60 columns: 1 M events, 3 slices, pages of 1 000, 79 MiB peak against 50
-//! with one part). When the part holds `part_rows` rows at a page boundary it is closed
-//! (durable) and, for incremental tables, a checkpoint — the full table state that names it,
-//! with the watermark over the slices finished from the start and the ranges committed beyond
-//! it — goes back to the fetcher to commit.
+//! with one part). When `part_rows` rows have been written since the last checkpoint (in the
+//! open part, and in parts the writer closed before it on its own: the schema widened, or the
+//! footer reached its budget), the open part is closed at the next page boundary (durable)
+//! and, for incremental tables, a checkpoint — the full table state that names the closed
+//! parts, with the watermark over the slices finished from the start and the ranges committed
+//! beyond it — goes back to the fetcher to commit.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -258,6 +260,11 @@ pub(crate) struct Sink {
     files: Vec<PathBuf>,
     /// How many of `files` the last checkpoint named.
     checkpointed: usize,
+    /// Rows in the parts closed since the sink last closed one at a page boundary: parts the
+    /// writer closed on its own (the schema widened, the footer reached its budget) count
+    /// towards `part_rows`, so a run whose parts are smaller still checkpoints every
+    /// `part_rows` rows.
+    rows_closed: u64,
     /// Column positions of the page's keyset values: (time, id).
     keys: (Option<usize>, Option<usize>),
     rows_read: u64,
@@ -345,6 +352,7 @@ impl Sink {
             parts,
             files: Vec::new(),
             checkpointed: 0,
+            rows_closed: 0,
             keys: (
                 setup
                     .plan
@@ -646,6 +654,7 @@ impl Sink {
             first_timestamp: range.map(|(first, _)| text(first)),
             last_timestamp: range.map(|(_, last)| text(last)),
         });
+        self.rows_closed += part.rows;
         self.files.push(part.path);
     }
 
@@ -654,9 +663,11 @@ impl Sink {
         self.writer.open_rows() + self.builder.len() as u64
     }
 
-    /// At a page boundary: closes the part when it holds `part_rows` rows, and says whether a
-    /// checkpoint is due (an incremental table with parts closed since the last one and
-    /// nothing consumed outside a closed part: every slice's rows so far are committed).
+    /// At a page boundary: closes the part when `part_rows` rows have been written since the
+    /// last close here (in the open part, and in parts the writer closed on its own before
+    /// it), and says whether a checkpoint is due (an incremental table with parts closed since
+    /// the last one and nothing consumed outside a closed part: every slice's rows so far are
+    /// committed).
     ///
     /// A table partitioned by day also closes the open part at the first page boundary after
     /// a part closed for a new day, so each day's parts are committed as the scan moves on
@@ -664,8 +675,10 @@ impl Sink {
     /// had gathered in one part).
     fn page_done(&mut self) -> Result<bool, DriverError> {
         let day_closed = self.setup.plan.partition_by_day && self.files.len() > self.checkpointed;
-        if self.open_rows() >= self.setup.plan.part_rows || (day_closed && self.open_rows() > 0) {
+        let written = self.rows_closed + self.open_rows();
+        if written >= self.setup.plan.part_rows || (day_closed && self.open_rows() > 0) {
             self.close_part()?;
+            self.rows_closed = 0;
         }
         // Parts closed earlier by a schema change hold rows before the open parts'; they are
         // checkpointed together with them, never alone (the watermark covers the open parts).
