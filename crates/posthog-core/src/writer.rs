@@ -115,7 +115,7 @@ pub trait PartWriter: Send {
     fn finish(self: Box<Self>) -> Result<PartFile, CoreError>;
     /// Whether `batch` is written well into this part; `false` asks the table writer to start
     /// a new part for it (a column left uncompressed as sparse has become dense, or the
-    /// footer's metadata has reached [`MAX_FOOTER_COLUMN_CHUNKS`]).
+    /// footer's metadata has reached [`footer_column_chunks`]).
     fn suits(&self, _batch: &RecordBatch) -> bool {
         true
     }
@@ -330,14 +330,37 @@ fn distinct_values(array: &dyn Array) -> usize {
     }
 }
 
-/// A Parquet part holds at most this many column chunks (row groups × columns) before a new
-/// part begins, so the footer metadata the writer keeps until the part closes stays bounded
-/// whatever `part_rows` says. A column chunk of default events costs ~0.9 KB of it: at 32 768
-/// chunks, 3 M events with `part_rows: 100000000` peaked at 65.3 MiB (49.6 at this budget). A
-/// 58-column table reaches it after ~280 row groups (~1.4 M rows of default events at batches
-/// of 5 000, more than the default `part_rows`); with person properties (76 columns) at batches
-/// of 1 000, whose row groups hold ~4 000 rows, after ~867 000 rows; a 1 000-column one after 16.
+/// A Parquet part closes once its footer holds this many column chunks (row groups × columns),
+/// unless that would leave it fewer than [`MIN_PART_ROW_GROUPS`] row groups
+/// ([`footer_column_chunks`]). The footer's metadata stays in memory until the part closes,
+/// ~0.9 KB a chunk (`ColumnChunkMetaData`, and the `parquet` crate's per-chunk column and offset
+/// index slots), so this bounds it at ~4 MiB. At 16 384 chunks the footer of a 1 M-row part of
+/// default events with person properties (~165 row groups × 76 columns, 8.65 MiB at the run's
+/// heap peak by heaptrack) was the largest thing a run held; at this budget (parts of ~330 000
+/// such rows) 1 M and 3 M events peaked 8–10 MiB lower, and 3 M within 3 % of 1 M where it had
+/// been 4 % above (docs/benchmarks.md, ninth round).
+pub const FOOTER_COLUMN_CHUNKS: usize = 4 * 1024;
+
+/// A part is not closed for its footer before it has this many row groups: a 1 000-column table
+/// would otherwise write parts of 4 row groups (a few thousand rows each), many small files for
+/// readers to merge. Its footer then grows to at most [`MAX_FOOTER_COLUMN_CHUNKS`].
+pub const MIN_PART_ROW_GROUPS: usize = 16;
+
+/// A part holds at most this many column chunks, however wide, so that the footer stays
+/// bounded whatever `part_rows` says (~15 MiB by the estimate above). With 32 768, 3 M events
+/// with `part_rows: 100000000` peaked at 65.3 MiB (49.6 at this cap). A 1 000-column table
+/// closes after 16 row groups (by [`MIN_PART_ROW_GROUPS`]), a 3 000-column one after 6 (by this).
 pub const MAX_FOOTER_COLUMN_CHUNKS: usize = 16 * 1024;
+
+/// The column chunks at which a part of `columns` columns closes: [`FOOTER_COLUMN_CHUNKS`], or
+/// [`MIN_PART_ROW_GROUPS`] row groups' worth for a wider table, at most
+/// [`MAX_FOOTER_COLUMN_CHUNKS`]. 76 columns: 4 096 (a part closes after 54 row groups, the
+/// first count at or past it); 512: 8 192 (16); 2 048: 16 384 (8).
+pub fn footer_column_chunks(columns: usize) -> usize {
+    MIN_PART_ROW_GROUPS
+        .saturating_mul(columns)
+        .clamp(FOOTER_COLUMN_CHUNKS, MAX_FOOTER_COLUMN_CHUNKS)
+}
 
 /// Columns whose every value is distinct: a dictionary would only cost the hashing of each
 /// value and a dictionary page as large as the data. Named, because [`distinct_columns`] needs a
@@ -442,8 +465,9 @@ impl PartWriter for ParquetPart {
     fn suits(&self, batch: &RecordBatch) -> bool {
         // The footer's metadata (every column of every row group) stays in memory until the
         // part closes; past this many column chunks the part is closed and a new one begins.
-        let chunks = self.writer.flushed_row_groups().len() * batch.num_columns();
-        if chunks >= MAX_FOOTER_COLUMN_CHUNKS {
+        let columns = batch.num_columns();
+        let chunks = self.writer.flushed_row_groups().len() * columns;
+        if chunks >= footer_column_chunks(columns) {
             return false;
         }
         // Judged over the part with this batch in it, not over the batch alone: in batches of

@@ -283,17 +283,14 @@ fn small_batches_do_not_multiply_row_groups() {
     assert!(fewer.len() * 2 <= small.len(), "{fewer:?} vs {small:?}");
 }
 
-/// A part's footer metadata (row groups × columns) is held until the part closes; the table
-/// writer closes the part once it reaches `MAX_FOOTER_COLUMN_CHUNKS` and goes on in a new one.
-#[test]
-fn a_part_closes_before_its_footer_passes_the_column_chunk_budget() {
+/// Writes `batches` one-row batches of `columns` Int64 columns, one row group each, and returns
+/// each part's row-group count and the rows all parts hold.
+fn parts_of_one_row_groups(columns: usize, batches: usize) -> (Vec<usize>, i64) {
     use arrow_array::{ArrayRef, Int64Array, RecordBatch};
     use arrow_schema::{DataType, Field, Schema};
     use posthog_core::ColumnSpec;
-    use posthog_core::writer::MAX_FOOTER_COLUMN_CHUNKS;
     use std::sync::Arc;
 
-    let columns = 2_048;
     let dir = tempfile::tempdir().unwrap();
     let options = WriterOptions {
         format: PartFormat::Parquet,
@@ -319,7 +316,6 @@ fn a_part_closes_before_its_footer_passes_the_column_chunk_budget() {
         })
         .collect();
     let mut writer = TableWriter::new(dir.path(), "part", options).unwrap();
-    let batches = 2 * MAX_FOOTER_COLUMN_CHUNKS / columns + 3;
     let mut parts = Vec::new();
     for b in 0..batches {
         let arrays: Vec<ArrayRef> = (0..columns)
@@ -329,18 +325,45 @@ fn a_part_closes_before_its_footer_passes_the_column_chunk_budget() {
         parts.extend(writer.write(&batch, &specs).unwrap());
     }
     parts.extend(writer.close_part().unwrap());
-    assert_eq!(parts.len(), 3, "{batches} row groups of {columns} columns");
     let mut rows = 0;
-    for part in &parts {
-        let reader = SerializedFileReader::new(File::open(&part.path).unwrap()).unwrap();
-        let groups = reader.metadata().num_row_groups();
-        assert!(
-            groups * columns <= MAX_FOOTER_COLUMN_CHUNKS,
-            "{groups} row groups"
+    let groups = parts
+        .iter()
+        .map(|part| {
+            let reader = SerializedFileReader::new(File::open(&part.path).unwrap()).unwrap();
+            rows += reader.metadata().file_metadata().num_rows();
+            reader.metadata().num_row_groups()
+        })
+        .collect();
+    (groups, rows)
+}
+
+/// A part's footer metadata (row groups × columns) is held until the part closes; the table
+/// writer closes the part once it reaches `footer_column_chunks(columns)` and goes on in a new
+/// one: 4 096 chunks for a narrow table, but never fewer than 16 row groups for a wide one, and
+/// never more than 16 384 chunks.
+#[test]
+fn a_part_closes_before_its_footer_passes_the_column_chunk_budget() {
+    use posthog_core::writer::{
+        FOOTER_COLUMN_CHUNKS, MAX_FOOTER_COLUMN_CHUNKS, MIN_PART_ROW_GROUPS, footer_column_chunks,
+    };
+
+    // (columns, row groups a full part holds)
+    let widths = [
+        (64, FOOTER_COLUMN_CHUNKS / 64),
+        (512, MIN_PART_ROW_GROUPS),
+        (2_048, MAX_FOOTER_COLUMN_CHUNKS / 2_048),
+    ];
+    for (columns, full) in widths {
+        assert_eq!(footer_column_chunks(columns), full * columns, "{columns}");
+        let batches = 2 * full + 3;
+        let (groups, rows) = parts_of_one_row_groups(columns, batches);
+        assert_eq!(
+            groups,
+            vec![full, full, 3],
+            "{batches} row groups of {columns} columns"
         );
-        rows += reader.metadata().file_metadata().num_rows();
+        assert_eq!(rows, batches as i64, "every row in some part");
     }
-    assert_eq!(rows, batches as i64, "every row in some part");
 }
 
 /// Columns whose values are mostly distinct in the part's first batch (ids, counters) get no

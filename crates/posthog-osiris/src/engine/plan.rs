@@ -191,7 +191,7 @@ impl RunPlan {
             known_columns,
             writer: WriterOptions {
                 format: part_format(config.output.format),
-                // Row groups are sized by what they cost, not by `batch_size`: closed at 4 MiB
+                // Row groups are sized by what they cost, not by `batch_size`: closed at 1 MiB
                 // encoded, so a small batch size does not multiply row groups (and footer
                 // metadata) and a large one does not hold more than one row group.
                 row_group_rows: ROW_GROUP_MAX_ROWS,
