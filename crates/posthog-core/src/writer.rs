@@ -215,10 +215,25 @@ pub fn open_part(
     options: &WriterOptions,
     sample: Option<&RecordBatch>,
 ) -> Result<Box<dyn PartWriter>, CoreError> {
+    let sparse = sample.map(sparse_columns).unwrap_or_default();
+    open_part_leaving(store, name, schema, columns, options, sample, sparse)
+}
+
+/// [`open_part`], with the columns to leave uncompressed chosen by the caller (`sparse`,
+/// indices into `schema`; Parquet only).
+fn open_part_leaving(
+    store: &dyn PartStore,
+    name: &str,
+    schema: SchemaRef,
+    columns: &[ColumnSpec],
+    options: &WriterOptions,
+    sample: Option<&RecordBatch>,
+    sparse: Vec<usize>,
+) -> Result<Box<dyn PartWriter>, CoreError> {
     let (pending, writer) = PendingFile::create(store, name)?;
     Ok(match options.format {
         PartFormat::Parquet => Box::new(ParquetPart::new(
-            pending, writer, schema, columns, options, sample,
+            pending, writer, schema, columns, options, sample, sparse,
         )?),
         PartFormat::Jsonl => Box::new(TextPart::new(
             pending,
@@ -386,6 +401,7 @@ impl ParquetPart {
         columns: &[ColumnSpec],
         options: &WriterOptions,
         sample: Option<&RecordBatch>,
+        uncompressed: Vec<usize>,
     ) -> Result<Self, CoreError> {
         let level = ZstdLevel::try_new(options.zstd_level).map_err(parquet_err(
             "set the compression level of",
@@ -413,7 +429,6 @@ impl ParquetPart {
                 false,
             );
         }
-        let uncompressed = sample.map(sparse_columns).unwrap_or_default();
         for &i in &uncompressed {
             let name = schema.field(i).name().as_str();
             // No dictionary either: the `parquet` crate gives every dictionary encoder a
@@ -735,6 +750,12 @@ pub struct TableWriter {
     /// The directory (inside the store) new parts go to, when set (`date=2026-12-01`).
     directory: Option<String>,
     current: Option<(Box<dyn PartWriter>, SchemaRef)>,
+    /// Columns that some wide part's first batch held densely (see [`WIDE_PART_COLUMNS`]).
+    /// Later parts compress them from their start, whatever their own first batch holds: a
+    /// column whose density hovers near [`COMPRESS_FROM_BYTES_PER_ROW`] was otherwise left
+    /// uncompressed by the first batch of a part now and then and closed that part one batch
+    /// later (1 M wide events: 11 of 29 parts held one or two row groups).
+    dense: HashSet<String>,
 }
 
 impl std::fmt::Debug for TableWriter {
@@ -777,6 +798,7 @@ impl TableWriter {
             token: None,
             directory: None,
             current: None,
+            dense: HashSet::new(),
         }
     }
 
@@ -824,13 +846,15 @@ impl TableWriter {
             let schema = batch.schema();
             let name = self.part_name();
             self.next_index += 1;
-            let part = open_part(
+            let sparse = self.sparse_and_never_dense(batch);
+            let part = open_part_leaving(
                 self.store.as_ref(),
                 &name,
                 schema.clone(),
                 columns,
                 &self.options,
                 Some(batch),
+                sparse,
             )?;
             self.current = Some((part, schema));
         }
@@ -838,6 +862,26 @@ impl TableWriter {
             part.write(batch)?;
         }
         Ok(closed)
+    }
+
+    /// The columns a part opening with `batch` leaves uncompressed: sparse in `batch` and in
+    /// the first batch of every wide part before it. Remembers the columns `batch` holds
+    /// densely.
+    fn sparse_and_never_dense(&mut self, batch: &RecordBatch) -> Vec<usize> {
+        if self.options.format != PartFormat::Parquet || batch.num_columns() <= WIDE_PART_COLUMNS {
+            return Vec::new();
+        }
+        let sparse = sparse_columns(batch);
+        let schema = batch.schema();
+        for (i, field) in schema.fields().iter().enumerate() {
+            if sparse.binary_search(&i).is_err() && !self.dense.contains(field.name()) {
+                self.dense.insert(field.name().clone());
+            }
+        }
+        sparse
+            .into_iter()
+            .filter(|&i| !self.dense.contains(schema.field(i).name()))
+            .collect()
     }
 
     /// The name of the next part: `[<directory>/]<prefix>-<n>[-<token>].<ext>`.

@@ -283,9 +283,14 @@ fn small_batches_do_not_multiply_row_groups() {
     assert!(fewer.len() * 2 <= small.len(), "{fewer:?} vs {small:?}");
 }
 
-/// Writes `batches` one-row batches of `columns` Int64 columns, one row group each, and returns
-/// each part's row-group count and the rows all parts hold.
-fn parts_of_one_row_groups(columns: usize, batches: usize) -> (Vec<usize>, i64) {
+/// Writes `batches` one-row batches of `columns` Int64 columns (`value(batch, column)`), one
+/// row group each, and returns the parts, each with its row-group count, and the rows all
+/// parts hold.
+fn parts_of_one_row_groups(
+    columns: usize,
+    batches: usize,
+    value: impl Fn(usize, usize) -> Option<i64>,
+) -> (Vec<(posthog_core::PartFile, usize)>, i64, tempfile::TempDir) {
     use arrow_array::{ArrayRef, Int64Array, RecordBatch};
     use arrow_schema::{DataType, Field, Schema};
     use posthog_core::ColumnSpec;
@@ -319,22 +324,23 @@ fn parts_of_one_row_groups(columns: usize, batches: usize) -> (Vec<usize>, i64) 
     let mut parts = Vec::new();
     for b in 0..batches {
         let arrays: Vec<ArrayRef> = (0..columns)
-            .map(|c| Arc::new(Int64Array::from(vec![(b * columns + c) as i64])) as ArrayRef)
+            .map(|c| Arc::new(Int64Array::from(vec![value(b, c)])) as ArrayRef)
             .collect();
         let batch = RecordBatch::try_new(schema.clone(), arrays).unwrap();
         parts.extend(writer.write(&batch, &specs).unwrap());
     }
     parts.extend(writer.close_part().unwrap());
     let mut rows = 0;
-    let groups = parts
-        .iter()
+    let parts = parts
+        .into_iter()
         .map(|part| {
             let reader = SerializedFileReader::new(File::open(&part.path).unwrap()).unwrap();
             rows += reader.metadata().file_metadata().num_rows();
-            reader.metadata().num_row_groups()
+            let groups = reader.metadata().num_row_groups();
+            (part, groups)
         })
         .collect();
-    (groups, rows)
+    (parts, rows, dir)
 }
 
 /// A part's footer metadata (row groups × columns) is held until the part closes; the table
@@ -356,13 +362,44 @@ fn a_part_closes_before_its_footer_passes_the_column_chunk_budget() {
     for (columns, full) in widths {
         assert_eq!(footer_column_chunks(columns), full * columns, "{columns}");
         let batches = 2 * full + 3;
-        let (groups, rows) = parts_of_one_row_groups(columns, batches);
+        let (parts, rows, _dir) =
+            parts_of_one_row_groups(columns, batches, |b, c| Some((b * columns + c) as i64));
+        let groups: Vec<usize> = parts.iter().map(|(_, g)| *g).collect();
         assert_eq!(
             groups,
             vec![full, full, 3],
             "{batches} row groups of {columns} columns"
         );
         assert_eq!(rows, batches as i64, "every row in some part");
+    }
+}
+
+/// A wide part's first batch decides which columns go uncompressed. A column that was dense in
+/// an earlier part's first batch stays compressed in later parts even when their first batch
+/// lacks it: otherwise the next batch holding it closes the part after one batch (1 M wide
+/// events wrote 11 such parts of one or two row groups in 29). Here `c0` is on every row but
+/// the one that opens the second part (closed for its footer after 16 row groups of 300
+/// columns); the other 299 columns are always empty.
+#[test]
+fn a_column_dense_in_an_earlier_part_is_compressed_from_the_start_of_the_next() {
+    use posthog_core::writer::MIN_PART_ROW_GROUPS;
+
+    let full = MIN_PART_ROW_GROUPS;
+    let (parts, rows, _dir) = parts_of_one_row_groups(300, 2 * full + 2, |b, c| {
+        (c == 0 && b != full).then_some(b as i64)
+    });
+    let groups: Vec<usize> = parts.iter().map(|(_, g)| *g).collect();
+    assert_eq!(groups, vec![full, full, 2], "no part of one row group");
+    assert_eq!(rows, (2 * full + 2) as i64);
+    for (part, _) in &parts {
+        let codecs = codecs(&part.path);
+        assert!(
+            matches!(codecs["c0"], Compression::ZSTD(_)),
+            "{}: {:?}",
+            part.name,
+            codecs["c0"]
+        );
+        assert_eq!(codecs["c1"], Compression::UNCOMPRESSED, "{}", part.name);
     }
 }
 
