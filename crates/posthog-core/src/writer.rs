@@ -206,22 +206,10 @@ impl PendingFile {
 ///
 /// `columns` (the table's column specs in output order) are recorded in Parquet files as the
 /// key-value metadata `posthog.columns`, so a part says where each column came from. `sample`
-/// (the part's first batch) decides which Parquet columns are too sparse to compress.
-pub fn open_part(
-    store: &dyn PartStore,
-    name: &str,
-    schema: SchemaRef,
-    columns: &[ColumnSpec],
-    options: &WriterOptions,
-    sample: Option<&RecordBatch>,
-) -> Result<Box<dyn PartWriter>, CoreError> {
-    let sparse = sample.map(sparse_columns).unwrap_or_default();
-    open_part_leaving(store, name, schema, columns, options, sample, sparse)
-}
-
-/// [`open_part`], with the columns to leave uncompressed chosen by the caller (`sparse`,
-/// indices into `schema`; Parquet only).
-fn open_part_leaving(
+/// (the part's first batch) decides which Parquet columns get no dictionary; `sparse` (indices
+/// into `schema`, Parquet only) are written without a codec
+/// ([`TableWriter::sparse_and_never_dense`]).
+fn open_part(
     store: &dyn PartStore,
     name: &str,
     schema: SchemaRef,
@@ -361,16 +349,19 @@ pub const FOOTER_COLUMN_CHUNKS: usize = 4 * 1024;
 /// readers to merge. Its footer then grows to at most [`MAX_FOOTER_COLUMN_CHUNKS`].
 pub const MIN_PART_ROW_GROUPS: usize = 16;
 
-/// A part holds at most this many column chunks, however wide, so that the footer stays
-/// bounded whatever `part_rows` says (~15 MiB by the estimate above). With 32 768, 3 M events
-/// with `part_rows: 100000000` peaked at 65.3 MiB (49.6 at this cap). A 1 000-column table
-/// closes after 16 row groups (by [`MIN_PART_ROW_GROUPS`]), a 3 000-column one after 6 (by this).
+/// A part's footer budget is at most this many column chunks, however wide, so that the footer
+/// stays bounded whatever `part_rows` says (~15 MiB by the estimate above). With 32 768, 3 M
+/// events with `part_rows: 100000000` peaked at 65.3 MiB (49.6 at this cap). A 1 000-column
+/// table closes after 16 row groups (by [`MIN_PART_ROW_GROUPS`]), a 3 000-column one after 6
+/// (by this: 18 000 chunks, see [`footer_column_chunks`]).
 pub const MAX_FOOTER_COLUMN_CHUNKS: usize = 16 * 1024;
 
 /// The column chunks at which a part of `columns` columns closes: [`FOOTER_COLUMN_CHUNKS`], or
 /// [`MIN_PART_ROW_GROUPS`] row groups' worth for a wider table, at most
-/// [`MAX_FOOTER_COLUMN_CHUNKS`]. 76 columns: 4 096 (a part closes after 54 row groups, the
-/// first count at or past it); 512: 8 192 (16); 2 048: 16 384 (8).
+/// [`MAX_FOOTER_COLUMN_CHUNKS`]. The part closes after the first row group that takes it to
+/// the budget or past it, so it may hold up to one row group (`columns - 1` chunks) more:
+/// 76 columns: 4 096, closed after 54 row groups (4 104 chunks); 512: 8 192 (16); 2 048:
+/// 16 384 (8); 3 000: 16 384, closed after 6 (18 000).
 pub fn footer_column_chunks(columns: usize) -> usize {
     MIN_PART_ROW_GROUPS
         .saturating_mul(columns)
@@ -847,7 +838,7 @@ impl TableWriter {
             let name = self.part_name();
             self.next_index += 1;
             let sparse = self.sparse_and_never_dense(batch);
-            let part = open_part_leaving(
+            let part = open_part(
                 self.store.as_ref(),
                 &name,
                 schema.clone(),

@@ -346,21 +346,33 @@ fn parts_of_one_row_groups(
 /// A part's footer metadata (row groups × columns) is held until the part closes; the table
 /// writer closes the part once it reaches `footer_column_chunks(columns)` and goes on in a new
 /// one: 4 096 chunks for a narrow table, but never fewer than 16 row groups for a wide one, and
-/// never more than 16 384 chunks.
+/// a budget of at most 16 384 chunks.
 #[test]
 fn a_part_closes_before_its_footer_passes_the_column_chunk_budget() {
     use posthog_core::writer::{
         FOOTER_COLUMN_CHUNKS, MAX_FOOTER_COLUMN_CHUNKS, MIN_PART_ROW_GROUPS, footer_column_chunks,
     };
 
-    // (columns, row groups a full part holds)
+    // (columns, the budget, row groups a full part holds): a part closes after the row group
+    // that reaches its budget, so where the columns do not divide it, one row group past it
+    // (76: 4 104 chunks; 3 000: 18 000). Default events with person properties have 76.
     let widths = [
-        (64, FOOTER_COLUMN_CHUNKS / 64),
-        (512, MIN_PART_ROW_GROUPS),
-        (2_048, MAX_FOOTER_COLUMN_CHUNKS / 2_048),
+        (64, FOOTER_COLUMN_CHUNKS, FOOTER_COLUMN_CHUNKS / 64),
+        (76, FOOTER_COLUMN_CHUNKS, 54),
+        (512, 512 * MIN_PART_ROW_GROUPS, MIN_PART_ROW_GROUPS),
+        (
+            2_048,
+            MAX_FOOTER_COLUMN_CHUNKS,
+            MAX_FOOTER_COLUMN_CHUNKS / 2_048,
+        ),
+        (3_000, MAX_FOOTER_COLUMN_CHUNKS, 6),
     ];
-    for (columns, full) in widths {
-        assert_eq!(footer_column_chunks(columns), full * columns, "{columns}");
+    for (columns, budget, full) in widths {
+        assert_eq!(footer_column_chunks(columns), budget, "{columns}");
+        assert!(
+            (full - 1) * columns < budget && full * columns < budget + columns,
+            "{columns}: {full} row groups overshoot by less than one"
+        );
         let batches = 2 * full + 3;
         let (parts, rows, _dir) =
             parts_of_one_row_groups(columns, batches, |b, c| Some((b * columns + c) as i64));
