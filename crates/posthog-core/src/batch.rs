@@ -18,8 +18,8 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde_json::value::RawValue;
 
 use crate::json::{
-    Entry, HeldEntry, Walk, decode_nested, escaped_object_entries_into, object_entries,
-    object_entries_into, walk_escaped_object,
+    Entry, HeldEntry, Walk, compact_nested, decode_nested, escaped_object_entries_into,
+    object_entries, object_entries_into, walk_escaped_object,
 };
 use crate::schema::{
     ColumnSpec, ColumnType, FieldKind, FieldSpec, FlattenMode, SchemaError, SourceKey, TableSchema,
@@ -63,7 +63,7 @@ enum Held {
 }
 
 /// A value on [`BatchBuilder::flatten_held`]'s path: as the reader handed it out, or a nested
-/// value decoded into the row's [`BatchBuilder::nested_buf`] at this range.
+/// value decoded into the row's [`BatchBuilder::nested_buf`] at this range, compact.
 enum HeldValue<'a> {
     Read(Entry<'a>),
     Decoded(Range<usize>),
@@ -735,16 +735,14 @@ impl BatchBuilder {
             let cell = match value {
                 HeldValue::Read(entry) => read_cell(columns, slot, entry),
                 HeldValue::Decoded(range) => {
-                    // The type rule's answer for the text as `Scalar::classify` reads it; a
-                    // compact text (the common case) stays in `nested`, its cell the range.
+                    // The type rule's answer for the text as `Scalar::classify` reads it (JSON
+                    // text, compact already): whichever column takes it, it takes the text as
+                    // it stands, so it stays in `nested` and its cell is the range.
                     let text = nested.get(range.clone()).unwrap_or_default();
-                    match held_cell(columns, slot, Scalar::Json(compact_json(text))) {
-                        Some(Some((id, Cell::Text(Cow::Borrowed(_))))) => {
+                    match held_cell(columns, slot, Scalar::Json(Cow::Borrowed(text))) {
+                        Some(Some((id, Cell::Text(_)))) => {
                             nested_cells.push((id, range));
                             return true;
-                        }
-                        Some(Some((id, Cell::Text(Cow::Owned(text))))) => {
-                            Some(Some((id, Cell::Text(Cow::Owned(text)))))
                         }
                         _ => None, // a JSON value always makes text; no column yet
                     }
@@ -984,7 +982,18 @@ fn held_cell<'a>(
 fn decode_held<'a>(value: HeldEntry<'a>, nested: &mut String) -> Option<HeldValue<'a>> {
     match value {
         HeldEntry::Read(entry) => Some(HeldValue::Read(entry)),
-        HeldEntry::Nested(escaped) => decode_nested(escaped, nested).map(HeldValue::Decoded),
+        HeldEntry::Nested(escaped) => {
+            if let Some(range) = compact_nested(escaped, nested) {
+                return Some(HeldValue::Decoded(range));
+            }
+            // The long way, for a spelling the one pass leaves (it decides about any text).
+            let range = decode_nested(escaped, nested)?;
+            if let Cow::Owned(compact) = compact_json(nested.get(range.clone())?) {
+                nested.truncate(range.start);
+                nested.push_str(&compact);
+            }
+            Some(HeldValue::Decoded(range.start..nested.len()))
+        }
     }
 }
 
