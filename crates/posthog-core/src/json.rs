@@ -702,7 +702,7 @@ fn compact_string(text: &str, mut i: usize, out: &mut String) -> Option<usize> {
         // A run between escapes is whole characters: it ends at an ASCII byte.
         out.push_str(text.get(i..i + run)?);
         i += run;
-        if e[i] != b'\\' {
+        if e.get(i) != Some(&b'\\') {
             return None; // a raw quote or control character
         }
         match *e.get(i + 1)? {
@@ -714,33 +714,35 @@ fn compact_string(text: &str, mut i: usize, out: &mut String) -> Option<usize> {
                 out.push('/');
                 i += 2;
             }
-            // The held text's backslash: an escape of the decoded string, kept as it is.
+            // The held text's backslash (`\\`): an escape of the decoded string starts, kept as
+            // it is. Its second character is escaped in the held text (`\"`, `\\`, `\/`) or
+            // plain; a `\u` escape's four hex digits are plain.
             b'\\' => {
-                i += 2;
-                match *e.get(i)? {
-                    b'\\' => match *e.get(i + 1)? {
-                        b'"' => out.push_str("\\\""),
-                        b'\\' => out.push_str("\\\\"),
-                        b'/' => out.push_str("\\/"),
+                let (escape, used) = match *e.get(i + 2)? {
+                    b'\\' => match *e.get(i + 3)? {
+                        b'"' => ("\\\"", 4),
+                        b'\\' => ("\\\\", 4),
+                        b'/' => ("\\/", 4),
                         _ => return None,
                     },
-                    c @ (b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {
-                        out.push('\\');
-                        out.push(char::from(c));
-                        i -= 1;
-                    }
+                    b'/' => ("\\/", 3),
+                    b'b' => ("\\b", 3),
+                    b'f' => ("\\f", 3),
+                    b'n' => ("\\n", 3),
+                    b'r' => ("\\r", 3),
+                    b't' => ("\\t", 3),
                     b'u' => {
-                        let hex = e.get(i + 1..i + 5)?;
-                        if !hex.iter().all(u8::is_ascii_hexdigit) {
+                        let hex = text.get(i + 3..i + 7)?;
+                        if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
                             return None;
                         }
                         out.push_str("\\u");
-                        out.push_str(text.get(i + 1..i + 5)?);
-                        i += 3;
+                        (hex, 7)
                     }
                     _ => return None,
-                }
-                i += 2;
+                };
+                out.push_str(escape);
+                i += used;
             }
             // A character written `\uXXXX` (or a pair of them) in the held text: itself in the
             // decoded string, unless it is one that means something else there.
