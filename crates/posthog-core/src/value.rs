@@ -219,29 +219,10 @@ pub(crate) fn unescape_content(inner: &str, out: &mut String) -> bool {
             b'r' => '\r',
             b't' => '\t',
             b'u' => {
-                let Some(hi) = hex4(inner.get(i + 2..i + 6)) else {
+                let Some((c, n)) = unicode_escape(inner, i) else {
                     return false;
                 };
-                used = 6;
-                let c = if (0xD800..0xDC00).contains(&hi) {
-                    // A high surrogate must be followed by an escaped low surrogate.
-                    let low = inner
-                        .get(i + 6..i + 8)
-                        .filter(|s| *s == "\\u")
-                        .and_then(|_| hex4(inner.get(i + 8..i + 12)));
-                    match low {
-                        Some(lo) if (0xDC00..0xE000).contains(&lo) => {
-                            used = 12;
-                            char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00))
-                        }
-                        _ => None,
-                    }
-                } else {
-                    char::from_u32(hi)
-                };
-                let Some(c) = c else {
-                    return false;
-                };
+                used = n;
                 c
             }
             _ => return false,
@@ -251,6 +232,22 @@ pub(crate) fn unescape_content(inner: &str, out: &mut String) -> bool {
     }
     out.push_str(&inner[i..]);
     true
+}
+
+/// The character the `\u` escape at `text[at]` (its backslash) spells, and how many bytes it
+/// takes: 6, or 12 for a pair of surrogates (a character past the BMP). `None` when it is
+/// malformed or a surrogate without its other half.
+pub(crate) fn unicode_escape(text: &str, at: usize) -> Option<(char, usize)> {
+    let high = hex4(text.get(at + 2..at + 6))?;
+    if !(0xD800..0xDC00).contains(&high) {
+        return char::from_u32(high).map(|c| (c, 6)); // a lone low surrogate is no character
+    }
+    let low = text
+        .get(at + 6..at + 8)
+        .filter(|s| *s == "\\u")
+        .and_then(|_| hex4(text.get(at + 8..at + 12)))
+        .filter(|low| (0xDC00..0xE000).contains(low))?;
+    char::from_u32(0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00)).map(|c| (c, 12))
 }
 
 fn hex4(s: Option<&str>) -> Option<u32> {
