@@ -18,13 +18,13 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde_json::value::RawValue;
 
 use crate::json::{
-    Entry, HeldEntry, Walk, compact_nested, decode_nested, escaped_object_entries_into,
-    object_entries, object_entries_into, walk_escaped_object,
+    Entry, HeldEntry, KeyHint, Next, Walk, compact_nested, decode_nested,
+    escaped_object_entries_into, object_entries, object_entries_into, walk_escaped_object,
 };
 use crate::schema::{
     ColumnSpec, ColumnType, FieldKind, FieldSpec, FlattenMode, SchemaError, SourceKey, TableSchema,
 };
-use crate::value::{JsonText, Scalar, compact_json, is_json_ws, unescape_into};
+use crate::value::{JsonText, Scalar, compact_json, trim_json_ws, unescape_into};
 use crate::{CoreError, parse_timestamp};
 
 /// Largest integer magnitude a `Float64` column takes exactly.
@@ -583,7 +583,7 @@ impl BatchBuilder {
             Scalar::Json(text) if text.starts_with('{') => Some(text.clone()),
             Scalar::Str(text) => serde_json::from_str::<&RawValue>(text)
                 .ok()
-                .map(|inner| inner.get().trim_matches(is_json_ws))
+                .map(|inner| trim_json_ws(inner.get()))
                 .filter(|inner| inner.starts_with('{'))
                 .map(|inner| Cow::Owned(compact_json(inner).into_owned())),
             _ => None,
@@ -609,7 +609,7 @@ impl BatchBuilder {
     /// Flatten mode: each key of the object (or of the JSON object inside a string) becomes a
     /// `<field>_<key>` column; a value that cannot be flattened goes whole to `<field>__json`.
     fn append_flattened(&mut self, i: usize, raw: &str) {
-        let raw = raw.trim_matches(is_json_ws);
+        let raw = trim_json_ws(raw);
         // The unescape buffer is reused across rows; it is put back on every path.
         let mut buf = std::mem::take(&mut self.text_buf);
         buf.clear();
@@ -733,77 +733,72 @@ impl BatchBuilder {
         nested.clear();
         nested_cells.clear();
         let serial = self.row_serial;
-        let slots = &mut self.key_slots[i];
+        let (slots, names, mut order) = self.key_slots[i].walk();
         let columns = &self.columns;
         let (budget, rest_column) = (self.column_budget, self.rest_columns[i]);
         // The entries past the column budget, as the `__rest` object's text (without its braces).
         let mut rest = String::new();
-        let mut prev = None;
         let mut held = Held::Known;
         // Keys without a slot past the budget (see `flatten_keys`), a few per object at most
         // here: more take the full path.
         let mut unslotted: Vec<Cow<'_, str>> = Vec::new();
-        let walk = walk_escaped_object(raw, |key, value| {
+        // The walk is handed the hint of the key predicted next.
+        let walk = walk_escaped_object(raw, names.hint(order.guess), |key, value, hinted| {
             let Some(value) = decode_held(value, &mut nested) else {
                 held = Held::Undecoded;
-                return false;
+                return Next::Stop;
             };
-            let Some(at) = slots.find(&key, prev) else {
+            // A key found as hinted is the predicted one; any other is looked up.
+            let found = if hinted {
+                Some(order.guess)
+            } else {
+                names.find(&key, order.guess)
+            };
+            let Some(at) = found else {
                 if columns.schema.len() < budget || rest_column.is_none() || unslotted.len() >= 8 {
                     held = Held::NewColumn;
-                    return false;
+                    return Next::Stop;
                 }
                 if unslotted.contains(&key) {
                     held = Held::Repeated;
-                    return false;
+                    return Next::Stop;
                 }
                 push_rest_held(&mut rest, &key, &value, &nested);
                 unslotted.push(key);
-                return true;
+                // The prediction stands: it follows the last key that has a slot.
+                return Next::Go(names.hint(order.guess));
             };
-            prev = Some(at);
-            let slot = &mut slots.slots[at];
+            order.step(at);
+            let Some(slot) = slots.get_mut(at) else {
+                held = Held::NewColumn; // every slot found has its entry
+                return Next::Stop;
+            };
             if slot.stamp == serial {
                 held = Held::Repeated;
-                return false;
+                return Next::Stop;
             }
             slot.stamp = serial;
             if slot.value.is_none() && columns.schema.len() >= budget {
                 // Past the budget (the full path's rule): into `__rest`, unless null.
                 if rest_column.is_none() {
                     held = Held::NewColumn;
-                    return false;
+                    return Next::Stop;
                 }
                 push_rest_held(&mut rest, &key, &value, &nested);
-                return true;
+                return Next::Go(names.hint(order.guess));
             }
-            let cell = match value {
-                HeldValue::Read(entry) => read_cell(columns, slot, entry),
-                HeldValue::Decoded(range) => {
-                    // The type rule's answer for the text as `Scalar::classify` reads it (JSON
-                    // text, compact already): whichever column takes it, it takes the text as
-                    // it stands, so it stays in `nested` and its cell is the range.
-                    let text = nested.get(range.clone()).unwrap_or_default();
-                    match held_cell(columns, slot, Scalar::Json(Cow::Borrowed(text))) {
-                        Some(Some((id, Cell::Text(_)))) => {
-                            nested_cells.push((id, range));
-                            return true;
-                        }
-                        _ => None, // a JSON value always makes text; no column yet
-                    }
-                }
+            let placed = match value {
+                HeldValue::Read(entry) => read_cell(columns, slot, entry).map(|cell| {
+                    cells.extend(cell);
+                }),
+                HeldValue::Decoded(range) => nested_column(columns, slot, &nested, &range)
+                    .map(|id| nested_cells.push((id, range))),
             };
-            match cell {
-                Some(Some(cell)) => {
-                    cells.push(cell);
-                    true
-                }
-                Some(None) => true, // null
-                None => {
-                    held = Held::NewColumn;
-                    false
-                }
+            if placed.is_none() {
+                held = Held::NewColumn;
+                return Next::Stop;
             }
+            Next::Go(names.hint(order.guess))
         });
         let done = match (walk, held) {
             (Walk::Whole, _) => {
@@ -904,22 +899,106 @@ impl BatchBuilder {
 
 /// The slots of one flattened field's keys, each remembering the key that followed it last
 /// time: events of one kind list their properties in the same order, so most lookups are one
-/// string comparison with the predicted key instead of a hash, and a key inserted or missing
-/// in one event only costs the lookups next to it (a cache by position lost the rest of the
-/// row).
+/// string comparison with the predicted key instead of a hash (on the common path, one
+/// comparison of the predicted key's spelling with the text, see [`KeyHint`]), and a key
+/// inserted or missing in one event only costs the lookups next to it (a cache by position
+/// lost the rest of the row).
 #[derive(Debug, Default)]
 struct KeySlots {
     slots: Vec<Slot>,
-    /// Each slot's key.
-    keys: Vec<Box<str>>,
+    names: KeyNames,
     /// Each slot's successor: the slot of the key after it in the last object that held it.
     next: Vec<usize>,
     /// The slot of the first key of the last object.
     first: usize,
+}
+
+/// The keys of a [`KeySlots`], which a walk over one object reads but never changes.
+#[derive(Debug, Default)]
+struct KeyNames {
+    /// Each slot's key.
+    keys: Vec<Box<str>>,
+    /// Each slot's key as held text spells it, for a key with nothing to escape.
+    hints: Vec<Option<KeyHint>>,
     index: HashMap<Box<str>, usize, ahash::RandomState>,
 }
 
+impl KeyNames {
+    /// The slot of `key`, tried first against the slot `guess`; `None` for a new key.
+    #[inline]
+    fn find(&self, key: &str, guess: usize) -> Option<usize> {
+        if self.keys.get(guess).is_some_and(|k| **k == *key) {
+            return Some(guess);
+        }
+        self.index.get(key).copied()
+    }
+
+    /// The hint for the key of slot `at` (none for a slot past the end: `usize::MAX` is a
+    /// slot's successor before it has one).
+    #[inline]
+    fn hint(&self, at: usize) -> Option<&KeyHint> {
+        self.hints.get(at)?.as_ref()
+    }
+}
+
+/// The slot predicted to follow slot `prev` (`None`: the first of an object).
+#[inline]
+fn predicted(next: &[usize], first: usize, prev: Option<usize>) -> usize {
+    match prev {
+        Some(p) => next.get(p).copied().unwrap_or(usize::MAX),
+        None => first,
+    }
+}
+
+/// Where a walk over one object stands in the order of its field's slots.
+struct SlotOrder<'k> {
+    next: &'k mut [usize],
+    first: &'k mut usize,
+    /// The slot of the last key found.
+    prev: Option<usize>,
+    /// The slot predicted for the next key.
+    guess: usize,
+}
+
+impl SlotOrder<'_> {
+    /// The next key of the object has slot `at`: remembered as following the last, and the
+    /// key after it predicted.
+    #[inline]
+    fn step(&mut self, at: usize) {
+        if at != self.guess {
+            follow(self.next, self.first, self.prev, at);
+        }
+        self.prev = Some(at);
+        self.guess = predicted(self.next, *self.first, self.prev);
+    }
+}
+
+/// Remembers in `next` / `first` that slot `at` followed slot `prev` (`None`: came first).
+#[inline]
+fn follow(next: &mut [usize], first: &mut usize, prev: Option<usize>, at: usize) {
+    match prev {
+        Some(p) => {
+            if let Some(n) = next.get_mut(p) {
+                *n = at;
+            }
+        }
+        None => *first = at,
+    }
+}
+
 impl KeySlots {
+    /// The parts a walk over one object uses: the slots, the keys (read only), and the order
+    /// of the slots from the object's start.
+    fn walk(&mut self) -> (&mut [Slot], &KeyNames, SlotOrder<'_>) {
+        let order = SlotOrder {
+            next: &mut self.next,
+            guess: self.first,
+            first: &mut self.first,
+            prev: None,
+        };
+        (&mut self.slots, &self.names, order)
+    }
+
     /// The slot index of `key`, which follows the key of slot `prev` in its object (`None`:
     /// it comes first); created if new.
     #[inline]
@@ -928,43 +1007,32 @@ impl KeySlots {
             return at;
         }
         let at = self.slot_of(key);
-        self.follow(prev, at);
+        follow(&mut self.next, &mut self.first, prev, at);
         at
     }
 
     /// [`KeySlots::index_of`] for a key that has a slot; `None` (and nothing made) for a new one.
     #[inline]
     fn find(&mut self, key: &str, prev: Option<usize>) -> Option<usize> {
-        let guess = match prev {
-            Some(p) => self.next[p],
-            None => self.first,
-        };
-        if self.keys.get(guess).is_some_and(|k| **k == *key) {
-            return Some(guess);
+        let guess = predicted(&self.next, self.first, prev);
+        let at = self.names.find(key, guess)?;
+        if at != guess {
+            follow(&mut self.next, &mut self.first, prev, at);
         }
-        let at = *self.index.get(key)?;
-        self.follow(prev, at);
         Some(at)
-    }
-
-    /// Remembers that slot `at` followed slot `prev` (`None`: came first).
-    fn follow(&mut self, prev: Option<usize>, at: usize) {
-        match prev {
-            Some(p) => self.next[p] = at,
-            None => self.first = at,
-        }
     }
 
     /// The slot index of `key`, created if new.
     fn slot_of(&mut self, key: &str) -> usize {
-        if let Some(&at) = self.index.get(key) {
+        if let Some(&at) = self.names.index.get(key) {
             return at;
         }
         let at = self.slots.len();
         self.slots.push(Slot::default());
-        self.keys.push(key.into());
+        self.names.keys.push(key.into());
+        self.names.hints.push(KeyHint::held(key));
         self.next.push(usize::MAX);
-        self.index.insert(key.into(), at);
+        self.names.index.insert(key.into(), at);
         at
     }
 }
@@ -997,7 +1065,7 @@ fn held_entries<'a>(
         return Err(false);
     }
     let buf: &'a String = buf;
-    match buf.trim_matches(is_json_ws) {
+    match trim_json_ws(buf) {
         // PostHog's JSON encoding of "no properties".
         "null" => Err(true),
         text => object_entries(text).ok_or(false),
@@ -1019,6 +1087,23 @@ fn held_cell<'a>(
     match fit(columns.ty(id), scalar) {
         Ok(cell) => Some(Some((id, cell))),
         Err(scalar) => Some(Some((slot.fallback?, Cell::Text(scalar.into_json_text())))),
+    }
+}
+
+/// The column that takes a nested value decoded into `nested` at `range`, from the columns
+/// `slot` has made: `None` when one would have to be made first. The type rule's answer for
+/// the text as `Scalar::classify` reads it (JSON text, compact already): whichever column
+/// takes it, it takes the text as it stands, so it stays in `nested` and its cell is the range.
+fn nested_column(
+    columns: &Columns,
+    slot: &Slot,
+    nested: &str,
+    range: &Range<usize>,
+) -> Option<usize> {
+    let text = nested.get(range.clone()).unwrap_or_default();
+    match held_cell(columns, slot, Scalar::Json(Cow::Borrowed(text))) {
+        Some(Some((id, Cell::Text(_)))) => Some(id),
+        _ => None, // a JSON value always makes text; no column yet
     }
 }
 
@@ -1088,7 +1173,7 @@ fn rest_object(entries: &[(&str, &Entry<'_>)]) -> String {
 
 /// Whether the JSON text `text` is `null` (its first byte says so, as in [`Scalar::classify`]).
 fn is_null(text: &str) -> bool {
-    text.trim_start_matches(is_json_ws).starts_with('n')
+    trim_json_ws(text).starts_with('n')
 }
 
 /// Appends one entry to the text of a `__rest` object between its braces: `"key":value`, the
@@ -1101,7 +1186,7 @@ fn push_rest_entry(text: &mut String, key: &str, value: &Entry<'_>) {
     text.push_str(&serde_json::to_string(key).unwrap_or_default());
     text.push(':');
     let value = value.json_text();
-    text.push_str(&compact_json(value.trim_matches(is_json_ws)));
+    text.push_str(&compact_json(trim_json_ws(&value)));
 }
 
 /// Empties `v` and hands its allocation back typed for other lifetimes: an in-place collect

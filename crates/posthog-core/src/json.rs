@@ -367,6 +367,13 @@ trait Spelling<'a> {
     fn skip_ws(&self, at: usize) -> usize;
     /// The key starting at `at`: where it ends and its decoded text.
     fn key(&self, at: usize) -> Option<(usize, Cow<'a, str>)>;
+    /// The key at `at` when the text spells it exactly as `hint` does (see [`KeyHint`]): where
+    /// it ends and its text, with no search for its end. `None` when the text differs (the
+    /// caller reads the key with [`Spelling::key`]) or the spelling takes no hints.
+    #[inline(always)]
+    fn hinted_key(&self, _at: usize, _hint: &KeyHint) -> Option<(usize, Cow<'a, str>)> {
+        None
+    }
     /// What a value is read as.
     type Value;
     /// The value starting at `at`: where it ends and the value.
@@ -380,9 +387,9 @@ fn read_object<'a>(
     spelling: &impl Spelling<'a, Value = Entry<'a>>,
     mut entries: Vec<(Cow<'a, str>, Entry<'a>)>,
 ) -> Option<Vec<(Cow<'a, str>, Entry<'a>)>> {
-    match walk_object(spelling, |key, value| {
+    match walk_object(spelling, None, |key, value, _| {
         entries.push((key, value));
-        true
+        Next::Go(None)
     }) {
         Walk::Whole => Some(entries),
         Walk::Stopped | Walk::Invalid => None,
@@ -401,14 +408,47 @@ pub(crate) enum Walk {
     Invalid,
 }
 
-/// Hands each entry of the object `spelling` reads to `each`, in order, as it is read
-/// (`each` answers whether to go on). Only [`Walk::Whole`] says the text was one valid
+/// What the visitor of a walk answers after each entry.
+pub(crate) enum Next<'h> {
+    /// Stop the walk ([`Walk::Stopped`]).
+    Stop,
+    /// Go on; the next key is likely the one `hint` spells (checked against the text first).
+    Go(Option<&'h KeyHint>),
+}
+
+/// A key exactly as the held text of a properties string spells it, quotes included (`\"key\"`),
+/// for a key with nothing to escape: so the text holds the key where it holds these bytes, and
+/// the key ends with them. Made once per key the flattener knows; comparing it with the text
+/// takes the place of searching for the key's end (~75 instructions a key) and of comparing the
+/// key read with the key predicted (`memcmp`).
+#[derive(Debug)]
+pub(crate) struct KeyHint(Box<[u8]>);
+
+impl KeyHint {
+    /// The hint for `key` in held text; `None` when the key holds a quote, a backslash or a
+    /// control character (its spelling there is then not its text between `\"` and `\"`).
+    pub(crate) fn held(key: &str) -> Option<KeyHint> {
+        if key.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+            return None;
+        }
+        let mut spelled = Vec::with_capacity(key.len() + 4);
+        spelled.extend_from_slice(b"\\\"");
+        spelled.extend_from_slice(key.as_bytes());
+        spelled.extend_from_slice(b"\\\"");
+        Some(KeyHint(spelled.into_boxed_slice()))
+    }
+}
+
+/// Hands each entry of the object `spelling` reads to `each`, in order, as it is read, with
+/// whether its key was the one hinted (`first` hints the first key; `each` answers whether to
+/// go on, and a hint for the next key). Only [`Walk::Whole`] says the text was one valid
 /// object: a visitor must not act on entries before it knows that. Inlined: once per spelling
 /// and visitor, into the flattener's hot loop (out of line it cost 2 % of a run).
 #[inline(always)]
-fn walk_object<'a, S: Spelling<'a>>(
+fn walk_object<'a, 'h, S: Spelling<'a>>(
     spelling: &S,
-    mut each: impl FnMut(Cow<'a, str>, S::Value) -> bool,
+    first: Option<&'h KeyHint>,
+    mut each: impl FnMut(Cow<'a, str>, S::Value, bool) -> Next<'h>,
 ) -> Walk {
     let b = spelling.bytes();
     let end_of_text = |at: usize| {
@@ -426,23 +466,43 @@ fn walk_object<'a, S: Spelling<'a>>(
     if b.get(at) == Some(&b'}') {
         return end_of_text(at + 1);
     }
+    let mut hint = first;
     loop {
-        let Some((key_end, key)) = spelling.key(at) else {
+        // `at` may stand before whitespace: a hinted key is looked for right there first, as
+        // compact text has none.
+        let mut hinted = hint.and_then(|hint| spelling.hinted_key(at, hint));
+        if hinted.is_none() {
+            let past_ws = spelling.skip_ws(at);
+            if past_ws != at {
+                at = past_ws;
+                hinted = hint.and_then(|hint| spelling.hinted_key(at, hint));
+            }
+        }
+        let matched = hinted.is_some();
+        let Some((key_end, key)) = hinted.or_else(|| spelling.key(at)) else {
             return Walk::Invalid;
         };
-        at = spelling.skip_ws(key_end);
+        // The separators mostly follow their token directly: looked at before any whitespace.
+        at = match b.get(key_end) {
+            Some(b':') => key_end,
+            _ => spelling.skip_ws(key_end),
+        };
         if b.get(at) != Some(&b':') {
             return Walk::Invalid;
         }
         let Some((end, value)) = spelling.value(spelling.skip_ws(at + 1)) else {
             return Walk::Invalid;
         };
-        if !each(key, value) {
-            return Walk::Stopped;
+        match each(key, value, matched) {
+            Next::Stop => return Walk::Stopped,
+            Next::Go(next) => hint = next,
         }
-        at = spelling.skip_ws(end);
+        at = match b.get(end) {
+            Some(b',' | b'}') => end,
+            _ => spelling.skip_ws(end),
+        };
         match b.get(at) {
-            Some(b',') => at = spelling.skip_ws(at + 1),
+            Some(b',') => at += 1,
             Some(b'}') => return end_of_text(at + 1),
             _ => return Walk::Invalid,
         }
@@ -539,15 +599,16 @@ pub(crate) fn escaped_object_entries_into<'a>(
 /// buffer of its own: decoded here, each was a `String` of its own (~4 a row of the default
 /// events).
 #[inline(always)]
-pub(crate) fn walk_escaped_object<'a>(
+pub(crate) fn walk_escaped_object<'a, 'h>(
     literal: &'a str,
-    each: impl FnMut(Cow<'a, str>, HeldEntry<'a>) -> bool,
+    first: Option<&'h KeyHint>,
+    each: impl FnMut(Cow<'a, str>, HeldEntry<'a>, bool) -> Next<'h>,
 ) -> Walk {
     match literal
         .strip_prefix('"')
         .and_then(|rest| rest.strip_suffix('"'))
     {
-        Some(text) => walk_object(&Walked(Held(text)), each),
+        Some(text) => walk_object(&Walked(Held(text)), first, each),
         None => Walk::Invalid,
     }
 }
@@ -770,6 +831,11 @@ impl<'a> Spelling<'a> for Walked<'a> {
         self.0.key(at)
     }
 
+    #[inline(always)]
+    fn hinted_key(&self, at: usize, hint: &KeyHint) -> Option<(usize, Cow<'a, str>)> {
+        self.0.hinted_key(at, hint)
+    }
+
     type Value = HeldEntry<'a>;
 
     #[inline(always)]
@@ -804,6 +870,16 @@ impl<'a> Spelling<'a> for Held<'a> {
             return Some((end, Cow::Borrowed(self.0.get(at + 2..end - 2)?)));
         }
         escaped_key(self.0, at, end)
+    }
+
+    #[inline(always)]
+    fn hinted_key(&self, at: usize, hint: &KeyHint) -> Option<(usize, Cow<'a, str>)> {
+        let end = at.checked_add(hint.0.len())?;
+        if self.bytes().get(at..end)? != &*hint.0 {
+            return None;
+        }
+        // `\"` on both sides (ASCII, so char boundaries), nothing escaped between.
+        Some((end, Cow::Borrowed(self.0.get(at + 2..end - 2)?)))
     }
 
     type Value = Entry<'a>;
@@ -1011,22 +1087,72 @@ mod tests {
     /// The flattener's walk over `literal`, each nested value decoded as it decodes them
     /// ([`decode_nested`]): `None` unless the walk reads the whole object.
     fn walked_entries(literal: &str) -> Option<Vec<(String, String)>> {
-        let (mut out, mut buf, mut decoded) = (Vec::new(), String::new(), true);
-        let walk = walk_escaped_object(literal, |key, value| {
+        walked_hinted(literal, &[]).0
+    }
+
+    /// [`walked_entries`] with `hints[n]` hinting the walk's n-th key, and how many keys the
+    /// walk found as hinted.
+    fn walked_hinted(
+        literal: &str,
+        hints: &[Option<KeyHint>],
+    ) -> (Option<Vec<(String, String)>>, usize) {
+        let (mut out, mut buf, mut decoded, mut matched) = (Vec::new(), String::new(), true, 0);
+        let hint = |n: usize| hints.get(n).and_then(Option::as_ref);
+        let walk = walk_escaped_object(literal, hint(0), |key, value, was_hinted| {
+            matched += usize::from(was_hinted);
             let value = match value {
                 HeldEntry::Read(entry) => entry,
                 HeldEntry::Nested(escaped) => match decode_nested(escaped, &mut buf) {
                     Some(range) => Entry::Json(Cow::Owned(buf[range].to_owned())),
                     None => {
                         decoded = false;
-                        return false;
+                        return Next::Stop;
                     }
                 },
             };
             out.push((key, value));
-            true
+            Next::Go(hint(out.len()))
         });
-        (walk == Walk::Whole && decoded).then(|| texts(out))
+        (
+            (walk == Walk::Whole && decoded).then(|| texts(out)),
+            matched,
+        )
+    }
+
+    /// The walk over `literal` answers the same whatever it is hinted: each key hinted as the
+    /// walk reads it unhinted (all found as hinted when `plain`, the keys then being spelled as
+    /// their text), the keys hinted in reverse order, and each key hinted one byte longer (a
+    /// hint that matches the text up to the key's closing quote and not past it).
+    fn hints_change_nothing(literal: &str, plain: bool) -> Result<(), TestCaseError> {
+        let unhinted = walked_entries(literal);
+        let keys: Vec<String> = match escaped_object_entries(literal) {
+            Some(entries) => entries.into_iter().map(|(k, _)| k.into_owned()).collect(),
+            None => vec!["a".into(), "$b".into(), String::new()],
+        };
+        let exact: Vec<Option<KeyHint>> = keys.iter().map(|k| KeyHint::held(k)).collect();
+        let (hinted, matched) = walked_hinted(literal, &exact);
+        prop_assert_eq!(&hinted, &unhinted, "exact hints {:?}", literal);
+        if plain && unhinted.is_some() {
+            prop_assert_eq!(matched, exact.iter().flatten().count(), "{:?}", literal);
+        }
+        let reversed: Vec<Option<KeyHint>> = keys.iter().rev().map(|k| KeyHint::held(k)).collect();
+        prop_assert_eq!(
+            &walked_hinted(literal, &reversed).0,
+            &unhinted,
+            "reversed {:?}",
+            literal
+        );
+        let longer: Vec<Option<KeyHint>> = keys
+            .iter()
+            .map(|k| KeyHint::held(&format!("{k}x")))
+            .collect();
+        prop_assert_eq!(
+            &walked_hinted(literal, &longer).0,
+            &unhinted,
+            "longer {:?}",
+            literal
+        );
+        Ok(())
     }
 
     /// The slow path: unescape the literal, then read the object.
@@ -1166,6 +1292,7 @@ mod tests {
                 let literal = encode_literal(&text, choices);
                 let fast = escaped_object_entries(&literal).map(texts);
                 prop_assert_eq!(&walked_entries(&literal), &fast, "{:?}", literal);
+                hints_change_nothing(&literal, choices == [0])?;
                 if choices == [0] {
                     prop_assert!(fast.is_some(), "{:?}", literal);
                 }
@@ -1198,6 +1325,7 @@ mod tests {
                 // answers what unescaping first does.
                 let fast = escaped_object_entries(&literal);
                 prop_assert_eq!(walked_entries(&literal), fast.clone().map(texts), "{}", literal);
+                hints_change_nothing(&literal, whole)?;
                 prop_assert!(fast.is_some() || !whole, "{}", literal);
                 if let Some(fast) = fast {
                     prop_assert_eq!(Some(texts(fast)), slow_entries(&literal), "{}", literal);
@@ -1265,6 +1393,7 @@ mod tests {
                 "{:?}",
                 literal
             );
+            hints_change_nothing(&literal, false)?;
             if let Some(fast) = escaped_object_entries(&literal).map(texts) {
                 prop_assert_eq!(Some(fast), slow_entries(&literal), "{:?}", literal);
             }

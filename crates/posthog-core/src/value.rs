@@ -67,7 +67,7 @@ impl<'a> Scalar<'a> {
     /// Classifies one JSON value given as valid JSON text (as a `RawValue` guarantees;
     /// surrounding whitespace allowed). Never fails: what cannot be decoded stays JSON text.
     pub fn classify(raw: &'a str) -> Scalar<'a> {
-        let raw = raw.trim_matches(is_json_ws);
+        let raw = trim_json_ws(raw);
         match raw.as_bytes().first() {
             None => Scalar::Json(Cow::Borrowed(raw)),
             Some(b'n') => Scalar::Null,
@@ -143,6 +143,25 @@ pub(crate) fn json_quote(s: &str) -> String {
 /// JSON's insignificant whitespace.
 pub(crate) fn is_json_ws(c: char) -> bool {
     matches!(c, ' ' | '\t' | '\n' | '\r')
+}
+
+/// `text` without JSON's insignificant whitespace at either end. Byte by byte (whitespace is
+/// ASCII), and at once when neither end has any, as the values of a compact page do: trimmed
+/// as `char`s, every value paid a decoding step at each end (`trim_matches`, ~37 instructions
+/// a call, 2 M calls per 100 000 default events).
+#[inline]
+pub(crate) fn trim_json_ws(text: &str) -> &str {
+    let ws = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+    let b = text.as_bytes();
+    match (b.first(), b.last()) {
+        (Some(first), Some(last)) if !ws(first) && !ws(last) => text,
+        _ => {
+            let start = b.iter().position(|c| !ws(c)).unwrap_or(b.len());
+            let end = b.iter().rposition(|c| !ws(c)).map_or(start, |at| at + 1);
+            // Both ends sit next to ASCII bytes (or at the text's ends): char boundaries.
+            text.get(start..end).unwrap_or_default()
+        }
+    }
 }
 
 fn classify_number(raw: &str) -> Scalar<'_> {
@@ -320,6 +339,31 @@ pub fn compact_json(raw: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_json_whitespace_is_trimmed_from_either_end() {
+        for text in [
+            "",
+            " ",
+            " \t\r\n ",
+            "42",
+            " 42",
+            "42\n",
+            "\t\"a b\" ",
+            "\u{c}1\u{c}",
+            "\u{a0}x\u{a0}",
+            " é ",
+            "\n{ \"k\": [1, 2] }\r",
+            "a b",
+            " \u{2003}",
+        ] {
+            assert_eq!(
+                trim_json_ws(text),
+                text.trim_matches(is_json_ws),
+                "{text:?}"
+            );
+        }
+    }
 
     #[test]
     fn scalars_are_decoded_by_their_json_type() {
