@@ -789,7 +789,9 @@ impl BatchBuilder {
             }
             let placed = match value {
                 HeldValue::Read(entry) => read_cell(columns, slot, entry).map(|cell| {
-                    cells.extend(cell);
+                    if let Some(cell) = cell {
+                        cells.push(cell);
+                    }
                 }),
                 HeldValue::Decoded(range) => nested_column(columns, slot, &nested, &range)
                     .map(|id| nested_cells.push((id, range))),

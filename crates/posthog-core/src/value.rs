@@ -191,7 +191,9 @@ fn underflows(raw: &str) -> bool {
 /// not decode to UTF-8 (lone surrogates).
 fn unescape_string(raw: &str) -> Option<Cow<'_, str>> {
     let inner = raw.get(1..raw.len().saturating_sub(1))?;
-    if !inner.contains('\\') {
+    // Eight bytes at a time: `contains` searched with the portable `memchr`, ~100
+    // instructions for a 36-byte uuid.
+    if crate::json::find_backslash(inner.as_bytes()).is_none() {
         return Some(Cow::Borrowed(inner));
     }
     let mut out = String::new();
